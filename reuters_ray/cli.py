@@ -1,0 +1,103 @@
+"""The `reuters-ray` command.
+
+    reuters-ray data summary [--source S] [--path P] [...]   class table and provenance of any source
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import sys
+import typing
+
+from reuters_ray.config import DataConfig, from_dict, load_yaml
+from reuters_ray.errors import DataError
+
+_HELP = {
+    "source": "reuters21578 | keras | table",
+    "path": "reuters21578: folder of reut2-*.sgm or reuters21578.tar.gz (default $REUTERS21578_PATH, else download); table: the file",
+    "text": "reuters21578 text: title+body (each wire's own) or keras (Keras's next-<BODY> texts)",
+    "cache_dir": "download cache folder",
+    "test_path": "table: separate test file (else a stratified split by --test-size)",
+    "text_column": "table: column holding the text",
+    "label_column": "table: column holding the label (strings or integers)",
+    "test_size": "table: held-out share when there is no --test-path",
+    "split_seed": "seed of the train/test split (113 = Keras's)",
+    "keras_num_words": "keras: vocabulary cap; rarer words decode to [UNK]",
+    "min_samples": "drop classes with fewer training examples",
+    "min_tokens": "drop texts with fewer whitespace tokens after cleaning",
+    "max_length": "tokens per text after WordPiece",
+    "tokenizer": "tokenizer: hub id, local folder, minilm-offline or small-bert-random",
+}
+
+
+def _add_data_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", metavar="YAML", help="YAML file whose `data:` section sets these options; flags override it")
+    hints = typing.get_type_hints(DataConfig)
+    for f in dataclasses.fields(DataConfig):
+        p.add_argument(
+            "--" + f.name.replace("_", "-"), dest=f.name, default=None, metavar=typing.get_origin(hints[f.name]) and "VALUE" or hints[f.name].__name__.upper(),
+            help=f"{_HELP.get(f.name, '')} (default: {f.default})",
+        )
+
+
+def data_config_from_args(args: argparse.Namespace) -> DataConfig:
+    """DataConfig from --config's `data:` section, then the flags given (flags win)."""
+    values = dict(load_yaml(args.config).get("data", {}) if args.config else {})
+    for f in dataclasses.fields(DataConfig):
+        v = getattr(args, f.name, None)
+        if v is not None:
+            values[f.name] = v
+    return from_dict(DataConfig, values, where="data.")
+
+
+def _summary(args: argparse.Namespace) -> int:
+    from reuters_ray.data import load_dataset
+    from reuters_ray.features import class_weights
+    from reuters_ray.preprocess import preprocess
+
+    cfg = data_config_from_args(args)
+    ds = load_dataset(cfg)
+    if not args.raw:
+        ds = preprocess(ds, cfg.min_samples, cfg.min_tokens)
+    train, test = ds.counts("train"), ds.counts("test")
+    weights = class_weights(ds.train_labels, ds.num_classes) if (train > 0).all() else [float("nan")] * ds.num_classes
+    rows = [{"label": k, "name": n, "train": int(train[k]), "test": int(test[k]), "weight": round(float(weights[k]), 4)} for k, n in enumerate(ds.label_names)]
+    if args.json:
+        json.dump({"config": dataclasses.asdict(cfg), "classes": rows, "provenance": ds.provenance}, sys.stdout, indent=2)
+        print()
+        return 0
+    width = max(len(r["name"]) for r in rows + [{"name": "name"}])
+    print(f"{'label':>5}  {'name':<{width}}  {'train':>6}  {'test':>6}  {'weight':>7}")
+    for r in rows:
+        print(f"{r['label']:>5}  {r['name']:<{width}}  {r['train']:>6}  {r['test']:>6}  {r['weight']:>7.2f}")
+    print(f"{'':>5}  {'total':<{width}}  {int(train.sum()):>6}  {int(test.sum()):>6}")
+    print("\nprovenance:")
+    print(json.dumps(ds.provenance, indent=2))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="reuters-ray", description="Fine-tune small BERT encoders for news-topic classification with Ray.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    data = sub.add_parser("data", help="inspect a data set").add_subparsers(dest="data_command", required=True)
+    summary = data.add_parser("summary", help="class table (name, train, test, weight) and provenance of any source")
+    _add_data_flags(summary)
+    summary.add_argument("--raw", action="store_true", help="show the data as loaded, before the preprocessing steps")
+    summary.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    summary.set_defaults(func=_summary)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except DataError as e:
+        print(f"reuters-ray: error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,65 @@
+"""The one data-set type every source produces and every later stage consumes."""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+import numpy as np
+
+from reuters_ray.errors import DataError
+
+
+@dataclass(frozen=True)
+class TextDataset:
+    """Texts with integer labels 0..K-1, a fixed train/test split, and where it all came from.
+
+    `provenance` is a JSON-able dict: source, path or checksum, text mode, and `steps`, one entry per
+    filter applied with what it removed from each split. Every report carries it.
+    """
+
+    train_texts: list[str]
+    train_labels: np.ndarray  # int64, values in 0..len(label_names)-1
+    test_texts: list[str]
+    test_labels: np.ndarray
+    label_names: list[str]
+    train_ids: list[str]  # stable ids (Reuters NEWID, table row) for predictions and error analysis
+    test_ids: list[str]
+    provenance: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        for split in ("train", "test"):
+            texts, labels, ids = (getattr(self, f"{split}_{k}") for k in ("texts", "labels", "ids"))
+            if not (len(texts) == len(labels) == len(ids)):
+                raise ValueError(f"{split}: {len(texts)} texts, {len(labels)} labels, {len(ids)} ids")
+            if len(labels) and (labels.min() < 0 or labels.max() >= len(self.label_names)):
+                raise ValueError(f"{split}: labels outside 0..{len(self.label_names) - 1}")
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.label_names)
+
+    def counts(self, split: str) -> np.ndarray:
+        """Examples per class in `split` ("train" or "test")."""
+        return np.bincount(getattr(self, f"{split}_labels"), minlength=self.num_classes)
+
+    def with_step(self, name: str, params: dict[str, Any], removed: dict[str, int], **changes: Any) -> TextDataset:
+        """A copy with `changes` applied and the step recorded in provenance (the original is untouched)."""
+        prov = copy.deepcopy(self.provenance)
+        after = {s: len(changes.get(f"{s}_texts", getattr(self, f"{s}_texts"))) for s in ("train", "test")}
+        prov.setdefault("steps", []).append({"step": name, "params": params, "removed": removed, "after": after})
+        return replace(self, provenance=prov, **changes)
+
+    def check_folds(self, n_folds: int) -> None:
+        """Raises DataError unless every class has at least `n_folds` training examples (stratified k-fold)."""
+        if n_folds < 2:
+            raise DataError(f"folds must be at least 2, got {n_folds}")
+        counts = self.counts("train")
+        short = [(self.label_names[k], int(c)) for k, c in enumerate(counts) if c < n_folds]
+        if short:
+            listed = ", ".join(f"{name!r} ({c})" for name, c in short)
+            raise DataError(
+                f"{n_folds}-fold cross-validation needs at least {n_folds} training examples per class; "
+                f"too few in: {listed}. Lower the number of folds or raise data.min_samples."
+            )

@@ -1,0 +1,90 @@
+"""The seed's preprocessing (its section 2) as named steps, each recorded in the data set's provenance.
+
+    filter_rare_classes  drop classes with < min_samples TRAINING examples; relabel 0..K-1 keeping names
+    clean_texts          lowercase, remove [START] [UNK] [PAD] [UNUSED], collapse whitespace
+    drop_short_texts     drop texts with < min_tokens whitespace tokens (after cleaning)
+
+`preprocess` runs the three in that order, as the seed did.
+"""
+
+from __future__ import annotations
+
+import re
+
+import numpy as np
+
+from reuters_ray.data.dataset import TextDataset
+from reuters_ray.errors import DataError
+
+_ARTIFACTS = re.compile(r"\[(?:start|unk|pad|unused)\]", re.I)
+_SPACE = re.compile(r"\s+")
+
+
+def clean_text(text: str) -> str:
+    """Lowercase, strip Keras's marker tokens, collapse whitespace. Punctuation and numbers stay (seed 2.2)."""
+    return _SPACE.sub(" ", _ARTIFACTS.sub(" ", text.lower())).strip()
+
+
+def _keep(ds: TextDataset, keep: dict[str, np.ndarray]) -> dict:
+    """The per-split fields of `ds` restricted to the boolean masks in `keep`."""
+    out = {}
+    for split, mask in keep.items():
+        idx = np.flatnonzero(mask)
+        out[f"{split}_texts"] = [getattr(ds, f"{split}_texts")[i] for i in idx]
+        out[f"{split}_labels"] = getattr(ds, f"{split}_labels")[idx]
+        out[f"{split}_ids"] = [getattr(ds, f"{split}_ids")[i] for i in idx]
+    return out
+
+
+def filter_rare_classes(ds: TextDataset, min_samples: int = 50) -> TextDataset:
+    """Drops classes with fewer than `min_samples` training examples from both splits, then relabels the
+    kept classes 0..K-1 in their original order, keeping their names."""
+    counts = ds.counts("train")
+    kept = np.flatnonzero(counts >= min_samples)
+    if len(kept) < 2:
+        raise DataError(
+            f"data.min_samples={min_samples} leaves {len(kept)} class(es) with enough training examples; "
+            f"a classifier needs at least 2 (largest class has {int(counts.max()) if len(counts) else 0})"
+        )
+    remap = np.full(ds.num_classes, -1, dtype=np.int64)
+    remap[kept] = np.arange(len(kept))
+    masks = {s: remap[getattr(ds, f"{s}_labels")] >= 0 for s in ("train", "test")}
+    fields = _keep(ds, masks)
+    for s in ("train", "test"):
+        fields[f"{s}_labels"] = remap[fields[f"{s}_labels"]]
+    removed = {s: int((~m).sum()) for s, m in masks.items()}
+    dropped = [ds.label_names[k] for k in range(ds.num_classes) if remap[k] < 0]
+    return ds.with_step(
+        "filter_rare_classes",
+        {"min_samples": min_samples, "classes_before": ds.num_classes, "classes_after": len(kept), "dropped_classes": dropped},
+        removed,
+        label_names=[ds.label_names[k] for k in kept],
+        **fields,
+    )
+
+
+def clean_texts(ds: TextDataset) -> TextDataset:
+    """Applies clean_text to every text (removes no examples)."""
+    return ds.with_step(
+        "clean_texts",
+        {"lowercase": True, "removed_tokens": ["[START]", "[UNK]", "[PAD]", "[UNUSED]"], "collapse_whitespace": True},
+        {"train": 0, "test": 0},
+        train_texts=[clean_text(t) for t in ds.train_texts],
+        test_texts=[clean_text(t) for t in ds.test_texts],
+    )
+
+
+def drop_short_texts(ds: TextDataset, min_tokens: int = 3) -> TextDataset:
+    """Drops examples whose text has fewer than `min_tokens` whitespace-separated tokens."""
+    masks = {s: np.array([len(t.split()) >= min_tokens for t in getattr(ds, f"{s}_texts")], dtype=bool) for s in ("train", "test")}
+    removed = {s: int((~m).sum()) for s, m in masks.items()}
+    out = ds.with_step("drop_short_texts", {"min_tokens": min_tokens}, removed, **_keep(ds, masks))
+    missing = [ds.label_names[k] for k in range(ds.num_classes) if out.counts("train")[k] == 0]
+    if missing:
+        raise DataError(f"data.min_tokens={min_tokens} removes every training example of: {', '.join(missing)}")
+    return out
+
+
+def preprocess(ds: TextDataset, min_samples: int = 50, min_tokens: int = 3) -> TextDataset:
+    """The seed's pipeline: filter_rare_classes -> clean_texts -> drop_short_texts."""
+    return drop_short_texts(clean_texts(filter_rare_classes(ds, min_samples)), min_tokens)
