@@ -1,0 +1,63 @@
+"""`reuters-ray data summary` as a user runs it: the installed console script, real files."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from reuters_ray.config import DataConfig, from_dict
+from reuters_ray.errors import DataError
+
+
+# The console script that pip installed beside this interpreter.
+SCRIPT = str(Path(sys.executable).parent / "reuters-ray")
+
+
+def run(*args):
+    return subprocess.run([SCRIPT, *args], capture_output=True, text=True, timeout=120)
+
+
+def test_summary_prints_the_seed_class_table(reuters_dir):
+    out = run("data", "summary", "--path", str(reuters_dir))
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.splitlines()
+    assert lines[0].split() == ["label", "name", "train", "test", "weight"]
+    assert lines[1].split() == ["0", "cocoa", "55", "12", "2.21"]
+    assert lines[4].split() == ["3", "earn", "3159", "813", "0.04"]
+    assert lines[19].split() == ["total", "8227", "2043"]
+    assert '"checksums": "match Reuters-21578 Distribution 1.0"' in out.stdout
+
+
+def test_summary_json_from_yaml_config_with_flag_override(reuters_dir, tmp_path):
+    cfg = tmp_path / "run.yaml"
+    cfg.write_text(f"data:\n  path: {reuters_dir}\n  min_samples: 500\n")
+    out = run("data", "summary", "--config", str(cfg), "--text", "keras", "--json")
+    assert out.returncode == 0, out.stderr
+    d = json.loads(out.stdout)
+    assert [c["name"] for c in d["classes"]] == ["earn", "acq", "money-fx"]  # >= 500 training wires
+    assert d["provenance"]["text_mode"] == "keras" and d["config"]["min_samples"] == 500
+
+
+def test_bad_input_gives_one_clear_line(tmp_path):
+    out = run("data", "summary", "--path", str(tmp_path / "missing"))
+    assert out.returncode == 2 and out.stdout == ""
+    assert out.stderr.strip().splitlines() == [f"reuters-ray: error: data path {tmp_path / 'missing'} does not exist (expected a folder of reut2-*.sgm files or reuters21578.tar.gz)"]
+    out = run("data", "summary", "--source", "table", "--path", str(tmp_path / "x.csv"), "--min-samples", "lots")
+    assert out.returncode == 2 and "data.min_samples must be int, got 'lots'" in out.stderr
+
+
+def test_python_module_entry_point_matches_console_script():
+    out = subprocess.run([sys.executable, "-m", "reuters_ray.cli", "data", "summary", "--help"], capture_output=True, text=True)
+    assert out.returncode == 0 and "--text-column" in out.stdout and "--min-samples" in out.stdout
+
+
+def test_config_rejects_unknown_keys_and_bad_values():
+    with pytest.raises(DataError, match="unknown key.*data.min_sample;"):
+        from_dict(DataConfig, {"min_sample": 3}, where="data.")
+    with pytest.raises(DataError, match="data.text must be title\\+body or keras"):
+        from_dict(DataConfig, {"text": "body"})
+    with pytest.raises(DataError, match="data.max_length must be >= 8"):
+        DataConfig(max_length=0)
+    assert from_dict(DataConfig, {"test_size": "0.3", "keras_num_words": "null"}) == DataConfig(test_size=0.3, keras_num_words=None)
