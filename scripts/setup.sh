@@ -27,8 +27,10 @@ pip="$VENV/bin/python -m pip"
 
 echo "setup: torch $TORCH_VERSION ($TORCH build) into $VENV"
 case "$TORCH" in
-  # The CPU index serves torch==X+cpu, which sorts above PyPI's X, so pip takes it where both are reachable.
-  cpu)  $pip install -q "torch==$TORCH_VERSION" --extra-index-url "$TORCH_CPU_INDEX" ;;
+  # Ask for the +cpu build by name: first from the indexes pip is already configured with (a mirror or a
+  # local wheel folder may have it), else from PyTorch's CPU index.
+  cpu)  $pip install -q "torch==$TORCH_VERSION+cpu" 2>/dev/null \
+          || $pip install -q "torch==$TORCH_VERSION+cpu" --extra-index-url "$TORCH_CPU_INDEX" ;;
   cuda) $pip install -q "torch==$TORCH_VERSION" ;;
   skip) ;;  # keep whatever torch the environment already has
   *) echo "setup: TORCH must be auto, cpu, cuda or skip, not '$TORCH'" >&2; exit 2 ;;
