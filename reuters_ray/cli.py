@@ -12,7 +12,7 @@ import sys
 import typing
 
 from reuters_ray.config import DataConfig, from_dict, load_yaml
-from reuters_ray.errors import DataError
+from reuters_ray.errors import ReutersRayError
 
 _HELP = {
     "source": "reuters21578 | keras | table",
@@ -94,7 +94,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except DataError as e:
+    except ReutersRayError as e:
         print(f"reuters-ray: error: {e}", file=sys.stderr)
         return 2
 

