@@ -11,6 +11,8 @@ import json
 import sys
 import typing
 
+import yaml
+
 from reuters_ray.config import DataConfig, from_dict, load_yaml
 from reuters_ray.errors import ReutersRayError
 
@@ -78,6 +80,44 @@ def _summary(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_run_flags(p: argparse.ArgumentParser) -> None:
+    """--config plus one --section.key flag per field of RunConfig (YAML keys, same names)."""
+    from reuters_ray.config import RunConfig
+
+    p.add_argument("--config", metavar="YAML", help="YAML file with data/model/train/cv sections; flags override it")
+    for section in dataclasses.fields(RunConfig):
+        group = p.add_argument_group(section.name)
+        cls = typing.get_type_hints(RunConfig)[section.name]
+        for f in dataclasses.fields(cls):
+            default = f.default if f.default is not dataclasses.MISSING else None
+            group.add_argument(f"--{section.name}.{f.name}", dest=f"{section.name}__{f.name}", default=None, metavar="V",
+                               help=f"default: {default}")
+
+
+def run_config_from_args(args: argparse.Namespace):
+    """RunConfig from --config, then the --section.key flags given (flags win)."""
+    from reuters_ray.config import RunConfig
+
+    values: dict = load_yaml(args.config) if args.config else {}
+    for key, v in vars(args).items():
+        if "__" in key and v is not None:
+            section, name = key.split("__", 1)
+            values.setdefault(section, {})
+            if not isinstance(values[section], dict):
+                values[section] = {}
+            values[section][name] = v
+    return from_dict(RunConfig, values)
+
+
+def _cv(args: argparse.Namespace) -> int:
+    from reuters_ray.runner import run_cv
+
+    cfg = run_config_from_args(args)
+    print("config:\n" + "\n".join("  " + line for line in yaml.safe_dump(cfg.to_dict(), sort_keys=True).splitlines()))
+    run_cv(cfg)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="reuters-ray", description="Fine-tune small BERT encoders for news-topic classification with Ray.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -87,6 +127,11 @@ def build_parser() -> argparse.ArgumentParser:
     summary.add_argument("--raw", action="store_true", help="show the data as loaded, before the preprocessing steps")
     summary.add_argument("--json", action="store_true", help="print JSON instead of a table")
     summary.set_defaults(func=_summary)
+    cv = sub.add_parser("cv", help="k-fold cross-validation and the ensemble as a Ray job (same as python jobs/cv.py)",
+                        description="Train one model per fold with Ray (concurrently), ensemble them on the test split, "
+                        "write the run folder. The same command with the same run name resumes.")
+    _add_run_flags(cv)
+    cv.set_defaults(func=_cv)
     return parser
 
 

@@ -49,8 +49,11 @@ class DataConfig:
     min_tokens: int = 3
     # Tokens per text after WordPiece, [CLS] and [SEP] included; longer texts are truncated.
     max_length: int = 300
-    # Tokenizer: a hub id, a local folder, or an offline alias (see reuters_ray.models).
-    tokenizer: str = "google/bert_uncased_L-4_H-512_A-8"
+    # Tokenizer: a hub id, a local folder, or an offline alias (see reuters_ray.models). Unset: the model's own.
+    tokenizer: str | None = None
+    # Stratified samples of the (preprocessed) splits, seeded by split_seed, for quick runs. Unset: everything.
+    train_sample: int | None = None
+    test_sample: int | None = None
 
     def __post_init__(self) -> None:
         checks = [
@@ -61,6 +64,8 @@ class DataConfig:
             (self.min_tokens >= 0, "min_tokens", ">= 0"),
             (self.max_length >= 8, "max_length", ">= 8 (room for [CLS], [SEP] and some text)"),
             (self.keras_num_words is None or self.keras_num_words > 3, "keras_num_words", "> 3 or unset"),
+            (self.train_sample is None or self.train_sample > 0, "train_sample", "> 0 or unset"),
+            (self.test_sample is None or self.test_sample > 0, "test_sample", "> 0 or unset"),
         ]
         _check(self, "data", checks)
 
@@ -132,12 +137,35 @@ class TrainConfig:
 
 
 @dataclass
+class CVConfig:
+    folds: int = 3  # stratified folds over the training split; one model each, ensembled on the test split
+    # Run name: the folder in storage_path, and what makes a rerun resume. Unset: derived from the config.
+    name: str | None = None
+    # Where runs live: a local folder, or a URI Ray and pyarrow understand (s3://bucket/runs, gs://...).
+    storage_path: str = "runs"
+    # GPUs per fold: unset = 1 when the cluster has GPUs, else 0; fractions share a GPU (0.33: three folds on one).
+    gpus_per_fold: float | None = None
+    cpus_per_fold: float = 1.0
+    max_failures: int = 0  # restarts of a fold whose worker dies; each continues from its last checkpoint
+
+    def __post_init__(self) -> None:
+        _check(self, "cv", [
+            (self.folds >= 2, "folds", ">= 2"),
+            (self.gpus_per_fold is None or self.gpus_per_fold >= 0, "gpus_per_fold", ">= 0 or unset"),
+            (self.cpus_per_fold > 0, "cpus_per_fold", "> 0"),
+            (self.max_failures >= 0, "max_failures", ">= 0"),
+            (self.name is None or (self.name.strip() and "/" not in self.name), "name", "a folder name without '/'"),
+        ])
+
+
+@dataclass
 class RunConfig:
     """Everything a run needs; saved with every run."""
 
     data: DataConfig = dataclasses.field(default_factory=DataConfig)
     model: ModelConfig = dataclasses.field(default_factory=ModelConfig)
     train: TrainConfig = dataclasses.field(default_factory=TrainConfig)
+    cv: CVConfig = dataclasses.field(default_factory=CVConfig)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

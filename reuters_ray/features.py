@@ -60,3 +60,11 @@ def tokenize(texts: list[str], tokenizer, max_length: int = 300, batch_size: int
             ids[i, : len(row)] = row
             lengths[i] = len(row)
     return TokenArrays(ids=ids, lengths=lengths, pad_id=pad_id)
+
+
+def stratified_folds(labels: np.ndarray, n_folds: int, seed: int) -> list[tuple[np.ndarray, np.ndarray]]:
+    """(train rows, validation rows) of each of `n_folds` stratified, shuffled, seeded folds."""
+    from sklearn.model_selection import StratifiedKFold
+
+    splitter = StratifiedKFold(n_splits=n_folds, shuffle=True, random_state=seed)
+    return [(tr.astype(np.int64), va.astype(np.int64)) for tr, va in splitter.split(np.zeros(len(labels)), labels)]

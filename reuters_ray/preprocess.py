@@ -88,3 +88,23 @@ def drop_short_texts(ds: TextDataset, min_tokens: int = 3) -> TextDataset:
 def preprocess(ds: TextDataset, min_samples: int = 50, min_tokens: int = 3) -> TextDataset:
     """The seed's pipeline: filter_rare_classes -> clean_texts -> drop_short_texts."""
     return drop_short_texts(clean_texts(filter_rare_classes(ds, min_samples)), min_tokens)
+
+
+def subsample(ds: TextDataset, train: int | None, test: int | None, seed: int = 113) -> TextDataset:
+    """A stratified, seeded sample of `train` training and `test` test examples (None keeps a split whole)."""
+    from sklearn.model_selection import train_test_split
+
+    masks = {}
+    for split, n in (("train", train), ("test", test)):
+        labels = getattr(ds, f"{split}_labels")
+        keep = np.ones(len(labels), dtype=bool)
+        if n is not None and n < len(labels):
+            try:
+                rows, _ = train_test_split(np.arange(len(labels)), train_size=n, stratify=labels, random_state=seed)
+            except ValueError as e:
+                raise DataError(f"data.{split}_sample={n}: cannot draw a stratified sample ({e})") from None
+            keep[:] = False
+            keep[rows] = True
+        masks[split] = keep
+    removed = {s: int((~m).sum()) for s, m in masks.items()}
+    return ds.with_step("subsample", {"train": train, "test": test, "seed": seed}, removed, **_keep(ds, masks))

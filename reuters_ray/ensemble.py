@@ -1,0 +1,71 @@
+"""The fold ensemble: average the fold models' logits, take the argmax. Plain torch; the Ray runner wraps it
+in an actor, and `Ensemble.from_run` loads a finished run's models for prediction."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from reuters_ray.features import TokenArrays, tokenize
+from reuters_ray.train import predict_logits
+
+
+class Ensemble:
+    """Fold models that vote by averaging logits.
+
+    model_dirs: Hugging Face folders (config.json with label names + model.safetensors), one per fold.
+    """
+
+    def __init__(self, model_dirs: list[str | Path], device: str | None = None, precision: str = "fp32", batch_size: int = 128):
+        from transformers import AutoModelForSequenceClassification
+
+        self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        self.precision = precision if self.device.type == "cuda" else "fp32"
+        self.batch_size = batch_size
+        self.models = [AutoModelForSequenceClassification.from_pretrained(str(d), dtype=torch.float32).to(self.device).eval() for d in model_dirs]
+        names = [[m.config.id2label[i] for i in range(m.config.num_labels)] for m in self.models]
+        if any(n != names[0] for n in names):
+            raise ValueError(f"fold models disagree on their labels: {names}")
+        self.label_names: list[str] = names[0]
+        self.tokenizer = None
+
+    def fold_logits(self, tokens: TokenArrays, idx: np.ndarray | None = None) -> np.ndarray:
+        """[folds, N, K] float32 logits of every fold model for rows `idx` (default: all)."""
+        idx = np.arange(len(tokens)) if idx is None else idx
+        return np.stack([predict_logits(m, tokens, idx, self.batch_size, "longest", self.device, self.precision) for m in self.models])
+
+    @staticmethod
+    def combine(fold_logits: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(mean logits [N, K], predicted labels [N]) from [folds, N, K] logits."""
+        mean = fold_logits.mean(axis=0)
+        return mean, mean.argmax(axis=1)
+
+    @classmethod
+    def from_run(cls, run_dir: str | Path, device: str | None = None) -> Ensemble:
+        """The ensemble of a finished run folder (its models/fold_* folders and their tokenizer)."""
+        from transformers import AutoTokenizer
+
+        run_dir = Path(run_dir)
+        dirs = sorted((run_dir / "models").glob("fold_*"))
+        if not dirs:
+            raise FileNotFoundError(f"{run_dir}: no models/fold_* folders; is it a finished reuters-ray run?")
+        ens = cls(dirs, device=device)
+        ens.tokenizer = AutoTokenizer.from_pretrained(str(dirs[0]))
+        ens.max_length = json.loads((run_dir / "metrics.json").read_text())["max_length"] if (run_dir / "metrics.json").exists() else 512
+        return ens
+
+    def predict_proba(self, texts: list[str]) -> np.ndarray:
+        """[N, K] class probabilities (softmax of the averaged logits) for raw texts, cleaned as in training."""
+        from reuters_ray.preprocess import clean_text
+
+        tokens = tokenize([clean_text(t) for t in texts], self.tokenizer, self.max_length)
+        mean, _ = self.combine(self.fold_logits(tokens))
+        e = np.exp(mean - mean.max(axis=1, keepdims=True))
+        return e / e.sum(axis=1, keepdims=True)
+
+    def predict(self, texts: list[str]) -> list[str]:
+        """The label name predicted for each text."""
+        return [self.label_names[i] for i in self.predict_proba(texts).argmax(axis=1)]

@@ -1,0 +1,317 @@
+"""Ray orchestration of k-fold cross-validation: the only module that imports Ray Train and Tune.
+
+    driver   load, preprocess and tokenize once; put the arrays in the object store; one Tune trial per fold
+    trial    builds and fits a TorchTrainer (ScalingConfig(num_workers=1, use_gpu=...)) for its fold
+    worker   calls reuters_ray.train.train_fold, reporting each epoch's checkpoint to Ray storage
+    actor    the ensemble: loads each fold's best model from storage and scores the test split
+
+Storage: <cv.storage_path>/<run name>/ holds Tune's experiment state, fold_<k>/ (Ray Train checkpoints of fold k)
+and, at the end, the run's outputs (see reuters_ray.report) and models/fold_<k>/. Running the same command with
+the same run name resumes: Tune restores finished and unfinished trials, and Ray Train restores each unfinished
+fold from its latest checkpoint.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import pyarrow.fs as pafs
+import yaml
+
+from reuters_ray.config import RunConfig, from_dict
+from reuters_ray.errors import ConfigError
+
+TRIAL_CPU = 0.01  # the trial function only waits on its TorchTrainer; its worker holds the real resources
+
+
+# Settings that change where and how fast a run goes, not what it computes: free to differ on resume.
+PLACEMENT_KEYS = ("name", "storage_path", "gpus_per_fold", "cpus_per_fold", "max_failures")
+
+
+def result_config(cfg_dict: dict[str, Any]) -> dict[str, Any]:
+    """The config without PLACEMENT_KEYS: what must match for a run to be resumed."""
+    d = json.loads(json.dumps(cfg_dict))
+    for k in PLACEMENT_KEYS:
+        d.get("cv", {}).pop(k, None)
+    return d
+
+
+def run_name(cfg: RunConfig) -> str:
+    """cv.name, else a name derived from everything that changes the result: same config, same name."""
+    if cfg.cv.name:
+        return cfg.cv.name
+    d = result_config(cfg.to_dict())
+    digest = hashlib.sha1(json.dumps(d, sort_keys=True).encode()).hexdigest()[:8]
+    model = re.sub(r"[^A-Za-z0-9]+", "-", cfg.model.name.split("/")[-1]).strip("-").lower()
+    return f"{model}-{cfg.data.source}-{cfg.train.profile}-{cfg.cv.folds}fold-{digest}"
+
+
+def storage_location(storage_path: str) -> tuple[pafs.FileSystem, str, str]:
+    """(filesystem, base path on it, URI Ray accepts) for a local folder or a pyarrow/fsspec URI."""
+    if "://" in storage_path:
+        fs, base = pafs.FileSystem.from_uri(storage_path)
+        return fs, base.rstrip("/"), storage_path.rstrip("/")
+    base = os.path.abspath(os.path.expanduser(storage_path))
+    return pafs.LocalFileSystem(), base, base
+
+
+def _read_text(fs: pafs.FileSystem, path: str) -> str | None:
+    try:
+        with fs.open_input_stream(path) as f:
+            return f.read().decode()
+    except (FileNotFoundError, OSError):
+        return None
+
+
+def _write_bytes(fs: pafs.FileSystem, path: str, data: bytes) -> None:
+    """Writes through a temporary name and a move, so readers never see half a file."""
+    fs.create_dir(path.rsplit("/", 1)[0], recursive=True)
+    tmp = path + ".tmp"
+    with fs.open_output_stream(tmp) as f:
+        f.write(data)
+    fs.move(tmp, path)
+
+
+def _write_text(fs: pafs.FileSystem, path: str, text: str) -> None:
+    _write_bytes(fs, path, text.encode())
+
+
+def _check_writable(fs: pafs.FileSystem, run_path: str, storage_path: str) -> None:
+    try:
+        _write_text(fs, f"{run_path}/.write_test", "ok")
+        fs.delete_file(f"{run_path}/.write_test")
+    except OSError as e:
+        raise ConfigError(f"cv.storage_path {storage_path!r} cannot be written: {e}") from None
+
+
+def read_fold_checkpoint(fs: pafs.FileSystem, path: str) -> dict[str, Any]:
+    """progress.json of the fold checkpoint at `path` (a folder in storage)."""
+    text = _read_text(fs, f"{path}/progress.json")
+    if text is None:
+        raise RuntimeError(f"fold checkpoint {path} has no progress.json")
+    return json.loads(text)
+
+
+# --- code that runs in Ray workers ----------------------------------------------------------------------------
+
+
+def _fold_worker(config: dict[str, Any]) -> None:
+    """Ray Train worker: one fold's training loop, checkpoints reported into Ray storage."""
+    import ray
+    import ray.train
+    import ray.train.torch
+
+    from reuters_ray.features import TokenArrays
+    from reuters_ray.train import FoldData, train_fold
+
+    cfg = from_dict(RunConfig, config["run"])
+    arrays = ray.get(config["data_ref"][0])  # numpy arrays come back zero-copy from the object store
+    fold = config["fold"]
+    train_idx, val_idx = arrays["folds"][fold]
+    data = FoldData(
+        TokenArrays(arrays["ids"], arrays["lengths"], arrays["pad_id"]), arrays["labels"], train_idx, val_idx,
+        arrays["class_weights"], arrays["label_names"],
+    )  # fmt: skip
+
+    def report(metrics: dict[str, Any], checkpoint_dir: Path) -> None:
+        ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(str(checkpoint_dir)))
+
+    with tempfile.TemporaryDirectory() as tmp:
+        resume = None
+        checkpoint = ray.train.get_checkpoint()  # set when Ray restores this fold (driver rerun or worker restart)
+        if checkpoint is not None:
+            resume = Path(checkpoint.to_directory(os.path.join(tmp, "resume")))
+        train_fold(cfg, data, Path(tmp) / "checkpoints", fold=fold, resume_from=resume, report=report,
+                   device=ray.train.torch.get_device())  # fmt: skip
+
+
+def _fold_trial(config: dict[str, Any], data_ref: list) -> dict[str, Any]:
+    """Tune trial: builds and fits the TorchTrainer of one fold."""
+    import ray.train
+    from ray.train.torch import TorchTrainer
+    from ray.tune.integration.ray_train import TuneReportCallback
+
+    fold, cv = config["fold"], config["run"]["cv"]
+    gpus = config["gpus_per_fold"]
+    resources = {"CPU": cv["cpus_per_fold"], **({"GPU": gpus} if gpus else {})}
+    trainer = TorchTrainer(
+        _fold_worker,
+        train_loop_config={"run": config["run"], "fold": fold, "data_ref": data_ref},
+        scaling_config=ray.train.ScalingConfig(num_workers=1, use_gpu=bool(gpus), resources_per_worker=resources),
+        run_config=ray.train.RunConfig(
+            name=f"fold_{fold}",
+            storage_path=config["run_uri"],
+            callbacks=[TuneReportCallback()],
+            checkpoint_config=ray.train.CheckpointConfig(num_to_keep=config["run"]["train"]["keep_checkpoints"]),
+            failure_config=ray.train.FailureConfig(max_failures=cv["max_failures"]),
+        ),
+    )
+    result = trainer.fit()
+    return {"fold": fold, "fold_checkpoint": result.checkpoint.path if result.checkpoint else ""}
+
+
+class _EnsembleActor:
+    """Holds the fold models (copied from storage) on this actor's device and scores token arrays."""
+
+    def __init__(self, storage_uri: str, best_paths: list[str], precision: str, profile: str):
+        import torch
+
+        from reuters_ray.ensemble import Ensemble
+        from reuters_ray.train import PROFILES, resolve_precision
+
+        fs, _, _ = storage_location(storage_uri)
+        self._tmp = tempfile.mkdtemp(prefix="reuters-ray-ensemble-")
+        local = []
+        for k, path in enumerate(best_paths):
+            dst = os.path.join(self._tmp, f"fold_{k}")
+            os.makedirs(dst)
+            pafs.copy_files(path, dst, source_filesystem=fs, destination_filesystem=pafs.LocalFileSystem())
+            local.append(dst)
+        device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        self.ensemble = Ensemble(local, device=str(device), precision=resolve_precision(precision, PROFILES[profile], device))
+
+    def fold_logits(self, arrays: dict[str, Any]) -> np.ndarray:
+        from reuters_ray.features import TokenArrays
+
+        return self.ensemble.fold_logits(TokenArrays(arrays["ids"], arrays["lengths"], arrays["pad_id"]))
+
+    def device(self) -> str:
+        return str(self.ensemble.device)
+
+
+# --- the driver -----------------------------------------------------------------------------------------------
+
+
+def run_cv(cfg: RunConfig, log: Callable[[str], None] = print) -> dict[str, Any]:
+    """Runs (or resumes) k-fold CV plus the ensemble on a local or remote Ray cluster; returns metrics.json's dict.
+
+    Raises ConfigError for a storage path that cannot be written or a run name already used by another config,
+    DataError for bad data, RuntimeError when a fold fails (the run then resumes when started again).
+    """
+    import ray
+    from ray import tune
+
+    from reuters_ray.data import load_dataset
+    from reuters_ray.features import class_weights, stratified_folds, tokenize
+    from reuters_ray.models import load_tokenizer
+    from reuters_ray.preprocess import preprocess, subsample
+    from reuters_ray.report import ensemble_metrics, write_run_outputs
+
+    t0 = time.perf_counter()
+    name = run_name(cfg)
+    fs, base, base_uri = storage_location(cfg.cv.storage_path)
+    run_path, run_uri = f"{base}/{name}", f"{base_uri}/{name}"
+    _check_writable(fs, run_path, cfg.cv.storage_path)
+    config_yaml = yaml.safe_dump(cfg.to_dict(), sort_keys=True)
+    previous = _read_text(fs, f"{run_path}/config.yaml")
+    if previous is not None and result_config(yaml.safe_load(previous)) != result_config(cfg.to_dict()):
+        old, new = result_config(yaml.safe_load(previous)), result_config(cfg.to_dict())
+        diff = [f"{s}.{k}" for s in new for k in new[s] if old.get(s, {}).get(k) != new[s][k]]
+        raise ConfigError(f"run {name!r} in {cfg.cv.storage_path} was made with another config (differs in {', '.join(diff)}); "
+                          f"use the same config to resume it, or another cv.name")  # fmt: skip
+    _write_text(fs, f"{run_path}/config.yaml", config_yaml)
+    log(f"run {name}: {run_uri}")
+
+    # Data, once, on the driver.
+    dc = cfg.data
+    ds = preprocess(load_dataset(dc), dc.min_samples, dc.min_tokens)
+    ds = subsample(ds, dc.train_sample, dc.test_sample, dc.split_seed)
+    ds.check_folds(cfg.cv.folds)
+    tokenizer = load_tokenizer(dc.tokenizer or cfg.model.name)
+    tokens = tokenize(ds.train_texts + ds.test_texts, tokenizer, dc.max_length)
+    n_train = len(ds.train_texts)
+    folds = stratified_folds(ds.train_labels, cfg.cv.folds, cfg.train.seed)
+    weights = class_weights(ds.train_labels, ds.num_classes)
+    _write_text(fs, f"{run_path}/fold_assignment.json", json.dumps(
+        {ds.train_ids[i]: k for k, (_, va) in enumerate(folds) for i in va}))  # fmt: skip
+    log(f"data: {n_train} train / {len(ds.test_texts)} test wires, {ds.num_classes} classes, {cfg.cv.folds} folds, "
+        f"tokens {tokens.ids.shape} {tokens.ids.dtype} ({tokens.ids.nbytes / 2**20:.1f} MiB)")  # fmt: skip
+
+    if not ray.is_initialized():
+        ray.init()  # joins a running cluster (ray start, ray job submit) or starts a local one
+    gpus = cfg.cv.gpus_per_fold
+    if gpus is None:
+        gpus = 1.0 if ray.cluster_resources().get("GPU", 0) >= 1 else 0.0
+    train_ref = ray.put({
+        "ids": tokens.ids[:n_train], "lengths": tokens.lengths[:n_train], "pad_id": tokens.pad_id,
+        "labels": ds.train_labels, "class_weights": weights, "label_names": ds.label_names, "folds": folds,
+    })  # fmt: skip
+
+    trainable = tune.with_resources(tune.with_parameters(_fold_trial, data_ref=[train_ref]), {"CPU": TRIAL_CPU})
+    if tune.Tuner.can_restore(run_uri):
+        log(f"run {name}: resuming (finished folds are kept, unfinished ones continue from their last checkpoint)")
+        tuner = tune.Tuner.restore(run_uri, trainable=trainable, resume_unfinished=True, resume_errored=True)
+    else:
+        tuner = tune.Tuner(
+            trainable,
+            param_space={"fold": tune.grid_search(list(range(cfg.cv.folds))), "run": cfg.to_dict(), "run_uri": run_uri, "gpus_per_fold": gpus},
+            tune_config=tune.TuneConfig(max_concurrent_trials=cfg.cv.folds),
+            run_config=tune.RunConfig(name=name, storage_path=base_uri),
+        )
+    results = tuner.fit()
+    if results.errors:
+        raise RuntimeError(f"run {name}: {len(results.errors)} fold(s) failed; rerun the same command to resume. First error: {results.errors[0]}")
+
+    # Fold summaries, from each fold's last checkpoint as Ray Train registered it (a checkpoint folder that was
+    # uploaded but not registered when a driver died is ignored: Ray retrained that epoch).
+    fold_paths = {r.config["fold"]: r.metrics.get("fold_checkpoint") for r in results}
+    fold_rows, best_paths = [], []
+    for k in range(cfg.cv.folds):
+        path = fold_paths.get(k)
+        if not path:
+            raise RuntimeError(f"run {name}: fold {k} reported no checkpoint")
+        if "://" in path or not path.startswith("/"):
+            path = pafs.FileSystem.from_uri(path)[1] if "://" in path else path
+        progress = read_fold_checkpoint(fs, path)
+        if not progress["finished"]:
+            raise RuntimeError(f"run {name}: fold {k}'s last checkpoint {path} is not finished")
+        hist, es = progress["history"], progress["early_stopping"]
+        best = hist[es["best_epoch"] - 1]
+        fold_rows.append({
+            "fold": k, "best_epoch": es["best_epoch"], "val_f1_weighted": best["val/f1_weighted"],
+            "val_accuracy": best["val/accuracy"], "val_f1_macro": best["val/f1_macro"], "epochs_run": len(hist),
+            "stopped_early": es["bad_epochs"] >= cfg.train.patience, "train_s": sum(r["time/epoch_s"] for r in hist),
+        })  # fmt: skip
+        best_paths.append(f"{path}/best")
+
+    # Ensemble on the test split, in an actor on a GPU when there is one.
+    test = {"ids": tokens.ids[n_train:], "lengths": tokens.lengths[n_train:], "pad_id": tokens.pad_id}
+    actor_gpus = 1 if ray.cluster_resources().get("GPU", 0) >= 1 else 0
+    actor = ray.remote(num_cpus=1, num_gpus=actor_gpus)(_EnsembleActor).remote(base_uri, best_paths, cfg.train.precision, cfg.train.profile)
+    fold_logits = ray.get(actor.fold_logits.remote(ray.put(test)))
+    ray.kill(actor)
+    mean = fold_logits.mean(axis=0)
+    metrics = ensemble_metrics(ds.test_labels, mean, ds.label_names)
+    for row, logits in zip(fold_rows, fold_logits):
+        row["test_f1_weighted"] = ensemble_metrics(ds.test_labels, logits, ds.label_names)["f1_weighted"]
+    metrics.update({"run": name, "label_names": ds.label_names, "max_length": dc.max_length, "folds": fold_rows,
+                    "wall_s": time.perf_counter() - t0, "class_weights": weights.tolist()})  # fmt: skip
+
+    # Outputs: written locally, then copied into storage (a no-op copy for a local storage path).
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp)
+        for k, path in enumerate(best_paths):
+            dst = out / "models" / f"fold_{k}"
+            dst.mkdir(parents=True)
+            pafs.copy_files(path, str(dst), source_filesystem=fs, destination_filesystem=pafs.LocalFileSystem())
+            tokenizer.save_pretrained(str(dst))
+        write_run_outputs(out, metrics, fold_rows, ds.test_ids, ds.test_labels, mean, ds.label_names, cfg.to_dict(), ds.provenance)
+        # metrics.json last: its presence in storage means the run is complete
+        for item in sorted(out.iterdir(), key=lambda p: p.name == "metrics.json"):
+            dst = f"{run_path}/{item.name}"
+            if item.is_dir():
+                pafs.copy_files(str(item), dst, source_filesystem=pafs.LocalFileSystem(), destination_filesystem=fs)
+            else:
+                _write_bytes(fs, dst, item.read_bytes())
+    log(f"run {name}: accuracy {metrics['accuracy']:.4f}, weighted F1 {metrics['f1_weighted']:.4f}, "
+        f"macro F1 {metrics['f1_macro']:.4f} on {metrics['n_test']} test wires; outputs in {run_uri}")  # fmt: skip
+    return metrics
+

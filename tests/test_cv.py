@@ -1,0 +1,159 @@
+"""The Ray CV runner end to end, as users run it: `python jobs/cv.py` in its own process, a real local Ray,
+a tiny BERT on a stratified sample of 500 Reuters-18 wires, 3 folds x 2 epochs."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+from sklearn.metrics import accuracy_score, f1_score
+
+REPO = Path(__file__).resolve().parents[1]
+RUN_TIMEOUT = 600  # seconds; a run takes about a minute here
+
+
+def tiny_config(reuters_dir, **cv):
+    return {
+        "data": {"path": str(reuters_dir), "train_sample": 500, "test_sample": 200, "max_length": 64},
+        "model": {"name": "tiny-bert-random", "hidden_dropout": 0.1},
+        "train": {"lr": 3e-3, "batch_size": 16, "grad_accum": 1, "max_epochs": 2},
+        "cv": {"folds": 3, "cpus_per_fold": 0.5, **cv},
+    }
+
+
+def cv_cmd(config_path, storage):
+    return [sys.executable, str(REPO / "jobs" / "cv.py"), "--config", str(config_path), "--cv.storage_path", str(storage)]
+
+
+def run_dir_of(storage):
+    (run,) = [p for p in Path(storage).iterdir() if p.is_dir()]
+    return run
+
+
+def checkpoints(run_dir, fold):
+    """{checkpoint folder name: its progress.json} of one fold in Ray storage (registered or not)."""
+    out = {}
+    for ck in (run_dir / f"fold_{fold}").glob("checkpoint_*"):
+        progress = ck / "progress.json"
+        if progress.exists():
+            out[ck.name] = json.loads(progress.read_text())
+    return out
+
+
+def registered(run_dir, fold):
+    """{checkpoint folder name: metrics} of the checkpoints Ray Train registered for a fold (its snapshot file)."""
+    snap = run_dir / f"fold_{fold}" / "checkpoint_manager_snapshot.json"
+    if not snap.exists():
+        return {}
+    return {c["checkpoint_dir_name"]: c["metrics"] for c in json.loads(snap.read_text())["checkpoint_results"]}
+
+
+@pytest.fixture(scope="module")
+def tiny_yaml(reuters_dir, tmp_path_factory):
+    path = tmp_path_factory.mktemp("cfg") / "tiny.yaml"
+    path.write_text(yaml.safe_dump(tiny_config(reuters_dir)))
+    return path
+
+
+@pytest.fixture(scope="module")
+def finished_run(tiny_yaml, tmp_path_factory):
+    storage = tmp_path_factory.mktemp("runs")
+    out = subprocess.run(cv_cmd(tiny_yaml, storage), capture_output=True, text=True, timeout=RUN_TIMEOUT)
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    return run_dir_of(storage)
+
+
+def test_end_to_end_outputs_agree_with_predictions(finished_run):
+    run = finished_run
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert len(metrics["folds"]) == 3 and all(f["best_epoch"] in (1, 2) and f["epochs_run"] == 2 for f in metrics["folds"])
+    assert metrics["n_test"] == 200 and len(metrics["label_names"]) == 18
+    pred = pd.read_parquet(run / "predictions.parquet")
+    assert len(pred) == 200 and pred["id"].is_unique
+    probs = pred[[f"p_{n}" for n in metrics["label_names"]]].to_numpy()
+    np.testing.assert_allclose(probs.sum(axis=1), 1.0, atol=1e-5)
+    assert (np.array(metrics["label_names"])[probs.argmax(axis=1)] == pred["predicted_label"]).all()
+    y, p = pred["true_label"], pred["predicted_label"]
+    assert metrics["accuracy"] == pytest.approx(accuracy_score(y, p))
+    assert metrics["f1_weighted"] == pytest.approx(f1_score(y, p, average="weighted", zero_division=0))
+    assert metrics["f1_macro"] == pytest.approx(f1_score(y, p, average="macro", zero_division=0))
+    cm = pd.read_csv(run / "confusion_matrix.csv", index_col=0)
+    assert cm.to_numpy().sum() == 200 and np.trace(cm.to_numpy()) == round(metrics["accuracy"] * 200)
+    assert pd.read_csv(run / "per_class.csv")["support"].sum() == 200
+    folds = pd.read_csv(run / "folds.csv")
+    assert folds["fold"].tolist() == [0, 1, 2]
+    assert yaml.safe_load((run / "config.yaml").read_text())["model"]["name"] == "tiny-bert-random"
+    steps = [s["step"] for s in json.loads((run / "provenance.json").read_text())["steps"]]
+    assert steps == ["filter_rare_classes", "clean_texts", "drop_short_texts", "subsample"]
+    for k in range(3):  # one Ray Train checkpoint per epoch, each carrying the best model
+        cks = checkpoints(run, k)
+        assert sorted(c["epoch"] for c in cks.values()) == [1, 2]
+        assert all((run / f"fold_{k}" / name / "best" / "model.safetensors").exists() for name in cks)
+
+
+def test_fold_models_load_with_transformers_alone(finished_run):
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    metrics = json.loads((finished_run / "metrics.json").read_text())
+    for k in range(3):
+        folder = finished_run / "models" / f"fold_{k}"
+        model = AutoModelForSequenceClassification.from_pretrained(folder)
+        tok = AutoTokenizer.from_pretrained(folder)
+        assert [model.config.id2label[i] for i in range(18)] == metrics["label_names"]
+        logits = model(**tok(["oil prices rose sharply"], return_tensors="pt")).logits
+        assert logits.shape == (1, 18)
+
+
+def test_killed_driver_resumes_and_ends_like_an_uninterrupted_run(tiny_yaml, finished_run, tmp_path):
+    storage = tmp_path / "runs"
+    log = open(tmp_path / "first.log", "w")
+    proc = subprocess.Popen(cv_cmd(tiny_yaml, storage), stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    deadline, finished_folds = time.monotonic() + RUN_TIMEOUT, []
+    try:
+        while not finished_folds:  # kill as soon as one fold has finished: others are still training
+            assert proc.poll() is None, "the run ended before a fold finished; nothing was interrupted"
+            assert time.monotonic() < deadline, "no fold finished in time"
+            time.sleep(0.5)
+            if storage.exists() and any(storage.iterdir()):
+                run = run_dir_of(storage)
+                finished_folds = [k for k in range(3) if any(m["finished"] for m in registered(run, k).values())]
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)  # the driver and the local Ray it started
+        proc.wait()
+    finished_folds = [k for k in range(3) if any(m["finished"] for m in registered(run, k).values())]
+    before = {k: set(checkpoints(run, k)) for k in range(3)}
+    assert finished_folds and not (run / "metrics.json").exists()
+
+    out = subprocess.run(cv_cmd(tiny_yaml, storage), capture_output=True, text=True, timeout=RUN_TIMEOUT)
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    assert "resuming" in out.stdout
+    for k in range(3):
+        after = checkpoints(run, k)
+        epochs = [c["epoch"] for c in after.values()]
+        assert epochs.count(1) == 1 and set(epochs) == {1, 2}  # no fold started over
+        if k in finished_folds:
+            assert set(after) == before[k]  # a finished fold gained no epochs
+        else:
+            # an interrupted fold kept its checkpoints and continued; an epoch whose checkpoint was uploaded but
+            # not yet registered when the driver died is trained again (it then appears twice in storage)
+            assert before[k] <= set(after)
+            assert sorted(m["epoch"] for m in registered(run, k).values()) == [1, 2]
+    new, ref = (json.loads((r / "metrics.json").read_text()) for r in (run, finished_run))
+    for key in ("accuracy", "f1_weighted", "f1_macro", "precision_weighted", "recall_weighted", "confusion_matrix", "per_class"):
+        assert new[key] == ref[key], key
+    for a, b in zip(new["folds"], ref["folds"]):
+        assert (a["best_epoch"], a["val_f1_weighted"], a["test_f1_weighted"]) == (b["best_epoch"], b["val_f1_weighted"], b["test_f1_weighted"])
+
+
+def test_another_config_under_the_same_name_is_refused(tiny_yaml, finished_run, tmp_path):
+    cmd = cv_cmd(tiny_yaml, finished_run.parent) + ["--cv.name", finished_run.name, "--train.lr", "0.01"]
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 2
+    assert "was made with another config (differs in train.lr)" in out.stderr
