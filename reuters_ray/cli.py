@@ -13,53 +13,15 @@ import typing
 
 import yaml
 
-from reuters_ray.config import DataConfig, from_dict, load_yaml
+from reuters_ray.config import field_docs, from_dict, load_yaml
 from reuters_ray.errors import ReutersRayError
-
-_HELP = {
-    "source": "reuters21578 | keras | table",
-    "path": "reuters21578: folder of reut2-*.sgm or reuters21578.tar.gz (default $REUTERS21578_PATH, else download); table: the file",
-    "text": "reuters21578 text: title+body (each wire's own) or keras (Keras's next-<BODY> texts)",
-    "cache_dir": "download cache folder",
-    "test_path": "table: separate test file (else a stratified split by --test-size)",
-    "text_column": "table: column holding the text",
-    "label_column": "table: column holding the label (strings or integers)",
-    "test_size": "table: held-out share when there is no --test-path",
-    "split_seed": "seed of the train/test split (113 = Keras's)",
-    "keras_num_words": "keras: vocabulary cap; rarer words decode to [UNK]",
-    "min_samples": "drop classes with fewer training examples",
-    "min_tokens": "drop texts with fewer whitespace tokens after cleaning",
-    "max_length": "tokens per text after WordPiece",
-    "tokenizer": "tokenizer: hub id, local folder, minilm-offline or small-bert-random",
-}
-
-
-def _add_data_flags(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--config", metavar="YAML", help="YAML file whose `data:` section sets these options; flags override it")
-    hints = typing.get_type_hints(DataConfig)
-    for f in dataclasses.fields(DataConfig):
-        p.add_argument(
-            "--" + f.name.replace("_", "-"), dest=f.name, default=None, metavar=typing.get_origin(hints[f.name]) and "VALUE" or hints[f.name].__name__.upper(),
-            help=f"{_HELP.get(f.name, '')} (default: {f.default})",
-        )
-
-
-def data_config_from_args(args: argparse.Namespace) -> DataConfig:
-    """DataConfig from --config's `data:` section, then the flags given (flags win)."""
-    values = dict(load_yaml(args.config).get("data", {}) if args.config else {})
-    for f in dataclasses.fields(DataConfig):
-        v = getattr(args, f.name, None)
-        if v is not None:
-            values[f.name] = v
-    return from_dict(DataConfig, values, where="data.")
-
 
 def _summary(args: argparse.Namespace) -> int:
     from reuters_ray.data import load_dataset
     from reuters_ray.features import class_weights
     from reuters_ray.preprocess import preprocess
 
-    cfg = data_config_from_args(args)
+    cfg = run_config_from_args(args).data
     ds = load_dataset(cfg)
     if not args.raw:
         ds = preprocess(ds, cfg.min_samples, cfg.min_tokens)
@@ -80,18 +42,21 @@ def _summary(args: argparse.Namespace) -> int:
     return 0
 
 
-def _add_run_flags(p: argparse.ArgumentParser) -> None:
+def _add_run_flags(p: argparse.ArgumentParser, sections: tuple[str, ...] = ("data", "model", "train", "cv")) -> None:
     """--config plus one --section.key flag per field of RunConfig (YAML keys, same names)."""
     from reuters_ray.config import RunConfig
 
-    p.add_argument("--config", metavar="YAML", help="YAML file with data/model/train/cv sections; flags override it")
+    p.add_argument("--config", metavar="YAML", help=f"YAML file with {'/'.join(sections)} sections; flags override it")
     for section in dataclasses.fields(RunConfig):
+        if section.name not in sections:
+            continue
         group = p.add_argument_group(section.name)
         cls = typing.get_type_hints(RunConfig)[section.name]
+        docs = field_docs(cls)
         for f in dataclasses.fields(cls):
             default = f.default if f.default is not dataclasses.MISSING else None
-            group.add_argument(f"--{section.name}.{f.name}", dest=f"{section.name}__{f.name}", default=None, metavar="V",
-                               help=f"default: {default}")
+            text = f"{docs.get(f.name, '')} (default: {default})".replace("%", "%%")
+            group.add_argument(f"--{section.name}.{f.name}", dest=f"{section.name}__{f.name}", default=None, metavar="V", help=text)
 
 
 def run_config_from_args(args: argparse.Namespace):
@@ -123,7 +88,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     data = sub.add_parser("data", help="inspect a data set").add_subparsers(dest="data_command", required=True)
     summary = data.add_parser("summary", help="class table (name, train, test, weight) and provenance of any source")
-    _add_data_flags(summary)
+    _add_run_flags(summary, sections=("data",))
     summary.add_argument("--raw", action="store_true", help="show the data as loaded, before the preprocessing steps")
     summary.add_argument("--json", action="store_true", help="print JSON instead of a table")
     summary.set_defaults(func=_summary)

@@ -36,9 +36,9 @@ class DataConfig:
     cache_dir: str | None = None
     # table only: a separate test file; unset -> a seeded stratified split of `path` by test_size.
     test_path: str | None = None
-    text_column: str = "text"
-    label_column: str = "label"
-    test_size: float = 0.2
+    text_column: str = "text"  # table only: the column holding the text
+    label_column: str = "label"  # table only: the column holding the label (strings or integers)
+    test_size: float = 0.2  # table without test_path: the held-out share
     # Seed of the train/test split: 113 is Keras's, which the reuters21578 source reproduces.
     split_seed: int = 113
     # keras only: keep the most frequent words, others decode to [UNK] (10000 gives the seed's texts).
@@ -82,7 +82,7 @@ class ModelConfig:
     # package), small-bert-random (Small BERT's architecture, random init), tiny-bert-random (L-2/H-64, tests).
     name: str = "google/bert_uncased_L-4_H-512_A-8"
     hidden_dropout: float = 0.3  # the seed's; high for a 4-layer model, it fights overfitting on 8k wires
-    attention_dropout: float = 0.1
+    attention_dropout: float = 0.1  # dropout on attention probabilities
     # Recompute activations in the backward pass: less memory, about a third more compute.
     # Unset: the profile decides (seed: on, default: off).
     gradient_checkpointing: bool | None = None
@@ -99,21 +99,21 @@ class TrainConfig:
     # "seed": the seed report to the letter (pad every text to max_length, gradient checkpointing, fp16 on
     # CUDA). "default": the same math, padded per batch and in bf16 where the GPU has it.
     profile: str = "default"
-    lr: float = 3e-5
+    lr: float = 3e-5  # peak learning rate (the seed's, fixed, no search)
     weight_decay: float = 0.01  # AdamW; never on biases and LayerNorm weights
     warmup_ratio: float = 0.15  # share of all optimizer steps spent warming up, then cosine decay to 0
     batch_size: int = 8  # micro-batch
     grad_accum: int = 4  # micro-batches per optimizer step: 8 x 4 = 32 examples per update
-    max_epochs: int = 20
+    max_epochs: int = 20  # upper bound; early stopping usually ends a fold sooner
     patience: int = 7  # early stopping: epochs without a val/f1_weighted gain of more than min_delta
     min_delta: float = 1e-4
-    focal_gamma: float = 0.5
-    label_smoothing: float = 0.05
+    focal_gamma: float = 0.5  # focal loss focusing: 0 is plain (weighted, smoothed) cross-entropy
+    label_smoothing: float = 0.05  # share of each target spread evenly over all classes
     max_grad_norm: float = 1.0  # as Hugging Face Trainer, which the seed used; 0 turns clipping off
     # auto: bf16 autocast where the GPU supports it, fp16 + GradScaler on older GPUs, fp32 on CPU.
     precision: str = "auto"
     seed: int = 42  # fold k trains with seed + k
-    eval_batch_size: int = 64
+    eval_batch_size: int = 64  # validation batches (no gradients, so larger)
     keep_checkpoints: int = 5  # latest epoch checkpoints kept per fold; the best model is always kept
 
     def __post_init__(self) -> None:
@@ -145,7 +145,7 @@ class CVConfig:
     storage_path: str = "runs"
     # GPUs per fold: unset = 1 when the cluster has GPUs, else 0; fractions share a GPU (0.33: three folds on one).
     gpus_per_fold: float | None = None
-    cpus_per_fold: float = 1.0
+    cpus_per_fold: float = 1.0  # CPUs each fold's worker reserves (fractions let folds share cores)
     max_failures: int = 0  # restarts of a fold whose worker dies; each continues from its last checkpoint
 
     def __post_init__(self) -> None:
@@ -169,6 +169,25 @@ class RunConfig:
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+
+def field_docs(cls: type) -> dict[str, str]:
+    """Each field's comment in the class source (the lines above it and its trailing comment): the --help text."""
+    import inspect
+    import re
+
+    docs, pending = {}, []
+    for line in inspect.getsource(cls).splitlines():
+        stripped = line.strip()
+        m = re.match(r"(\w+): [^=]+=[^#]*(?:#\s*(.*))?$", stripped)
+        if stripped.startswith("#"):
+            pending.append(stripped.lstrip("# "))
+        elif m and not stripped.startswith(("def ", "return")):
+            docs[m.group(1)] = " ".join(pending + ([m.group(2)] if m.group(2) else []))
+            pending = []
+        else:
+            pending = []
+    return docs
 
 
 def _check(obj: Any, section: str, checks: list[tuple[bool, str, str]]) -> None:

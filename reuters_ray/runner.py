@@ -266,10 +266,8 @@ def run_cv(cfg: RunConfig, log: Callable[[str], None] = print) -> dict[str, Any]
     fold_rows, best_paths = [], []
     for k in range(cfg.cv.folds):
         path = fold_paths.get(k)
-        if not path:
+        if not path:  # a path on the storage filesystem, as Ray Train reports it
             raise RuntimeError(f"run {name}: fold {k} reported no checkpoint")
-        if "://" in path or not path.startswith("/"):
-            path = pafs.FileSystem.from_uri(path)[1] if "://" in path else path
         progress = read_fold_checkpoint(fs, path)
         if not progress["finished"]:
             raise RuntimeError(f"run {name}: fold {k}'s last checkpoint {path} is not finished")

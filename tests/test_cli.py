@@ -20,7 +20,7 @@ def run(*args):
 
 
 def test_summary_prints_the_seed_class_table(reuters_dir):
-    out = run("data", "summary", "--path", str(reuters_dir))
+    out = run("data", "summary", "--data.path", str(reuters_dir))
     assert out.returncode == 0, out.stderr
     lines = out.stdout.splitlines()
     assert lines[0].split() == ["label", "name", "train", "test", "weight"]
@@ -33,7 +33,7 @@ def test_summary_prints_the_seed_class_table(reuters_dir):
 def test_summary_json_from_yaml_config_with_flag_override(reuters_dir, tmp_path):
     cfg = tmp_path / "run.yaml"
     cfg.write_text(f"data:\n  path: {reuters_dir}\n  min_samples: 500\n")
-    out = run("data", "summary", "--config", str(cfg), "--text", "keras", "--json")
+    out = run("data", "summary", "--config", str(cfg), "--data.text", "keras", "--json")
     assert out.returncode == 0, out.stderr
     d = json.loads(out.stdout)
     assert [c["name"] for c in d["classes"]] == ["earn", "acq", "money-fx"]  # >= 500 training wires
@@ -41,16 +41,16 @@ def test_summary_json_from_yaml_config_with_flag_override(reuters_dir, tmp_path)
 
 
 def test_bad_input_gives_one_clear_line(tmp_path):
-    out = run("data", "summary", "--path", str(tmp_path / "missing"))
+    out = run("data", "summary", "--data.path", str(tmp_path / "missing"))
     assert out.returncode == 2 and out.stdout == ""
     assert out.stderr.strip().splitlines() == [f"reuters-ray: error: data path {tmp_path / 'missing'} does not exist (expected a folder of reut2-*.sgm files or reuters21578.tar.gz)"]
-    out = run("data", "summary", "--source", "table", "--path", str(tmp_path / "x.csv"), "--min-samples", "lots")
+    out = run("data", "summary", "--data.source", "table", "--data.path", str(tmp_path / "x.csv"), "--data.min_samples", "lots")
     assert out.returncode == 2 and "data.min_samples must be int, got 'lots'" in out.stderr
 
 
 def test_python_module_entry_point_matches_console_script():
     out = subprocess.run([sys.executable, "-m", "reuters_ray.cli", "data", "summary", "--help"], capture_output=True, text=True)
-    assert out.returncode == 0 and "--text-column" in out.stdout and "--min-samples" in out.stdout
+    assert out.returncode == 0 and "--data.text_column" in out.stdout and "the column holding the text" in out.stdout
 
 
 def test_config_rejects_unknown_keys_and_bad_values():
