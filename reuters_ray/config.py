@@ -113,8 +113,12 @@ class TrainConfig:
     # auto: bf16 autocast where the GPU supports it, fp16 + GradScaler on older GPUs, fp32 on CPU.
     precision: str = "auto"
     seed: int = 42  # fold k trains with seed + k
-    eval_batch_size: int = 64  # validation batches (no gradients, so larger)
+    # Validation/ensemble batch (length-sorted, no gradients). Unset: 256 on a GPU, 16 on CPU, where small
+    # batches ran faster (cache-sized; bench/inference.py).
+    eval_batch_size: int | None = None
     keep_checkpoints: int = 5  # latest epoch checkpoints kept per fold; the best model is always kept
+    # torch.compile the model's forward (dynamic shapes). Off until it is measured to pay off (GPU figures: issue 8).
+    compile: bool = False
 
     def __post_init__(self) -> None:
         _check(self, "train", [
@@ -131,7 +135,7 @@ class TrainConfig:
             (0.0 <= self.label_smoothing < 1.0, "label_smoothing", "in [0, 1)"),
             (self.max_grad_norm >= 0, "max_grad_norm", ">= 0"),
             (self.precision in ("auto", "bf16", "fp16", "fp32"), "precision", "auto, bf16, fp16 or fp32"),
-            (self.eval_batch_size >= 1, "eval_batch_size", ">= 1"),
+            (self.eval_batch_size is None or self.eval_batch_size >= 1, "eval_batch_size", ">= 1 or unset"),
             (self.keep_checkpoints >= 1, "keep_checkpoints", ">= 1"),
         ])
 

@@ -10,7 +10,7 @@ import numpy as np
 import torch
 
 from reuters_ray.features import TokenArrays, tokenize
-from reuters_ray.train import predict_logits
+from reuters_ray.train import eval_batch_size, predict_logits
 
 
 class Ensemble:
@@ -19,12 +19,12 @@ class Ensemble:
     model_dirs: Hugging Face folders (config.json with label names + model.safetensors), one per fold.
     """
 
-    def __init__(self, model_dirs: list[str | Path], device: str | None = None, precision: str = "fp32", batch_size: int = 128):
+    def __init__(self, model_dirs: list[str | Path], device: str | None = None, precision: str = "fp32", batch_size: int | None = None):
         from transformers import AutoModelForSequenceClassification
 
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         self.precision = precision if self.device.type == "cuda" else "fp32"
-        self.batch_size = batch_size
+        self.batch_size = eval_batch_size(batch_size, self.device)
         self.models = [AutoModelForSequenceClassification.from_pretrained(str(d), dtype=torch.float32).to(self.device).eval() for d in model_dirs]
         names = [[m.config.id2label[i] for i in range(m.config.num_labels)] for m in self.models]
         if any(n != names[0] for n in names):

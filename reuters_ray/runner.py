@@ -238,8 +238,15 @@ def run_cv(cfg: RunConfig, log: Callable[[str], None] = print) -> dict[str, Any]
     if not ray.is_initialized():
         ray.init()  # joins a running cluster (ray start, ray job submit) or starts a local one
     gpus = cfg.cv.gpus_per_fold
+    have = ray.cluster_resources()
     if gpus is None:
-        gpus = 1.0 if ray.cluster_resources().get("GPU", 0) >= 1 else 0.0
+        gpus = 1.0 if have.get("GPU", 0) >= 1 else 0.0
+    # A fold that cannot fit would wait forever: say so now. (The trials themselves hold TRIAL_CPU each.)
+    if cfg.cv.cpus_per_fold + cfg.cv.folds * TRIAL_CPU > have.get("CPU", 0) + 1e-9:
+        raise ConfigError(f"cv.cpus_per_fold={cfg.cv.cpus_per_fold} does not fit this Ray cluster's {have.get('CPU', 0):g} CPUs "
+                          f"(leave {cfg.cv.folds * TRIAL_CPU:g} for the fold trials)")  # fmt: skip
+    if gpus > have.get("GPU", 0) + 1e-9:
+        raise ConfigError(f"cv.gpus_per_fold={gpus} but this Ray cluster has {have.get('GPU', 0):g} GPUs")
     train_ref = ray.put({
         "ids": tokens.ids[:n_train], "lengths": tokens.lengths[:n_train], "pad_id": tokens.pad_id,
         "labels": ds.train_labels, "class_weights": weights, "label_names": ds.label_names, "folds": folds,

@@ -52,15 +52,34 @@ class FoldResult:
 
 @dataclass
 class Profile:
+    """How a fold computes, not what: both profiles make the same updates from the same examples."""
+
     pad_to: str  # "max_length" (every batch padded to max_length) or "longest" (to the batch's longest, x8)
-    gradient_checkpointing: bool
+    group_by_length: bool  # batches of similar lengths (random within buckets), so padding stays small
+    merge_accumulation: bool  # one micro-batch of batch_size x grad_accum instead of grad_accum small ones
+    gradient_checkpointing: bool | None  # None: decided by memory (see decide_checkpointing)
     fp16_on_cuda: bool  # the seed's T4 had no bf16; its profile keeps fp16 everywhere
+    fused_adamw: bool  # one fused CUDA kernel for the optimizer step
 
 
 PROFILES = {
-    "seed": Profile(pad_to="max_length", gradient_checkpointing=True, fp16_on_cuda=True),
-    "default": Profile(pad_to="longest", gradient_checkpointing=False, fp16_on_cuda=False),
+    "seed": Profile("max_length", False, False, True, True, False),
+    "default": Profile("longest", True, True, None, False, True),
 }
+
+
+def decide_checkpointing(profile: Profile, requested: bool | None, device: torch.device, share: float = 1.0) -> tuple[bool, str]:
+    """Gradient checkpointing on or off, and why. It saves memory at about a third more compute, so the
+    default profile uses it only on a GPU with little memory for this fold (`share` of the card)."""
+    if requested is not None:
+        return requested, "set by model.gradient_checkpointing"
+    if profile.gradient_checkpointing is not None:
+        return profile.gradient_checkpointing, "the profile's choice"
+    if device.type != "cuda":
+        return False, "not needed on CPU (host memory)"
+    gib = torch.cuda.get_device_properties(device).total_memory * share / 2**30
+    # Small BERT at batch 32 x 512 tokens needs about 6 GiB without checkpointing (bench/grad_ckpt_memory.py)
+    return (gib < 8, f"{gib:.0f} GiB of GPU memory for this fold")
 
 
 def resolve_precision(requested: str, profile: Profile, device: torch.device) -> str:
@@ -110,6 +129,20 @@ def micro_batches(idx: np.ndarray, batch_size: int, seed: int | None) -> list[np
     return [idx[i : i + batch_size] for i in range(0, len(idx), batch_size)]
 
 
+def length_grouped_batches(idx: np.ndarray, lengths: np.ndarray, batch_size: int, seed: int, pool: int = 50) -> list[np.ndarray]:
+    """Batches of similar lengths: shuffle, cut into pools of `pool` batches, sort each pool by length, cut it
+    into batches, shuffle the batch order. Which examples share a batch is random apart from their length,
+    so batches stay mixed across classes; padding falls to a few percent (performance-notes.md)."""
+    rng = np.random.default_rng(seed)
+    idx = rng.permutation(idx)
+    batches = []
+    for start in range(0, len(idx), batch_size * pool):
+        chunk = idx[start : start + batch_size * pool]
+        chunk = chunk[np.argsort(lengths[chunk], kind="stable")]
+        batches += [chunk[i : i + batch_size] for i in range(0, len(chunk), batch_size)]
+    return [batches[i] for i in rng.permutation(len(batches))]
+
+
 def collate(tokens: TokenArrays, labels: np.ndarray, idx: np.ndarray, pad_to: str, device: torch.device) -> dict[str, torch.Tensor]:
     """Input ids, attention mask and labels for rows `idx`, padded as the profile says."""
     max_length = tokens.ids.shape[1]
@@ -117,11 +150,15 @@ def collate(tokens: TokenArrays, labels: np.ndarray, idx: np.ndarray, pad_to: st
     width = max_length if pad_to == "max_length" else min(max_length, -(-int(lengths.max()) // 8) * 8)
     ids = torch.from_numpy(tokens.ids[idx, :width].astype(np.int64))
     mask = torch.arange(width)[None, :] < torch.from_numpy(lengths)[:, None]
-    return {
-        "input_ids": ids.to(device),
-        "attention_mask": mask.to(device),
-        "labels": torch.from_numpy(labels[idx]).to(device),
-    }
+    batch = {"input_ids": ids, "attention_mask": mask, "labels": torch.from_numpy(labels[idx])}
+    if device.type == "cuda":  # pinned host memory lets the copy overlap with the previous step's kernels
+        return {k: v.pin_memory().to(device, non_blocking=True) for k, v in batch.items()}
+    return {k: v.to(device) for k, v in batch.items()}
+
+
+def eval_batch_size(requested: int | None, device: torch.device) -> int:
+    """Inference batch: large on a GPU (fewer launches), small on CPU (cache-sized batches measured faster)."""
+    return requested or (256 if device.type == "cuda" else 16)
 
 
 def _autocast(device: torch.device, precision: str):
@@ -173,6 +210,7 @@ def train_fold(
     report: Callable[[dict[str, Any], Path], None] | None = None,
     stop_after_epoch: int | None = None,
     device: str | torch.device | None = None,
+    gpu_share: float = 1.0,
     log: Callable[[str], None] = print,
 ) -> FoldResult:
     """Trains one fold and returns its history and best model.
@@ -181,6 +219,7 @@ def train_fold(
     and then calls report(metrics, checkpoint_folder). resume_from: a checkpoint folder to continue from exactly
     (weights, optimizer, schedule, scaler, RNG, early-stopping state); a finished fold returns at once.
     stop_after_epoch: return after that epoch as if interrupted (for time-boxed runs and resume tests).
+    gpu_share: the share of the GPU this fold has (folds sharing a card), for the checkpointing decision.
     Raises CheckpointError when resume_from is damaged or belongs to another model or data set.
     """
     tc, mc = cfg.train, cfg.model
@@ -188,7 +227,9 @@ def train_fold(
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     profile = PROFILES[tc.profile]
     precision = resolve_precision(tc.precision, profile, device)
-    checkpointing = profile.gradient_checkpointing if mc.gradient_checkpointing is None else mc.gradient_checkpointing
+    checkpointing, why_checkpointing = decide_checkpointing(profile, mc.gradient_checkpointing, device, gpu_share)
+    # Same math either way: the loss of a step is a mean over its batch_size x grad_accum examples.
+    micro, accum = (tc.batch_size * tc.grad_accum, 1) if profile.merge_accumulation else (tc.batch_size, tc.grad_accum)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
 
@@ -196,10 +237,13 @@ def train_fold(
     model = build_model(mc.name, data.label_names, mc.hidden_dropout, mc.attention_dropout, checkpointing).to(device)
     decay = [p for p in model.parameters() if p.ndim >= 2]  # matrices; no decay on biases and LayerNorm
     no_decay = [p for p in model.parameters() if p.ndim < 2]
+    fused = profile.fused_adamw and device.type == "cuda"
     optimizer = torch.optim.AdamW(
-        [{"params": decay, "weight_decay": tc.weight_decay}, {"params": no_decay, "weight_decay": 0.0}], lr=tc.lr
+        [{"params": decay, "weight_decay": tc.weight_decay}, {"params": no_decay, "weight_decay": 0.0}], lr=tc.lr, fused=fused or None
     )
-    steps_per_epoch = math.ceil(math.ceil(len(data.train_idx) / tc.batch_size) / tc.grad_accum)
+    if tc.compile:
+        model.forward = torch.compile(model.forward, dynamic=True)  # lengths vary per batch; keeps state_dict keys
+    steps_per_epoch = math.ceil(math.ceil(len(data.train_idx) / micro) / accum)
     total_steps = steps_per_epoch * tc.max_epochs
     warmup_steps = math.ceil(total_steps * tc.warmup_ratio)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, warmup_steps, total_steps))
@@ -228,8 +272,9 @@ def train_fold(
         log(f"fold {fold}: resumed from {resume_from} after epoch {progress['epoch']}")
     else:
         log(f"fold {fold}: {mc.name}, {len(data.train_idx)} train / {len(data.val_idx)} val, {tc.profile} profile, "
-            f"{precision}, gradient checkpointing {'on' if checkpointing else 'off'}, pad to {profile.pad_to}, "
-            f"{steps_per_epoch} steps/epoch of {tc.batch_size}x{tc.grad_accum}, device {device}")
+            f"{precision}, gradient checkpointing {'on' if checkpointing else 'off'} ({why_checkpointing}), "
+            f"pad to {profile.pad_to}{', length-grouped batches' if profile.group_by_length else ''}, "
+            f"{steps_per_epoch} steps/epoch of {micro}x{accum}, device {device}")
         log(format_row())
 
     for epoch in range(start_epoch, tc.max_epochs + 1):
@@ -237,10 +282,14 @@ def train_fold(
             break
         t0 = time.perf_counter()
         model.train()
-        batches = micro_batches(data.train_idx, tc.batch_size, seed=seed * 100_003 + epoch)
+        epoch_seed = seed * 100_003 + epoch  # batches are a pure function of (seed, epoch): resumable
+        if profile.group_by_length:
+            batches = length_grouped_batches(data.train_idx, data.tokens.lengths, micro, epoch_seed)
+        else:
+            batches = micro_batches(data.train_idx, micro, epoch_seed)
         loss_sum, seen, tokens = 0.0, 0, 0
-        for g in range(0, len(batches), tc.grad_accum):
-            group = batches[g : g + tc.grad_accum]
+        for g in range(0, len(batches), accum):
+            group = batches[g : g + accum]
             n = sum(len(b) for b in group)  # the loss is a mean over the step's examples: 8x4 == 32x1
             for rows in group:
                 batch = collate(data.tokens, data.labels, rows, profile.pad_to, device)
@@ -260,7 +309,7 @@ def train_fold(
             optimizer.zero_grad(set_to_none=True)
         train_s = time.perf_counter() - t0
 
-        logits = predict_logits(model, data.tokens, data.val_idx, tc.eval_batch_size, profile.pad_to, device, precision)
+        logits = predict_logits(model, data.tokens, data.val_idx, eval_batch_size(tc.eval_batch_size, device), profile.pad_to, device, precision)
         y_val = data.labels[data.val_idx]
         val_loss = focal_loss(torch.from_numpy(logits), torch.from_numpy(y_val), alpha.cpu(), tc.focal_gamma, tc.label_smoothing)
         val = classification_metrics(y_val, logits.argmax(1), len(data.label_names))

@@ -157,3 +157,9 @@ def test_another_config_under_the_same_name_is_refused(tiny_yaml, finished_run, 
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
     assert out.returncode == 2
     assert "was made with another config (differs in train.lr)" in out.stderr
+
+
+def test_a_fold_that_cannot_fit_the_cluster_is_refused(tiny_yaml, tmp_path):
+    out = subprocess.run(cv_cmd(tiny_yaml, tmp_path) + ["--cv.cpus_per_fold", "64"], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 2, out.stderr[-2000:]
+    assert "cv.cpus_per_fold=64.0 does not fit this Ray cluster's" in out.stderr

@@ -1,0 +1,39 @@
+"""Shared set-up of the benchmarks: real Reuters-18 wires, tokenized as in a run."""
+
+from __future__ import annotations
+
+import os
+import platform
+from pathlib import Path
+
+import numpy as np
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def reuters18_tokens(n: int, split: str = "train", seed: int = 0, max_length: int = 300):
+    """(TokenArrays, labels, label names) of a stratified sample of n preprocessed Reuters-18 wires."""
+    from reuters_ray.data.reuters21578 import load_reuters21578
+    from reuters_ray.features import tokenize
+    from reuters_ray.models import load_tokenizer
+    from reuters_ray.preprocess import preprocess, subsample
+
+    path = os.environ.get("REUTERS21578_PATH") or str(REPO.parent / "shared" / "data" / "reuters21578")
+    ds = preprocess(load_reuters21578(path))
+    ds = subsample(ds, n if split == "train" else None, n if split == "test" else None, seed)
+    texts, labels = (ds.train_texts, ds.train_labels) if split == "train" else (ds.test_texts, ds.test_labels)
+    return tokenize(texts, load_tokenizer("small-bert-random"), max_length), labels, ds.label_names
+
+
+def machine() -> str:
+    gpu = torch.cuda.get_device_name() if torch.cuda.is_available() else "no GPU"
+    return f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, {gpu}, torch {torch.__version__}"
+
+
+def sync() -> None:
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+
+
+__all__ = ["machine", "np", "reuters18_tokens", "sync"]
