@@ -147,7 +147,8 @@ class CVConfig:
     name: str | None = None
     # Where runs live: a local folder, or a URI Ray and pyarrow understand (s3://bucket/runs, gs://...).
     storage_path: str = "runs"
-    # GPUs per fold: unset = 1 when the cluster has GPUs, else 0; fractions share a GPU (0.33: three folds on one).
+    # GPUs per fold: unset = 1 when the cluster has a GPU per fold, GPUs/folds when it has fewer (three folds share
+    # one GPU at 0.33 each and run at once), 0 without GPUs. Set it to run folds one after another instead.
     gpus_per_fold: float | None = None
     cpus_per_fold: float = 1.0  # CPUs each fold's worker reserves (fractions let folds share cores)
     max_failures: int = 0  # restarts of a fold whose worker dies; each continues from its last checkpoint

@@ -240,7 +240,9 @@ def run_cv(cfg: RunConfig, log: Callable[[str], None] = print) -> dict[str, Any]
     gpus = cfg.cv.gpus_per_fold
     have = ray.cluster_resources()
     if gpus is None:
-        gpus = 1.0 if have.get("GPU", 0) >= 1 else 0.0
+        # One GPU per fold when there are enough; otherwise the folds share them and run at once, which beat
+        # running them one after another here (docs/results.md; single-GPU figures: the GPU-validation issue).
+        gpus = min(1.0, int(have.get("GPU", 0)) / cfg.cv.folds) if have.get("GPU", 0) >= 1 else 0.0
     # A fold that cannot fit would wait forever: say so now. (The trials themselves hold TRIAL_CPU each.)
     if cfg.cv.cpus_per_fold + cfg.cv.folds * TRIAL_CPU > have.get("CPU", 0) + 1e-9:
         raise ConfigError(f"cv.cpus_per_fold={cfg.cv.cpus_per_fold} does not fit this Ray cluster's {have.get('CPU', 0):g} CPUs "
