@@ -51,7 +51,8 @@ def set_rng_state(state: dict[str, Any]) -> None:
     random.setstate((version, tuple(internal), gauss_next))
 
 
-def _cpu_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+def cpu_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """A CPU copy of the model's weights (what checkpoints and the kept best model hold)."""
     return {k: v.detach().to("cpu", copy=True).contiguous() for k, v in model.state_dict().items()}
 
 
@@ -74,7 +75,7 @@ def save_checkpoint(
     tmp = path.with_name(f".{path.name}.tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
-    save_file(_cpu_state(model), tmp / MODEL_FILE, metadata={"format": "pt"})
+    save_file(cpu_state(model), tmp / MODEL_FILE, metadata={"format": "pt"})
     torch.save({**training_state, "rng": rng_state()}, tmp / STATE_FILE)
     (tmp / PROGRESS_FILE).write_text(json.dumps(progress, indent=1))
     save_best(tmp / BEST_DIR, model.config, best_state)

@@ -130,7 +130,7 @@ def _fold_worker(config: dict[str, Any]) -> None:
         if checkpoint is not None:
             resume = Path(checkpoint.to_directory(os.path.join(tmp, "resume")))
         train_fold(cfg, data, Path(tmp) / "checkpoints", fold=fold, resume_from=resume, report=report,
-                   device=ray.train.torch.get_device())  # fmt: skip
+                   device=ray.train.torch.get_device(), gpu_share=config["gpu_share"] or 1.0)  # fmt: skip
 
 
 def _fold_trial(config: dict[str, Any], data_ref: list) -> dict[str, Any]:
@@ -144,7 +144,7 @@ def _fold_trial(config: dict[str, Any], data_ref: list) -> dict[str, Any]:
     resources = {"CPU": cv["cpus_per_fold"], **({"GPU": gpus} if gpus else {})}
     trainer = TorchTrainer(
         _fold_worker,
-        train_loop_config={"run": config["run"], "fold": fold, "data_ref": data_ref},
+        train_loop_config={"run": config["run"], "fold": fold, "data_ref": data_ref, "gpu_share": gpus},
         scaling_config=ray.train.ScalingConfig(num_workers=1, use_gpu=bool(gpus), resources_per_worker=resources),
         run_config=ray.train.RunConfig(
             name=f"fold_{fold}",

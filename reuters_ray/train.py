@@ -15,7 +15,7 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
-from reuters_ray.checkpoint import load_checkpoint, prune_checkpoints, save_checkpoint, set_rng_state
+from reuters_ray.checkpoint import cpu_state, load_checkpoint, prune_checkpoints, save_checkpoint, set_rng_state
 from reuters_ray.config import RunConfig
 from reuters_ray.errors import CheckpointError
 from reuters_ray.features import TokenArrays
@@ -63,9 +63,11 @@ class Profile:
 
 
 PROFILES = {
-    "seed": Profile("max_length", False, False, True, True, False),
-    "default": Profile("longest", True, True, None, False, True),
-}
+    "seed": Profile(pad_to="max_length", group_by_length=False, merge_accumulation=False,
+                    gradient_checkpointing=True, fp16_on_cuda=True, fused_adamw=False),
+    "default": Profile(pad_to="longest", group_by_length=True, merge_accumulation=True,
+                       gradient_checkpointing=None, fp16_on_cuda=False, fused_adamw=True),
+}  # fmt: skip
 
 
 def decide_checkpointing(profile: Profile, requested: bool | None, device: torch.device, share: float = 1.0) -> tuple[bool, str]:
@@ -251,7 +253,7 @@ def train_fold(
     alpha = torch.tensor(data.class_weights, dtype=torch.float32, device=device)
     stopper = EarlyStopping(tc.patience, tc.min_delta)
     history: list[dict[str, Any]] = []
-    best_state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+    best_state = cpu_state(model)
     identity = {"model": mc.name, "label_names": data.label_names, "train_rows": len(data.train_idx), "val_rows": len(data.val_idx)}
     start_epoch, finished, ckpt = 1, False, None
 
@@ -287,7 +289,7 @@ def train_fold(
             batches = length_grouped_batches(data.train_idx, data.tokens.lengths, micro, epoch_seed)
         else:
             batches = micro_batches(data.train_idx, micro, epoch_seed)
-        loss_sum, seen, tokens = 0.0, 0, 0
+        loss_sum, seen, tokens = torch.zeros((), device=device), 0, 0  # summed on the device: no sync per step
         for g in range(0, len(batches), accum):
             group = batches[g : g + accum]
             n = sum(len(b) for b in group)  # the loss is a mean over the step's examples: 8x4 == 32x1
@@ -297,7 +299,7 @@ def train_fold(
                     logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
                 loss = focal_loss(logits, batch["labels"], alpha, tc.focal_gamma, tc.label_smoothing, reduction="sum")
                 scaler.scale(loss / n).backward()
-                loss_sum += loss.item()
+                loss_sum += loss.detach()
                 seen += len(rows)
                 tokens += int(data.tokens.lengths[rows].sum())
             if tc.max_grad_norm:
@@ -314,11 +316,11 @@ def train_fold(
         val_loss = focal_loss(torch.from_numpy(logits), torch.from_numpy(y_val), alpha.cpu(), tc.focal_gamma, tc.label_smoothing)
         val = classification_metrics(y_val, logits.argmax(1), len(data.label_names))
         if stopper.update(val["f1_weighted"], epoch):
-            best_state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+            best_state = cpu_state(model)
         finished = stopper.should_stop or epoch == tc.max_epochs
         row = {
             "fold": fold, "seed": seed, "epoch": epoch,
-            "train/loss": loss_sum / seen, "val/loss": float(val_loss),
+            "train/loss": loss_sum.item() / seen, "val/loss": float(val_loss),
             **{f"val/{k}": v for k, v in val.items()},
             "lr": scheduler.get_last_lr()[0], "time/epoch_s": time.perf_counter() - t0,
             "train/examples_per_s": seen / train_s, "train/tokens_per_s": tokens / train_s,
