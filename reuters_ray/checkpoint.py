@@ -18,7 +18,7 @@ import os
 import random
 import shutil
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, Iterable
 
 import numpy as np
 import torch
@@ -104,6 +104,20 @@ def load_checkpoint(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, torc
     except Exception as e:  # unpickling errors come in many types; any of them means a damaged file
         raise CheckpointError(f"checkpoint {path}: damaged state ({type(e).__name__}: {e})") from None
     return weights, best, state, progress
+
+
+def first_loadable(
+    candidates: Iterable[Path], log: Callable[[str], None] = print
+) -> tuple[Path, tuple[dict[str, torch.Tensor], dict[str, torch.Tensor], dict[str, Any], dict[str, Any]]] | None:
+    """(path, load_checkpoint(path)) of the first candidate that loads, newest first by convention; None when none
+    does. A damaged candidate is logged and skipped: resuming from an older good checkpoint costs epochs, resuming
+    from wrong weights costs the run. `candidates` may be a generator that fetches each folder only when asked."""
+    for path in candidates:
+        try:
+            return Path(path), load_checkpoint(path)
+        except CheckpointError as e:
+            log(f"{e}: skipped, trying the previous kept checkpoint")
+    return None
 
 
 def latest_checkpoint(folder: Path) -> Path | None:

@@ -1,11 +1,16 @@
 """The `reuters-ray` command.
 
-    reuters-ray data summary [--source S] [--path P] [...]   class table and provenance of any source
+    reuters-ray data summary [--data.KEY V ...]          class table and provenance of any source
+    reuters-ray cv [--config YAML] [--SECTION.KEY V ...]  k-fold CV + ensemble as a Ray job (= python jobs/cv.py)
+    reuters-ray report RUN_DIR                            rebuild report.md / report.html of a run folder
+    reuters-ray predict --run RUN_DIR [TEXT ... | --file F | -]   labels and top-k probabilities for new texts
+    reuters-ray baseline [--config YAML] [--data.KEY V ...]       the TF-IDF + linear SVM baseline alone
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import json
 import sys
@@ -14,7 +19,7 @@ import typing
 import yaml
 
 from reuters_ray.config import field_docs, from_dict, load_yaml
-from reuters_ray.errors import ReutersRayError
+from reuters_ray.errors import ConfigError, ReutersRayError
 
 def _summary(args: argparse.Namespace) -> int:
     from reuters_ray.data import load_dataset
@@ -74,12 +79,91 @@ def run_config_from_args(args: argparse.Namespace):
     return from_dict(RunConfig, values)
 
 
+def _console(args: argparse.Namespace):
+    from reuters_ray.console import Console
+
+    return Console("quiet" if args.quiet else args.log_format)
+
+
 def _cv(args: argparse.Namespace) -> int:
     from reuters_ray.runner import run_cv
 
+    if args.no_baseline:
+        args.cv__baseline = "false"
     cfg = run_config_from_args(args)
-    print("config:\n" + "\n".join("  " + line for line in yaml.safe_dump(cfg.to_dict(), sort_keys=True).splitlines()))
-    run_cv(cfg)
+    console = _console(args)
+    console.info("config:\n" + "\n".join("  " + line for line in yaml.safe_dump(cfg.to_dict(), sort_keys=True).splitlines()), config=cfg.to_dict())
+    # stdout is the console's alone (JSON lines stay parseable); Ray prints its own notices to sys.stdout, so
+    # those go to stderr for the run.
+    with contextlib.redirect_stdout(sys.stderr):
+        run_cv(cfg, console)
+    return 0
+
+
+def _report(args: argparse.Namespace) -> int:
+    from reuters_ray.reporting import write_report
+
+    for path in write_report(args.run_dir):
+        print(path)
+    return 0
+
+
+def _read_texts(args: argparse.Namespace) -> list[str]:
+    """Texts from the arguments, --file (one per line) or standard input ('-', one per line)."""
+    if args.file and args.texts:
+        raise ConfigError("give texts as arguments or --file, not both")
+    if args.file:
+        try:
+            lines = open(args.file, encoding="utf-8").read().splitlines()
+        except (OSError, UnicodeDecodeError) as e:
+            raise ConfigError(f"--file {args.file}: cannot read it ({e})") from None
+    elif args.texts == ["-"]:
+        lines = sys.stdin.read().splitlines()
+    else:
+        lines = args.texts
+    texts = [t for t in lines if t.strip()]
+    if not texts:
+        raise ConfigError("no texts to predict: give TEXT arguments, --file F or - for standard input")
+    return texts
+
+
+def _predict(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from reuters_ray.ensemble import Ensemble
+
+    if args.top_k < 1:
+        raise ConfigError(f"--top-k must be >= 1, got {args.top_k}")
+    texts = _read_texts(args)
+    ens = Ensemble.from_run(args.run, device=args.device)
+    k = min(args.top_k, len(ens.label_names))
+    for start in range(0, len(texts), args.batch_size):
+        batch = texts[start : start + args.batch_size]
+        probs = ens.predict_proba(batch)
+        for text, p in zip(batch, probs):
+            top = np.argsort(-p, kind="stable")[:k]
+            if args.json:
+                print(json.dumps({"text": text, "label": ens.label_names[top[0]],
+                                  "top": [{"label": ens.label_names[i], "p": round(float(p[i]), 6)} for i in top]}))  # fmt: skip
+            else:
+                shown = "  ".join(f"{ens.label_names[i]} {p[i]:.3f}" for i in top)
+                print(f"{ens.label_names[top[0]]}\t{shown}\t{text[:60]}")
+    return 0
+
+
+def _baseline(args: argparse.Namespace) -> int:
+    from reuters_ray.baseline import run_baseline
+    from reuters_ray.data import load_dataset
+    from reuters_ray.preprocess import preprocess, subsample
+
+    dc = run_config_from_args(args).data
+    ds = subsample(preprocess(load_dataset(dc), dc.min_samples, dc.min_tokens), dc.train_sample, dc.test_sample, dc.split_seed)
+    m = run_baseline(ds)
+    if args.json:
+        print(json.dumps(m, indent=2))
+        return 0
+    print(f"{m['name']}: fitted on {len(ds.train_texts)} training texts in {m['fit_s']:.1f} s")
+    print(f"test ({m['n_test']} texts): accuracy {m['accuracy']:.4f}, weighted F1 {m['f1_weighted']:.4f}, macro F1 {m['f1_macro']:.4f}")
     return 0
 
 
@@ -96,7 +180,36 @@ def build_parser() -> argparse.ArgumentParser:
                         description="Train one model per fold with Ray (concurrently), ensemble them on the test split, "
                         "write the run folder. The same command with the same run name resumes.")
     _add_run_flags(cv)
+    out = cv.add_argument_group("output")
+    out.add_argument("--no-baseline", action="store_true", help="skip the TF-IDF + linear SVM baseline (same as --cv.baseline false)")
+    out.add_argument("--quiet", action="store_true", help="print only the result line (errors still go to stderr)")
+    out.add_argument("--log-format", choices=("text", "json"), default="text",
+                     help="text: a table row per fold epoch and a progress line; json: one JSON object per line (default: text)")
     cv.set_defaults(func=_cv)
+
+    report = sub.add_parser("report", help="rebuild report.md and report.html (with figures) from a run folder",
+                            description="Rebuild a finished run's report (report.md, report.html, PNG figures) from its files.")
+    report.add_argument("run_dir", metavar="RUN_DIR", help="a run folder: <cv.storage_path>/<run name>")
+    report.set_defaults(func=_report)
+
+    predict = sub.add_parser("predict", help="predict labels for new texts with a finished run's ensemble",
+                             description="Label new texts with a run's fold ensemble (averaged logits). One text per "
+                             "argument, or one per line from --file or standard input (-).")
+    predict.add_argument("texts", nargs="*", metavar="TEXT", help="texts to label; - reads them from standard input")
+    predict.add_argument("--run", required=True, metavar="RUN_DIR", help="a finished run folder (with models/fold_*)")
+    predict.add_argument("--file", metavar="F", help="a UTF-8 text file, one text per line")
+    predict.add_argument("--top-k", type=int, default=3, metavar="K", help="probabilities shown per text (default: 3)")
+    predict.add_argument("--batch-size", type=int, default=64, metavar="N", help="texts scored at once (default: 64)")
+    predict.add_argument("--device", metavar="D", help="cpu, cuda, cuda:1 (default: cuda when there is one)")
+    predict.add_argument("--json", action="store_true", help="one JSON object per text: label and top-k probabilities")
+    predict.set_defaults(func=_predict)
+
+    baseline = sub.add_parser("baseline", help="fit and score the TF-IDF + linear SVM baseline alone (no Ray, seconds)",
+                              description="The baseline of every cv run, alone: fitted on the same preprocessed training "
+                              "split, scored on the same test split.")
+    _add_run_flags(baseline, sections=("data",))
+    baseline.add_argument("--json", action="store_true", help="print all metrics (per class, confusion matrix) as JSON")
+    baseline.set_defaults(func=_baseline)
     return parser
 
 

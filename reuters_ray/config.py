@@ -151,7 +151,8 @@ class CVConfig:
     # one GPU at 0.33 each and run at once), 0 without GPUs. Set it to run folds one after another instead.
     gpus_per_fold: float | None = None
     cpus_per_fold: float = 1.0  # CPUs each fold's worker reserves (fractions let folds share cores)
-    max_failures: int = 0  # restarts of a fold whose worker dies; each continues from its last checkpoint
+    max_failures: int = 2  # restarts of a fold whose worker dies; each continues from its last checkpoint
+    baseline: bool = True  # also fit and score the TF-IDF + linear SVM baseline on the same split (seconds, CPU)
 
     def __post_init__(self) -> None:
         _check(self, "cv", [

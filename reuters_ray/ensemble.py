@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from reuters_ray.errors import DataError
 from reuters_ray.features import TokenArrays, tokenize
 from reuters_ray.train import eval_batch_size, predict_logits
 
@@ -30,7 +31,8 @@ class Ensemble:
         if any(n != names[0] for n in names):
             raise ValueError(f"fold models disagree on their labels: {names}")
         self.label_names: list[str] = names[0]
-        self.tokenizer = None
+        self.tokenizer = None  # set by from_run; predict_proba needs it
+        self.max_length = 512
 
     def fold_logits(self, tokens: TokenArrays, idx: np.ndarray | None = None) -> np.ndarray:
         """[folds, N, K] float32 logits of every fold model for rows `idx` (default: all)."""
@@ -45,16 +47,17 @@ class Ensemble:
 
     @classmethod
     def from_run(cls, run_dir: str | Path, device: str | None = None) -> Ensemble:
-        """The ensemble of a finished run folder (its models/fold_* folders and their tokenizer)."""
+        """The ensemble of a finished run folder: its models/fold_* folders, their tokenizer and max_length.
+        Raises DataError naming what is missing."""
         from transformers import AutoTokenizer
 
         run_dir = Path(run_dir)
         dirs = sorted((run_dir / "models").glob("fold_*"))
-        if not dirs:
-            raise FileNotFoundError(f"{run_dir}: no models/fold_* folders; is it a finished reuters-ray run?")
+        if not (run_dir / "metrics.json").is_file() or not dirs:
+            raise DataError(f"{run_dir}: no metrics.json or models/fold_* folders; is it a finished reuters-ray run folder?")
         ens = cls(dirs, device=device)
         ens.tokenizer = AutoTokenizer.from_pretrained(str(dirs[0]))
-        ens.max_length = json.loads((run_dir / "metrics.json").read_text())["max_length"] if (run_dir / "metrics.json").exists() else 512
+        ens.max_length = json.loads((run_dir / "metrics.json").read_text())["max_length"]
         return ens
 
     def predict_proba(self, texts: list[str]) -> np.ndarray:

@@ -59,6 +59,23 @@ def load_tokenizer(name: str):
     return tok
 
 
+def check_model(name: str) -> None:
+    """Raises ConfigError unless model `name` can be loaded here (reads its config only, no weights)."""
+    if name in RANDOM_ARCHS:
+        return
+    from transformers import AutoConfig
+
+    try:
+        AutoConfig.from_pretrained(str(packaged_minilm_path()) if name == "minilm-offline" else name)
+    except (OSError, ValueError) as e:
+        raise ConfigError(_unreachable(name, e)) from None
+
+
+def _unreachable(name: str, e: Exception) -> str:
+    return (f"model.name {name!r} cannot be loaded ({type(e).__name__}: {str(e).splitlines()[0]}). Without network "
+            f"use a local Hugging Face folder or one of: {', '.join(OFFLINE_ALIASES)}")  # fmt: skip
+
+
 def build_model(
     name: str,
     label_names: list[str],
@@ -90,10 +107,7 @@ def build_model(
             AutoConfig.from_pretrained(source)  # fails fast and clearly when the name is not reachable
             model = AutoModelForSequenceClassification.from_pretrained(source, dtype="float32", **labels)
         except (OSError, ValueError) as e:
-            raise ConfigError(
-                f"model.name {name!r} cannot be loaded ({type(e).__name__}: {str(e).splitlines()[0]}). Without network "
-                f"use a local Hugging Face folder or one of: {', '.join(OFFLINE_ALIASES)}"
-            ) from None
+            raise ConfigError(_unreachable(name, e)) from None
     if gradient_checkpointing:
         # Non-reentrant checkpointing works with autocast and with inputs that do not require grad.
         # transformers 5 renamed the switch; 4.x only has the old name.

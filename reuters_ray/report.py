@@ -1,7 +1,7 @@
 """Run outputs: ensemble metrics and the files of a run folder. No Ray here.
 
-Every file is written under a temporary name and renamed into place; metrics.json is written last, so its
-presence means the run is complete.
+Every file is written under a temporary name and renamed into place. In a run folder metrics.json comes after
+the data files, and the report after metrics.json, report.md last: its presence means the run is complete.
 """
 
 from __future__ import annotations
@@ -47,6 +47,7 @@ def write_run_outputs(
     run_dir: Path,
     metrics: dict[str, Any],
     fold_rows: list[dict[str, Any]],
+    history: list[dict[str, Any]],
     ids: list[str],
     y_true: np.ndarray,
     mean_logits: np.ndarray,
@@ -54,12 +55,16 @@ def write_run_outputs(
     config: dict[str, Any],
     provenance: dict[str, Any],
 ) -> None:
-    """Writes the run folder's files: config.yaml, provenance.json, folds.csv, per_class.csv,
-    confusion_matrix.csv, predictions.parquet, and metrics.json last."""
+    """Writes the run folder's data files: config.yaml, provenance.json, folds.csv, history.csv (every fold's
+    epoch rows), per_class.csv, confusion_matrix.csv, predictions.parquet, and metrics.json last of them.
+    The report (reuters_ray.reporting.write_report) is built from these files."""
     run_dir = Path(run_dir)
     write_atomic(run_dir / "config.yaml", yaml.safe_dump(config, sort_keys=True))
     write_atomic(run_dir / "provenance.json", json.dumps(provenance, indent=2))
-    write_atomic(run_dir / "folds.csv", pd.DataFrame(fold_rows).to_csv(index=False))
+    folds = pd.DataFrame(fold_rows)
+    folds["restarts"] = [len(r.get("restarts", [])) for r in fold_rows]
+    write_atomic(run_dir / "folds.csv", folds.to_csv(index=False))
+    write_atomic(run_dir / "history.csv", pd.DataFrame(history).to_csv(index=False))
     write_atomic(run_dir / "per_class.csv", pd.DataFrame(metrics["per_class"]).to_csv(index=False))
     cm = pd.DataFrame(metrics["confusion_matrix"], index=label_names, columns=label_names)
     cm.index.name = "true \\ predicted"
@@ -74,3 +79,10 @@ def write_run_outputs(
     df.to_parquet(tmp, index=False)
     os.replace(tmp, run_dir / "predictions.parquet")
     write_atomic(run_dir / "metrics.json", json.dumps(metrics, indent=2))
+
+
+def write_report(run_dir: Path) -> list[Path]:
+    """report.md, report.html and their figures from a run folder's files (see reuters_ray.reporting)."""
+    from reuters_ray.reporting import write_report as _write
+
+    return _write(run_dir)

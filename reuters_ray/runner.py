@@ -15,10 +15,12 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import re
 import tempfile
 import time
+import uuid
 from pathlib import Path
 from typing import Any, Callable
 
@@ -27,13 +29,14 @@ import pyarrow.fs as pafs
 import yaml
 
 from reuters_ray.config import RunConfig, from_dict
+from reuters_ray.console import Console
 from reuters_ray.errors import ConfigError
 
 TRIAL_CPU = 0.01  # the trial function only waits on its TorchTrainer; its worker holds the real resources
 
 
 # Settings that change where and how fast a run goes, not what it computes: free to differ on resume.
-PLACEMENT_KEYS = ("name", "storage_path", "gpus_per_fold", "cpus_per_fold", "max_failures")
+PLACEMENT_KEYS = ("name", "storage_path", "gpus_per_fold", "cpus_per_fold", "max_failures", "baseline")
 
 
 def result_config(cfg_dict: dict[str, Any]) -> dict[str, Any]:
@@ -128,9 +131,27 @@ def _fold_worker(config: dict[str, Any]) -> None:
         resume = None
         checkpoint = ray.train.get_checkpoint()  # set when Ray restores this fold (driver rerun or worker restart)
         if checkpoint is not None:
-            resume = Path(checkpoint.to_directory(os.path.join(tmp, "resume")))
-        train_fold(cfg, data, Path(tmp) / "checkpoints", fold=fold, resume_from=resume, report=report,
-                   device=ray.train.torch.get_device(), gpu_share=config["gpu_share"] or 1.0)  # fmt: skip
+            resume = resume_candidates(checkpoint.filesystem, checkpoint.path, tmp)
+        train_fold(cfg, data, Path(tmp) / "checkpoints", fold=fold, resume_from=resume, attempt=config["attempt"],
+                   report=report, device=ray.train.torch.get_device(), gpu_share=config["gpu_share"] or 1.0)  # fmt: skip
+
+
+def resume_candidates(fs: pafs.FileSystem, latest: str, local_root: str):
+    """Yields local copies of checkpoint `latest` (the one Ray restored) and then of the fold's older kept
+    checkpoints, newest first, each fetched only when asked for (train_fold takes the first that loads).
+    Ray names checkpoint folders checkpoint_<timestamp>, so name order is age order; newer folders than
+    `latest` are ones Ray never registered and are not used."""
+    parent, name = latest.rstrip("/").rsplit("/", 1)
+    older = sorted(
+        (i.base_name for i in fs.get_file_info(pafs.FileSelector(parent))
+         if i.type == pafs.FileType.Directory and i.base_name.startswith("checkpoint_") and i.base_name < name),
+        reverse=True,
+    )  # fmt: skip
+    for k, folder in enumerate([name, *older]):
+        dst = os.path.join(local_root, f"resume_{k}")
+        os.makedirs(dst)
+        pafs.copy_files(f"{parent}/{folder}", dst, source_filesystem=fs, destination_filesystem=pafs.LocalFileSystem())
+        yield Path(dst)
 
 
 def _fold_trial(config: dict[str, Any], data_ref: list) -> dict[str, Any]:
@@ -144,7 +165,8 @@ def _fold_trial(config: dict[str, Any], data_ref: list) -> dict[str, Any]:
     resources = {"CPU": cv["cpus_per_fold"], **({"GPU": gpus} if gpus else {})}
     trainer = TorchTrainer(
         _fold_worker,
-        train_loop_config={"run": config["run"], "fold": fold, "data_ref": data_ref, "gpu_share": gpus},
+        # attempt: new with each start of this trial function, kept when Ray Train restarts a dead worker
+        train_loop_config={"run": config["run"], "fold": fold, "data_ref": data_ref, "gpu_share": gpus, "attempt": uuid.uuid4().hex[:12]},
         scaling_config=ray.train.ScalingConfig(num_workers=1, use_gpu=bool(gpus), resources_per_worker=resources),
         run_config=ray.train.RunConfig(
             name=f"fold_{fold}",
@@ -190,53 +212,59 @@ class _EnsembleActor:
 # --- the driver -----------------------------------------------------------------------------------------------
 
 
-def run_cv(cfg: RunConfig, log: Callable[[str], None] = print) -> dict[str, Any]:
+def run_cv(cfg: RunConfig, console: Console | None = None) -> dict[str, Any]:
     """Runs (or resumes) k-fold CV plus the ensemble on a local or remote Ray cluster; returns metrics.json's dict.
 
-    Raises ConfigError for a storage path that cannot be written or a run name already used by another config,
-    DataError for bad data, RuntimeError when a fold fails (the run then resumes when started again).
+    Everything about the input (model name, data, folds, storage path, a run name used by another config) is
+    checked before anything is written, and raises ConfigError or DataError. RuntimeError when a fold fails (the
+    run then resumes when started again).
     """
     import ray
     from ray import tune
 
     from reuters_ray.data import load_dataset
     from reuters_ray.features import class_weights, stratified_folds, tokenize
-    from reuters_ray.models import load_tokenizer
+    from reuters_ray.models import check_model, load_tokenizer
     from reuters_ray.preprocess import preprocess, subsample
-    from reuters_ray.report import ensemble_metrics, write_run_outputs
+    from reuters_ray.report import ensemble_metrics, write_report, write_run_outputs
 
+    console = console or Console()
     t0 = time.perf_counter()
     name = run_name(cfg)
+
+    # The input, checked before anything is written: a bad run leaves nothing behind.
+    check_model(cfg.model.name)
+    dc = cfg.data
+    ds = preprocess(load_dataset(dc), dc.min_samples, dc.min_tokens)
+    ds = subsample(ds, dc.train_sample, dc.test_sample, dc.split_seed)
+    ds.check_folds(cfg.cv.folds)
+    tokenizer = load_tokenizer(dc.tokenizer or cfg.model.name)
     fs, base, base_uri = storage_location(cfg.cv.storage_path)
     run_path, run_uri = f"{base}/{name}", f"{base_uri}/{name}"
-    _check_writable(fs, run_path, cfg.cv.storage_path)
-    config_yaml = yaml.safe_dump(cfg.to_dict(), sort_keys=True)
     previous = _read_text(fs, f"{run_path}/config.yaml")
     if previous is not None and result_config(yaml.safe_load(previous)) != result_config(cfg.to_dict()):
         old, new = result_config(yaml.safe_load(previous)), result_config(cfg.to_dict())
         diff = [f"{s}.{k}" for s in new for k in new[s] if old.get(s, {}).get(k) != new[s][k]]
         raise ConfigError(f"run {name!r} in {cfg.cv.storage_path} was made with another config (differs in {', '.join(diff)}); "
                           f"use the same config to resume it, or another cv.name")  # fmt: skip
-    _write_text(fs, f"{run_path}/config.yaml", config_yaml)
-    log(f"run {name}: {run_uri}")
+    _check_writable(fs, run_path, cfg.cv.storage_path)
+    _write_text(fs, f"{run_path}/config.yaml", yaml.safe_dump(cfg.to_dict(), sort_keys=True))
+    console.info(f"run {name}: {run_uri}", run=name, uri=run_uri)
 
-    # Data, once, on the driver.
-    dc = cfg.data
-    ds = preprocess(load_dataset(dc), dc.min_samples, dc.min_tokens)
-    ds = subsample(ds, dc.train_sample, dc.test_sample, dc.split_seed)
-    ds.check_folds(cfg.cv.folds)
-    tokenizer = load_tokenizer(dc.tokenizer or cfg.model.name)
     tokens = tokenize(ds.train_texts + ds.test_texts, tokenizer, dc.max_length)
     n_train = len(ds.train_texts)
     folds = stratified_folds(ds.train_labels, cfg.cv.folds, cfg.train.seed)
     weights = class_weights(ds.train_labels, ds.num_classes)
     _write_text(fs, f"{run_path}/fold_assignment.json", json.dumps(
         {ds.train_ids[i]: k for k, (_, va) in enumerate(folds) for i in va}))  # fmt: skip
-    log(f"data: {n_train} train / {len(ds.test_texts)} test wires, {ds.num_classes} classes, {cfg.cv.folds} folds, "
-        f"tokens {tokens.ids.shape} {tokens.ids.dtype} ({tokens.ids.nbytes / 2**20:.1f} MiB)")  # fmt: skip
+    console.info(f"data: {n_train} train / {len(ds.test_texts)} test texts, {ds.num_classes} classes, {cfg.cv.folds} folds, "
+                 f"tokens {tokens.ids.shape} {tokens.ids.dtype} ({tokens.ids.nbytes / 2**20:.1f} MiB)",
+                 train=n_train, test=len(ds.test_texts), classes=ds.num_classes, folds=cfg.cv.folds)  # fmt: skip
 
     if not ray.is_initialized():
-        ray.init()  # joins a running cluster (ray start, ray job submit) or starts a local one
+        # Joins a running cluster (ray start, ray job submit) or starts a local one. Worker output stays in Ray's
+        # logs (dashboard, /tmp/ray/session_latest/logs): the driver prints each epoch itself, once.
+        ray.init(log_to_driver=False)
     gpus = cfg.cv.gpus_per_fold
     have = ray.cluster_resources()
     if gpus is None:
@@ -254,16 +282,21 @@ def run_cv(cfg: RunConfig, log: Callable[[str], None] = print) -> dict[str, Any]
         "labels": ds.train_labels, "class_weights": weights, "label_names": ds.label_names, "folds": folds,
     })  # fmt: skip
 
+    # Tune's own tables and status lines would repeat what the console prints (and break JSON-lines output).
+    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+    logging.getLogger("ray.tune").setLevel(logging.WARNING)
     trainable = tune.with_resources(tune.with_parameters(_fold_trial, data_ref=[train_ref]), {"CPU": TRIAL_CPU})
+    callbacks = [_progress_callback(console)]
     if tune.Tuner.can_restore(run_uri):
-        log(f"run {name}: resuming (finished folds are kept, unfinished ones continue from their last checkpoint)")
+        console.info(f"run {name}: resuming (finished folds are kept, unfinished ones continue from their last checkpoint)", resuming=True)
         tuner = tune.Tuner.restore(run_uri, trainable=trainable, resume_unfinished=True, resume_errored=True)
+        tuner._local_tuner.get_run_config().callbacks = callbacks  # restore brings back the old run's (pickled) console
     else:
         tuner = tune.Tuner(
             trainable,
             param_space={"fold": tune.grid_search(list(range(cfg.cv.folds))), "run": cfg.to_dict(), "run_uri": run_uri, "gpus_per_fold": gpus},
             tune_config=tune.TuneConfig(max_concurrent_trials=cfg.cv.folds),
-            run_config=tune.RunConfig(name=name, storage_path=base_uri),
+            run_config=tune.RunConfig(name=name, storage_path=base_uri, verbose=0, callbacks=callbacks),
         )
     results = tuner.fit()
     if results.errors:
@@ -272,7 +305,7 @@ def run_cv(cfg: RunConfig, log: Callable[[str], None] = print) -> dict[str, Any]
     # Fold summaries, from each fold's last checkpoint as Ray Train registered it (a checkpoint folder that was
     # uploaded but not registered when a driver died is ignored: Ray retrained that epoch).
     fold_paths = {r.config["fold"]: r.metrics.get("fold_checkpoint") for r in results}
-    fold_rows, best_paths = [], []
+    fold_rows, best_paths, history = [], [], []
     for k in range(cfg.cv.folds):
         path = fold_paths.get(k)
         if not path:  # a path on the storage filesystem, as Ray Train reports it
@@ -281,12 +314,16 @@ def run_cv(cfg: RunConfig, log: Callable[[str], None] = print) -> dict[str, Any]
         if not progress["finished"]:
             raise RuntimeError(f"run {name}: fold {k}'s last checkpoint {path} is not finished")
         hist, es = progress["history"], progress["early_stopping"]
-        best = hist[es["best_epoch"] - 1]
+        best, last = hist[es["best_epoch"] - 1], hist[-1]
         fold_rows.append({
             "fold": k, "best_epoch": es["best_epoch"], "val_f1_weighted": best["val/f1_weighted"],
             "val_accuracy": best["val/accuracy"], "val_f1_macro": best["val/f1_macro"], "epochs_run": len(hist),
             "stopped_early": es["bad_epochs"] >= cfg.train.patience, "train_s": sum(r["time/epoch_s"] for r in hist),
+            "device": last.get("worker/device", ""), "host": last.get("worker/host", ""),
+            **{k2: v for k2, v in progress.get("setup", {}).items() if k2 != "profile"},
+            "restarts": progress.get("restarts", []),
         })  # fmt: skip
+        history += [{k2: v for k2, v in r.items() if not k2.startswith("worker/")} for r in hist]
         best_paths.append(f"{path}/best")
 
     # Ensemble on the test split, in an actor on a GPU when there is one.
@@ -299,8 +336,15 @@ def run_cv(cfg: RunConfig, log: Callable[[str], None] = print) -> dict[str, Any]
     metrics = ensemble_metrics(ds.test_labels, mean, ds.label_names)
     for row, logits in zip(fold_rows, fold_logits):
         row["test_f1_weighted"] = ensemble_metrics(ds.test_labels, logits, ds.label_names)["f1_weighted"]
+    if cfg.cv.baseline:
+        from reuters_ray.baseline import run_baseline
+
+        metrics["baseline"] = run_baseline(ds)
+        console.info(f"baseline ({metrics['baseline']['name']}): weighted F1 {metrics['baseline']['f1_weighted']:.4f}",
+                     baseline_f1_weighted=metrics["baseline"]["f1_weighted"])  # fmt: skip
     metrics.update({"run": name, "label_names": ds.label_names, "max_length": dc.max_length, "folds": fold_rows,
-                    "wall_s": time.perf_counter() - t0, "class_weights": weights.tolist()})  # fmt: skip
+                    "wall_s": time.perf_counter() - t0, "class_weights": weights.tolist(),
+                    "cluster": {k: v for k, v in ray.cluster_resources().items() if k in ("CPU", "GPU")}})  # fmt: skip
 
     # Outputs: written locally, then copied into storage (a no-op copy for a local storage path).
     with tempfile.TemporaryDirectory() as tmp:
@@ -310,15 +354,34 @@ def run_cv(cfg: RunConfig, log: Callable[[str], None] = print) -> dict[str, Any]
             dst.mkdir(parents=True)
             pafs.copy_files(path, str(dst), source_filesystem=fs, destination_filesystem=pafs.LocalFileSystem())
             tokenizer.save_pretrained(str(dst))
-        write_run_outputs(out, metrics, fold_rows, ds.test_ids, ds.test_labels, mean, ds.label_names, cfg.to_dict(), ds.provenance)
-        # metrics.json last: its presence in storage means the run is complete
-        for item in sorted(out.iterdir(), key=lambda p: p.name == "metrics.json"):
+        write_run_outputs(out, metrics, fold_rows, history, ds.test_ids, ds.test_labels, mean, ds.label_names, cfg.to_dict(), ds.provenance)
+        write_report(out)
+        for item in sorted(out.iterdir(), key=lambda p: OUTPUT_ORDER.get(p.name, 0)):
             dst = f"{run_path}/{item.name}"
             if item.is_dir():
                 pafs.copy_files(str(item), dst, source_filesystem=pafs.LocalFileSystem(), destination_filesystem=fs)
             else:
                 _write_bytes(fs, dst, item.read_bytes())
-    log(f"run {name}: accuracy {metrics['accuracy']:.4f}, weighted F1 {metrics['f1_weighted']:.4f}, "
-        f"macro F1 {metrics['f1_macro']:.4f} on {metrics['n_test']} test wires; outputs in {run_uri}")  # fmt: skip
+    console.done(f"run {name}: accuracy {metrics['accuracy']:.4f}, weighted F1 {metrics['f1_weighted']:.4f}, "
+                 f"macro F1 {metrics['f1_macro']:.4f} on {metrics['n_test']} test texts; report: {run_uri}/report.html",
+                 run=name, uri=run_uri, accuracy=metrics["accuracy"], f1_weighted=metrics["f1_weighted"], f1_macro=metrics["f1_macro"])  # fmt: skip
     return metrics
 
+
+# Copy order into storage: metrics.json, then the report, report.md last (its presence means the run is complete).
+OUTPUT_ORDER = {"metrics.json": 1, "report.html": 2, "report.md": 3}
+
+
+ROW_KEYS = ("fold", "seed", "epoch", "lr", "finished", "max_epochs", "restarts")
+
+
+def _progress_callback(console: Console):
+    """A Tune callback that hands each fold's epoch row (forwarded by TuneReportCallback) to the console."""
+    from ray import tune
+
+    class _Progress(tune.Callback):
+        def on_trial_result(self, iteration, trials, trial, result, **info):
+            if "val/f1_weighted" in result:
+                console.epoch({k: v for k, v in result.items() if k in ROW_KEYS or "/" in k})
+
+    return _Progress()

@@ -7,15 +7,17 @@ a `report` function that forwards each epoch's metrics and checkpoint folder.
 from __future__ import annotations
 
 import math
+import os
+import socket
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterable
 
 import numpy as np
 import torch
 
-from reuters_ray.checkpoint import cpu_state, load_checkpoint, prune_checkpoints, save_checkpoint, set_rng_state
+from reuters_ray.checkpoint import cpu_state, first_loadable, load_checkpoint, prune_checkpoints, save_checkpoint, set_rng_state
 from reuters_ray.config import RunConfig
 from reuters_ray.errors import CheckpointError
 from reuters_ray.features import TokenArrays
@@ -163,6 +165,12 @@ def eval_batch_size(requested: int | None, device: torch.device) -> int:
     return requested or (256 if device.type == "cuda" else 16)
 
 
+def _device_name(device: torch.device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return f"cpu ({torch.get_num_threads()} threads)"
+
+
 def _autocast(device: torch.device, precision: str):
     dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision)
     return torch.autocast(device.type, dtype=dtype, enabled=dtype is not None)
@@ -208,7 +216,8 @@ def train_fold(
     out_dir: Path,
     *,
     fold: int = 0,
-    resume_from: Path | None = None,
+    resume_from: Path | Iterable[Path] | None = None,
+    attempt: str | None = None,
     report: Callable[[dict[str, Any], Path], None] | None = None,
     stop_after_epoch: int | None = None,
     device: str | torch.device | None = None,
@@ -219,10 +228,15 @@ def train_fold(
 
     Writes a checkpoint folder out_dir/epoch_NNN after every epoch (the latest train.keep_checkpoints are kept)
     and then calls report(metrics, checkpoint_folder). resume_from: a checkpoint folder to continue from exactly
-    (weights, optimizer, schedule, scaler, RNG, early-stopping state); a finished fold returns at once.
+    (weights, optimizer, schedule, scaler, RNG, early-stopping state); a finished fold returns at once. Several
+    folders, newest first: the first that loads is used and damaged ones are skipped; when none loads the fold
+    starts over (both logged and recorded in the checkpoints' "restarts").
+    attempt: an id of the process that runs this call (the Ray trial's): a resume from a checkpoint written under
+    the same id is a worker restart, otherwise a new run continuing an old one. Recorded for the report.
     stop_after_epoch: return after that epoch as if interrupted (for time-boxed runs and resume tests).
     gpu_share: the share of the GPU this fold has (folds sharing a card), for the checkpointing decision.
-    Raises CheckpointError when resume_from is damaged or belongs to another model or data set.
+    Raises CheckpointError when a single resume_from is damaged, or when the one resumed from belongs to another
+    model or data set.
     """
     tc, mc = cfg.train, cfg.model
     seed = tc.seed + fold
@@ -255,10 +269,19 @@ def train_fold(
     history: list[dict[str, Any]] = []
     best_state = cpu_state(model)
     identity = {"model": mc.name, "label_names": data.label_names, "train_rows": len(data.train_idx), "val_rows": len(data.val_idx)}
-    start_epoch, finished, ckpt = 1, False, None
+    start_epoch, finished, ckpt, restarts = 1, False, None, []
+    worker = {"host": socket.gethostname(), "pid": os.getpid(), "device": _device_name(device)}
 
-    if resume_from is not None:
-        weights, best_state, state, progress = load_checkpoint(resume_from)
+    found = None
+    if isinstance(resume_from, (str, Path)):
+        found = (Path(resume_from), load_checkpoint(resume_from))
+    elif resume_from is not None:
+        found = first_loadable(resume_from, log)
+        if found is None:
+            log(f"fold {fold}: no kept checkpoint loads; starting the fold over")
+            restarts.append({"after_epoch": 0, "kind": "started over: no loadable checkpoint", "at": time.time()})
+    if found is not None:
+        resume_from, (weights, best_state, state, progress) = found
         if progress["identity"] != identity:
             raise CheckpointError(f"checkpoint {resume_from} belongs to another run: {progress['identity']} != {identity}")
         model.load_state_dict(weights)
@@ -271,8 +294,13 @@ def train_fold(
             setattr(stopper, k, v)
         history, finished, ckpt = progress["history"], progress["finished"], Path(resume_from)
         start_epoch = progress["epoch"] + 1
-        log(f"fold {fold}: resumed from {resume_from} after epoch {progress['epoch']}")
-    else:
+        restarts = progress.get("restarts", [])
+        if not finished:
+            same = attempt is not None and progress.get("attempt") == attempt
+            kind = "worker restart" if same else "resumed by a new run"
+            restarts.append({"after_epoch": progress["epoch"], "kind": kind, "at": time.time()})
+            log(f"fold {fold}: {kind}: continuing from {resume_from} after epoch {progress['epoch']}")
+    if found is None:
         log(f"fold {fold}: {mc.name}, {len(data.train_idx)} train / {len(data.val_idx)} val, {tc.profile} profile, "
             f"{precision}, gradient checkpointing {'on' if checkpointing else 'off'} ({why_checkpointing}), "
             f"pad to {profile.pad_to}{', length-grouped batches' if profile.group_by_length else ''}, "
@@ -325,6 +353,7 @@ def train_fold(
             "lr": scheduler.get_last_lr()[0], "time/epoch_s": time.perf_counter() - t0,
             "train/examples_per_s": seen / train_s, "train/tokens_per_s": tokens / train_s,
             "best/f1_weighted": stopper.best, "best/epoch": stopper.best_epoch, "finished": finished,
+            "max_epochs": tc.max_epochs, "restarts": len(restarts), **{f"worker/{k}": v for k, v in worker.items()},
         }  # fmt: skip
         history.append(row)
         log(format_row(row))
@@ -336,7 +365,8 @@ def train_fold(
             {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict() if scaler.is_enabled() else None},
             {"epoch": epoch, "finished": finished, "identity": identity, "history": history,
              "early_stopping": {"best": stopper.best, "best_epoch": stopper.best_epoch, "bad_epochs": stopper.bad_epochs},
-             "config": cfg.to_dict()},  # fmt: skip
+             "config": cfg.to_dict(), "attempt": attempt, "restarts": restarts,
+             "setup": {"precision": precision, "gradient_checkpointing": checkpointing, "profile": tc.profile}},  # fmt: skip
         )
         if report is not None:
             report(row, ckpt)

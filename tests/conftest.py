@@ -1,7 +1,10 @@
 """Shared fixtures. Tests read the real Reuters-21578 files from ../shared/data/reuters21578
 (override with $REUTERS21578_PATH) and never touch the network."""
 
+import json
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 # Before transformers/huggingface_hub are imported: a hub lookup must fail fast, not wait on the network.
@@ -9,6 +12,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 import pytest  # noqa: E402
+import yaml  # noqa: E402
 
 from reuters_ray.config import REUTERS_PATH_ENV  # noqa: E402
 
@@ -43,3 +47,61 @@ def minilm_tokenizer():
     from reuters_ray.models import load_tokenizer
 
     return load_tokenizer("minilm-offline")
+
+
+# --- the tiny CV run that several test files share -----------------------------------------------------------
+
+RUN_TIMEOUT = 600  # seconds; a run takes about a minute here
+
+
+def tiny_config(reuters_dir, **cv):
+    return {
+        "data": {"path": str(reuters_dir), "train_sample": 500, "test_sample": 200, "max_length": 64},
+        "model": {"name": "tiny-bert-random", "hidden_dropout": 0.1},
+        "train": {"lr": 3e-3, "batch_size": 16, "grad_accum": 1, "max_epochs": 2},
+        "cv": {"folds": 3, "cpus_per_fold": 0.5, **cv},
+    }
+
+
+def cv_cmd(config_path, storage):
+    return [sys.executable, str(REPO / "jobs" / "cv.py"), "--config", str(config_path), "--cv.storage_path", str(storage)]
+
+
+def run_dir_of(storage):
+    (run,) = [p for p in Path(storage).iterdir() if p.is_dir()]
+    return run
+
+
+def checkpoints(run_dir, fold):
+    """{checkpoint folder name: its progress.json} of one fold in Ray storage (registered or not)."""
+    out = {}
+    for ck in (run_dir / f"fold_{fold}").glob("checkpoint_*"):
+        progress = ck / "progress.json"
+        if progress.exists():
+            out[ck.name] = json.loads(progress.read_text())
+    return out
+
+
+def registered(run_dir, fold):
+    """{checkpoint folder name: metrics} of the checkpoints Ray Train registered for a fold (its snapshot file)."""
+    snap = run_dir / f"fold_{fold}" / "checkpoint_manager_snapshot.json"
+    if not snap.exists():
+        return {}
+    return {c["checkpoint_dir_name"]: c["metrics"] for c in json.loads(snap.read_text())["checkpoint_results"]}
+
+
+@pytest.fixture(scope="session")
+def tiny_yaml(reuters_dir, tmp_path_factory):
+    path = tmp_path_factory.mktemp("cfg") / "tiny.yaml"
+    path.write_text(yaml.safe_dump(tiny_config(reuters_dir)))
+    return path
+
+
+@pytest.fixture(scope="session")
+def finished_run(tiny_yaml, tmp_path_factory):
+    """The tiny run, finished, run with --quiet (its stdout is kept in <storage>/stdout.txt)."""
+    storage = tmp_path_factory.mktemp("runs")
+    out = subprocess.run(cv_cmd(tiny_yaml, storage) + ["--quiet"], capture_output=True, text=True, timeout=RUN_TIMEOUT)
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    (storage / "stdout.txt").write_text(out.stdout)
+    return run_dir_of(storage)

@@ -15,63 +15,14 @@ import pytest
 import yaml
 from sklearn.metrics import accuracy_score, f1_score
 
-REPO = Path(__file__).resolve().parents[1]
-RUN_TIMEOUT = 600  # seconds; a run takes about a minute here
-
-
-def tiny_config(reuters_dir, **cv):
-    return {
-        "data": {"path": str(reuters_dir), "train_sample": 500, "test_sample": 200, "max_length": 64},
-        "model": {"name": "tiny-bert-random", "hidden_dropout": 0.1},
-        "train": {"lr": 3e-3, "batch_size": 16, "grad_accum": 1, "max_epochs": 2},
-        "cv": {"folds": 3, "cpus_per_fold": 0.5, **cv},
-    }
-
-
-def cv_cmd(config_path, storage):
-    return [sys.executable, str(REPO / "jobs" / "cv.py"), "--config", str(config_path), "--cv.storage_path", str(storage)]
-
-
-def run_dir_of(storage):
-    (run,) = [p for p in Path(storage).iterdir() if p.is_dir()]
-    return run
-
-
-def checkpoints(run_dir, fold):
-    """{checkpoint folder name: its progress.json} of one fold in Ray storage (registered or not)."""
-    out = {}
-    for ck in (run_dir / f"fold_{fold}").glob("checkpoint_*"):
-        progress = ck / "progress.json"
-        if progress.exists():
-            out[ck.name] = json.loads(progress.read_text())
-    return out
-
-
-def registered(run_dir, fold):
-    """{checkpoint folder name: metrics} of the checkpoints Ray Train registered for a fold (its snapshot file)."""
-    snap = run_dir / f"fold_{fold}" / "checkpoint_manager_snapshot.json"
-    if not snap.exists():
-        return {}
-    return {c["checkpoint_dir_name"]: c["metrics"] for c in json.loads(snap.read_text())["checkpoint_results"]}
-
-
-@pytest.fixture(scope="module")
-def tiny_yaml(reuters_dir, tmp_path_factory):
-    path = tmp_path_factory.mktemp("cfg") / "tiny.yaml"
-    path.write_text(yaml.safe_dump(tiny_config(reuters_dir)))
-    return path
-
-
-@pytest.fixture(scope="module")
-def finished_run(tiny_yaml, tmp_path_factory):
-    storage = tmp_path_factory.mktemp("runs")
-    out = subprocess.run(cv_cmd(tiny_yaml, storage), capture_output=True, text=True, timeout=RUN_TIMEOUT)
-    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
-    return run_dir_of(storage)
+from conftest import RUN_TIMEOUT, checkpoints, cv_cmd, registered, run_dir_of
 
 
 def test_end_to_end_outputs_agree_with_predictions(finished_run):
     run = finished_run
+    # --quiet: the result line only
+    (line,) = (run.parent / "stdout.txt").read_text().splitlines()
+    assert line.startswith(f"run {run.name}: accuracy ") and line.endswith(f"report: {run}/report.html")
     metrics = json.loads((run / "metrics.json").read_text())
     assert len(metrics["folds"]) == 3 and all(f["best_epoch"] in (1, 2) and f["epochs_run"] == 2 for f in metrics["folds"])
     assert metrics["n_test"] == 200 and len(metrics["label_names"]) == 18
@@ -129,6 +80,7 @@ def test_killed_driver_resumes_and_ends_like_an_uninterrupted_run(tiny_yaml, fin
         proc.wait()
     finished_folds = [k for k in range(3) if any(m["finished"] for m in registered(run, k).values())]
     before = {k: set(checkpoints(run, k)) for k in range(3)}
+    continued = [k for k in range(3) if k not in finished_folds and registered(run, k)]
     assert finished_folds and not (run / "metrics.json").exists()
 
     out = subprocess.run(cv_cmd(tiny_yaml, storage), capture_output=True, text=True, timeout=RUN_TIMEOUT)
@@ -145,11 +97,11 @@ def test_killed_driver_resumes_and_ends_like_an_uninterrupted_run(tiny_yaml, fin
             # not yet registered when the driver died is trained again (it then appears twice in storage)
             assert before[k] <= set(after)
             assert sorted(m["epoch"] for m in registered(run, k).values()) == [1, 2]
-    new, ref = (json.loads((r / "metrics.json").read_text()) for r in (run, finished_run))
-    for key in ("accuracy", "f1_weighted", "f1_macro", "precision_weighted", "recall_weighted", "confusion_matrix", "per_class"):
-        assert new[key] == ref[key], key
-    for a, b in zip(new["folds"], ref["folds"]):
-        assert (a["best_epoch"], a["val_f1_weighted"], a["test_f1_weighted"]) == (b["best_epoch"], b["val_f1_weighted"], b["test_f1_weighted"])
+    metrics = same_model_metrics(run, finished_run)
+    for k in range(3):  # the report notes which folds a new run continued
+        kinds = [r["kind"] for r in metrics["folds"][k]["restarts"]]
+        assert kinds == (["resumed by a new run"] if k in continued else [])
+    assert not list(run.rglob("*.tmp")) and not list(run.rglob(".*.tmp"))  # nothing half-written
 
 
 def test_another_config_under_the_same_name_is_refused(tiny_yaml, finished_run, tmp_path):
@@ -163,3 +115,53 @@ def test_a_fold_that_cannot_fit_the_cluster_is_refused(tiny_yaml, tmp_path):
     out = subprocess.run(cv_cmd(tiny_yaml, tmp_path) + ["--cv.cpus_per_fold", "64"], capture_output=True, text=True, timeout=300)
     assert out.returncode == 2, out.stderr[-2000:]
     assert "cv.cpus_per_fold=64.0 does not fit this Ray cluster's" in out.stderr
+
+
+def same_model_metrics(run, ref):
+    new, old = (json.loads((r / "metrics.json").read_text()) for r in (run, ref))
+    for key in ("accuracy", "f1_weighted", "f1_macro", "precision_weighted", "recall_weighted", "confusion_matrix", "per_class"):
+        assert new[key] == old[key], key
+    for a, b in zip(new["folds"], old["folds"]):
+        assert (a["best_epoch"], a["val_f1_weighted"], a["test_f1_weighted"]) == (b["best_epoch"], b["val_f1_weighted"], b["test_f1_weighted"])
+    return new
+
+
+def test_killed_worker_is_restarted_from_its_checkpoint(tiny_yaml, finished_run, tmp_path):
+    """SIGKILL one fold's training worker in the middle of epoch 2: Ray Train restarts it (cv.max_failures) from its
+    epoch-1 checkpoint, the run ends like an undisturbed one, and the report says so. JSON-lines output, no baseline."""
+    storage = tmp_path / "runs"
+    cmd = cv_cmd(tiny_yaml, storage) + ["--log-format", "json", "--no-baseline"]
+    log = open(tmp_path / "run.log", "w")
+    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    deadline, victim = time.monotonic() + RUN_TIMEOUT, None
+    try:
+        while victim is None:  # the first fold whose epoch-1 checkpoint Ray has registered, while epoch 2 trains
+            assert proc.poll() is None, "the run ended before a fold could be killed"
+            assert time.monotonic() < deadline, "no checkpoint in time"
+            time.sleep(0.1)
+            if not (storage.exists() and any(storage.iterdir())):
+                continue
+            run = run_dir_of(storage)
+            for k in range(3):
+                if [m["epoch"] for m in registered(run, k).values()] == [1]:
+                    (progress,) = [c for c in checkpoints(run, k).values() if c["epoch"] == 1]
+                    victim = k, progress["history"][-1]["worker/pid"]
+                    os.kill(victim[1], signal.SIGKILL)
+                    break
+        _, err = proc.communicate(timeout=RUN_TIMEOUT)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    assert proc.returncode == 0, err[-3000:]
+    fold, _ = victim
+    metrics = same_model_metrics(run, finished_run)
+    assert "baseline" not in metrics
+    (restart,) = metrics["folds"][fold]["restarts"]
+    assert (restart["kind"], restart["after_epoch"]) == ("worker restart", 1)
+    assert all(not f["restarts"] for f in metrics["folds"] if f["fold"] != fold)
+    assert f"fold {fold}: worker restart after epoch 1" in (run / "report.md").read_text()
+    events = [json.loads(line) for line in (tmp_path / "run.log").read_text().splitlines()]  # JSON lines, nothing else
+    epochs = [(e["fold"], e["epoch"]) for e in events if e["event"] == "epoch"]
+    assert {(k, e) for k in range(3) for e in (1, 2)} <= set(epochs)
+    assert {"event": "restart", "fold": fold, "after_epoch": 1}.items() <= [e for e in events if e["event"] == "restart"][0].items()
+    assert events[-1]["event"] == "done" and events[-1]["f1_weighted"] == metrics["f1_weighted"]

@@ -111,7 +111,7 @@ def test_resume_after_epoch_k_ends_with_the_same_weights(reuters, minilm_tokeniz
     last_full, _, _, p_full = load_checkpoint(latest_checkpoint(tmp_path / "full"))
     last_res, _, _, p_res = load_checkpoint(latest_checkpoint(tmp_path / "part"))
     assert all(torch.equal(last_full[k], last_res[k]) for k in last_full)
-    strip = lambda h: [{k: v for k, v in r.items() if "time" not in k and "_per_s" not in k} for r in h]  # noqa: E731
+    strip = lambda h: [{k: v for k, v in r.items() if not any(w in k for w in ("time", "_per_s", "restarts"))} for r in h]  # noqa: E731
     assert strip(p_full["history"]) == strip(p_res["history"])
     # a finished fold resumed again trains no more epochs
     again = train_fold(cfg, data, tmp_path / "part", resume_from=latest_checkpoint(tmp_path / "part"), log=quiet)
@@ -179,3 +179,58 @@ def test_length_grouped_batches_cover_every_row_once_and_cut_padding(reuters, mi
 
     real = int(lengths[data.train_idx].sum())
     assert real / padded(grouped) > 0.9 > real / padded(micro_batches(data.train_idx, 32, seed=7))
+
+
+def test_damaged_latest_checkpoint_falls_back_to_the_previous_one(reuters, minilm_tokenizer, tmp_path):
+    data = fold_data(reuters, minilm_tokenizer, 90, max_length=32)
+    cfg = tiny_cfg(max_epochs=3, patience=3)
+    quiet = lambda s: None  # noqa: E731
+    full = train_fold(cfg, data, tmp_path / "full", log=quiet)
+    train_fold(cfg, data, tmp_path / "part", stop_after_epoch=2, log=quiet)
+    e1, e2 = tmp_path / "part" / "epoch_001", tmp_path / "part" / "epoch_002"
+    weights = e2 / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])  # a truncated upload
+    lines = []
+    resumed = train_fold(cfg, data, tmp_path / "part", resume_from=[e2, e1], log=lines.append)
+    assert any("epoch_002: damaged weights file" in s and "trying the previous kept checkpoint" in s for s in lines)
+    assert any("resumed by a new run: continuing from" in s and "after epoch 1" in s for s in lines)
+    for (k, a), b in zip(full.model.state_dict().items(), resumed.model.state_dict().values()):
+        assert torch.equal(a, b), k  # epoch 2 trained again from epoch 1: the same weights as never interrupted
+    _, _, _, progress = load_checkpoint(latest_checkpoint(tmp_path / "part"))
+    assert [(r["kind"], r["after_epoch"]) for r in progress["restarts"]] == [("resumed by a new run", 1)]
+
+
+def test_no_loadable_checkpoint_starts_the_fold_over(reuters, minilm_tokenizer, tmp_path):
+    data = fold_data(reuters, minilm_tokenizer, 90, max_length=32)
+    cfg = tiny_cfg(max_epochs=2)
+    quiet = lambda s: None  # noqa: E731
+    full = train_fold(cfg, data, tmp_path / "full", log=quiet)
+    train_fold(cfg, data, tmp_path / "part", stop_after_epoch=1, log=quiet)
+    (tmp_path / "part" / "epoch_001" / "state.pt").unlink()  # a missing state file
+    lines = []
+    again = train_fold(cfg, data, tmp_path / "part", resume_from=[tmp_path / "part" / "epoch_001"], log=lines.append)
+    assert any("incomplete: missing" in s and "state.pt" in s for s in lines)
+    assert "fold 0: no kept checkpoint loads; starting the fold over" in lines
+    assert [r["epoch"] for r in again.history] == [1, 2]
+    assert all(torch.equal(a, b) for a, b in zip(full.model.state_dict().values(), again.model.state_dict().values()))
+    _, _, _, progress = load_checkpoint(latest_checkpoint(tmp_path / "part"))
+    assert [r["kind"] for r in progress["restarts"]] == ["started over: no loadable checkpoint"]
+
+
+def test_resume_candidates_are_the_restored_checkpoint_then_older_ones(tmp_path):
+    import pyarrow.fs as pafs
+
+    from reuters_ray.runner import resume_candidates
+
+    fold = tmp_path / "fold_0"
+    names = [f"checkpoint_2026-11-26_08-00-0{i}.000000" for i in range(4)]
+    for n in names:
+        (fold / n).mkdir(parents=True)
+        (fold / n / "which").write_text(n)
+    (fold / "checkpoint_manager_snapshot.json").write_text("{}")
+    got = resume_candidates(pafs.LocalFileSystem(), str(fold / names[2]), str(tmp_path / "local"))
+    first = next(got)  # fetched one at a time: the older ones are not copied until asked for
+    assert (first / "which").read_text() == names[2]
+    assert not (tmp_path / "local" / "resume_1").exists()
+    # newer names[3] was never registered by Ray: not a candidate
+    assert [(p / "which").read_text() for p in got] == [names[1], names[0]]

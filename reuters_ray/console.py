@@ -1,0 +1,78 @@
+"""What the driver prints while a run goes: plain lines for people, JSON lines for scripts, or almost nothing.
+
+    text   the run's setup, one table row per fold epoch (as the seed's callback printed them) followed by a
+           progress line (each fold's epoch, best validation F1, time left), and the result
+    json   one JSON object per line: {"event": "info"|"epoch"|"restart"|"done", ...}
+    quiet  the result line only (errors go to stderr in every mode)
+No Ray here: the runner feeds it from a Tune callback.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from typing import Any, TextIO
+
+from reuters_ray.train import format_row
+
+MODES = ("text", "json", "quiet")
+
+
+class Console:
+    def __init__(self, mode: str = "text", stream: TextIO | None = None):
+        if mode not in MODES:
+            raise ValueError(f"console mode must be one of {MODES}, got {mode!r}")
+        self.mode, self.stream = mode, stream or sys.stdout
+        self.folds: dict[int, dict[str, Any]] = {}  # fold -> its latest epoch row
+        self._header_shown = False
+
+    def __getstate__(self) -> dict[str, Any]:  # Tune pickles its callbacks with the experiment state
+        return {**self.__dict__, "stream": None}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self.stream = sys.stdout
+
+    def _emit(self, event: str, text: str | None, fields: dict[str, Any]) -> None:
+        if self.mode == "json":
+            print(json.dumps({"event": event, "time": round(time.time(), 3), **fields}, default=str), file=self.stream, flush=True)
+        elif self.mode == "text" and text is not None:
+            print(text, file=self.stream, flush=True)
+
+    def info(self, text: str, **fields: Any) -> None:
+        self._emit("info", text, {"message": text, **fields})
+
+    def epoch(self, row: dict[str, Any]) -> None:
+        """One fold's epoch row (train_fold's metrics) and, in text mode, the progress of all folds."""
+        last = self.folds.get(row["fold"])
+        if last is not None and row.get("restarts", 0) > last.get("restarts", 0):
+            self._emit("restart", f"fold {row['fold']}: restarted from its checkpoint after epoch {row['epoch'] - 1}",
+                       {"fold": row["fold"], "after_epoch": row["epoch"] - 1})  # fmt: skip
+        self.folds[row["fold"]] = row
+        if self.mode == "text" and not self._header_shown:
+            self._header_shown = True
+            print(format_row(), file=self.stream)
+        self._emit("epoch", format_row(row), {k: v for k, v in row.items() if not k.startswith("worker/")})
+        if self.mode == "text":
+            print(self.progress_line(), file=self.stream, flush=True)
+
+    def progress_line(self, total_folds: int | None = None) -> str:
+        """e.g. `progress: fold 0 2/3 F1 0.6123 | fold 1 1/3 F1 0.4410 | at most 1 min 10 s left`."""
+        parts, left = [], 0.0
+        for k in sorted(self.folds):
+            r = self.folds[k]
+            parts.append(f"fold {k} {r['epoch']}/{r['max_epochs']}{' done' if r['finished'] else ''} F1 {r['best/f1_weighted']:.4f}")
+            if not r["finished"]:  # folds run at once: the slowest one decides; early stopping may end it sooner
+                left = max(left, r["time/epoch_s"] * (r["max_epochs"] - r["epoch"]))
+        return "progress: " + " | ".join(parts) + f" | at most {_duration(left)} left"
+
+    def done(self, text: str, **fields: Any) -> None:
+        if self.mode == "quiet":
+            print(text, file=self.stream, flush=True)
+        self._emit("done", text, {"message": text, **fields})
+
+
+def _duration(seconds: float) -> str:
+    s = int(round(seconds))
+    return f"{s // 60} min {s % 60} s" if s >= 60 else f"{s} s"
