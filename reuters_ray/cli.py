@@ -86,13 +86,19 @@ def _console(args: argparse.Namespace):
 
 
 def _cv(args: argparse.Namespace) -> int:
+    from reuters_ray.config import RunConfig
     from reuters_ray.runner import run_cv
 
     if args.no_baseline:
         args.cv__baseline = "false"
     cfg = run_config_from_args(args)
     console = _console(args)
-    console.info("config:\n" + "\n".join("  " + line for line in yaml.safe_dump(cfg.to_dict(), sort_keys=True).splitlines()), config=cfg.to_dict())
+    # People see what differs from the defaults (the whole config is saved in the run folder); JSON gets it all.
+    default = RunConfig().to_dict()
+    changed = {s: {k: v for k, v in sec.items() if v != default[s][k]} for s, sec in cfg.to_dict().items()}
+    shown = yaml.safe_dump({s: sec for s, sec in changed.items() if sec}, sort_keys=True) or "{}\n"
+    console.info("config (what differs from the defaults; all of it is saved as config.yaml in the run folder):\n"
+                 + "\n".join("  " + line for line in shown.splitlines()), config=cfg.to_dict())  # fmt: skip
     # stdout is the console's alone (JSON lines stay parseable); Ray prints its own notices to sys.stdout, so
     # those go to stderr for the run.
     with contextlib.redirect_stdout(sys.stderr):

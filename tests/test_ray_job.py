@@ -33,17 +33,40 @@ def make_csv(path, n_per_class=40, seed=0):
     pd.DataFrame(rows).sample(frac=1, random_state=seed).to_csv(path, index=False)
 
 
-def test_ray_job_submit_runs_a_users_csv(tmp_path, monkeypatch):
+def registered(run, fold):
+    """[(checkpoint folder, epoch, finished)] Ray Train registered for a fold, oldest first."""
+    snap = run / f"fold_{fold}" / "checkpoint_manager_snapshot.json"
+    if not snap.exists():
+        return []
+    rows = [(c["checkpoint_dir_name"], c["metrics"]["epoch"], c["metrics"]["finished"]) for c in json.loads(snap.read_text())["checkpoint_results"]]
+    return sorted(rows, key=lambda r: r[1])
+
+
+def wait(client, job, until, timeout=600):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        status = client.get_job_status(job)
+        if until(status):
+            return status
+        time.sleep(0.5)
+    raise AssertionError(f"job {job}: still {status} after {timeout} s")
+
+
+def test_ray_job_submit_stop_and_resubmit_a_users_csv(tmp_path, monkeypatch):
+    """A user's CSV as a `ray job submit` job on a local head. The job is stopped (`ray job stop`) while folds
+    train; the latest checkpoint of an unfinished fold is then damaged (a truncated upload); the same job
+    submitted again resumes: finished folds are kept, the damaged fold continues from its previous checkpoint."""
     csv = tmp_path / "news.csv"
-    make_csv(csv)
+    make_csv(csv, n_per_class=100)
     cfg = tmp_path / "job.yaml"
     cfg.write_text(yaml.safe_dump({
         "data": {"source": "table", "path": str(csv), "text_column": "headline", "label_column": "section",
                  "min_samples": 10, "max_length": 32},
         "model": {"name": "tiny-bert-random", "hidden_dropout": 0.1},
-        "train": {"lr": 3e-3, "batch_size": 16, "grad_accum": 1, "max_epochs": 5},
+        "train": {"lr": 3e-3, "batch_size": 16, "grad_accum": 1, "max_epochs": 12, "patience": 12},
         "cv": {"folds": 3, "cpus_per_fold": 0.5, "storage_path": str(tmp_path / "runs"), "name": "csv-job"},
     }))  # fmt: skip
+    run = tmp_path / "runs" / "csv-job"
     # Token authentication on, for the head and the client (Ray refuses an unauthenticated job server).
     monkeypatch.setenv("RAY_AUTH_MODE", "token")
     env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}"}
@@ -54,27 +77,49 @@ def test_ray_job_submit_runs_a_users_csv(tmp_path, monkeypatch):
              "--num-cpus", "2", "--disable-usage-stats"]  # fmt: skip
     subprocess.run(start, env=env, capture_output=True, check=True, timeout=120)
     try:
-        submit = [ray, "job", "submit", "--address", "http://127.0.0.1:8265", "--no-wait", "--submission-id", "rr-test",
-                  "--working-dir", str(REPO), "--", "python", "jobs/cv.py", "--config", str(cfg)]  # fmt: skip
-        subprocess.run(submit, env=env, capture_output=True, check=True, timeout=120)
         from ray.job_submission import JobStatus, JobSubmissionClient
 
+        def submit(job):
+            cmd = [ray, "job", "submit", "--address", "http://127.0.0.1:8265", "--no-wait", "--submission-id", job,
+                   "--working-dir", str(REPO), "--", "python", "jobs/cv.py", "--config", str(cfg)]  # fmt: skip
+            subprocess.run(cmd, env=env, capture_output=True, check=True, timeout=120)
+
         client = JobSubmissionClient("http://127.0.0.1:8265")
-        deadline, status = time.monotonic() + 600, None
-        while time.monotonic() < deadline and not (status and status.is_terminal()):
-            time.sleep(2)
-            status = client.get_job_status("rr-test")
-        logs = client.get_job_logs("rr-test")
+        submit("rr-first")
+        deadline = time.monotonic() + 600
+        while not any(len(registered(run, k)) >= 2 for k in range(3)):  # some fold has two epochs in storage
+            assert time.monotonic() < deadline and not client.get_job_status("rr-first").is_terminal(), client.get_job_logs("rr-first")[-3000:]
+            time.sleep(0.2)
+        subprocess.run([ray, "job", "stop", "--address", "http://127.0.0.1:8265", "rr-first"], env=env, capture_output=True, check=True, timeout=120)
+        assert wait(client, "rr-first", lambda s: s.is_terminal()) == JobStatus.STOPPED
+        time.sleep(2)  # the job's actors (trials, workers) go with it
+        kept = {k: registered(run, k) for k in range(3)}
+        finished = [k for k in range(3) if kept[k] and kept[k][-1][2]]
+        damaged = next(k for k in range(3) if k not in finished and len(kept[k]) >= 2)
+        name, epoch, _ = kept[damaged][-1]
+        weights = run / f"fold_{damaged}" / name / "model.safetensors"
+        weights.write_bytes(weights.read_bytes()[:4096])
+        assert not (run / "metrics.json").exists() and not (run / "report.md").exists()
+        assert not [p for p in run.rglob("*") if p.name.endswith(".tmp")]  # nothing half-written
+
+        submit("rr-second")
+        status = wait(client, "rr-second", lambda s: s.is_terminal())
+        logs = client.get_job_logs("rr-second")
         assert status == JobStatus.SUCCEEDED, logs[-4000:]
     finally:
         subprocess.run([ray, "stop", "--force"], env=env, capture_output=True, timeout=120)
-    run = tmp_path / "runs" / "csv-job"
     metrics = json.loads((run / "metrics.json").read_text())
-    assert metrics["label_names"] == ["markets", "sports", "weather"] and metrics["n_test"] == 24  # 20% of 120
-    assert len(metrics["folds"]) == 3
+    assert metrics["label_names"] == ["markets", "sports", "weather"] and metrics["n_test"] == 60  # 20% of 300
+    for k in range(3):
+        if k in finished:  # kept as it was: no epoch trained again
+            assert registered(run, k) == kept[k] and metrics["folds"][k]["restarts"] == []
+        assert [e for _, e, _ in registered(run, k)][-1] == 12 and metrics["folds"][k]["epochs_run"] == 12
+    (restart,) = metrics["folds"][damaged]["restarts"]  # the damaged latest checkpoint was skipped
+    assert (restart["kind"], restart["after_epoch"]) == ("resumed by a new run", epoch - 1)
     pred = pd.read_parquet(run / "predictions.parquet")
     assert set(pred["true_label"]) == {"markets", "sports", "weather"}
-    assert "run csv-job: accuracy" in logs
+    assert "run csv-job: resuming" in logs and "progress: fold" in logs and "run csv-job: accuracy" in logs
+    assert (run / "report.md").exists() and not [p for p in run.rglob("*") if p.name.endswith(".tmp")]
 
 
 def test_cluster_yaml_passes_rays_schema():

@@ -234,3 +234,25 @@ def test_resume_candidates_are_the_restored_checkpoint_then_older_ones(tmp_path)
     assert not (tmp_path / "local" / "resume_1").exists()
     # newer names[3] was never registered by Ray: not a candidate
     assert [(p / "which").read_text() for p in got] == [names[1], names[0]]
+
+
+class _Exploit:
+    """Unpickling this would create a file: what a malicious state.pt could do."""
+
+    def __init__(self, path):
+        self.path = path
+
+    def __reduce__(self):
+        return (open, (self.path, "w"))
+
+
+def test_checkpoint_state_is_never_unpickled(reuters, minilm_tokenizer, tmp_path):
+    data = fold_data(reuters, minilm_tokenizer, 60, max_length=32)
+    train_fold(tiny_cfg(max_epochs=1), data, tmp_path / "ck", log=lambda s: None)
+    ckpt = latest_checkpoint(tmp_path / "ck")
+    torch.save({"optimizer": _Exploit(str(tmp_path / "pwned"))}, ckpt / "state.pt")
+    with pytest.raises(CheckpointError, match="epoch_001: damaged state"):
+        load_checkpoint(ckpt)
+    assert not (tmp_path / "pwned").exists()
+    assert sorted(p.name for p in ckpt.rglob("*") if p.suffix in (".bin", ".pt", ".pkl", ".safetensors")) == [
+        "model.safetensors", "model.safetensors", "state.pt"]  # weights only as safetensors (here and in best/)
