@@ -140,7 +140,10 @@ def _predict(args: argparse.Namespace) -> int:
 
     if args.top_k < 1:
         raise ConfigError(f"--top-k must be >= 1, got {args.top_k}")
+    from transformers.utils import logging as hf_logging
+
     texts = _read_texts(args)
+    hf_logging.disable_progress_bar()  # one "Loading weights" bar per fold model is noise here
     ens = Ensemble.from_run(args.run, device=args.device)
     k = min(args.top_k, len(ens.label_names))
     for start in range(0, len(texts), args.batch_size):

@@ -65,7 +65,8 @@ class Console:
             parts.append(f"fold {k} {r['epoch']}/{r['max_epochs']}{' done' if r['finished'] else ''} F1 {r['best/f1_weighted']:.4f}")
             if not r["finished"]:  # folds run at once: the slowest one decides; early stopping may end it sooner
                 left = max(left, r["time/epoch_s"] * (r["max_epochs"] - r["epoch"]))
-        return "progress: " + " | ".join(parts) + f" | at most {_duration(left)} left"
+        running = any(not r["finished"] for r in self.folds.values())
+        return "progress: " + " | ".join(parts) + (f" | at most {_duration(left)} left" if running else " | all folds done")
 
     def done(self, text: str, **fields: Any) -> None:
         if self.mode == "quiet":

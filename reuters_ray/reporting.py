@@ -280,9 +280,10 @@ body { font: 15px/1.5 system-ui, -apple-system, "Segoe UI", sans-serif; color: #
 h1 { font-size: 1.6em; margin-bottom: 0.2em; } h2 { font-size: 1.25em; margin-top: 2em; border-bottom: 1px solid #d5dbe1; padding-bottom: 0.2em; }
 table { border-collapse: collapse; margin: 0.8em 0; font-size: 0.9em; } th, td { padding: 0.3em 0.7em; border-bottom: 1px solid #e4e8ec; text-align: left; vertical-align: top; }
 th { background: #f3f5f7; font-weight: 600; } td.num, th.num { text-align: right; font-variant-numeric: tabular-nums; }
-tbody tr:hover { background: #f8fafb; } figure { margin: 1em 0; } figure img { max-width: 100%; height: auto; border: 1px solid #e4e8ec; }
+tbody tr:hover { background: #f8fafb; } figure { margin: 1em 0; } figure img { height: auto; border: 1px solid #e4e8ec; }
 figcaption { color: #58636e; font-size: 0.85em; } pre { background: #f6f8fa; padding: 0.8em; overflow-x: auto; font-size: 0.85em; }
-code { background: #f0f2f4; padding: 0 0.25em; border-radius: 3px; } nav a { margin-right: 1em; }
+code { background: #f0f2f4; padding: 0 0.25em; border-radius: 3px; } pre code { background: none; padding: 0; }
+nav a { margin-right: 1em; } figure img { max-width: min(100%, 950px); }
 """
 
 
@@ -308,8 +309,9 @@ def render_html(title: str, sections: list[tuple[str, list[Block]]], run_dir: Pa
             if isinstance(b, Table):
                 cls = lambda i: ' class="num"' if i in b.numeric else ""  # noqa: E731
                 head = "".join(f"<th{cls(i)}>{html.escape(str(h))}</th>" for i, h in enumerate(b.headers))
+                head = f"<thead><tr>{head}</tr></thead>" if any(b.headers) else ""  # a key-value table has none
                 body = "".join("<tr>" + "".join(f"<td{cls(i)}>{html.escape(str(c))}</td>" for i, c in enumerate(row)) + "</tr>" for row in b.rows)
-                out.append(f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>")
+                out.append(f"<table>{head}<tbody>{body}</tbody></table>")
             elif isinstance(b, Figure):
                 data = base64.b64encode((run_dir / b.file).read_bytes()).decode()
                 out.append(f'<figure><img src="data:image/png;base64,{data}" alt="{html.escape(b.caption)}">'

@@ -168,7 +168,8 @@ def eval_batch_size(requested: int | None, device: torch.device) -> int:
 def _device_name(device: torch.device) -> str:
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
-    return f"cpu ({torch.get_num_threads()} threads)"
+    n = torch.get_num_threads()
+    return f"cpu ({n} thread{'s' if n > 1 else ''})"
 
 
 def _autocast(device: torch.device, precision: str):

@@ -105,3 +105,22 @@ def finished_run(tiny_yaml, tmp_path_factory):
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     (storage / "stdout.txt").write_text(out.stdout)
     return run_dir_of(storage)
+
+
+def settle(run_dir, quiet_s=3.0, timeout=60.0):
+    """Waits until no fold's checkpoint snapshot has changed for quiet_s seconds: after a kill, Ray processes that
+    outlive the driver for a moment may still register a checkpoint."""
+    import time
+
+    def state():
+        return sorted((p.name, p.stat().st_mtime_ns) for p in Path(run_dir).glob("fold_*/checkpoint_manager_snapshot.json"))
+
+    deadline, last, since = time.monotonic() + timeout, None, time.monotonic()
+    while time.monotonic() < deadline:
+        now = state()
+        if now != last:
+            last, since = now, time.monotonic()
+        elif time.monotonic() - since >= quiet_s:
+            return
+        time.sleep(0.2)
+    raise AssertionError(f"{run_dir}: checkpoints still changing after {timeout} s")

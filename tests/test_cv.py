@@ -15,7 +15,7 @@ import pytest
 import yaml
 from sklearn.metrics import accuracy_score, f1_score
 
-from conftest import RUN_TIMEOUT, checkpoints, cv_cmd, registered, run_dir_of
+from conftest import RUN_TIMEOUT, checkpoints, cv_cmd, registered, run_dir_of, settle
 
 
 def test_end_to_end_outputs_agree_with_predictions(finished_run):
@@ -78,6 +78,9 @@ def test_killed_driver_resumes_and_ends_like_an_uninterrupted_run(tiny_yaml, fin
     finally:
         os.killpg(proc.pid, signal.SIGKILL)  # the driver and the local Ray it started
         proc.wait()
+        # Ray's workers are not all in the driver's process group: stop them too, as a machine's crash would
+        subprocess.run([str(Path(sys.executable).parent / "ray"), "stop", "--force"], capture_output=True, timeout=120)
+    settle(run)
     finished_folds = [k for k in range(3) if any(m["finished"] for m in registered(run, k).values())]
     before = {k: set(checkpoints(run, k)) for k in range(3)}
     continued = [k for k in range(3) if k not in finished_folds and registered(run, k)]

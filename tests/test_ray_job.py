@@ -14,6 +14,8 @@ import pandas as pd
 import pytest
 import yaml
 
+from conftest import settle
+
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 
@@ -42,13 +44,29 @@ def registered(run, fold):
     return sorted(rows, key=lambda r: r[1])
 
 
-def wait(client, job, until, timeout=600):
+# The job client runs in its own process: Ray reads RAY_AUTH_MODE once per process, and this test process may
+# have imported Ray already (without token mode) in an earlier test.
+CLIENT = """
+import sys
+from ray.job_submission import JobSubmissionClient
+client = JobSubmissionClient("http://127.0.0.1:8265")
+print(client.get_job_status(sys.argv[2]) if sys.argv[1] == "status" else client.get_job_logs(sys.argv[2]), end="")
+"""
+
+
+def job_client(env, what, job):
+    out = subprocess.run([sys.executable, "-c", CLIENT, what, job], env=env, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    return out.stdout
+
+
+def wait_terminal(env, job, timeout=600):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        status = client.get_job_status(job)
-        if until(status):
+        status = job_client(env, "status", job)
+        if status in ("SUCCEEDED", "FAILED", "STOPPED"):
             return status
-        time.sleep(0.5)
+        time.sleep(1)
     raise AssertionError(f"job {job}: still {status} after {timeout} s")
 
 
@@ -77,22 +95,20 @@ def test_ray_job_submit_stop_and_resubmit_a_users_csv(tmp_path, monkeypatch):
              "--num-cpus", "2", "--disable-usage-stats"]  # fmt: skip
     subprocess.run(start, env=env, capture_output=True, check=True, timeout=120)
     try:
-        from ray.job_submission import JobStatus, JobSubmissionClient
 
         def submit(job):
             cmd = [ray, "job", "submit", "--address", "http://127.0.0.1:8265", "--no-wait", "--submission-id", job,
                    "--working-dir", str(REPO), "--", "python", "jobs/cv.py", "--config", str(cfg)]  # fmt: skip
             subprocess.run(cmd, env=env, capture_output=True, check=True, timeout=120)
 
-        client = JobSubmissionClient("http://127.0.0.1:8265")
         submit("rr-first")
         deadline = time.monotonic() + 600
         while not any(len(registered(run, k)) >= 2 for k in range(3)):  # some fold has two epochs in storage
-            assert time.monotonic() < deadline and not client.get_job_status("rr-first").is_terminal(), client.get_job_logs("rr-first")[-3000:]
+            assert time.monotonic() < deadline, job_client(env, "logs", "rr-first")[-3000:]
             time.sleep(0.2)
         subprocess.run([ray, "job", "stop", "--address", "http://127.0.0.1:8265", "rr-first"], env=env, capture_output=True, check=True, timeout=120)
-        assert wait(client, "rr-first", lambda s: s.is_terminal()) == JobStatus.STOPPED
-        time.sleep(2)  # the job's actors (trials, workers) go with it
+        assert wait_terminal(env, "rr-first") == "STOPPED"
+        settle(run)  # the job's actors (trials, workers) go with it; one may register a last checkpoint first
         kept = {k: registered(run, k) for k in range(3)}
         finished = [k for k in range(3) if kept[k] and kept[k][-1][2]]
         damaged = next(k for k in range(3) if k not in finished and len(kept[k]) >= 2)
@@ -103,9 +119,9 @@ def test_ray_job_submit_stop_and_resubmit_a_users_csv(tmp_path, monkeypatch):
         assert not [p for p in run.rglob("*") if p.name.endswith(".tmp")]  # nothing half-written
 
         submit("rr-second")
-        status = wait(client, "rr-second", lambda s: s.is_terminal())
-        logs = client.get_job_logs("rr-second")
-        assert status == JobStatus.SUCCEEDED, logs[-4000:]
+        status = wait_terminal(env, "rr-second")
+        logs = job_client(env, "logs", "rr-second")
+        assert status == "SUCCEEDED", logs[-4000:]
     finally:
         subprocess.run([ray, "stop", "--force"], env=env, capture_output=True, timeout=120)
     metrics = json.loads((run / "metrics.json").read_text())

@@ -32,6 +32,8 @@ def reuters_ray_argv(line: str) -> list[str] | None:
     """The argv after `reuters-ray` (with `cv` for jobs/cv.py) of one command line, or None for other commands."""
     line = line.split("|")[-1].strip()  # the command a pipe feeds
     words = shlex.split(line)
+    if words[:3] == ["ray", "job", "submit"] and "--" in words:  # the job's own command
+        words = words[words.index("--") + 1 :]
     if words[:1] == [".venv/bin/reuters-ray"]:
         return words[1:]
     if words[:2] == [".venv/bin/python", "jobs/cv.py"] or words[:2] == ["python", "jobs/cv.py"]:
