@@ -138,8 +138,9 @@ def _predict(args: argparse.Namespace) -> int:
 
     from reuters_ray.ensemble import Ensemble
 
-    if args.top_k < 1:
-        raise ConfigError(f"--top-k must be >= 1, got {args.top_k}")
+    for flag, value in (("--top-k", args.top_k), ("--batch-size", args.batch_size)):
+        if value < 1:
+            raise ConfigError(f"{flag} must be >= 1, got {value}")
     from transformers.utils import logging as hf_logging
 
     texts = _read_texts(args)

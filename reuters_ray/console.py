@@ -66,7 +66,7 @@ class Console:
             if not r["finished"]:  # folds run at once: the slowest one decides; early stopping may end it sooner
                 left = max(left, r["time/epoch_s"] * (r["max_epochs"] - r["epoch"]))
         running = any(not r["finished"] for r in self.folds.values())
-        return "progress: " + " | ".join(parts) + (f" | at most {_duration(left)} left" if running else " | all folds done")
+        return "progress: " + " | ".join(parts) + (f" | at most {duration(left)} left" if running else " | all folds done")
 
     def done(self, text: str, **fields: Any) -> None:
         if self.mode == "quiet":
@@ -74,6 +74,7 @@ class Console:
         self._emit("done", text, {"message": text, **fields})
 
 
-def _duration(seconds: float) -> str:
+def duration(seconds: float) -> str:
+    """12 s, 4 min 29 s, 1 h 5 min: how the console and the report write times."""
     s = int(round(seconds))
-    return f"{s // 60} min {s % 60} s" if s >= 60 else f"{s} s"
+    return f"{s // 3600} h {s % 3600 // 60} min" if s >= 3600 else f"{s // 60} min {s % 60} s" if s >= 60 else f"{s} s"

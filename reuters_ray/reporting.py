@@ -20,6 +20,7 @@ import numpy as np
 import pandas as pd
 import yaml
 
+from reuters_ray.console import duration
 from reuters_ray.errors import DataError
 
 FIGURES = ("confusion_matrix.png", "f1_vs_support.png", "training_curves.png")
@@ -162,11 +163,6 @@ def confused_pairs(cm: np.ndarray, names: list[str], top: int = 10) -> list[tupl
     return [(names[i], names[j], n, n / cm[i].sum()) for n, i, j in cells[:top]]
 
 
-def _duration(s: float) -> str:
-    s = int(round(s))
-    return f"{s // 3600} h {s % 3600 // 60} min" if s >= 3600 else f"{s // 60} min {s % 60} s" if s >= 60 else f"{s} s"
-
-
 def build_sections(run: dict[str, Any]) -> tuple[str, list[tuple[str, list[Block]]]]:
     m, cfg, prov, history = run["metrics"], run["config"], run["provenance"], run["history"]
     names, folds, base = m["label_names"], m["folds"], m.get("baseline")
@@ -206,7 +202,7 @@ def build_sections(run: dict[str, Any]) -> tuple[str, list[tuple[str, list[Block
                      f"patience {tc['patience']}, focal gamma {tc['focal_gamma']}, label smoothing {tc['label_smoothing']}"],
         ["hardware", "; ".join(sorted({f"{f.get('device', '?')} on {f.get('host', '?')}" for f in folds}))
                      + (f"; Ray cluster {json.dumps(m['cluster'])}" if "cluster" in m else "")],
-        ["wall time", f"{_duration(m['wall_s'])} for the run; per fold: " + ", ".join(f"fold {f['fold']} {_duration(f['train_s'])}" for f in folds)],
+        ["wall time", f"{duration(m['wall_s'])} for the run; per fold: " + ", ".join(f"fold {f['fold']} {duration(f['train_s'])}" for f in folds)],
     ])  # fmt: skip
     steps = Table(["step", "parameters", "removed train", "removed test", "train after", "test after"], [
         [s["step"], ", ".join(f"{k}={v}" for k, v in s["params"].items() if k != "dropped_classes")
@@ -219,7 +215,7 @@ def build_sections(run: dict[str, Any]) -> tuple[str, list[tuple[str, list[Block
     fold_table = Table(
         ["fold", "best epoch", "epochs run", "val accuracy", "val weighted F1", "val macro F1", "test weighted F1 alone", "train time", "restarts"],
         [[f["fold"], f["best_epoch"], f["epochs_run"], fmt(f["val_accuracy"]),
-          fmt(f["val_f1_weighted"]), fmt(f["val_f1_macro"]), fmt(f["test_f1_weighted"]), _duration(f["train_s"]),
+          fmt(f["val_f1_weighted"]), fmt(f["val_f1_macro"]), fmt(f["test_f1_weighted"]), duration(f["train_s"]),
           len(f.get("restarts", []))] for f in folds],
         (0, 1, 2, 3, 4, 5, 6, 8),
     )  # fmt: skip

@@ -219,9 +219,6 @@ def run_cv(cfg: RunConfig, console: Console | None = None) -> dict[str, Any]:
     checked before anything is written, and raises ConfigError or DataError. RuntimeError when a fold fails (the
     run then resumes when started again).
     """
-    import ray
-    from ray import tune
-
     from reuters_ray.data import load_dataset
     from reuters_ray.features import class_weights, stratified_folds, tokenize
     from reuters_ray.models import check_model, load_tokenizer
@@ -260,6 +257,9 @@ def run_cv(cfg: RunConfig, console: Console | None = None) -> dict[str, Any]:
     console.info(f"data: {n_train} train / {len(ds.test_texts)} test texts, {ds.num_classes} classes, {cfg.cv.folds} folds, "
                  f"tokens {tokens.ids.shape} {tokens.ids.dtype} ({tokens.ids.nbytes / 2**20:.1f} MiB)",
                  train=n_train, test=len(ds.test_texts), classes=ds.num_classes, folds=cfg.cv.folds)  # fmt: skip
+
+    import ray  # only now: bad input is refused without starting (or even importing) Ray
+    from ray import tune
 
     if not ray.is_initialized():
         # Joins a running cluster (ray start, ray job submit) or starts a local one. Worker output stays in Ray's

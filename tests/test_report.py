@@ -138,6 +138,8 @@ def test_predict_command_text_json_file_and_stdin(finished_run, tmp_path):
     assert [line.split("\t")[0] for line in lines] == [r["label"] for r in rows]
     bad = reuters_ray("predict", "--run", str(tmp_path), "some text")
     assert bad.returncode == 2 and "is it a finished reuters-ray run folder?" in bad.stderr
+    bad = reuters_ray("predict", "--run", str(finished_run), "--batch-size", "0", "some text")
+    assert bad.returncode == 2 and bad.stderr.strip() == "reuters-ray: error: --batch-size must be >= 1, got 0"
 
 
 def test_baseline_command_matches_the_runs_baseline(finished_run):
