@@ -18,6 +18,7 @@ import json
 import logging
 import os
 import re
+import sys
 import tempfile
 import time
 import uuid
@@ -217,15 +218,26 @@ def run_cv(cfg: RunConfig, console: Console | None = None) -> dict[str, Any]:
 
     Everything about the input (model name, data, folds, storage path, a run name used by another config) is
     checked before anything is written, and raises ConfigError or DataError. RuntimeError when a fold fails (the
-    run then resumes when started again).
+    run then resumes when started again). Connects to Ray (or starts it) only when not connected already, and
+    then disconnects at the end.
     """
+    ray = sys.modules.get("ray")  # not imported here: bad input is refused without importing Ray at all
+    connected_before = ray is not None and ray.is_initialized()
+    try:
+        return _run_cv(cfg, console or Console())
+    finally:
+        ray = sys.modules.get("ray")
+        if not connected_before and ray is not None and ray.is_initialized():
+            ray.shutdown()  # also ends Ray's message thread, which would print after the result otherwise
+
+
+def _run_cv(cfg: RunConfig, console: Console) -> dict[str, Any]:
     from reuters_ray.data import load_dataset
     from reuters_ray.features import class_weights, stratified_folds, tokenize
     from reuters_ray.models import check_model, load_tokenizer
     from reuters_ray.preprocess import preprocess, subsample
     from reuters_ray.report import ensemble_metrics, write_report, write_run_outputs
 
-    console = console or Console()
     t0 = time.perf_counter()
     name = run_name(cfg)
 
