@@ -15,6 +15,7 @@ import dataclasses
 import json
 import sys
 import typing
+from pathlib import Path
 
 import yaml
 
@@ -79,20 +80,15 @@ def run_config_from_args(args: argparse.Namespace):
     return from_dict(RunConfig, values)
 
 
-def _console(args: argparse.Namespace):
-    from reuters_ray.console import Console
-
-    return Console("quiet" if args.quiet else args.log_format)
-
-
 def _cv(args: argparse.Namespace) -> int:
     from reuters_ray.config import RunConfig
+    from reuters_ray.console import Console
     from reuters_ray.runner import run_cv
 
     if args.no_baseline:
         args.cv__baseline = "false"
     cfg = run_config_from_args(args)
-    console = _console(args)
+    console = Console("quiet" if args.quiet else args.log_format)
     # People see what differs from the defaults (the whole config is saved in the run folder); JSON gets it all.
     default = RunConfig().to_dict()
     changed = {s: {k: v for k, v in sec.items() if v != default[s][k]} for s, sec in cfg.to_dict().items()}
@@ -120,7 +116,7 @@ def _read_texts(args: argparse.Namespace) -> list[str]:
         raise ConfigError("give texts as arguments or --file, not both")
     if args.file:
         try:
-            lines = open(args.file, encoding="utf-8").read().splitlines()
+            lines = Path(args.file).read_text(encoding="utf-8").splitlines()
         except (OSError, UnicodeDecodeError) as e:
             raise ConfigError(f"--file {args.file}: cannot read it ({e})") from None
     elif args.texts == ["-"]:
@@ -135,14 +131,13 @@ def _read_texts(args: argparse.Namespace) -> list[str]:
 
 def _predict(args: argparse.Namespace) -> int:
     import numpy as np
+    from transformers.utils import logging as hf_logging
 
     from reuters_ray.ensemble import Ensemble
 
     for flag, value in (("--top-k", args.top_k), ("--batch-size", args.batch_size)):
         if value < 1:
             raise ConfigError(f"{flag} must be >= 1, got {value}")
-    from transformers.utils import logging as hf_logging
-
     texts = _read_texts(args)
     hf_logging.disable_progress_bar()  # one "Loading weights" bar per fold model is noise here
     ens = Ensemble.from_run(args.run, device=args.device)
@@ -163,11 +158,9 @@ def _predict(args: argparse.Namespace) -> int:
 
 def _baseline(args: argparse.Namespace) -> int:
     from reuters_ray.baseline import run_baseline
-    from reuters_ray.data import load_dataset
-    from reuters_ray.preprocess import preprocess, subsample
+    from reuters_ray.preprocess import prepare
 
-    dc = run_config_from_args(args).data
-    ds = subsample(preprocess(load_dataset(dc), dc.min_samples, dc.min_tokens), dc.train_sample, dc.test_sample, dc.split_seed)
+    ds = prepare(run_config_from_args(args).data)
     m = run_baseline(ds)
     if args.json:
         print(json.dumps(m, indent=2))

@@ -57,7 +57,7 @@ class Console:
         if self.mode == "text":
             print(self.progress_line(), file=self.stream, flush=True)
 
-    def progress_line(self, total_folds: int | None = None) -> str:
+    def progress_line(self) -> str:
         """e.g. `progress: fold 0 2/3 F1 0.6123 | fold 1 1/3 F1 0.4410 | at most 1 min 10 s left`."""
         parts, left = [], 0.0
         for k in sorted(self.folds):

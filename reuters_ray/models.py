@@ -89,7 +89,7 @@ def build_model(
     initialised from torch's global RNG: seed it first for a reproducible model.
     Raises ConfigError when the model cannot be loaded (e.g. a hub id without network), naming the offline choices.
     """
-    from transformers import AutoConfig, AutoModelForSequenceClassification, BertConfig
+    from transformers import AutoModelForSequenceClassification, BertConfig
 
     labels = dict(
         num_labels=len(label_names),
@@ -102,11 +102,11 @@ def build_model(
         config = BertConfig(vocab_size=30522, max_position_embeddings=512, **RANDOM_ARCHS[name], **labels)
         model = AutoModelForSequenceClassification.from_config(config)
     else:
+        check_model(name)  # fails fast and clearly when the name is not reachable
         source = str(packaged_minilm_path()) if name == "minilm-offline" else name
         try:
-            AutoConfig.from_pretrained(source)  # fails fast and clearly when the name is not reachable
             model = AutoModelForSequenceClassification.from_pretrained(source, dtype="float32", **labels)
-        except (OSError, ValueError) as e:
+        except (OSError, ValueError) as e:  # e.g. a config without weights
             raise ConfigError(_unreachable(name, e)) from None
     if gradient_checkpointing:
         # Non-reentrant checkpointing works with autocast and with inputs that do not require grad.

@@ -13,6 +13,7 @@ import re
 
 import numpy as np
 
+from reuters_ray.config import DataConfig
 from reuters_ray.data.dataset import TextDataset
 from reuters_ray.errors import DataError
 
@@ -108,3 +109,12 @@ def subsample(ds: TextDataset, train: int | None, test: int | None, seed: int = 
         masks[split] = keep
     removed = {s: int((~m).sum()) for s, m in masks.items()}
     return ds.with_step("subsample", {"train": train, "test": test, "seed": seed}, removed, **_keep(ds, masks))
+
+
+def prepare(dc: DataConfig) -> TextDataset:
+    """The data a run trains and tests on: data.source loaded, preprocessed, then sampled as `dc` says. The cv
+    driver, `reuters-ray baseline` and the tests that rebuild a run's split start from this one function."""
+    from reuters_ray.data import load_dataset
+
+    ds = preprocess(load_dataset(dc), dc.min_samples, dc.min_tokens)
+    return subsample(ds, dc.train_sample, dc.test_sample, dc.split_seed)

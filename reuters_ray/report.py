@@ -80,9 +80,3 @@ def write_run_outputs(
     os.replace(tmp, run_dir / "predictions.parquet")
     write_atomic(run_dir / "metrics.json", json.dumps(metrics, indent=2))
 
-
-def write_report(run_dir: Path) -> list[Path]:
-    """report.md, report.html and their figures from a run folder's files (see reuters_ray.reporting)."""
-    from reuters_ray.reporting import write_report as _write
-
-    return _write(run_dir)

@@ -23,7 +23,7 @@ import tempfile
 import time
 import uuid
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import pyarrow.fs as pafs
@@ -232,11 +232,11 @@ def run_cv(cfg: RunConfig, console: Console | None = None) -> dict[str, Any]:
 
 
 def _run_cv(cfg: RunConfig, console: Console) -> dict[str, Any]:
-    from reuters_ray.data import load_dataset
     from reuters_ray.features import class_weights, stratified_folds, tokenize
     from reuters_ray.models import check_model, load_tokenizer
-    from reuters_ray.preprocess import preprocess, subsample
-    from reuters_ray.report import ensemble_metrics, write_report, write_run_outputs
+    from reuters_ray.preprocess import prepare
+    from reuters_ray.report import ensemble_metrics, write_run_outputs
+    from reuters_ray.reporting import write_report
 
     t0 = time.perf_counter()
     name = run_name(cfg)
@@ -244,8 +244,7 @@ def _run_cv(cfg: RunConfig, console: Console) -> dict[str, Any]:
     # The input, checked before anything is written: a bad run leaves nothing behind.
     check_model(cfg.model.name)
     dc = cfg.data
-    ds = preprocess(load_dataset(dc), dc.min_samples, dc.min_tokens)
-    ds = subsample(ds, dc.train_sample, dc.test_sample, dc.split_seed)
+    ds = prepare(dc)
     ds.check_folds(cfg.cv.folds)
     tokenizer = load_tokenizer(dc.tokenizer or cfg.model.name)
     fs, base, base_uri = storage_location(cfg.cv.storage_path)
@@ -332,7 +331,7 @@ def _run_cv(cfg: RunConfig, console: Console) -> dict[str, Any]:
             "val_accuracy": best["val/accuracy"], "val_f1_macro": best["val/f1_macro"], "epochs_run": len(hist),
             "stopped_early": es["bad_epochs"] >= cfg.train.patience, "train_s": sum(r["time/epoch_s"] for r in hist),
             "device": last.get("worker/device", ""), "host": last.get("worker/host", ""),
-            **{k2: v for k2, v in progress.get("setup", {}).items() if k2 != "profile"},
+            **progress.get("setup", {}),
             "restarts": progress.get("restarts", []),
         })  # fmt: skip
         history += [{k2: v for k2, v in r.items() if not k2.startswith("worker/")} for r in hist]

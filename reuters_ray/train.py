@@ -367,7 +367,7 @@ def train_fold(
             {"epoch": epoch, "finished": finished, "identity": identity, "history": history,
              "early_stopping": {"best": stopper.best, "best_epoch": stopper.best_epoch, "bad_epochs": stopper.bad_epochs},
              "config": cfg.to_dict(), "attempt": attempt, "restarts": restarts,
-             "setup": {"precision": precision, "gradient_checkpointing": checkpointing, "profile": tc.profile}},  # fmt: skip
+             "setup": {"precision": precision, "gradient_checkpointing": checkpointing}},  # fmt: skip
         )
         if report is not None:
             report(row, ckpt)

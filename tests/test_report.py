@@ -92,14 +92,12 @@ def test_report_command_rebuilds_the_report(finished_run, tmp_path):
 
 
 def run_test_texts(run):
-    """The run's test texts in predictions.parquet's order, loaded again with the run's own data config."""
+    """The run's test texts in predictions.parquet's order, prepared again from the run's own data config."""
     import yaml
 
-    from reuters_ray.data import load_dataset
-    from reuters_ray.preprocess import preprocess, subsample
+    from reuters_ray.preprocess import prepare
 
-    dc = from_dict(DataConfig, yaml.safe_load((run / "config.yaml").read_text())["data"])
-    ds = subsample(preprocess(load_dataset(dc), dc.min_samples, dc.min_tokens), dc.train_sample, dc.test_sample, dc.split_seed)
+    ds = prepare(from_dict(DataConfig, yaml.safe_load((run / "config.yaml").read_text())["data"]))
     return ds.test_texts, ds.test_ids
 
 
