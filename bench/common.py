@@ -12,8 +12,9 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 
 
-def reuters18_tokens(n: int, split: str = "train", seed: int = 0, max_length: int = 300):
-    """(TokenArrays, labels, label names) of a stratified sample of n preprocessed Reuters-18 wires."""
+def reuters18_tokens(n: int, split: str = "train", seed: int = 0, max_length: int = 300, tokenizer: str = "small-bert-random"):
+    """(TokenArrays, labels, label names) of a stratified sample of n preprocessed Reuters-18 wires.
+    tokenizer: an alias or a local tokenizer folder (the uncased BERT vocabulary either way)."""
     from reuters_ray.data.reuters21578 import load_reuters21578
     from reuters_ray.features import tokenize
     from reuters_ray.models import load_tokenizer
@@ -23,7 +24,7 @@ def reuters18_tokens(n: int, split: str = "train", seed: int = 0, max_length: in
     ds = preprocess(load_reuters21578(path))
     ds = subsample(ds, n if split == "train" else None, n if split == "test" else None, seed)
     texts, labels = (ds.train_texts, ds.train_labels) if split == "train" else (ds.test_texts, ds.test_labels)
-    return tokenize(texts, load_tokenizer("small-bert-random"), max_length), labels, ds.label_names
+    return tokenize(texts, load_tokenizer(tokenizer), max_length), labels, ds.label_names
 
 
 def machine() -> str:

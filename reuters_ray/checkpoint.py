@@ -68,17 +68,20 @@ def save_checkpoint(
     model: torch.nn.Module,
     best_state: dict[str, torch.Tensor],
     training_state: dict[str, Any],
-    progress: dict[str, Any],
+    progress: dict[str, Any] | Callable[[], dict[str, Any]],
 ) -> Path:
-    """Writes checkpoint folder `path` atomically (temporary sibling, then rename). Returns `path`."""
+    """Writes checkpoint folder `path` atomically (temporary sibling, then rename). Returns `path`.
+
+    progress: the dict for progress.json, or a function returning it, called after the weights and state are
+    written (so the progress it returns can record how long they took)."""
     path = Path(path)
     tmp = path.with_name(f".{path.name}.tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     save_file(cpu_state(model), tmp / MODEL_FILE, metadata={"format": "pt"})
     torch.save({**training_state, "rng": rng_state()}, tmp / STATE_FILE)
-    (tmp / PROGRESS_FILE).write_text(json.dumps(progress, indent=1))
     save_best(tmp / BEST_DIR, model.config, best_state)
+    (tmp / PROGRESS_FILE).write_text(json.dumps(progress() if callable(progress) else progress, indent=1))
     shutil.rmtree(path, ignore_errors=True)
     os.replace(tmp, path)
     return path

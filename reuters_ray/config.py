@@ -117,7 +117,11 @@ class TrainConfig:
     # batches ran faster (cache-sized; bench/inference.py).
     eval_batch_size: int | None = None
     keep_checkpoints: int = 5  # latest epoch checkpoints kept per fold; the best model is always kept
-    # torch.compile the model's forward (dynamic shapes). Off until it is measured to pay off (GPU figures: issue 8).
+    # Write a resumable checkpoint every this many epochs, and always after the last. Each one holds the weights,
+    # the optimizer state and the best model so far (about 440 MB for Small BERT); a resume replays the epochs
+    # since the last one, so a larger value trades re-done epochs after a failure for less time writing.
+    checkpoint_every: int = 1
+    # torch.compile the model's forward (dynamic shapes). Off until it is measured to pay off on a GPU (not yet: docs/results.md, H100).
     compile: bool = False
 
     def __post_init__(self) -> None:
@@ -137,6 +141,7 @@ class TrainConfig:
             (self.precision in ("auto", "bf16", "fp16", "fp32"), "precision", "auto, bf16, fp16 or fp32"),
             (self.eval_batch_size is None or self.eval_batch_size >= 1, "eval_batch_size", ">= 1 or unset"),
             (self.keep_checkpoints >= 1, "keep_checkpoints", ">= 1"),
+            (self.checkpoint_every >= 1, "checkpoint_every", ">= 1"),
         ])
 
 

@@ -156,6 +156,25 @@ def curves_figure(history: pd.DataFrame, path: Path) -> None:
 # --- content --------------------------------------------------------------------------------------------------
 
 
+def _seconds(x: float | None) -> str:
+    return "n/a" if x is None else f"{x:.1f} s"
+
+
+def _number(x: float | None, spec: str) -> str:
+    return "n/a" if x is None else format(x, spec)
+
+
+def wall_time(m: dict[str, Any]) -> str:
+    """The run's wall time and, where recorded, its phases."""
+    text = f"{duration(m['wall_s'])} for the run up to its outputs"
+    phases = [("data and tokenization", "data_s"), ("Ray start-up", "ray_start_s"), ("folds", "folds_s"),
+              ("ensemble", "ensemble_s"), ("baseline", "baseline_s")]  # fmt: skip
+    timing = m.get("timing") or {}
+    if timing:
+        text += ": " + ", ".join(f"{label} {timing[k]:.1f} s" for label, k in phases if k in timing)
+    return text
+
+
 def confused_pairs(cm: np.ndarray, names: list[str], top: int = 10) -> list[tuple[str, str, int, float]]:
     """(true, predicted, count, share of the true class) of the largest off-diagonal cells, largest first."""
     cells = [(int(cm[i, j]), i, j) for i in range(len(names)) for j in range(len(names)) if i != j and cm[i, j] > 0]
@@ -202,7 +221,7 @@ def build_sections(run: dict[str, Any]) -> tuple[str, list[tuple[str, list[Block
                      f"patience {tc['patience']}, focal gamma {tc['focal_gamma']}, label smoothing {tc['label_smoothing']}"],
         ["hardware", "; ".join(sorted({f"{f.get('device', '?')} on {f.get('host', '?')}" for f in folds}))
                      + (f"; Ray cluster {json.dumps(m['cluster'])}" if "cluster" in m else "")],
-        ["wall time", f"{duration(m['wall_s'])} for the run; per fold: " + ", ".join(f"fold {f['fold']} {duration(f['train_s'])}" for f in folds)],
+        ["wall time", wall_time(m)],
     ])  # fmt: skip
     steps = Table(["step", "parameters", "removed train", "removed test", "train after", "test after"], [
         [s["step"], ", ".join(f"{k}={v}" for k, v in s["params"].items() if k != "dropped_classes")
@@ -213,12 +232,22 @@ def build_sections(run: dict[str, Any]) -> tuple[str, list[tuple[str, list[Block
 
     # Folds (the seed's section 5)
     fold_table = Table(
-        ["fold", "best epoch", "epochs run", "val accuracy", "val weighted F1", "val macro F1", "test weighted F1 alone", "train time", "restarts"],
+        ["fold", "best epoch", "epochs run", "val accuracy", "val weighted F1", "val macro F1", "test weighted F1 alone", "restarts"],
         [[f["fold"], f["best_epoch"], f["epochs_run"], fmt(f["val_accuracy"]),
-          fmt(f["val_f1_weighted"]), fmt(f["val_f1_macro"]), fmt(f["test_f1_weighted"]), duration(f["train_s"]),
-          len(f.get("restarts", []))] for f in folds],
-        (0, 1, 2, 3, 4, 5, 6, 8),
+          fmt(f["val_f1_weighted"]), fmt(f["val_f1_macro"]), fmt(f["test_f1_weighted"]), len(f.get("restarts", []))] for f in folds],
+        (0, 1, 2, 3, 4, 5, 6, 7),
     )  # fmt: skip
+    time_table = Table(
+        ["fold", "wall", "training", "validation", "checkpoint write", "checkpoint report", "examples/s", "tokens/s", "peak GPU memory"],
+        [[f["fold"], duration(f.get("wall_s", f["train_s"])), *(_seconds(f.get(k)) for k in ("train_s", "val_s", "checkpoint_s", "report_s")),
+          _number(f.get("examples_per_s"), ".1f"), _number(f.get("tokens_per_s"), ",.0f"),
+          "n/a" if f.get("peak_gpu_gib") is None else f"{f['peak_gpu_gib']:.2f} GiB"] for f in folds],
+        (0, 1, 2, 3, 4, 5, 6, 7, 8),
+    )  # fmt: skip
+    time_note = ("Where each fold's time went, summed over its epochs: training steps, validation, writing checkpoints "
+                 "(weights, optimizer state, best model) and reporting them into Ray storage (the last epoch's report is "
+                 "not counted: it happens after its own checkpoint is written). Throughput is training examples and "
+                 "real (non-pad) tokens per second of training time.")  # fmt: skip
     mean_val = np.mean([f["val_f1_weighted"] for f in folds])
     fold_note = (f"Mean validation weighted F1 {fmt(mean_val)}; the ensemble's test weighted F1 {fmt(m['f1_weighted'])} "
                  f"against {fmt(max(f['test_f1_weighted'] for f in folds))} for the best single fold.")  # fmt: skip
@@ -235,7 +264,8 @@ def build_sections(run: dict[str, Any]) -> tuple[str, list[tuple[str, list[Block
 
     sections: list[tuple[str, list[Block]]] = [
         ("Result", [result, *notes]),
-        ("Folds", [fold_table, fold_note, Figure("training_curves.png", "Training curves: loss and validation weighted F1 per epoch, one colour per fold.")]),
+        ("Folds", [fold_table, fold_note, Figure("training_curves.png", "Training curves: loss and validation weighted F1 per epoch, one colour per fold."),
+                   time_table, time_note]),
         ("Per class", [per_class, Figure("f1_vs_support.png", "Per-class F1 against the number of test examples.")]),
         ("Confusion", [Figure("confusion_matrix.png", "Confusion matrix: rows are true classes, columns predictions; colour is the share of the row."),
                        "Most confused pairs (largest off-diagonal cells):", pairs if pairs.rows else "none: every test text was classified correctly."]),

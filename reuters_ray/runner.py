@@ -30,7 +30,7 @@ import pyarrow.fs as pafs
 import yaml
 
 from reuters_ray.config import RunConfig, from_dict
-from reuters_ray.console import Console
+from reuters_ray.console import Console, duration
 from reuters_ray.errors import ConfigError
 
 TRIAL_CPU = 0.01  # the trial function only waits on its TorchTrainer; its worker holds the real resources
@@ -104,6 +104,25 @@ def read_fold_checkpoint(fs: pafs.FileSystem, path: str) -> dict[str, Any]:
     return json.loads(text)
 
 
+def fold_timing(history: list[dict[str, Any]]) -> dict[str, Any]:
+    """Where a fold's time went, from its epoch rows: seconds of training, validation, checkpoint writing and
+    reporting (the upload into storage; the last epoch's is not in its own checkpoint), throughput, peak GPU memory."""
+    def total(key: str) -> float:
+        return float(sum(r.get(key) or 0.0 for r in history))
+
+    def mean(key: str) -> float | None:
+        values = [r[key] for r in history if r.get(key) is not None]
+        return float(np.mean(values)) if values else None
+
+    peaks = [r["memory/peak_gib"] for r in history if r.get("memory/peak_gib") is not None]
+    return {
+        "train_s": total("time/train_s"), "val_s": total("time/val_s"), "checkpoint_s": total("time/checkpoint_s"),
+        "report_s": total("time/report_s"), "wall_s": total("time/epoch_s") + total("time/report_s"),
+        "examples_per_s": mean("train/examples_per_s"), "tokens_per_s": mean("train/tokens_per_s"),
+        "peak_gpu_gib": max(peaks) if peaks else None,
+    }  # fmt: skip
+
+
 # --- code that runs in Ray workers ----------------------------------------------------------------------------
 
 
@@ -125,8 +144,9 @@ def _fold_worker(config: dict[str, Any]) -> None:
         arrays["class_weights"], arrays["label_names"],
     )  # fmt: skip
 
-    def report(metrics: dict[str, Any], checkpoint_dir: Path) -> None:
-        ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(str(checkpoint_dir)))
+    def report(metrics: dict[str, Any], checkpoint_dir: Path | None) -> None:
+        checkpoint = ray.train.Checkpoint.from_directory(str(checkpoint_dir)) if checkpoint_dir else None
+        ray.train.report(metrics, checkpoint=checkpoint)
 
     with tempfile.TemporaryDirectory() as tmp:
         resume = None
@@ -239,6 +259,7 @@ def _run_cv(cfg: RunConfig, console: Console) -> dict[str, Any]:
     from reuters_ray.reporting import write_report
 
     t0 = time.perf_counter()
+    timing: dict[str, float] = {}  # the run's wall time by phase, in seconds (metrics.json "timing")
     name = run_name(cfg)
 
     # The input, checked before anything is written: a bad run leaves nothing behind.
@@ -269,6 +290,8 @@ def _run_cv(cfg: RunConfig, console: Console) -> dict[str, Any]:
                  f"tokens {tokens.ids.shape} {tokens.ids.dtype} ({tokens.ids.nbytes / 2**20:.1f} MiB)",
                  train=n_train, test=len(ds.test_texts), classes=ds.num_classes, folds=cfg.cv.folds)  # fmt: skip
 
+    timing["data_s"] = time.perf_counter() - t0  # checks, loading, preprocessing, tokenization
+    t = time.perf_counter()
     import ray  # only now: bad input is refused without starting (or even importing) Ray
     from ray import tune
 
@@ -279,8 +302,9 @@ def _run_cv(cfg: RunConfig, console: Console) -> dict[str, Any]:
     gpus = cfg.cv.gpus_per_fold
     have = ray.cluster_resources()
     if gpus is None:
-        # One GPU per fold when there are enough; otherwise the folds share them and run at once, which beat
-        # running them one after another here (docs/results.md; single-GPU figures: the GPU-validation issue).
+        # One GPU per fold when there are enough; otherwise the folds share them and run at once: on CPU that beat
+        # one after another, and on one H100 it pays the minute of fold start-up once, not per fold (docs/results.md;
+        # the steady-state ratio on the GPU is still to be measured).
         gpus = min(1.0, int(have.get("GPU", 0)) / cfg.cv.folds) if have.get("GPU", 0) >= 1 else 0.0
     # A fold that cannot fit would wait forever: say so now. (The trials themselves hold TRIAL_CPU each.)
     if cfg.cv.cpus_per_fold + cfg.cv.folds * TRIAL_CPU > have.get("CPU", 0) + 1e-9:
@@ -288,6 +312,8 @@ def _run_cv(cfg: RunConfig, console: Console) -> dict[str, Any]:
                           f"(leave {cfg.cv.folds * TRIAL_CPU:g} for the fold trials)")  # fmt: skip
     if gpus > have.get("GPU", 0) + 1e-9:
         raise ConfigError(f"cv.gpus_per_fold={gpus} but this Ray cluster has {have.get('GPU', 0):g} GPUs")
+    timing["ray_start_s"] = time.perf_counter() - t
+    t = time.perf_counter()
     train_ref = ray.put({
         "ids": tokens.ids[:n_train], "lengths": tokens.lengths[:n_train], "pad_id": tokens.pad_id,
         "labels": ds.train_labels, "class_weights": weights, "label_names": ds.label_names, "folds": folds,
@@ -313,6 +339,8 @@ def _run_cv(cfg: RunConfig, console: Console) -> dict[str, Any]:
     if results.errors:
         raise RuntimeError(f"run {name}: {len(results.errors)} fold(s) failed; rerun the same command to resume. First error: {results.errors[0]}")
 
+    timing["folds_s"] = time.perf_counter() - t
+
     # Fold summaries, from each fold's last checkpoint as Ray Train registered it (a checkpoint folder that was
     # uploaded but not registered when a driver died is ignored: Ray retrained that epoch).
     fold_paths = {r.config["fold"]: r.metrics.get("fold_checkpoint") for r in results}
@@ -329,7 +357,7 @@ def _run_cv(cfg: RunConfig, console: Console) -> dict[str, Any]:
         fold_rows.append({
             "fold": k, "best_epoch": es["best_epoch"], "val_f1_weighted": best["val/f1_weighted"],
             "val_accuracy": best["val/accuracy"], "val_f1_macro": best["val/f1_macro"], "epochs_run": len(hist),
-            "stopped_early": es["bad_epochs"] >= cfg.train.patience, "train_s": sum(r["time/epoch_s"] for r in hist),
+            "stopped_early": es["bad_epochs"] >= cfg.train.patience, **fold_timing(hist),
             "device": last.get("worker/device", ""), "host": last.get("worker/host", ""),
             **progress.get("setup", {}),
             "restarts": progress.get("restarts", []),
@@ -338,6 +366,7 @@ def _run_cv(cfg: RunConfig, console: Console) -> dict[str, Any]:
         best_paths.append(f"{path}/best")
 
     # Ensemble on the test split, in an actor on a GPU when there is one.
+    t = time.perf_counter()
     test = {"ids": tokens.ids[n_train:], "lengths": tokens.lengths[n_train:], "pad_id": tokens.pad_id}
     actor_gpus = 1 if ray.cluster_resources().get("GPU", 0) >= 1 else 0
     actor = ray.remote(num_cpus=1, num_gpus=actor_gpus)(_EnsembleActor).remote(base_uri, best_paths, cfg.train.precision, cfg.train.profile)
@@ -347,17 +376,21 @@ def _run_cv(cfg: RunConfig, console: Console) -> dict[str, Any]:
     metrics = ensemble_metrics(ds.test_labels, mean, ds.label_names)
     for row, logits in zip(fold_rows, fold_logits):
         row["test_f1_weighted"] = ensemble_metrics(ds.test_labels, logits, ds.label_names)["f1_weighted"]
+    timing["ensemble_s"] = time.perf_counter() - t
     if cfg.cv.baseline:
         from reuters_ray.baseline import run_baseline
 
         metrics["baseline"] = run_baseline(ds)
         console.info(f"baseline ({metrics['baseline']['name']}): weighted F1 {metrics['baseline']['f1_weighted']:.4f}",
                      baseline_f1_weighted=metrics["baseline"]["f1_weighted"])  # fmt: skip
+        timing["baseline_s"] = metrics["baseline"]["fit_s"]
     metrics.update({"run": name, "label_names": ds.label_names, "max_length": dc.max_length, "folds": fold_rows,
-                    "wall_s": time.perf_counter() - t0, "class_weights": weights.tolist(),
+                    "wall_s": time.perf_counter() - t0, "timing": timing, "class_weights": weights.tolist(),
                     "cluster": {k: v for k, v in ray.cluster_resources().items() if k in ("CPU", "GPU")}})  # fmt: skip
 
-    # Outputs: written locally, then copied into storage (a no-op copy for a local storage path).
+    # Outputs: written locally, then copied into storage (a no-op copy for a local storage path). Their own time
+    # cannot be in metrics.json (written first), so the result line and event carry it.
+    t = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp)
         for k, path in enumerate(best_paths):
@@ -373,9 +406,12 @@ def _run_cv(cfg: RunConfig, console: Console) -> dict[str, Any]:
                 pafs.copy_files(str(item), dst, source_filesystem=pafs.LocalFileSystem(), destination_filesystem=fs)
             else:
                 _write_bytes(fs, dst, item.read_bytes())
+    timing = {**timing, "outputs_s": time.perf_counter() - t, "total_s": time.perf_counter() - t0}
     console.done(f"run {name}: accuracy {metrics['accuracy']:.4f}, weighted F1 {metrics['f1_weighted']:.4f}, "
-                 f"macro F1 {metrics['f1_macro']:.4f} on {metrics['n_test']} test texts; report: {run_uri}/report.html",
-                 run=name, uri=run_uri, accuracy=metrics["accuracy"], f1_weighted=metrics["f1_weighted"], f1_macro=metrics["f1_macro"])  # fmt: skip
+                 f"macro F1 {metrics['f1_macro']:.4f} on {metrics['n_test']} test texts in {duration(timing['total_s'])}; "
+                 f"report: {run_uri}/report.html",
+                 run=name, uri=run_uri, accuracy=metrics["accuracy"], f1_weighted=metrics["f1_weighted"], f1_macro=metrics["f1_macro"],
+                 timing=timing)  # fmt: skip
     return metrics
 
 

@@ -219,7 +219,7 @@ def train_fold(
     fold: int = 0,
     resume_from: Path | Iterable[Path] | None = None,
     attempt: str | None = None,
-    report: Callable[[dict[str, Any], Path], None] | None = None,
+    report: Callable[[dict[str, Any], Path | None], None] | None = None,
     stop_after_epoch: int | None = None,
     device: str | torch.device | None = None,
     gpu_share: float = 1.0,
@@ -227,8 +227,10 @@ def train_fold(
 ) -> FoldResult:
     """Trains one fold and returns its history and best model.
 
-    Writes a checkpoint folder out_dir/epoch_NNN after every epoch (the latest train.keep_checkpoints are kept)
-    and then calls report(metrics, checkpoint_folder). resume_from: a checkpoint folder to continue from exactly
+    Writes a checkpoint folder out_dir/epoch_NNN every train.checkpoint_every epochs and after the last one (the
+    latest train.keep_checkpoints are kept), and calls report(metrics, checkpoint_folder or None) after every epoch.
+    Each epoch's metrics say where its time went (time/train_s, val_s, checkpoint_s, report_s).
+    resume_from: a checkpoint folder to continue from exactly
     (weights, optimizer, schedule, scaler, RNG, early-stopping state); a finished fold returns at once. Several
     folders, newest first: the first that loads is used and damaged ones are skipped; when none loads the fold
     starts over (both logged and recorded in the checkpoints' "restarts").
@@ -340,6 +342,7 @@ def train_fold(
             optimizer.zero_grad(set_to_none=True)
         train_s = time.perf_counter() - t0
 
+        t1 = time.perf_counter()
         logits = predict_logits(model, data.tokens, data.val_idx, eval_batch_size(tc.eval_batch_size, device), profile.pad_to, device, precision)
         y_val = data.labels[data.val_idx]
         val_loss = focal_loss(torch.from_numpy(logits), torch.from_numpy(y_val), alpha.cpu(), tc.focal_gamma, tc.label_smoothing)
@@ -347,31 +350,49 @@ def train_fold(
         if stopper.update(val["f1_weighted"], epoch):
             best_state = cpu_state(model)
         finished = stopper.should_stop or epoch == tc.max_epochs
+        val_s = time.perf_counter() - t1
         row = {
             "fold": fold, "seed": seed, "epoch": epoch,
             "train/loss": loss_sum.item() / seen, "val/loss": float(val_loss),
             **{f"val/{k}": v for k, v in val.items()},
-            "lr": scheduler.get_last_lr()[0], "time/epoch_s": time.perf_counter() - t0,
+            "lr": scheduler.get_last_lr()[0],
+            # where the epoch's time goes: epoch_s = train + val + checkpoint (the write); report_s (the caller's
+            # report, for Ray the upload into storage) is filled in once it returns, so it reaches later checkpoints
+            "time/epoch_s": train_s + val_s, "time/train_s": train_s, "time/val_s": val_s,
+            "time/checkpoint_s": 0.0, "time/report_s": None,
             "train/examples_per_s": seen / train_s, "train/tokens_per_s": tokens / train_s,
+            "memory/peak_gib": torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else None,
             "best/f1_weighted": stopper.best, "best/epoch": stopper.best_epoch, "finished": finished,
             "max_epochs": tc.max_epochs, "restarts": len(restarts), **{f"worker/{k}": v for k, v in worker.items()},
         }  # fmt: skip
         history.append(row)
-        log(format_row(row))
 
-        ckpt = save_checkpoint(
-            out_dir / f"epoch_{epoch:03d}",
-            model,
-            best_state,
-            {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict() if scaler.is_enabled() else None},
-            {"epoch": epoch, "finished": finished, "identity": identity, "history": history,
-             "early_stopping": {"best": stopper.best, "best_epoch": stopper.best_epoch, "bad_epochs": stopper.bad_epochs},
-             "config": cfg.to_dict(), "attempt": attempt, "restarts": restarts,
-             "setup": {"precision": precision, "gradient_checkpointing": checkpointing}},  # fmt: skip
-        )
+        ckpt_now = None
+        if finished or epoch % tc.checkpoint_every == 0:
+            t2 = time.perf_counter()
+
+            def progress() -> dict[str, Any]:  # called after the weights are written: the row records their cost
+                row["time/checkpoint_s"] = time.perf_counter() - t2
+                row["time/epoch_s"] += row["time/checkpoint_s"]
+                return {"epoch": epoch, "finished": finished, "identity": identity, "history": history,
+                        "early_stopping": {"best": stopper.best, "best_epoch": stopper.best_epoch, "bad_epochs": stopper.bad_epochs},
+                        "config": cfg.to_dict(), "attempt": attempt, "restarts": restarts,
+                        "setup": {"precision": precision, "gradient_checkpointing": checkpointing}}  # fmt: skip
+
+            ckpt = ckpt_now = save_checkpoint(
+                out_dir / f"epoch_{epoch:03d}",
+                model,
+                best_state,
+                {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict() if scaler.is_enabled() else None},
+                progress,
+            )
+        log(format_row(row))
         if report is not None:
-            report(row, ckpt)
-        prune_checkpoints(out_dir, tc.keep_checkpoints)
+            t3 = time.perf_counter()
+            report(row, ckpt_now)
+            row["time/report_s"] = time.perf_counter() - t3
+        if ckpt_now is not None:
+            prune_checkpoints(out_dir, tc.keep_checkpoints)
         if finished and stopper.should_stop:
             log(f"fold {fold}: early stop after epoch {epoch}: no val F1 gain over {tc.min_delta} for {tc.patience} epochs")
 

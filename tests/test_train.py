@@ -256,3 +256,41 @@ def test_checkpoint_state_is_never_unpickled(reuters, minilm_tokenizer, tmp_path
     assert not (tmp_path / "pwned").exists()
     assert sorted(p.name for p in ckpt.rglob("*") if p.suffix in (".bin", ".pt", ".pkl", ".safetensors")) == [
         "model.safetensors", "model.safetensors", "state.pt"]  # weights only as safetensors (here and in best/)
+
+
+def test_checkpoint_every_n_epochs_and_where_each_epochs_time_goes(reuters, minilm_tokenizer, tmp_path):
+    data = fold_data(reuters, minilm_tokenizer, 90, max_length=32)
+    quiet = lambda s: None  # noqa: E731
+    calls = []
+    cfg = tiny_cfg(max_epochs=5, patience=5, checkpoint_every=2)
+    res = train_fold(cfg, data, tmp_path / "every2", report=lambda row, ck: calls.append((row["epoch"], ck and ck.name)), log=quiet)
+    # epochs 2 and 4, and always the last; every epoch is reported, with no checkpoint in between
+    assert calls == [(1, None), (2, "epoch_002"), (3, None), (4, "epoch_004"), (5, "epoch_005")]
+    assert sorted(p.name for p in (tmp_path / "every2").iterdir()) == ["epoch_002", "epoch_004", "epoch_005"]
+    for r in res.history:
+        assert r["time/train_s"] > 0 and r["time/val_s"] > 0 and r["time/report_s"] is not None
+        assert (r["time/checkpoint_s"] > 0) == (r["epoch"] in (2, 4, 5))
+        assert r["time/epoch_s"] == pytest.approx(r["time/train_s"] + r["time/val_s"] + r["time/checkpoint_s"])
+        assert r["memory/peak_gib"] is None  # CPU
+    # a checkpoint's history has the reports of earlier epochs, not its own (that happens after it is written)
+    _, _, _, progress = load_checkpoint(tmp_path / "every2" / "epoch_004")
+    assert [r["time/report_s"] is None for r in progress["history"]] == [False, False, False, True]
+    # resuming from epoch 2 replays epochs 3-5 and ends where the uninterrupted run ended
+    resumed = train_fold(cfg, data, tmp_path / "part", resume_from=tmp_path / "every2" / "epoch_002", log=quiet)
+    for (k, a), b in zip(res.model.state_dict().items(), resumed.model.state_dict().values()):
+        assert torch.equal(a, b), k
+
+
+def test_fold_timing_sums_the_epoch_rows():
+    from reuters_ray.runner import fold_timing
+
+    rows = [
+        {"time/train_s": 4.0, "time/val_s": 0.5, "time/checkpoint_s": 0.0, "time/epoch_s": 4.5, "time/report_s": 0.1,
+         "train/examples_per_s": 100.0, "train/tokens_per_s": 1000.0, "memory/peak_gib": 1.0},
+        {"time/train_s": 3.0, "time/val_s": 0.5, "time/checkpoint_s": 0.5, "time/epoch_s": 4.0, "time/report_s": None,
+         "train/examples_per_s": 200.0, "train/tokens_per_s": 3000.0, "memory/peak_gib": 1.5},
+    ]  # fmt: skip
+    t = fold_timing(rows)
+    assert (t["train_s"], t["val_s"], t["checkpoint_s"], t["report_s"], t["wall_s"]) == (7.0, 1.0, 0.5, 0.1, 8.6)
+    assert (t["examples_per_s"], t["tokens_per_s"], t["peak_gpu_gib"]) == (150.0, 2000.0, 1.5)
+    assert fold_timing([{**rows[0], "memory/peak_gib": None}])["peak_gpu_gib"] is None

