@@ -12,7 +12,16 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 
 
-def reuters18_tokens(n: int, split: str = "train", seed: int = 0, max_length: int = 300, tokenizer: str = "small-bert-random"):
+def reuters_path() -> str:
+    """The Reuters-21578 files: $REUTERS21578_PATH (DataConfig's own fallback), else the workplace's shared copy."""
+    from reuters_ray.config import DataConfig
+
+    return DataConfig().resolved_path() or str(REPO.parent / "shared" / "data" / "reuters21578")
+
+
+def reuters18_tokens(
+    n: int, split: str = "train", seed: int = 0, max_length: int = 300, tokenizer: str = "small-bert-random"
+):
     """(TokenArrays, labels, label names) of a stratified sample of n preprocessed Reuters-18 wires.
     tokenizer: an alias or a local tokenizer folder (the uncased BERT vocabulary either way)."""
     from reuters_ray.data.reuters21578 import load_reuters21578
@@ -20,8 +29,7 @@ def reuters18_tokens(n: int, split: str = "train", seed: int = 0, max_length: in
     from reuters_ray.models import load_tokenizer
     from reuters_ray.preprocess import preprocess, subsample
 
-    path = os.environ.get("REUTERS21578_PATH") or str(REPO.parent / "shared" / "data" / "reuters21578")
-    ds = preprocess(load_reuters21578(path))
+    ds = preprocess(load_reuters21578(reuters_path()))
     ds = subsample(ds, n if split == "train" else None, n if split == "test" else None, seed)
     texts, labels = (ds.train_texts, ds.train_labels) if split == "train" else (ds.test_texts, ds.test_labels)
     return tokenize(texts, load_tokenizer(tokenizer), max_length), labels, ds.label_names
@@ -37,4 +45,4 @@ def sync() -> None:
         torch.cuda.synchronize()
 
 
-__all__ = ["machine", "np", "reuters18_tokens", "sync"]
+__all__ = ["machine", "np", "reuters18_tokens", "reuters_path", "sync"]

@@ -41,10 +41,16 @@ def main() -> None:
     folds = yaml.safe_load(Path(a.config).read_text()).get("cv", {}).get("folds", 3)
     cpus = os.cpu_count()
     if a.gpu:
-        modes = {"one after another": ["--cv.gpus_per_fold", "1"], "concurrent": ["--cv.gpus_per_fold", f"{1 / folds:.4f}"]}
+        modes = {
+            "one after another": ["--cv.gpus_per_fold", "1"],
+            "concurrent": ["--cv.gpus_per_fold", f"{1 / folds:.4f}"],
+        }
     else:
         usable = cpus - 0.1  # the fold trials hold a sliver each
-        modes = {"one after another": ["--cv.cpus_per_fold", f"{usable:.2f}"], "concurrent": ["--cv.cpus_per_fold", f"{usable / folds:.4f}"]}
+        modes = {
+            "one after another": ["--cv.cpus_per_fold", f"{usable:.2f}"],
+            "concurrent": ["--cv.cpus_per_fold", f"{usable / folds:.4f}"],
+        }
     print(f"machine: {machine()}; config {a.config}")
     walls = {}
     for mode, flags in modes.items():

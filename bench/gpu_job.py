@@ -74,7 +74,9 @@ def run_step(name: str, cmd: list[str], env: dict[str, str], logs: Path, timeout
 
 def stop_ray(env: dict[str, str]) -> None:
     """A job cut off by its time limit leaves Ray's processes behind: stop them before the next step."""
-    subprocess.run([sys.executable, "-m", "ray.scripts.scripts", "stop", "--force"], env=env, capture_output=True, timeout=60)
+    subprocess.run(
+        [sys.executable, "-m", "ray.scripts.scripts", "stop", "--force"], env=env, capture_output=True, timeout=60
+    )
 
 
 def job_figures(jsonl: Path) -> dict:
@@ -91,8 +93,20 @@ def job_figures(jsonl: Path) -> dict:
             done = ev
     folds = {}
     for ev in epochs:
-        f = folds.setdefault(ev["fold"], {"epochs": 0, "train_s": 0.0, "val_s": 0.0, "checkpoint_s": 0.0, "report_s": 0.0,
-                                          "examples_per_s": [], "tokens_per_s": [], "peak_gpu_gib": None, "first_t": ev["time"]})  # fmt: skip
+        f = folds.setdefault(
+            ev["fold"],
+            {
+                "epochs": 0,
+                "train_s": 0.0,
+                "val_s": 0.0,
+                "checkpoint_s": 0.0,
+                "report_s": 0.0,
+                "examples_per_s": [],
+                "tokens_per_s": [],
+                "peak_gpu_gib": None,
+                "first_t": ev["time"],
+            },
+        )
         f["epochs"] += 1
         for k in ("train", "val", "checkpoint", "report"):
             f[f"{k}_s"] += ev.get(f"time/{k}_s") or 0.0
@@ -120,8 +134,12 @@ def job_figures(jsonl: Path) -> dict:
 
 def nvidia_smi() -> str:
     try:
-        return subprocess.run(["nvidia-smi", "--query-gpu=name,driver_version,memory.total", "--format=csv,noheader"],
-                              capture_output=True, text=True, timeout=30).stdout.strip()  # fmt: skip
+        return subprocess.run(
+            ["nvidia-smi", "--query-gpu=name,driver_version,memory.total", "--format=csv,noheader"],
+            capture_output=True,
+            text=True,
+            timeout=30,
+        ).stdout.strip()
     except (OSError, subprocess.TimeoutExpired):
         return "no nvidia-smi"
 
@@ -132,10 +150,18 @@ def main() -> None:
     p.add_argument("--budget", type=float, default=345, help="seconds for everything, install included")
     p.add_argument("--dry", action="store_true", help="CPU dry run: tiny model and sample, 2 epochs")
     p.add_argument("--pack-tokenizer", action="store_true", help="copy the tokenizer into .device/tokenizer and exit")
-    p.add_argument("--steps", default="throughput,concurrent,sequential", help="which steps, comma-separated, in this order")
-    p.add_argument("--job-flags", default="", help="extra jobs/cv.py flags for both jobs, e.g. '--train.checkpoint_every 5'")
-    p.add_argument("--sequential-epochs", type=int, default=4,
-                   help="max_epochs of the sequential job: its steady epochs give the ratio, the whole schedule does not fit")
+    p.add_argument(
+        "--steps", default="throughput,concurrent,sequential", help="which steps, comma-separated, in this order"
+    )
+    p.add_argument(
+        "--job-flags", default="", help="extra jobs/cv.py flags for both jobs, e.g. '--train.checkpoint_every 5'"
+    )
+    p.add_argument(
+        "--sequential-epochs",
+        type=int,
+        default=4,
+        help="max_epochs of the sequential job: its steady epochs give the ratio, the whole schedule does not fit",
+    )
     a = p.parse_args()
     if a.pack_tokenizer:
         return pack_tokenizer()
@@ -145,32 +171,63 @@ def main() -> None:
     out = Path(a.out)
     logs = out / "logs"
     logs.mkdir(parents=True, exist_ok=True)
-    env = dict(os.environ, PYTHONUNBUFFERED="1", HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", RAY_DISABLE_USAGE_STATS="1")
+    env = dict(
+        os.environ, PYTHONUNBUFFERED="1", HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", RAY_DISABLE_USAGE_STATS="1"
+    )
     figures: dict = {"budget_s": a.budget, "dry": a.dry}
 
     # Ray from the bundle, when this Python has none (the GPU machine).
     if subprocess.run([sys.executable, "-c", "import ray"], capture_output=True).returncode != 0:
         site = "/tmp/site"
         t = time.monotonic()
-        subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-index", "--no-deps", "--no-compile", "--target", site,
-                        *map(str, sorted((DEVICE / "whl").glob("*.whl")))], check=True)  # fmt: skip
+        subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "pip",
+                "install",
+                "-q",
+                "--no-index",
+                "--no-deps",
+                "--no-compile",
+                "--target",
+                site,
+                *map(str, sorted((DEVICE / "whl").glob("*.whl"))),
+            ],
+            check=True,
+        )
         env["PYTHONPATH"] = os.pathsep.join([site, env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
         env["PATH"] = f"{site}/bin{os.pathsep}{env['PATH']}"
         figures["ray_install_s"] = time.monotonic() - t
     env["PYTHONPATH"] = os.pathsep.join([str(REPO), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
     data = DEVICE / "data" / "reuters21578.tar.gz"
-    data = str(data) if data.exists() else str(REPO.parent / "shared" / "data" / "reuters21578")
+    if not data.exists():
+        from common import reuters_path
+
+        data = reuters_path()
+    data = str(data)
     env["REUTERS21578_PATH"] = data
     tokenizer = str(DEVICE / "tokenizer") if (DEVICE / "tokenizer").is_dir() else "small-bert-random"
-    probe = ("import torch, transformers, sys; print(sys.version.split()[0], 'torch', torch.__version__, 'cuda', torch.version.cuda,"
-             " 'transformers', transformers.__version__, torch.cuda.get_device_name() if torch.cuda.is_available() else 'no GPU')")  # fmt: skip
+    probe = (
+        "import torch, transformers, sys; print(sys.version.split()[0], 'torch', torch.__version__, 'cuda', torch.version.cuda,"
+        " 'transformers', transformers.__version__, torch.cuda.get_device_name() if torch.cuda.is_available() else 'no GPU')"
+    )
     versions = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, env=env).stdout.strip()
     figures["machine"] = {"nvidia_smi": nvidia_smi(), "versions": versions, "cpus": os.cpu_count()}
     print(f"machine: {figures['machine']}", flush=True)
     monitor = None
     if shutil.which("nvidia-smi"):  # GPU memory in use (all processes) and utilisation, once a second
-        monitor = subprocess.Popen(["nvidia-smi", "--query-gpu=timestamp,memory.used,utilization.gpu", "--format=csv,noheader,nounits", "-l", "1"],
-                                   stdout=open(logs / "nvidia_smi.csv", "w"), stderr=subprocess.DEVNULL)  # fmt: skip
+        monitor = subprocess.Popen(
+            [
+                "nvidia-smi",
+                "--query-gpu=timestamp,memory.used,utilization.gpu",
+                "--format=csv,noheader,nounits",
+                "-l",
+                "1",
+            ],
+            stdout=open(logs / "nvidia_smi.csv", "w"),
+            stderr=subprocess.DEVNULL,
+        )
 
     py = sys.executable
     # 1. training throughput, seed against default profile
@@ -180,14 +237,38 @@ def main() -> None:
         bench = ["--model", "small-bert-random", "--steps", "60", "--epochs", "3"]
     steps = a.steps.split(",")
     if "throughput" in steps:
-        figures["throughput"] = run_step("throughput", [py, "bench/train_throughput.py", *bench, "--tokenizer", tokenizer,
-                                                        "--json", str(logs / "throughput.json")], env, logs, min(120, clock.left() - 20))  # fmt: skip
+        figures["throughput"] = run_step(
+            "throughput",
+            [
+                py,
+                "bench/train_throughput.py",
+                *bench,
+                "--tokenizer",
+                tokenizer,
+                "--json",
+                str(logs / "throughput.json"),
+            ],
+            env,
+            logs,
+            min(120, clock.left() - 20),
+        )
         if (logs / "throughput.json").exists():
             figures["throughput"].update(json.loads((logs / "throughput.json").read_text()))
 
     # 2. and 3. the whole job, folds sharing the GPU, then one after another
-    job = ["--model.name", "small-bert-random", "--data.path", data, "--data.tokenizer", tokenizer, "--train.patience", "20",
-           "--log-format", "json", *a.job_flags.split()]  # fmt: skip
+    job = [
+        "--model.name",
+        "small-bert-random",
+        "--data.path",
+        data,
+        "--data.tokenizer",
+        tokenizer,
+        "--train.patience",
+        "20",
+        "--log-format",
+        "json",
+        *a.job_flags.split(),
+    ]
     if a.dry:
         job += ["--config", "configs/tiny-cpu.yaml", "--model.name", "tiny-bert-random", "--data.path", data]
     sequential = ["--cv.gpus_per_fold", "1"] if not a.dry else ["--cv.cpus_per_fold", "1.5"]
@@ -198,8 +279,13 @@ def main() -> None:
             continue
         storage = Path("/tmp/gpu-job-runs") / name
         shutil.rmtree(storage, ignore_errors=True)
-        step = run_step(f"job_{name}", [py, "jobs/cv.py", *job, *extra, "--cv.name", name, "--cv.storage_path", str(storage)],
-                        env, logs, clock.left() - 20)  # fmt: skip
+        step = run_step(
+            f"job_{name}",
+            [py, "jobs/cv.py", *job, *extra, "--cv.name", name, "--cv.storage_path", str(storage)],
+            env,
+            logs,
+            clock.left() - 20,
+        )
         stop_ray(env)
         figures[name] = {**step, **job_figures(logs / f"job_{name}.out")}
         run = storage / name
@@ -215,7 +301,10 @@ def main() -> None:
         rows = [r.split(", ") for r in (logs / "nvidia_smi.csv").read_text().splitlines() if r.count(",") == 2]
         used = [float(r[1]) for r in rows if r[1].replace(".", "").isdigit()]
         util = [float(r[2]) for r in rows if r[2].replace(".", "").isdigit()]
-        figures["nvidia_smi"] = {"peak_memory_used_mib": max(used, default=None), "mean_utilization_pct": sum(util) / len(util) if util else None}
+        figures["nvidia_smi"] = {
+            "peak_memory_used_mib": max(used, default=None),
+            "mean_utilization_pct": sum(util) / len(util) if util else None,
+        }
 
     # Folds at once against one after another: seconds per fold epoch of the whole folds' phase when both runs
     # finished; otherwise the sequential run's steady epoch time (a fold alone on the GPU) against the concurrent
@@ -223,7 +312,9 @@ def main() -> None:
     c, s = figures.get("concurrent", {}), figures.get("sequential", {})
     if c.get("s_per_fold_epoch") and (s.get("s_per_fold_epoch") or s.get("epoch_wall_s")):
         figures["concurrent_over_sequential"] = (s.get("s_per_fold_epoch") or s["epoch_wall_s"]) / c["s_per_fold_epoch"]
-        figures["concurrent_over_sequential_basis"] = "folds' phase" if s.get("s_per_fold_epoch") else "sequential steady epochs"
+        figures["concurrent_over_sequential_basis"] = (
+            "folds' phase" if s.get("s_per_fold_epoch") else "sequential steady epochs"
+        )
     if c.get("epoch_wall_s") and s.get("epoch_wall_s"):  # steady state only: n folds' epochs at once against one alone
         figures["concurrent_over_sequential_steady"] = len(c["folds"]) * s["epoch_wall_s"] / c["epoch_wall_s"]
     (out / "figures.json").write_text(json.dumps(figures, indent=1, default=str))
@@ -236,11 +327,16 @@ def main() -> None:
 
 
 def summarize(f: dict) -> str:
-    lines = [f"machine: {f['machine']}", f"time used: {f['budget_s']:.0f} s budget; ray install {f.get('ray_install_s', 0):.0f} s"]
+    lines = [
+        f"machine: {f['machine']}",
+        f"time used: {f['budget_s']:.0f} s budget; ray install {f.get('ray_install_s', 0):.0f} s",
+    ]
     t = f.get("throughput", {})
     if "seed" in t:
-        lines.append(f"throughput: seed {t['seed']['examples_per_s']:.1f} ex/s, default {t['default']['examples_per_s']:.1f} ex/s "
-                     f"({t['default']['tokens_per_s']:.0f} tokens/s): default/seed {t['default_over_seed']:.2f}x")  # fmt: skip
+        lines.append(
+            f"throughput: seed {t['seed']['examples_per_s']:.1f} ex/s, default {t['default']['examples_per_s']:.1f} ex/s "
+            f"({t['default']['tokens_per_s']:.0f} tokens/s): default/seed {t['default_over_seed']:.2f}x"
+        )
     for name in ("concurrent", "sequential"):
         j = f.get(name, {})
         if "rc" not in j:
@@ -252,11 +348,15 @@ def summarize(f: dict) -> str:
             head += ", phases " + ", ".join(f"{k} {v:.1f}" for k, v in j["timing"].items())
         lines.append(head)
         for k, fo in sorted(j.get("folds", {}).items()):
-            lines.append(f"  fold {k}: {fo['epochs']} epochs, per epoch {fo['epoch_wall_s']:.2f} s (train {fo['train_s'] / fo['epochs']:.2f}, "
-                         f"val {fo['val_s'] / fo['epochs']:.2f}, ckpt {fo['checkpoint_s'] / fo['epochs']:.2f}, report {fo['report_s'] / fo['epochs']:.2f}), "
-                         f"{fo['examples_per_s']:.0f} ex/s, {fo['tokens_per_s']:.0f} tok/s, peak {fo['peak_gpu_gib']} GiB")  # fmt: skip
+            lines.append(
+                f"  fold {k}: {fo['epochs']} epochs, per epoch {fo['epoch_wall_s']:.2f} s (train {fo['train_s'] / fo['epochs']:.2f}, "
+                f"val {fo['val_s'] / fo['epochs']:.2f}, ckpt {fo['checkpoint_s'] / fo['epochs']:.2f}, report {fo['report_s'] / fo['epochs']:.2f}), "
+                f"{fo['examples_per_s']:.0f} ex/s, {fo['tokens_per_s']:.0f} tok/s, peak {fo['peak_gpu_gib']} GiB"
+            )
     if "concurrent_over_sequential" in f:
-        lines.append(f"concurrent/sequential throughput: {f['concurrent_over_sequential']:.2f}x ({f['concurrent_over_sequential_basis']})")
+        lines.append(
+            f"concurrent/sequential throughput: {f['concurrent_over_sequential']:.2f}x ({f['concurrent_over_sequential_basis']})"
+        )
     if "concurrent_over_sequential_steady" in f:
         lines.append(f"concurrent/sequential, steady epochs only: {f['concurrent_over_sequential_steady']:.2f}x")
     if "nvidia_smi" in f:

@@ -36,7 +36,9 @@ def child(checkpointing: bool, batch: int, length: int, steps: int) -> dict:
     from reuters_ray.train import collate
 
     torch.manual_seed(0)
-    path = os.environ.get("REUTERS21578_PATH") or str(REPO.parent / "shared" / "data" / "reuters21578")
+    from common import reuters_path
+
+    path = reuters_path()
     ds = preprocess(load_reuters21578(path))
     tokens = tokenize(ds.train_texts[:batch], load_tokenizer("small-bert-random"), length)
     model = build_model("small-bert-random", ds.label_names, gradient_checkpointing=checkpointing)
@@ -50,7 +52,12 @@ def child(checkpointing: bool, batch: int, length: int, steps: int) -> dict:
         opt.step()
         opt.zero_grad(set_to_none=True)
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
-    return {"checkpointing": checkpointing, "before_mib": round(base, 1), "peak_mib": round(peak, 1), "step_peak_mib": round(peak - base, 1)}
+    return {
+        "checkpointing": checkpointing,
+        "before_mib": round(base, 1),
+        "peak_mib": round(peak, 1),
+        "step_peak_mib": round(peak - base, 1),
+    }
 
 
 def main() -> None:
@@ -65,7 +72,18 @@ def main() -> None:
         return
     rows = {}
     for variant in ("off", "on"):
-        cmd = [sys.executable, __file__, "--child", variant, "--batch", str(a.batch), "--length", str(a.length), "--steps", str(a.steps)]
+        cmd = [
+            sys.executable,
+            __file__,
+            "--child",
+            variant,
+            "--batch",
+            str(a.batch),
+            "--length",
+            str(a.length),
+            "--steps",
+            str(a.steps),
+        ]
         out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout.strip().splitlines()[-1]
         rows[variant] = json.loads(out)
         print(f"gradient checkpointing {variant:>3}: {rows[variant]}")

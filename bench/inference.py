@@ -45,7 +45,9 @@ def main() -> None:
         dirs.append(d)
     ens = Ensemble(dirs, device="cpu")
     models = [m.eval() for m in ens.models]
-    print(f"machine: {machine()}; {a.folds} x small-bert-random, {len(tokens)} Reuters-18 test wires (mean {tokens.lengths.mean():.0f} tokens)")
+    print(
+        f"machine: {machine()}; {a.folds} x small-bert-random, {len(tokens)} Reuters-18 test wires (mean {tokens.lengths.mean():.0f} tokens)"
+    )
     plain_loop(models, type(tokens)(tokens.ids[:32], tokens.lengths[:32], tokens.pad_id))  # warm-up
     sync()
     t = time.perf_counter()

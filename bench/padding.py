@@ -27,8 +27,10 @@ def main() -> None:
     def row(name, batches):
         slots = sum(len(b) * min(300, -(-int(lengths[b].max()) // 8) * 8) for b in batches)
         mix = np.mean([np.bincount(labels[b]).max() / len(b) for b in batches])
-        print(f"{name:>28}: real tokens {lengths.sum() / slots:6.1%}, cost vs pad-to-300 {slots / (len(idx) * 300):6.1%}, "
-              f"largest class share per batch {mix:.3f}")
+        print(
+            f"{name:>28}: real tokens {lengths.sum() / slots:6.1%}, cost vs pad-to-300 {slots / (len(idx) * 300):6.1%}, "
+            f"largest class share per batch {mix:.3f}"
+        )
 
     print(f"{len(idx)} wires, mean {lengths.mean():.0f} tokens, batch {a.batch}")
     slots300 = len(idx) * 300

@@ -48,14 +48,25 @@ def prepare_step(work: Path, cfg_dict: dict) -> dict:
     tokens = tokenize(ds.train_texts + ds.test_texts, tokenizer, cfg.data.max_length)
     n = len(ds.train_texts)
     folds = stratified_folds(ds.train_labels, cfg.cv.folds, cfg.train.seed)
-    arrays = {"ids": tokens.ids, "lengths": tokens.lengths, "train_labels": ds.train_labels, "test_labels": ds.test_labels}
+    arrays = {
+        "ids": tokens.ids,
+        "lengths": tokens.lengths,
+        "train_labels": ds.train_labels,
+        "test_labels": ds.test_labels,
+    }
     for k, (tr, va) in enumerate(folds):
         arrays[f"train_{k}"], arrays[f"val_{k}"] = tr, va
     work.mkdir(parents=True, exist_ok=True)
     np.savez(work / "tokens.npz", **arrays)
-    spec = {"config": cfg.to_dict(), "n_train": n, "pad_id": tokens.pad_id, "label_names": ds.label_names,
-            "class_weights": class_weights(ds.train_labels, ds.num_classes).tolist(), "folds": cfg.cv.folds,
-            "truncated_share": float((tokens.lengths[:n] >= cfg.data.max_length).mean())}  # fmt: skip
+    spec = {
+        "config": cfg.to_dict(),
+        "n_train": n,
+        "pad_id": tokens.pad_id,
+        "label_names": ds.label_names,
+        "class_weights": class_weights(ds.train_labels, ds.num_classes).tolist(),
+        "folds": cfg.cv.folds,
+        "truncated_share": float((tokens.lengths[:n] >= cfg.data.max_length).mean()),
+    }
     (work / "spec.json").write_text(json.dumps(spec))
     return {"ds": ds, "tokens": tokens, "spec": spec}
 
@@ -72,14 +83,42 @@ def fold_worker(work: Path, fold: int) -> None:
     z = np.load(work / "tokens.npz")
     n = spec["n_train"]
     tokens = TokenArrays(z["ids"][:n], z["lengths"][:n], spec["pad_id"])
-    data = FoldData(tokens, z["train_labels"], z[f"train_{fold}"], z[f"val_{fold}"], np.array(spec["class_weights"], dtype=np.float32), spec["label_names"])
+    data = FoldData(
+        tokens,
+        z["train_labels"],
+        z[f"train_{fold}"],
+        z[f"val_{fold}"],
+        np.array(spec["class_weights"], dtype=np.float32),
+        spec["label_names"],
+    )
     cfg = from_dict(RunConfig, spec["config"])
     t = time.perf_counter()
-    res = train_fold(cfg, data, work / f"fold_{fold}", fold=fold, gpu_share=1.0 / spec["folds"], log=lambda m: print(m, flush=True))
-    best_dir = res.checkpoint / "best"  # every checkpoint carries the best model so far; the last one is final
+    from reuters_ray.console import format_row
+
+    print(format_row(), flush=True)
+    res = train_fold(
+        cfg,
+        data,
+        work / f"fold_{fold}",
+        fold=fold,
+        gpu_share=1.0 / spec["folds"],
+        report=lambda row, _: print(format_row(row), flush=True),
+        log=lambda m: print(m, flush=True),
+    )
+    last = sorted((work / f"fold_{fold}").glob("epoch_*"))[-1]
+    best_dir = last / "best"  # every checkpoint carries the best model so far; the last one is final
     peak = torch.cuda.max_memory_allocated() / 2**30 if torch.cuda.is_available() else None
-    (work / f"fold_{fold}.json").write_text(json.dumps({"history": res.history, "best_epoch": res.best_epoch, "best_dir": str(best_dir),
-                                                        "wall_s": time.perf_counter() - t, "peak_gpu_gib": peak}))  # fmt: skip
+    (work / f"fold_{fold}.json").write_text(
+        json.dumps(
+            {
+                "history": res.history,
+                "best_epoch": res.best_epoch,
+                "best_dir": str(best_dir),
+                "wall_s": time.perf_counter() - t,
+                "peak_gpu_gib": peak,
+            }
+        )
+    )
 
 
 def start_folds(work: Path, folds: int) -> list[subprocess.Popen]:
@@ -88,7 +127,11 @@ def start_folds(work: Path, folds: int) -> list[subprocess.Popen]:
     for k in range(folds):
         log = open(work / f"fold_{k}.log", "w")
         cmd = [sys.executable, str(Path(__file__).resolve()), "--fold-worker", str(work), str(k)]
-        procs.append(subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=REPO, env=dict(os.environ, PYTHONUNBUFFERED="1")))
+        procs.append(
+            subprocess.Popen(
+                cmd, stdout=log, stderr=subprocess.STDOUT, cwd=REPO, env=dict(os.environ, PYTHONUNBUFFERED="1")
+            )
+        )
     return procs
 
 
@@ -110,8 +153,7 @@ def run_steps(steps: list[tuple[str, dict]], work_root: Path, deadline: float) -
     from reuters_ray.baseline import run_baseline
     from reuters_ray.ensemble import Ensemble
     from reuters_ray.features import TokenArrays
-    from reuters_ray.metrics import classification_metrics
-    from reuters_ray.report import ensemble_metrics
+    from reuters_ray.metrics import classification_metrics, evaluate_scores
     from reuters_ray.train import PROFILES, resolve_precision
 
     started = []
@@ -119,9 +161,14 @@ def run_steps(steps: list[tuple[str, dict]], work_root: Path, deadline: float) -
         t0 = time.perf_counter()
         work = work_root / name.split(":")[0].replace("+", "_").replace(" ", "_")
         prep = prepare_step(work, cfg)
-        out = {"step": name, "train": prep["spec"]["n_train"], "test": len(prep["ds"].test_texts),
-               "truncated_share": prep["spec"]["truncated_share"], "max_length": cfg["data"].get("max_length", 300),
-               "data_s": time.perf_counter() - t0}  # fmt: skip
+        out = {
+            "step": name,
+            "train": prep["spec"]["n_train"],
+            "test": len(prep["ds"].test_texts),
+            "truncated_share": prep["spec"]["truncated_share"],
+            "max_length": cfg["data"].get("max_length", 300),
+            "data_s": time.perf_counter() - t0,
+        }
         started.append((out, prep, work, start_folds(work, prep["spec"]["folds"]), time.perf_counter()))
     figures = []
     for out, prep, work, procs, t in started:
@@ -137,11 +184,23 @@ def run_steps(steps: list[tuple[str, dict]], work_root: Path, deadline: float) -
             r = json.loads((work / f"fold_{k}.json").read_text())
             h = r["history"]
             best = h[r["best_epoch"] - 1]
-            folds.append({"fold": k, "finished": True, "best_epoch": r["best_epoch"], "epochs_run": len(h),
-                          "val_accuracy": best["val/accuracy"], "val_f1_weighted": best["val/f1_weighted"], "val_f1_macro": best["val/f1_macro"],
-                          "train_s": sum(x["time/train_s"] for x in h), "epoch_s": [round(x["time/epoch_s"], 2) for x in h],
-                          "wall_s": r["wall_s"], "peak_gpu_gib": r["peak_gpu_gib"],
-                          "val_f1_by_epoch": [round(x["val/f1_weighted"], 4) for x in h], "best_dir": r["best_dir"]})  # fmt: skip
+            folds.append(
+                {
+                    "fold": k,
+                    "finished": True,
+                    "best_epoch": r["best_epoch"],
+                    "epochs_run": len(h),
+                    "val_accuracy": best["val/accuracy"],
+                    "val_f1_weighted": best["val/f1_weighted"],
+                    "val_f1_macro": best["val/f1_macro"],
+                    "train_s": sum(x["time/train_s"] for x in h),
+                    "epoch_s": [round(x["time/epoch_s"], 2) for x in h],
+                    "wall_s": r["wall_s"],
+                    "peak_gpu_gib": r["peak_gpu_gib"],
+                    "val_f1_by_epoch": [round(x["val/f1_weighted"], 4) for x in h],
+                    "best_dir": r["best_dir"],
+                }
+            )
         out["folds"] = folds
         figures.append(out)
         if not all(f["finished"] for f in folds):
@@ -150,11 +209,15 @@ def run_steps(steps: list[tuple[str, dict]], work_root: Path, deadline: float) -
         out["mean_val_f1_weighted"] = float(np.mean([f["val_f1_weighted"] for f in folds]))
         t = time.perf_counter()
         device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-        ens = Ensemble([f["best_dir"] for f in folds], device=str(device), precision=resolve_precision("auto", PROFILES["default"], device))
+        ens = Ensemble(
+            [f["best_dir"] for f in folds],
+            device=str(device),
+            precision=resolve_precision("auto", PROFILES["default"], device),
+        )
         n = spec["n_train"]
         fold_logits = ens.fold_logits(TokenArrays(tokens.ids[n:], tokens.lengths[n:], tokens.pad_id))
         mean, _ = Ensemble.combine(fold_logits)
-        out["ensemble"] = ensemble_metrics(ds.test_labels, mean, ds.label_names)
+        out["ensemble"] = evaluate_scores(ds.test_labels, mean, ds.label_names)
         for f, logits in zip(folds, fold_logits):
             f["test"] = classification_metrics(ds.test_labels, logits.argmax(1), len(ds.label_names))
         out["ensemble_s"] = time.perf_counter() - t
@@ -166,9 +229,13 @@ def choose_variant(first: dict, max_epochs: int) -> tuple[str, dict]:
     """The variant step 1's validation figures argue for: still improving at the end -> higher lr, else longer texts."""
     late = np.mean([f["best_epoch"] for f in first["folds"]]) >= max_epochs - 2
     if late:
-        return "lr 1e-4 (the folds' best epochs came within 2 of the last: still learning when the schedule ended)", {"train": {"lr": 1e-4}}
-    return (f"max_length 512 (best epochs well before the end; {first['truncated_share']:.1%} of training wires were cut at {first['max_length']} tokens)",
-            {"data": {"max_length": 512}})  # fmt: skip
+        return "lr 1e-4 (the folds' best epochs came within 2 of the last: still learning when the schedule ended)", {
+            "train": {"lr": 1e-4}
+        }
+    return (
+        f"max_length 512 (best epochs well before the end; {first['truncated_share']:.1%} of training wires were cut at {first['max_length']} tokens)",
+        {"data": {"max_length": 512}},
+    )
 
 
 def merge(a: dict, b: dict) -> dict:
@@ -182,20 +249,30 @@ def summarize(fig: dict) -> str:
     lines = [f"machine: {fig['machine']}"]
     keys = ("accuracy", "f1_weighted", "f1_macro")
     for s in fig["steps"]:
-        lines.append(f"== {s['step']}: {s.get('train')} train / {s.get('test')} test, folds {s.get('folds_s', 0):.0f} s"
-                     + (f", CUT ({s['cut']})" if "cut" in s else ""))  # fmt: skip
+        lines.append(
+            f"== {s['step']}: {s.get('train')} train / {s.get('test')} test, folds {s.get('folds_s', 0):.0f} s"
+            + (f", CUT ({s['cut']})" if "cut" in s else "")
+        )
         for f in s.get("folds", []):
             if f["finished"]:
-                lines.append(f"  fold {f['fold']}: best epoch {f['best_epoch']}/{f['epochs_run']}, val acc {f['val_accuracy']:.4f} wF1 {f['val_f1_weighted']:.4f} "
-                             f"mF1 {f['val_f1_macro']:.4f}" + (", test alone " + " ".join(f"{f['test'][k]:.4f}" for k in keys) if "test" in f else "")
-                             + f", {f['wall_s']:.0f} s")  # fmt: skip
+                lines.append(
+                    f"  fold {f['fold']}: best epoch {f['best_epoch']}/{f['epochs_run']}, val acc {f['val_accuracy']:.4f} wF1 {f['val_f1_weighted']:.4f} "
+                    f"mF1 {f['val_f1_macro']:.4f}"
+                    + (", test alone " + " ".join(f"{f['test'][k]:.4f}" for k in keys) if "test" in f else "")
+                    + f", {f['wall_s']:.0f} s"
+                )
             else:
                 lines.append(f"  fold {f['fold']}: not finished")
         for who in ("ensemble", "baseline"):
             if who in s:
-                lines.append(f"  {who}: accuracy {s[who]['accuracy']:.4f}, weighted F1 {s[who]['f1_weighted']:.4f}, macro F1 {s[who]['f1_macro']:.4f}")
+                lines.append(
+                    f"  {who}: accuracy {s[who]['accuracy']:.4f}, weighted F1 {s[who]['f1_weighted']:.4f}, macro F1 {s[who]['f1_macro']:.4f}"
+                )
         if "ensemble" in s:
-            pc = " ".join(f"{e['name']} {e['f1']:.2f}/{b['f1']:.2f}" for e, b in zip(s["ensemble"]["per_class"], s["baseline"]["per_class"]))
+            pc = " ".join(
+                f"{e['name']} {e['f1']:.2f}/{b['f1']:.2f}"
+                for e, b in zip(s["ensemble"]["per_class"], s["baseline"]["per_class"])
+            )
             lines.append(f"  per-class F1 ensemble/baseline: {pc}")
     if "variant" in fig:
         lines.append(f"variant: {fig['variant']}; chosen by validation: {fig.get('chosen', 'n/a')}")
@@ -208,7 +285,9 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", required=True)
     p.add_argument("--model", default="minilm-offline", help="model folder or alias (pretrained MiniLM)")
-    p.add_argument("--data", help="Reuters-21578 folder or .tar.gz (default: $REUTERS21578_PATH, ../shared/data/reuters21578)")
+    p.add_argument(
+        "--data", help="Reuters-21578 folder or .tar.gz (default: $REUTERS21578_PATH, ../shared/data/reuters21578)"
+    )
     p.add_argument("--budget", type=float, default=340, help="seconds for everything; the last step is stopped in time")
     p.add_argument("--dry", action="store_true", help="CPU dry run: small samples, short schedule")
     a = p.parse_args()
@@ -219,20 +298,35 @@ def main() -> None:
     out = Path(a.out)
     work_root = Path("/tmp/quality-work")
     shutil.rmtree(work_root, ignore_errors=True)
-    data = a.data or os.environ.get("REUTERS21578_PATH") or str(REPO.parent / "shared" / "data" / "reuters21578")
+    from common import reuters_path
+
+    data = a.data or reuters_path()
     base = {"data": {"path": data}, "model": {"name": a.model}}
     if a.dry:
-        base = merge(base, {"data": {"train_sample": 240, "test_sample": 150, "max_length": 64}, "train": {"max_epochs": 2, "patience": 2}})
+        base = merge(
+            base,
+            {
+                "data": {"train_sample": 240, "test_sample": 150, "max_length": 64},
+                "train": {"max_epochs": 2, "patience": 2},
+            },
+        )
     import torch
     import transformers
 
-    fig: dict = {"machine": f"{torch.cuda.get_device_name() if torch.cuda.is_available() else 'cpu'}, torch {torch.__version__}, "
-                            f"transformers {transformers.__version__}, {os.cpu_count()} CPUs", "model": a.model, "steps": []}  # fmt: skip
+    fig: dict = {
+        "machine": f"{torch.cuda.get_device_name() if torch.cuda.is_available() else 'cpu'}, torch {torch.__version__}, "
+        f"transformers {transformers.__version__}, {os.cpu_count()} CPUs",
+        "model": a.model,
+        "steps": [],
+    }
     print(fig["machine"], flush=True)
 
     # Both text modes at once (six fold processes on the GPU): neither waits on the other, so a slow first
     # mode cannot squeeze the second out of the budget.
-    plan = [("title+body", merge(base, {"data": {"text": "title+body"}})), ("keras", merge(base, {"data": {"text": "keras"}}))]
+    plan = [
+        ("title+body", merge(base, {"data": {"text": "title+body"}})),
+        ("keras", merge(base, {"data": {"text": "keras"}})),
+    ]
     fig["steps"] += run_steps(plan, work_root, end - 15)
     print(summarize(fig), flush=True)
     first = fig["steps"][0]
@@ -241,10 +335,14 @@ def main() -> None:
     if "ensemble" in first and end - time.monotonic() > 60:
         why, change = choose_variant(first, base.get("train", {}).get("max_epochs", TrainConfig.max_epochs))
         fig["variant"] = why
-        (v,) = run_steps([("title+body variant: " + why.split(" (")[0], merge(plan[0][1], change))], work_root, end - 10)
+        (v,) = run_steps(
+            [("title+body variant: " + why.split(" (")[0], merge(plan[0][1], change))], work_root, end - 10
+        )
         fig["steps"].append(v)
         if "mean_val_f1_weighted" in v:
-            fig["chosen"] = "variant" if v["mean_val_f1_weighted"] > first["mean_val_f1_weighted"] else "recipe defaults"
+            fig["chosen"] = (
+                "variant" if v["mean_val_f1_weighted"] > first["mean_val_f1_weighted"] else "recipe defaults"
+            )
     fig["wall_s"] = time.monotonic() - t_start
     out.mkdir(parents=True, exist_ok=True)
     (out / "quality.json").write_text(json.dumps(fig, indent=1, default=str))

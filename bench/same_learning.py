@@ -10,11 +10,10 @@ Prints each seed's best validation weighted F1 per profile, the means, and the s
 from __future__ import annotations
 
 import argparse
-import os
 import tempfile
 
 import numpy as np
-from common import REPO, machine
+from common import machine, reuters_path
 from sklearn.model_selection import train_test_split
 
 from reuters_ray.config import ModelConfig, RunConfig, TrainConfig
@@ -30,7 +29,7 @@ def main() -> None:
     p.add_argument("--seeds", type=int, default=3)
     p.add_argument("--epochs", type=int, default=10)
     a = p.parse_args()
-    path = os.environ.get("REUTERS21578_PATH") or str(REPO.parent / "shared" / "data" / "reuters21578")
+    path = reuters_path()
     ds = preprocess(load_reuters21578(path), min_samples=300)
     rows, _ = train_test_split(np.arange(len(ds.train_texts)), train_size=600, stratify=ds.train_labels, random_state=0)
     labels = ds.train_labels[rows]
@@ -41,8 +40,12 @@ def main() -> None:
     scores = {"seed": [], "default": []}
     for s in range(a.seeds):
         for profile in scores:
-            cfg = RunConfig(model=ModelConfig(name="tiny-bert-random", hidden_dropout=0.1),
-                            train=TrainConfig(profile=profile, lr=3e-3, batch_size=8, grad_accum=2, max_epochs=a.epochs, patience=a.epochs, seed=s))  # fmt: skip
+            cfg = RunConfig(
+                model=ModelConfig(name="tiny-bert-random", hidden_dropout=0.1),
+                train=TrainConfig(
+                    profile=profile, lr=3e-3, batch_size=8, grad_accum=2, max_epochs=a.epochs, patience=a.epochs, seed=s
+                ),
+            )
             res = train_fold(cfg, data, tempfile.mkdtemp(), log=lambda m: None)
             scores[profile].append(res.best_score)
             print(f"seed {s} {profile:>8}: best val weighted F1 {res.best_score:.4f} (epoch {res.best_epoch})")

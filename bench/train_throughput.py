@@ -39,14 +39,18 @@ def main() -> None:
     p.add_argument("--model", default="small-bert-random")
     p.add_argument("--steps", type=int, default=10, help="optimizer steps of 32 examples per epoch")
     p.add_argument("--epochs", type=int, default=2, help="the first epoch is the warm-up and is not counted")
-    p.add_argument("--tokenizer", default="small-bert-random", help="an alias or a local tokenizer folder (same vocabulary)")
+    p.add_argument(
+        "--tokenizer", default="small-bert-random", help="an alias or a local tokenizer folder (same vocabulary)"
+    )
     p.add_argument("--json", help="also write the figures to this JSON file")
     a = p.parse_args()
     n = 32 * a.steps
     tokens, labels, names = reuters18_tokens(n + 64, tokenizer=a.tokenizer)
     data = FoldData(tokens, labels, np.arange(n), np.arange(n, n + 64), class_weights(labels, len(names)), names)
     real = tokens.lengths[:n].mean()
-    print(f"machine: {machine()}; {a.model}; {n} training wires (mean {real:.0f} tokens), {a.steps} steps of 32 per epoch")
+    print(
+        f"machine: {machine()}; {a.model}; {n} training wires (mean {real:.0f} tokens), {a.steps} steps of 32 per epoch"
+    )
     results = {}
     for profile in ("seed", "default"):
         t = time.perf_counter()
@@ -57,8 +61,19 @@ def main() -> None:
     print(f"default / seed training throughput: {ratio:.2f}x")
     if a.json:
         figures = {p: {"examples_per_s": r[0], "tokens_per_s": r[1]} for p, r in results.items()}
-        Path(a.json).write_text(json.dumps({"machine": machine(), "model": a.model, "steps": a.steps, "epochs": a.epochs,
-                                            **figures, "default_over_seed": ratio}, indent=1))  # fmt: skip
+        Path(a.json).write_text(
+            json.dumps(
+                {
+                    "machine": machine(),
+                    "model": a.model,
+                    "steps": a.steps,
+                    "epochs": a.epochs,
+                    **figures,
+                    "default_over_seed": ratio,
+                },
+                indent=1,
+            )
+        )
 
 
 if __name__ == "__main__":

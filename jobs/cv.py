@@ -1,7 +1,7 @@
 """K-fold cross-validation plus ensemble as a Ray job: the same as `reuters-ray cv`.
 
-    python jobs/cv.py --config configs/quick-cpu.yaml
-    ray job submit --address http://127.0.0.1:8265 --working-dir . -- python jobs/cv.py --config configs/quick-cpu.yaml
+python jobs/cv.py --config configs/quick-cpu.yaml
+ray job submit --address http://127.0.0.1:8265 --working-dir . -- python jobs/cv.py --config configs/quick-cpu.yaml
 """
 
 import sys

@@ -17,7 +17,9 @@ from sklearn.svm import LinearSVC
 NAME = "TF-IDF (word 1-2 grams, sublinear tf) + LinearSVC (C=1, balanced class weights)"
 
 
-def tfidf_svm_scores(train_texts: list[str], train_labels: np.ndarray, test_texts: list[str], num_classes: int) -> np.ndarray:
+def tfidf_svm_scores(
+    train_texts: list[str], train_labels: np.ndarray, test_texts: list[str], num_classes: int
+) -> np.ndarray:
     """[N_test, K] decision scores (argmax = the prediction) of the baseline fitted on the training split."""
     model = make_pipeline(
         TfidfVectorizer(ngram_range=(1, 2), min_df=2, sublinear_tf=True, lowercase=True),
@@ -33,9 +35,9 @@ def tfidf_svm_scores(train_texts: list[str], train_labels: np.ndarray, test_text
 
 
 def run_baseline(ds) -> dict[str, Any]:
-    """Metrics of the baseline on dataset `ds` (a TextDataset after preprocessing), as report.ensemble_metrics."""
-    from reuters_ray.report import ensemble_metrics
+    """Metrics of the baseline on dataset `ds` (a TextDataset after preprocessing), as metrics.evaluate_scores."""
+    from reuters_ray.metrics import evaluate_scores
 
     t0 = time.perf_counter()
     scores = tfidf_svm_scores(ds.train_texts, ds.train_labels, ds.test_texts, ds.num_classes)
-    return {"name": NAME, **ensemble_metrics(ds.test_labels, scores, ds.label_names), "fit_s": time.perf_counter() - t0}
+    return {"name": NAME, **evaluate_scores(ds.test_labels, scores, ds.label_names), "fit_s": time.perf_counter() - t0}

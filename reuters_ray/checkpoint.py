@@ -17,8 +17,9 @@ import json
 import os
 import random
 import shutil
+from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any
 
 import numpy as np
 import torch
@@ -87,7 +88,9 @@ def save_checkpoint(
     return path
 
 
-def load_checkpoint(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor], dict[str, Any], dict[str, Any]]:
+def load_checkpoint(
+    path: Path,
+) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor], dict[str, Any], dict[str, Any]]:
     """Reads (weights, best weights, training state, progress) from a checkpoint folder.
 
     Raises CheckpointError naming the file when one is missing or damaged (e.g. a truncated safetensors file).
@@ -121,12 +124,6 @@ def first_loadable(
         except CheckpointError as e:
             log(f"{e}: skipped, trying the previous kept checkpoint")
     return None
-
-
-def latest_checkpoint(folder: Path) -> Path | None:
-    """The highest-numbered epoch_NNN checkpoint folder in `folder`, if any."""
-    found = sorted(p for p in Path(folder).glob("epoch_*") if p.is_dir() and not p.name.startswith("."))
-    return found[-1] if found else None
 
 
 def prune_checkpoints(folder: Path, keep: int) -> None:

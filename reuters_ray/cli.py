@@ -1,10 +1,10 @@
 """The `reuters-ray` command.
 
-    reuters-ray data summary [--data.KEY V ...]          class table and provenance of any source
-    reuters-ray cv [--config YAML] [--SECTION.KEY V ...]  k-fold CV + ensemble as a Ray job (= python jobs/cv.py)
-    reuters-ray report RUN_DIR                            rebuild report.md / report.html of a run folder
-    reuters-ray predict --run RUN_DIR [TEXT ... | --file F | -]   labels and top-k probabilities for new texts
-    reuters-ray baseline [--config YAML] [--data.KEY V ...]       the TF-IDF + linear SVM baseline alone
+reuters-ray data summary [--data.KEY V ...]          class table and provenance of any source
+reuters-ray cv [--config YAML] [--SECTION.KEY V ...]  k-fold CV + ensemble as a Ray job (= python jobs/cv.py)
+reuters-ray report RUN_DIR                            rebuild report.md / report.html of a run folder
+reuters-ray predict --run RUN_DIR [TEXT ... | --file F | -]   labels and top-k probabilities for new texts
+reuters-ray baseline [--config YAML] [--data.KEY V ...]       the TF-IDF + linear SVM baseline alone
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ import yaml
 from reuters_ray.config import field_docs, from_dict, load_yaml
 from reuters_ray.errors import ConfigError, ReutersRayError
 
+
 def _summary(args: argparse.Namespace) -> int:
     from reuters_ray.data import load_dataset
     from reuters_ray.features import class_weights
@@ -33,16 +34,33 @@ def _summary(args: argparse.Namespace) -> int:
         ds = preprocess(ds, cfg.min_samples, cfg.min_tokens)
     train, test = ds.counts("train"), ds.counts("test")
     weights = class_weights(ds.train_labels, ds.num_classes) if (train > 0).all() else [float("nan")] * ds.num_classes
-    rows = [{"label": k, "name": n, "train": int(train[k]), "test": int(test[k]), "weight": round(float(weights[k]), 4)} for k, n in enumerate(ds.label_names)]
+    rows = [
+        {"label": k, "name": n, "train": int(train[k]), "test": int(test[k]), "weight": round(float(weights[k]), 4)}
+        for k, n in enumerate(ds.label_names)
+    ]
+    steps = {s["step"]: s["params"] for s in ds.provenance.get("steps", [])}
+    rare = steps.get("filter_rare_classes", {})
+    dropped = [{**d, "dropped_by": f"data.min_samples={rare['min_samples']}"} for d in rare.get("dropped_classes", [])]
     if args.json:
-        json.dump({"config": dataclasses.asdict(cfg), "classes": rows, "provenance": ds.provenance}, sys.stdout, indent=2)
+        out = {
+            "config": dataclasses.asdict(cfg),
+            "classes": rows,
+            "dropped_classes": dropped,
+            "notes": ds.dropped_lines(),
+            "provenance": ds.provenance,
+        }
+        json.dump(out, sys.stdout, indent=2)
         print()
         return 0
-    width = max(len(r["name"]) for r in rows + [{"name": "name"}])
+    for line in ds.dropped_lines():
+        print(line)
+    width = max(len(r["name"]) for r in rows + dropped + [{"name": "name"}])
     print(f"{'label':>5}  {'name':<{width}}  {'train':>6}  {'test':>6}  {'weight':>7}")
     for r in rows:
         print(f"{r['label']:>5}  {r['name']:<{width}}  {r['train']:>6}  {r['test']:>6}  {r['weight']:>7.2f}")
     print(f"{'':>5}  {'total':<{width}}  {int(train.sum()):>6}  {int(test.sum()):>6}")
+    for d in dropped:  # below the table: what the run will not see, and the setting that dropped it
+        print(f"{'-':>5}  {d['name']:<{width}}  {d['train']:>6}  {d['test']:>6}  dropped ({d['dropped_by']})")
     print("\nprovenance:")
     print(json.dumps(ds.provenance, indent=2))
     return 0
@@ -62,7 +80,9 @@ def _add_run_flags(p: argparse.ArgumentParser, sections: tuple[str, ...] = ("dat
         for f in dataclasses.fields(cls):
             default = f.default if f.default is not dataclasses.MISSING else None
             text = f"{docs.get(f.name, '')} (default: {default})".replace("%", "%%")
-            group.add_argument(f"--{section.name}.{f.name}", dest=f"{section.name}__{f.name}", default=None, metavar="V", help=text)
+            group.add_argument(
+                f"--{section.name}.{f.name}", dest=f"{section.name}__{f.name}", default=None, metavar="V", help=text
+            )
 
 
 def run_config_from_args(args: argparse.Namespace):
@@ -93,8 +113,11 @@ def _cv(args: argparse.Namespace) -> int:
     default = RunConfig().to_dict()
     changed = {s: {k: v for k, v in sec.items() if v != default[s][k]} for s, sec in cfg.to_dict().items()}
     shown = yaml.safe_dump({s: sec for s, sec in changed.items() if sec}, sort_keys=True) or "{}\n"
-    console.info("config (what differs from the defaults; all of it is saved as config.yaml in the run folder):\n"
-                 + "\n".join("  " + line for line in shown.splitlines()), config=cfg.to_dict())  # fmt: skip
+    console.info(
+        "config (what differs from the defaults; all of it is saved as config.yaml in the run folder):\n"
+        + "\n".join("  " + line for line in shown.splitlines()),
+        config=cfg.to_dict(),
+    )
     # stdout is the console's alone (JSON lines stay parseable); Ray prints its own notices to sys.stdout, so
     # those go to stderr for the run.
     with contextlib.redirect_stdout(sys.stderr):
@@ -103,7 +126,7 @@ def _cv(args: argparse.Namespace) -> int:
 
 
 def _report(args: argparse.Namespace) -> int:
-    from reuters_ray.reporting import write_report
+    from reuters_ray.report import write_report
 
     for path in write_report(args.run_dir):
         print(path)
@@ -148,8 +171,15 @@ def _predict(args: argparse.Namespace) -> int:
         for text, p in zip(batch, probs):
             top = np.argsort(-p, kind="stable")[:k]
             if args.json:
-                print(json.dumps({"text": text, "label": ens.label_names[top[0]],
-                                  "top": [{"label": ens.label_names[i], "p": round(float(p[i]), 6)} for i in top]}))  # fmt: skip
+                print(
+                    json.dumps(
+                        {
+                            "text": text,
+                            "label": ens.label_names[top[0]],
+                            "top": [{"label": ens.label_names[i], "p": round(float(p[i]), 6)} for i in top],
+                        }
+                    )
+                )
             else:
                 shown = "  ".join(f"{ens.label_names[i]} {p[i]:.3f}" for i in top)
                 print(f"{ens.label_names[top[0]]}\t{shown}\t{text[:60]}")
@@ -166,12 +196,16 @@ def _baseline(args: argparse.Namespace) -> int:
         print(json.dumps(m, indent=2))
         return 0
     print(f"{m['name']}: fitted on {len(ds.train_texts)} training texts in {m['fit_s']:.1f} s")
-    print(f"test ({m['n_test']} texts): accuracy {m['accuracy']:.4f}, weighted F1 {m['f1_weighted']:.4f}, macro F1 {m['f1_macro']:.4f}")
+    print(
+        f"test ({m['n_test']} texts): accuracy {m['accuracy']:.4f}, weighted F1 {m['f1_weighted']:.4f}, macro F1 {m['f1_macro']:.4f}"
+    )
     return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="reuters-ray", description="Fine-tune small BERT encoders for news-topic classification with Ray.")
+    parser = argparse.ArgumentParser(
+        prog="reuters-ray", description="Fine-tune small BERT encoders for news-topic classification with Ray."
+    )
     sub = parser.add_subparsers(dest="command", required=True)
     data = sub.add_parser("data", help="inspect a data set").add_subparsers(dest="data_command", required=True)
     summary = data.add_parser("summary", help="class table (name, train, test, weight) and provenance of any source")
@@ -179,25 +213,40 @@ def build_parser() -> argparse.ArgumentParser:
     summary.add_argument("--raw", action="store_true", help="show the data as loaded, before the preprocessing steps")
     summary.add_argument("--json", action="store_true", help="print JSON instead of a table")
     summary.set_defaults(func=_summary)
-    cv = sub.add_parser("cv", help="k-fold cross-validation and the ensemble as a Ray job (same as python jobs/cv.py)",
-                        description="Train one model per fold with Ray (concurrently), ensemble them on the test split, "
-                        "write the run folder. The same command with the same run name resumes.")
+    cv = sub.add_parser(
+        "cv",
+        help="k-fold cross-validation and the ensemble as a Ray job (same as python jobs/cv.py)",
+        description="Train one model per fold with Ray (concurrently), ensemble them on the test split, "
+        "write the run folder. The same command with the same run name resumes.",
+    )
     _add_run_flags(cv)
     out = cv.add_argument_group("output")
-    out.add_argument("--no-baseline", action="store_true", help="skip the TF-IDF + linear SVM baseline (same as --cv.baseline false)")
+    out.add_argument(
+        "--no-baseline", action="store_true", help="skip the TF-IDF + linear SVM baseline (same as --cv.baseline false)"
+    )
     out.add_argument("--quiet", action="store_true", help="print only the result line (errors still go to stderr)")
-    out.add_argument("--log-format", choices=("text", "json"), default="text",
-                     help="text: a table row per fold epoch and a progress line; json: one JSON object per line (default: text)")
+    out.add_argument(
+        "--log-format",
+        choices=("text", "json"),
+        default="text",
+        help="text: a table row per fold epoch and a progress line; json: one JSON object per line (default: text)",
+    )
     cv.set_defaults(func=_cv)
 
-    report = sub.add_parser("report", help="rebuild report.md and report.html (with figures) from a run folder",
-                            description="Rebuild a finished run's report (report.md, report.html, PNG figures) from its files.")
+    report = sub.add_parser(
+        "report",
+        help="rebuild report.md and report.html (with figures) from a run folder",
+        description="Rebuild a finished run's report (report.md, report.html, PNG figures) from its files.",
+    )
     report.add_argument("run_dir", metavar="RUN_DIR", help="a run folder: <cv.storage_path>/<run name>")
     report.set_defaults(func=_report)
 
-    predict = sub.add_parser("predict", help="predict labels for new texts with a finished run's ensemble",
-                             description="Label new texts with a run's fold ensemble (averaged logits). One text per "
-                             "argument, or one per line from --file or standard input (-).")
+    predict = sub.add_parser(
+        "predict",
+        help="predict labels for new texts with a finished run's ensemble",
+        description="Label new texts with a run's fold ensemble (averaged logits). One text per "
+        "argument, or one per line from --file or standard input (-).",
+    )
     predict.add_argument("texts", nargs="*", metavar="TEXT", help="texts to label; - reads them from standard input")
     predict.add_argument("--run", required=True, metavar="RUN_DIR", help="a finished run folder (with models/fold_*)")
     predict.add_argument("--file", metavar="F", help="a UTF-8 text file, one text per line")
@@ -207,9 +256,12 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--json", action="store_true", help="one JSON object per text: label and top-k probabilities")
     predict.set_defaults(func=_predict)
 
-    baseline = sub.add_parser("baseline", help="fit and score the TF-IDF + linear SVM baseline alone (no Ray, seconds)",
-                              description="The baseline of every cv run, alone: fitted on the same preprocessed training "
-                              "split, scored on the same test split.")
+    baseline = sub.add_parser(
+        "baseline",
+        help="fit and score the TF-IDF + linear SVM baseline alone (no Ray, seconds)",
+        description="The baseline of every cv run, alone: fitted on the same preprocessed training "
+        "split, scored on the same test split.",
+    )
     _add_run_flags(baseline, sections=("data",))
     baseline.add_argument("--json", action="store_true", help="print all metrics (per class, confusion matrix) as JSON")
     baseline.set_defaults(func=_baseline)

@@ -83,15 +83,19 @@ class ModelConfig:
     name: str = "google/bert_uncased_L-4_H-512_A-8"
     hidden_dropout: float = 0.3  # the seed's; high for a 4-layer model, it fights overfitting on 8k wires
     attention_dropout: float = 0.1  # dropout on attention probabilities
-    # Recompute activations in the backward pass: less memory, about a third more compute.
-    # Unset: the profile decides (seed: on, default: off).
+    # Recompute activations in the backward pass: less memory, about a third more compute. Unset: the profile
+    # decides (seed: on; default: on only on a GPU with under 8 GiB for this fold, off on CPU).
     gradient_checkpointing: bool | None = None
 
     def __post_init__(self) -> None:
-        _check(self, "model", [
-            (0.0 <= self.hidden_dropout < 1.0, "hidden_dropout", "in [0, 1)"),
-            (0.0 <= self.attention_dropout < 1.0, "attention_dropout", "in [0, 1)"),
-        ])
+        _check(
+            self,
+            "model",
+            [
+                (0.0 <= self.hidden_dropout < 1.0, "hidden_dropout", "in [0, 1)"),
+                (0.0 <= self.attention_dropout < 1.0, "attention_dropout", "in [0, 1)"),
+            ],
+        )
 
 
 @dataclass
@@ -121,28 +125,33 @@ class TrainConfig:
     # the optimizer state and the best model so far (about 440 MB for Small BERT); a resume replays the epochs
     # since the last one, so a larger value trades re-done epochs after a failure for less time writing.
     checkpoint_every: int = 1
-    # torch.compile the model's forward (dynamic shapes). Off until it is measured to pay off on a GPU (not yet: docs/results.md, H100).
+    # torch.compile the model's forward (dynamic shapes). Off until it is measured to pay off on a GPU (not yet:
+    # docs/results.md, H100).
     compile: bool = False
 
     def __post_init__(self) -> None:
-        _check(self, "train", [
-            (self.profile in ("default", "seed"), "profile", "default or seed"),
-            (self.lr > 0, "lr", "> 0"),
-            (self.weight_decay >= 0, "weight_decay", ">= 0"),
-            (0.0 <= self.warmup_ratio < 1.0, "warmup_ratio", "in [0, 1)"),
-            (self.batch_size >= 1, "batch_size", ">= 1"),
-            (self.grad_accum >= 1, "grad_accum", ">= 1"),
-            (self.max_epochs >= 1, "max_epochs", ">= 1"),
-            (self.patience >= 1, "patience", ">= 1"),
-            (self.min_delta >= 0, "min_delta", ">= 0"),
-            (self.focal_gamma >= 0, "focal_gamma", ">= 0"),
-            (0.0 <= self.label_smoothing < 1.0, "label_smoothing", "in [0, 1)"),
-            (self.max_grad_norm >= 0, "max_grad_norm", ">= 0"),
-            (self.precision in ("auto", "bf16", "fp16", "fp32"), "precision", "auto, bf16, fp16 or fp32"),
-            (self.eval_batch_size is None or self.eval_batch_size >= 1, "eval_batch_size", ">= 1 or unset"),
-            (self.keep_checkpoints >= 1, "keep_checkpoints", ">= 1"),
-            (self.checkpoint_every >= 1, "checkpoint_every", ">= 1"),
-        ])
+        _check(
+            self,
+            "train",
+            [
+                (self.profile in ("default", "seed"), "profile", "default or seed"),
+                (self.lr > 0, "lr", "> 0"),
+                (self.weight_decay >= 0, "weight_decay", ">= 0"),
+                (0.0 <= self.warmup_ratio < 1.0, "warmup_ratio", "in [0, 1)"),
+                (self.batch_size >= 1, "batch_size", ">= 1"),
+                (self.grad_accum >= 1, "grad_accum", ">= 1"),
+                (self.max_epochs >= 1, "max_epochs", ">= 1"),
+                (self.patience >= 1, "patience", ">= 1"),
+                (self.min_delta >= 0, "min_delta", ">= 0"),
+                (self.focal_gamma >= 0, "focal_gamma", ">= 0"),
+                (0.0 <= self.label_smoothing < 1.0, "label_smoothing", "in [0, 1)"),
+                (self.max_grad_norm >= 0, "max_grad_norm", ">= 0"),
+                (self.precision in ("auto", "bf16", "fp16", "fp32"), "precision", "auto, bf16, fp16 or fp32"),
+                (self.eval_batch_size is None or self.eval_batch_size >= 1, "eval_batch_size", ">= 1 or unset"),
+                (self.keep_checkpoints >= 1, "keep_checkpoints", ">= 1"),
+                (self.checkpoint_every >= 1, "checkpoint_every", ">= 1"),
+            ],
+        )
 
 
 @dataclass
@@ -160,13 +169,21 @@ class CVConfig:
     baseline: bool = True  # also fit and score the TF-IDF + linear SVM baseline on the same split (seconds, CPU)
 
     def __post_init__(self) -> None:
-        _check(self, "cv", [
-            (self.folds >= 2, "folds", ">= 2"),
-            (self.gpus_per_fold is None or self.gpus_per_fold >= 0, "gpus_per_fold", ">= 0 or unset"),
-            (self.cpus_per_fold > 0, "cpus_per_fold", "> 0"),
-            (self.max_failures >= 0, "max_failures", ">= 0"),
-            (self.name is None or (self.name.strip() and "/" not in self.name), "name", "a folder name without '/'"),
-        ])
+        _check(
+            self,
+            "cv",
+            [
+                (self.folds >= 2, "folds", ">= 2"),
+                (self.gpus_per_fold is None or self.gpus_per_fold >= 0, "gpus_per_fold", ">= 0 or unset"),
+                (self.cpus_per_fold > 0, "cpus_per_fold", "> 0"),
+                (self.max_failures >= 0, "max_failures", ">= 0"),
+                (
+                    self.name is None or (self.name.strip() and "/" not in self.name),
+                    "name",
+                    "a folder name without '/'",
+                ),
+            ],
+        )
 
 
 @dataclass
@@ -241,7 +258,9 @@ def from_dict(cls: type, mapping: dict[str, Any] | None, where: str = "") -> Any
     names = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(mapping) - names)
     if unknown:
-        raise ConfigError(f"config: unknown key(s) {', '.join(where + k for k in unknown)}; known: {', '.join(sorted(names))}")
+        raise ConfigError(
+            f"config: unknown key(s) {', '.join(where + k for k in unknown)}; known: {', '.join(sorted(names))}"
+        )
     kwargs = {}
     for name, value in mapping.items():
         tp = hints[name]

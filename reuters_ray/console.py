@@ -14,9 +14,29 @@ import sys
 import time
 from typing import Any, TextIO
 
-from reuters_ray.train import format_row
-
 MODES = ("text", "json", "quiet")
+
+# The per-epoch table: the columns of the seed's callback. (title, width, format, key in train_fold's metrics)
+TABLE = [
+    ("fold", 4, "d", "fold"),
+    ("epoch", 5, "d", "epoch"),
+    ("train loss", 10, ".4f", "train/loss"),
+    ("val loss", 8, ".4f", "val/loss"),
+    ("accuracy", 8, ".4f", "val/accuracy"),
+    ("precision", 9, ".4f", "val/precision_weighted"),
+    ("recall", 7, ".4f", "val/recall_weighted"),
+    ("F1", 7, ".4f", "val/f1_weighted"),
+    ("macro F1", 8, ".4f", "val/f1_macro"),
+    ("s", 6, ".1f", "time/epoch_s"),
+]
+
+
+def format_row(m: dict[str, Any] | None = None) -> str:
+    """One line of the per-epoch table; the header when `m` is None. The best epoch so far is marked with *."""
+    if m is None:
+        return " | ".join(title.rjust(width) for title, width, _, _ in TABLE)
+    line = " | ".join(format(m[key], spec).rjust(width) for _, width, spec, key in TABLE)
+    return line + (" *" if m["best/epoch"] == m["epoch"] else "")
 
 
 class Console:
@@ -36,7 +56,11 @@ class Console:
 
     def _emit(self, event: str, text: str | None, fields: dict[str, Any]) -> None:
         if self.mode == "json":
-            print(json.dumps({"event": event, "time": round(time.time(), 3), **fields}, default=str), file=self.stream, flush=True)
+            print(
+                json.dumps({"event": event, "time": round(time.time(), 3), **fields}, default=str),
+                file=self.stream,
+                flush=True,
+            )
         elif self.mode == "text" and text is not None:
             print(text, file=self.stream, flush=True)
 
@@ -47,8 +71,11 @@ class Console:
         """One fold's epoch row (train_fold's metrics) and, in text mode, the progress of all folds."""
         last = self.folds.get(row["fold"])
         if last is not None and row.get("restarts", 0) > last.get("restarts", 0):
-            self._emit("restart", f"fold {row['fold']}: restarted from its checkpoint after epoch {row['epoch'] - 1}",
-                       {"fold": row["fold"], "after_epoch": row["epoch"] - 1})  # fmt: skip
+            self._emit(
+                "restart",
+                f"fold {row['fold']}: restarted from its checkpoint after epoch {row['epoch'] - 1}",
+                {"fold": row["fold"], "after_epoch": row["epoch"] - 1},
+            )
         self.folds[row["fold"]] = row
         if self.mode == "text" and not self._header_shown:
             self._header_shown = True
@@ -62,11 +89,15 @@ class Console:
         parts, left = [], 0.0
         for k in sorted(self.folds):
             r = self.folds[k]
-            parts.append(f"fold {k} {r['epoch']}/{r['max_epochs']}{' done' if r['finished'] else ''} F1 {r['best/f1_weighted']:.4f}")
+            parts.append(
+                f"fold {k} {r['epoch']}/{r['max_epochs']}{' done' if r['finished'] else ''} F1 {r['best/f1_weighted']:.4f}"
+            )
             if not r["finished"]:  # folds run at once: the slowest one decides; early stopping may end it sooner
                 left = max(left, r["time/epoch_s"] * (r["max_epochs"] - r["epoch"]))
         running = any(not r["finished"] for r in self.folds.values())
-        return "progress: " + " | ".join(parts) + (f" | at most {duration(left)} left" if running else " | all folds done")
+        return (
+            "progress: " + " | ".join(parts) + (f" | at most {duration(left)} left" if running else " | all folds done")
+        )
 
     def done(self, text: str, **fields: Any) -> None:
         if self.mode == "quiet":

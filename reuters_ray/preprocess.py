@@ -54,10 +54,20 @@ def filter_rare_classes(ds: TextDataset, min_samples: int = 50) -> TextDataset:
     for s in ("train", "test"):
         fields[f"{s}_labels"] = remap[fields[f"{s}_labels"]]
     removed = {s: int((~m).sum()) for s, m in masks.items()}
-    dropped = [ds.label_names[k] for k in range(ds.num_classes) if remap[k] < 0]
+    test_counts = ds.counts("test")
+    dropped = [
+        {"name": ds.label_names[k], "train": int(counts[k]), "test": int(test_counts[k])}
+        for k in range(ds.num_classes)
+        if remap[k] < 0
+    ]
     return ds.with_step(
         "filter_rare_classes",
-        {"min_samples": min_samples, "classes_before": ds.num_classes, "classes_after": len(kept), "dropped_classes": dropped},
+        {
+            "min_samples": min_samples,
+            "classes_before": ds.num_classes,
+            "classes_after": len(kept),
+            "dropped_classes": dropped,
+        },
         removed,
         label_names=[ds.label_names[k] for k in kept],
         **fields,
@@ -77,7 +87,10 @@ def clean_texts(ds: TextDataset) -> TextDataset:
 
 def drop_short_texts(ds: TextDataset, min_tokens: int = 3) -> TextDataset:
     """Drops examples whose text has fewer than `min_tokens` whitespace-separated tokens."""
-    masks = {s: np.array([len(t.split()) >= min_tokens for t in getattr(ds, f"{s}_texts")], dtype=bool) for s in ("train", "test")}
+    masks = {
+        s: np.array([len(t.split()) >= min_tokens for t in getattr(ds, f"{s}_texts")], dtype=bool)
+        for s in ("train", "test")
+    }
     removed = {s: int((~m).sum()) for s, m in masks.items()}
     out = ds.with_step("drop_short_texts", {"min_tokens": min_tokens}, removed, **_keep(ds, masks))
     missing = [ds.label_names[k] for k in range(ds.num_classes) if out.counts("train")[k] == 0]

@@ -1,82 +1,518 @@
-"""Run outputs: ensemble metrics and the files of a run folder. No Ray here.
+"""The run report: report.md and a self-contained report.html (figures inlined), rebuilt from a run folder's files.
 
-Every file is written under a temporary name and renamed into place. In a run folder metrics.json comes after
-the data files, and the report after metrics.json, report.md last: its presence means the run is complete.
+    reuters-ray report RUN_DIR
+
+One content model (sections of paragraphs, tables, figures and code) rendered twice, so both files carry the
+same numbers, each as metrics.json holds it rounded to 4 decimals. Figures are PNGs beside the reports:
+confusion_matrix.png, f1_vs_support.png, training_curves.png. No Ray here.
 """
 
 from __future__ import annotations
 
+import base64
+import html
+import io
 import json
-import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 import yaml
-from sklearn.metrics import confusion_matrix, precision_recall_fscore_support
 
-from reuters_ray.metrics import classification_metrics
+from reuters_ray.console import duration
+from reuters_ray.errors import DataError
 
-
-def write_atomic(path: Path, data: str | bytes) -> None:
-    """Writes `data` to `path` through a temporary sibling and a rename."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_bytes(data.encode() if isinstance(data, str) else data)
-    os.replace(tmp, path)
+FIGURES = ("confusion_matrix.png", "f1_vs_support.png", "training_curves.png")
 
 
-def ensemble_metrics(y_true: np.ndarray, mean_logits: np.ndarray, label_names: list[str]) -> dict[str, Any]:
-    """Overall metrics, per-class precision/recall/F1/support and the confusion matrix of the ensemble."""
-    k = len(label_names)
-    pred = mean_logits.argmax(axis=1)
-    p, r, f, s = precision_recall_fscore_support(y_true, pred, labels=np.arange(k), zero_division=0)
+def fmt(x: float) -> str:
+    """How every metric appears in the report."""
+    return f"{x:.4f}"
+
+
+@dataclass
+class Table:
+    headers: list[str]
+    rows: list[list[Any]]
+    numeric: tuple[int, ...] = ()  # right-aligned columns
+
+
+@dataclass
+class Figure:
+    file: str
+    caption: str
+
+
+@dataclass
+class Code:
+    text: str
+
+
+Block = str | Table | Figure | Code  # a str is a paragraph (markdown emphasis and `code` allowed)
+
+
+# --- loading --------------------------------------------------------------------------------------------------
+
+
+def load_run(run_dir: Path) -> dict[str, Any]:
+    """The files a report is built from. Raises DataError naming the first one missing."""
+    run_dir = Path(run_dir)
+    need = ["metrics.json", "config.yaml", "provenance.json", "history.csv"]
+    for name in need:
+        if not (run_dir / name).is_file():
+            raise DataError(f"{run_dir / name} is missing: is {run_dir} a finished reuters-ray run folder?")
     return {
-        **classification_metrics(y_true, pred, k),
-        "n_test": int(len(y_true)),
-        "per_class": [
-            {"label": i, "name": n, "precision": float(p[i]), "recall": float(r[i]), "f1": float(f[i]), "support": int(s[i])}
-            for i, n in enumerate(label_names)
-        ],
-        "confusion_matrix": confusion_matrix(y_true, pred, labels=np.arange(k)).tolist(),
+        "metrics": json.loads((run_dir / "metrics.json").read_text()),
+        "config": yaml.safe_load((run_dir / "config.yaml").read_text()),
+        "provenance": json.loads((run_dir / "provenance.json").read_text()),
+        "history": pd.read_csv(run_dir / "history.csv"),
     }
 
 
-def write_run_outputs(
-    run_dir: Path,
-    metrics: dict[str, Any],
-    fold_rows: list[dict[str, Any]],
-    history: list[dict[str, Any]],
-    ids: list[str],
-    y_true: np.ndarray,
-    mean_logits: np.ndarray,
-    label_names: list[str],
-    config: dict[str, Any],
-    provenance: dict[str, Any],
-) -> None:
-    """Writes the run folder's data files: config.yaml, provenance.json, folds.csv, history.csv (every fold's
-    epoch rows), per_class.csv, confusion_matrix.csv, predictions.parquet, and metrics.json last of them.
-    The report (reuters_ray.reporting.write_report) is built from these files."""
-    run_dir = Path(run_dir)
-    write_atomic(run_dir / "config.yaml", yaml.safe_dump(config, sort_keys=True))
-    write_atomic(run_dir / "provenance.json", json.dumps(provenance, indent=2))
-    folds = pd.DataFrame(fold_rows)
-    folds["restarts"] = [len(r.get("restarts", [])) for r in fold_rows]
-    write_atomic(run_dir / "folds.csv", folds.to_csv(index=False))
-    write_atomic(run_dir / "history.csv", pd.DataFrame(history).to_csv(index=False))
-    write_atomic(run_dir / "per_class.csv", pd.DataFrame(metrics["per_class"]).to_csv(index=False))
-    cm = pd.DataFrame(metrics["confusion_matrix"], index=label_names, columns=label_names)
-    cm.index.name = "true \\ predicted"
-    write_atomic(run_dir / "confusion_matrix.csv", cm.to_csv())
-    e = np.exp(mean_logits - mean_logits.max(axis=1, keepdims=True))
-    probs = e / e.sum(axis=1, keepdims=True)
-    pred = mean_logits.argmax(axis=1)
-    df = pd.DataFrame({"id": ids, "true_label": [label_names[i] for i in y_true], "predicted_label": [label_names[i] for i in pred]})
-    for j, name in enumerate(label_names):
-        df[f"p_{name}"] = probs[:, j].astype(np.float32)
-    tmp = run_dir / ".predictions.parquet.tmp"
-    df.to_parquet(tmp, index=False)
-    os.replace(tmp, run_dir / "predictions.parquet")
-    write_atomic(run_dir / "metrics.json", json.dumps(metrics, indent=2))
+# --- figures --------------------------------------------------------------------------------------------------
 
+
+def _plt():
+    import matplotlib
+
+    matplotlib.use("Agg")  # files only, no display
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def confusion_figure(cm: np.ndarray, names: list[str], path: Path) -> None:
+    """Heatmap of the confusion matrix: colour = share of the true class, numbers = counts."""
+    plt = _plt()
+    k = len(names)
+    share = cm / np.maximum(cm.sum(axis=1, keepdims=True), 1)
+    size = max(5.0, 0.42 * k + 2.5)
+    fig, ax = plt.subplots(figsize=(size + 1.2, size))
+    im = ax.imshow(share, cmap="Blues", vmin=0, vmax=1)
+    ax.set_xticks(range(k), names, rotation=60, ha="right", fontsize=8)
+    ax.set_yticks(range(k), names, fontsize=8)
+    ax.set_xlabel("predicted class")
+    ax.set_ylabel("true class")
+    for i in range(k):
+        for j in range(k):
+            if cm[i, j]:
+                ax.text(
+                    j,
+                    i,
+                    str(cm[i, j]),
+                    ha="center",
+                    va="center",
+                    fontsize=7,
+                    color="white" if share[i, j] > 0.5 else "black",
+                )
+    fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04, label="share of the true class")
+    ax.set_title("Confusion matrix of the ensemble on the test split")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110, format="png")
+    plt.close(fig)
+
+
+def f1_support_figure(per_class: list[dict], baseline: list[dict] | None, path: Path) -> None:
+    """Per-class F1 against test support (log scale), the class names beside the points."""
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(8, 5.5))
+    support = [max(c["support"], 1) for c in per_class]
+    ax.scatter(support, [c["f1"] for c in per_class], color="tab:blue", label="ensemble", zorder=3)
+    if baseline:
+        ax.scatter(
+            support,
+            [c["f1"] for c in baseline],
+            color="tab:orange",
+            marker="x",
+            label="TF-IDF + SVM baseline",
+            zorder=2,
+        )
+    for c, x in zip(per_class, support):
+        ax.annotate(c["name"], (x, c["f1"]), textcoords="offset points", xytext=(4, 3), fontsize=7)
+    ax.set_xscale("log")
+    ax.set_ylim(-0.05, 1.05)
+    ax.set_xlabel("test examples of the class (log scale)")
+    ax.set_ylabel("F1")
+    ax.set_title("Per-class F1 against support")
+    ax.grid(alpha=0.3)
+    ax.legend(loc="lower right")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110, format="png")
+    plt.close(fig)
+
+
+def curves_figure(history: pd.DataFrame, path: Path) -> None:
+    """Training and validation loss, and validation weighted F1, per epoch; one colour per fold."""
+    plt = _plt()
+    fig, (a, b) = plt.subplots(1, 2, figsize=(11, 4.2))
+    for k, h in history.groupby("fold"):
+        h = h.drop_duplicates("epoch", keep="last").sort_values("epoch")  # an epoch retrained after a restart
+        color = f"C{int(k)}"
+        a.plot(h["epoch"], h["train/loss"], color=color, marker="o", ms=3, label=f"fold {k} train")
+        a.plot(h["epoch"], h["val/loss"], color=color, ls="--", marker="o", ms=3, label=f"fold {k} val")
+        b.plot(h["epoch"], h["val/f1_weighted"], color=color, marker="o", ms=3, label=f"fold {k}")
+        best = h.loc[h["val/f1_weighted"].idxmax()]
+        b.scatter([best["epoch"]], [best["val/f1_weighted"]], color=color, marker="*", s=140, zorder=3)
+    a.set_title("Focal loss per epoch (solid: train, dashed: validation)")
+    b.set_title("Validation weighted F1 per epoch (star: best epoch)")
+    for ax in (a, b):
+        ax.set_xlabel("epoch")
+        ax.grid(alpha=0.3)
+        ax.xaxis.get_major_locator().set_params(integer=True)
+        ax.legend(fontsize=7)
+    a.set_ylabel("loss")
+    b.set_ylabel("weighted F1")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110, format="png")
+    plt.close(fig)
+
+
+# --- content --------------------------------------------------------------------------------------------------
+
+
+def _seconds(x: float | None) -> str:
+    return "n/a" if x is None else f"{x:.1f} s"
+
+
+def _number(x: float | None, spec: str) -> str:
+    return "n/a" if x is None else format(x, spec)
+
+
+def wall_time(m: dict[str, Any]) -> str:
+    """The run's wall time and, where recorded, its phases."""
+    text = f"{duration(m['wall_s'])} for the run up to its outputs"
+    phases = [
+        ("data and tokenization", "data_s"),
+        ("Ray start-up", "ray_start_s"),
+        ("folds", "folds_s"),
+        ("ensemble", "ensemble_s"),
+        ("baseline", "baseline_s"),
+    ]
+    timing = m.get("timing") or {}
+    if timing:
+        text += ": " + ", ".join(f"{label} {timing[k]:.1f} s" for label, k in phases if k in timing)
+    return text
+
+
+def confused_pairs(cm: np.ndarray, names: list[str], top: int = 10) -> list[tuple[str, str, int, float]]:
+    """(true, predicted, count, share of the true class) of the largest off-diagonal cells, largest first."""
+    cells = [(int(cm[i, j]), i, j) for i in range(len(names)) for j in range(len(names)) if i != j and cm[i, j] > 0]
+    cells.sort(key=lambda c: (-c[0], c[1], c[2]))
+    return [(names[i], names[j], n, n / cm[i].sum()) for n, i, j in cells[:top]]
+
+
+def build_sections(run: dict[str, Any]) -> tuple[str, list[tuple[str, list[Block]]]]:
+    m, cfg, prov = run["metrics"], run["config"], run["provenance"]
+    names, folds, base = m["label_names"], m["folds"], m.get("baseline")
+    cm = np.array(m["confusion_matrix"])
+    title = f"reuters-ray run {m['run']}"
+
+    # Result
+    result = Table(
+        ["model", "accuracy", "weighted F1", "macro F1", "weighted precision", "weighted recall"], [], (1, 2, 3, 4, 5)
+    )
+    keys = ("accuracy", "f1_weighted", "f1_macro", "precision_weighted", "recall_weighted")
+    result.rows.append([f"ensemble of {len(folds)} fold models ({cfg['model']['name']})", *(fmt(m[k]) for k in keys)])
+    if base:
+        result.rows.append([f"baseline: {base['name']}", *(fmt(base[k]) for k in keys)])
+    summary = (
+        f"{m['n_test']} test texts, {len(names)} classes. The ensemble averages the logits of the {len(folds)} fold "
+        f"models; each was trained on {len(folds) - 1}/{len(folds)} of the training split."
+    )
+    if base:
+        delta = m["f1_weighted"] - base["f1_weighted"]
+        summary += f" Weighted F1 {'above' if delta >= 0 else 'below'} the baseline by {fmt(abs(delta))}."
+    restarts = [(f["fold"], r) for f in folds for r in f.get("restarts", [])]
+    notes = [summary]
+    if restarts:
+        notes.append(
+            "**Restarts:** "
+            + "; ".join(f"fold {k}: {r['kind']} after epoch {r['after_epoch']}" for k, r in restarts)
+            + ". Each continued from its last checkpoint (or started over where none loaded)."
+        )
+    else:
+        notes.append("Restarts: none; every fold trained in one go.")
+
+    # Setup and provenance
+    dc, tc = cfg["data"], cfg["train"]
+    setup = Table(
+        ["", ""],
+        [
+            ["data source", f"{prov.get('source', dc['source'])}: {prov.get('path', dc.get('path') or '')}"],
+            ["text mode", str(prov.get("text_mode", dc.get("text", "")))],
+            ["checksums", str(prov.get("checksums", "n/a"))],
+            ["split", json.dumps(prov["split"]) if "split" in prov else "n/a"],
+            ["model", cfg["model"]["name"]],
+            [
+                "profile",
+                f"{tc['profile']}; precision {folds[0].get('precision', tc['precision'])}, gradient checkpointing "
+                f"{'on' if folds[0].get('gradient_checkpointing') else 'off'}, max_length {dc['max_length']}",
+            ],
+            [
+                "training",
+                f"lr {tc['lr']}, batch {tc['batch_size']} x {tc['grad_accum']}, up to {tc['max_epochs']} epochs, "
+                f"patience {tc['patience']}, focal gamma {tc['focal_gamma']}, label smoothing {tc['label_smoothing']}",
+            ],
+            [
+                "hardware",
+                "; ".join(sorted({f"{f.get('device', '?')} on {f.get('host', '?')}" for f in folds}))
+                + (f"; Ray cluster {json.dumps(m['cluster'])}" if "cluster" in m else ""),
+            ],
+            ["wall time", wall_time(m)],
+        ],
+    )
+    steps = Table(
+        ["step", "parameters", "removed train", "removed test", "train after", "test after"],
+        [
+            [
+                s["step"],
+                ", ".join(f"{k}={v}" for k, v in s["params"].items() if k not in ("dropped_classes", "rows"))
+                + (
+                    f", dropped {len(s['params']['dropped_classes'])} classes"
+                    if "dropped_classes" in s["params"]
+                    else ""
+                )
+                + (f", rows {', '.join(map(str, s['params']['rows'][:10]))}" if s["params"].get("rows") else ""),
+                s["removed"]["train"],
+                s["removed"]["test"],
+                s["after"]["train"],
+                s["after"]["test"],
+            ]
+            for s in prov.get("steps", [])
+        ],
+        (2, 3, 4, 5),
+    )
+
+    # Folds (the seed's section 5)
+    fold_table = Table(
+        [
+            "fold",
+            "best epoch",
+            "epochs run",
+            "val accuracy",
+            "val weighted F1",
+            "val macro F1",
+            "test weighted F1 alone",
+            "restarts",
+        ],
+        [
+            [
+                f["fold"],
+                f["best_epoch"],
+                f["epochs_run"],
+                fmt(f["val_accuracy"]),
+                fmt(f["val_f1_weighted"]),
+                fmt(f["val_f1_macro"]),
+                fmt(f["test_f1_weighted"]),
+                len(f.get("restarts", [])),
+            ]
+            for f in folds
+        ],
+        (0, 1, 2, 3, 4, 5, 6, 7),
+    )
+    time_table = Table(
+        [
+            "fold",
+            "wall",
+            "training",
+            "validation",
+            "checkpoint write",
+            "checkpoint report",
+            "examples/s",
+            "tokens/s",
+            "peak GPU memory",
+        ],
+        [
+            [
+                f["fold"],
+                duration(f.get("wall_s", f["train_s"])),
+                *(_seconds(f.get(k)) for k in ("train_s", "val_s", "checkpoint_s", "report_s")),
+                _number(f.get("examples_per_s"), ".1f"),
+                _number(f.get("tokens_per_s"), ",.0f"),
+                "n/a" if f.get("peak_gpu_gib") is None else f"{f['peak_gpu_gib']:.2f} GiB",
+            ]
+            for f in folds
+        ],
+        (0, 1, 2, 3, 4, 5, 6, 7, 8),
+    )
+    time_note = (
+        "Where each fold's time went, summed over its epochs: training steps, validation, writing checkpoints "
+        "(weights, optimizer state, best model) and reporting them into Ray storage (the last epoch's report is "
+        "not counted: it happens after its own checkpoint is written). Throughput is training examples and "
+        "real (non-pad) tokens per second of training time."
+    )
+    mean_val = np.mean([f["val_f1_weighted"] for f in folds])
+    fold_note = (
+        f"Mean validation weighted F1 {fmt(mean_val)}; the ensemble's test weighted F1 {fmt(m['f1_weighted'])} "
+        f"against {fmt(max(f['test_f1_weighted'] for f in folds))} for the best single fold."
+    )
+
+    # Per class
+    headers = ["class", "precision", "recall", "F1", "support"] + (["baseline F1"] if base else [])
+    per_class = Table(headers, [], (1, 2, 3, 4, 5))
+    for i, c in enumerate(m["per_class"]):
+        per_class.rows.append(
+            [c["name"], fmt(c["precision"]), fmt(c["recall"]), fmt(c["f1"]), c["support"]]
+            + ([fmt(base["per_class"][i]["f1"])] if base else [])
+        )
+
+    pairs = Table(
+        ["true class", "predicted as", "count", "share of the true class"],
+        [[t, p, n, f"{share:.1%}"] for t, p, n, share in confused_pairs(cm, names)],
+        (2, 3),
+    )
+
+    sections: list[tuple[str, list[Block]]] = [
+        ("Result", [result, *notes]),
+        (
+            "Folds",
+            [
+                fold_table,
+                fold_note,
+                Figure(
+                    "training_curves.png",
+                    "Training curves: loss and validation weighted F1 per epoch, one colour per fold.",
+                ),
+                time_table,
+                time_note,
+            ],
+        ),
+        ("Per class", [per_class, Figure("f1_vs_support.png", "Per-class F1 against the number of test examples.")]),
+        (
+            "Confusion",
+            [
+                Figure(
+                    "confusion_matrix.png",
+                    "Confusion matrix: rows are true classes, columns predictions; colour is the share of the row.",
+                ),
+                "Most confused pairs (largest off-diagonal cells):",
+                pairs if pairs.rows else "none: every test text was classified correctly.",
+            ],
+        ),
+        ("Setup and provenance", [setup, "Preprocessing steps, in order:", steps]),
+        (
+            "Config",
+            [
+                "The resolved config of this run (`reuters-ray cv --config` takes it back):",
+                Code(yaml.safe_dump(cfg, sort_keys=True)),
+            ],
+        ),
+    ]
+    return title, sections
+
+
+# --- rendering ------------------------------------------------------------------------------------------------
+
+
+def _md_cell(x: Any) -> str:
+    return str(x).replace("|", "\\|").replace("\n", " ")
+
+
+def render_markdown(title: str, sections: list[tuple[str, list[Block]]]) -> str:
+    out = [f"# {title}", ""]
+    for name, blocks in sections:
+        out += [f"## {name}", ""]
+        for b in blocks:
+            if isinstance(b, Table):
+                out.append("| " + " | ".join(_md_cell(h) for h in b.headers) + " |")
+                out.append("|" + "|".join("---:" if i in b.numeric else "---" for i in range(len(b.headers))) + "|")
+                out += ["| " + " | ".join(_md_cell(c) for c in row) + " |" for row in b.rows]
+            elif isinstance(b, Figure):
+                out.append(f"![{b.caption}]({b.file})")
+            elif isinstance(b, Code):
+                out += ["```yaml", b.text.rstrip(), "```"]
+            else:
+                out.append(b)
+            out.append("")
+    return "\n".join(out)
+
+
+CSS = """
+body { font: 15px/1.5 system-ui, -apple-system, "Segoe UI", sans-serif; color: #1d232a; max-width: 1100px; margin: 2em auto; padding: 0 1.5em; }
+h1 { font-size: 1.6em; margin-bottom: 0.2em; } h2 { font-size: 1.25em; margin-top: 2em; border-bottom: 1px solid #d5dbe1; padding-bottom: 0.2em; }
+table { border-collapse: collapse; margin: 0.8em 0; font-size: 0.9em; }
+th, td { padding: 0.3em 0.7em; border-bottom: 1px solid #e4e8ec; text-align: left; vertical-align: top; }
+th { background: #f3f5f7; font-weight: 600; } td.num, th.num { text-align: right; font-variant-numeric: tabular-nums; }
+tbody tr:hover { background: #f8fafb; } figure { margin: 1em 0; } figure img { height: auto; border: 1px solid #e4e8ec; }
+figcaption { color: #58636e; font-size: 0.85em; } pre { background: #f6f8fa; padding: 0.8em; overflow-x: auto; font-size: 0.85em; }
+code { background: #f0f2f4; padding: 0 0.25em; border-radius: 3px; } pre code { background: none; padding: 0; }
+nav a { margin-right: 1em; } figure img { max-width: min(100%, 950px); }
+"""
+
+
+def _inline(text: str) -> str:
+    """Markdown's **bold** and `code` in a paragraph, as HTML (the rest escaped)."""
+    parts = html.escape(text).split("`")
+    text = "".join(f"<code>{p}</code>" if i % 2 else p for i, p in enumerate(parts))
+    parts = text.split("**")
+    return "".join(f"<strong>{p}</strong>" if i % 2 else p for i, p in enumerate(parts))
+
+
+def render_html(title: str, sections: list[tuple[str, list[Block]]], run_dir: Path) -> str:
+    def anchor(name: str) -> str:
+        return name.lower().replace(" ", "-")
+
+    out = [
+        "<!doctype html>",
+        '<html lang="en"><head><meta charset="utf-8">',
+        f"<title>{html.escape(title)}</title>",
+        '<meta name="viewport" content="width=device-width, initial-scale=1">',
+        f"<style>{CSS}</style></head><body>",
+        f"<h1>{html.escape(title)}</h1>",
+        "<nav>" + "".join(f'<a href="#{anchor(n)}">{html.escape(n)}</a>' for n, _ in sections) + "</nav>",
+    ]
+    for name, blocks in sections:
+        out.append(f'<h2 id="{anchor(name)}">{html.escape(name)}</h2>')
+        for b in blocks:
+            if isinstance(b, Table):
+
+                def cls(i: int, numeric: tuple[int, ...] = b.numeric) -> str:
+                    return ' class="num"' if i in numeric else ""
+
+                head = "".join(f"<th{cls(i)}>{html.escape(str(h))}</th>" for i, h in enumerate(b.headers))
+                head = f"<thead><tr>{head}</tr></thead>" if any(b.headers) else ""  # a key-value table has none
+                body = "".join(
+                    "<tr>" + "".join(f"<td{cls(i)}>{html.escape(str(c))}</td>" for i, c in enumerate(row)) + "</tr>"
+                    for row in b.rows
+                )
+                out.append(f"<table>{head}<tbody>{body}</tbody></table>")
+            elif isinstance(b, Figure):
+                data = base64.b64encode((run_dir / b.file).read_bytes()).decode()
+                out.append(
+                    f'<figure><img src="data:image/png;base64,{data}" alt="{html.escape(b.caption)}">'
+                    f"<figcaption>{html.escape(b.caption)}</figcaption></figure>"
+                )
+            elif isinstance(b, Code):
+                out.append(f"<pre><code>{html.escape(b.text)}</code></pre>")
+            else:
+                out.append(f"<p>{_inline(b)}</p>")
+    out.append("</body></html>")
+    return "\n".join(out)
+
+
+def write_report(run_dir: Path) -> list[Path]:
+    """Writes the figures, report.html and report.md (last) into `run_dir`; returns their paths."""
+    from reuters_ray.storage import write_atomic
+
+    run_dir = Path(run_dir)
+    run = load_run(run_dir)
+    m = run["metrics"]
+    written = []
+    for name, draw in zip(
+        FIGURES,
+        (
+            lambda p: confusion_figure(np.array(m["confusion_matrix"]), m["label_names"], p),
+            lambda p: f1_support_figure(m["per_class"], (m.get("baseline") or {}).get("per_class"), p),
+            lambda p: curves_figure(run["history"], p),
+        ),
+    ):
+        png = io.BytesIO()
+        draw(png)
+        write_atomic(run_dir / name, png.getvalue())
+        written.append(run_dir / name)
+    title, sections = build_sections(run)
+    write_atomic(run_dir / "report.html", render_html(title, sections, run_dir))
+    write_atomic(run_dir / "report.md", render_markdown(title, sections))
+    return [*written, run_dir / "report.html", run_dir / "report.md"]

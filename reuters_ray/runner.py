@@ -2,13 +2,15 @@
 
     driver   load, preprocess and tokenize once; put the arrays in the object store; one Tune trial per fold
     trial    builds and fits a TorchTrainer (ScalingConfig(num_workers=1, use_gpu=...)) for its fold
-    worker   calls reuters_ray.train.train_fold, reporting each epoch's checkpoint to Ray storage
+    worker   calls reuters_ray.train.train_fold, reporting each epoch (and its checkpoint) to Ray storage
     actor    the ensemble: loads each fold's best model from storage and scores the test split
 
 Storage: <cv.storage_path>/<run name>/ holds Tune's experiment state, fold_<k>/ (Ray Train checkpoints of fold k)
-and, at the end, the run's outputs (see reuters_ray.report) and models/fold_<k>/. Running the same command with
-the same run name resumes: Tune restores finished and unfinished trials, and Ray Train restores each unfinished
-fold from its latest checkpoint.
+and, at the end, the run's outputs (reuters_ray.outputs, reuters_ray.report) and models/fold_<k>/. Running the same
+command with the same run name resumes: Tune restores finished and unfinished trials, and Ray Train restores each
+unfinished fold from its latest checkpoint.
+
+The driver's phases are functions of their own: check_resumable, place_folds, summarize_fold, publish_outputs.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ import sys
 import tempfile
 import time
 import uuid
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -32,19 +35,25 @@ import yaml
 from reuters_ray.config import RunConfig, from_dict
 from reuters_ray.console import Console, duration
 from reuters_ray.errors import ConfigError
+from reuters_ray.storage import LOCAL, copy_dir, read_text, storage_location, write_atomic
 
 TRIAL_CPU = 0.01  # the trial function only waits on its TorchTrainer; its worker holds the real resources
 
-
-# Settings that change where and how fast a run goes, not what it computes: free to differ on resume.
-PLACEMENT_KEYS = ("name", "storage_path", "gpus_per_fold", "cpus_per_fold", "max_failures", "baseline")
+# Settings free to differ when a run is resumed, and left out of the derived run name: they change where a run
+# goes, how fast, or how often it checkpoints, but not what any fold computes. (cv.baseline only adds the
+# baseline's figures to metrics.json; it never touches a fold.)
+RESUME_FREE_KEYS = {
+    "cv": ("name", "storage_path", "gpus_per_fold", "cpus_per_fold", "max_failures", "baseline"),
+    "train": ("eval_batch_size", "compile", "keep_checkpoints", "checkpoint_every"),
+}
 
 
 def result_config(cfg_dict: dict[str, Any]) -> dict[str, Any]:
-    """The config without PLACEMENT_KEYS: what must match for a run to be resumed."""
+    """The config without RESUME_FREE_KEYS: what must match for a run to be resumed."""
     d = json.loads(json.dumps(cfg_dict))
-    for k in PLACEMENT_KEYS:
-        d.get("cv", {}).pop(k, None)
+    for section, keys in RESUME_FREE_KEYS.items():
+        for k in keys:
+            d.get(section, {}).pop(k, None)
     return d
 
 
@@ -58,55 +67,67 @@ def run_name(cfg: RunConfig) -> str:
     return f"{model}-{cfg.data.source}-{cfg.train.profile}-{cfg.cv.folds}fold-{digest}"
 
 
-def storage_location(storage_path: str) -> tuple[pafs.FileSystem, str, str]:
-    """(filesystem, base path on it, URI Ray accepts) for a local folder or a pyarrow/fsspec URI."""
-    if "://" in storage_path:
-        fs, base = pafs.FileSystem.from_uri(storage_path)
-        return fs, base.rstrip("/"), storage_path.rstrip("/")
-    base = os.path.abspath(os.path.expanduser(storage_path))
-    return pafs.LocalFileSystem(), base, base
+@dataclass(frozen=True)
+class FoldTask:
+    """Everything a fold's Ray worker needs besides the data: the run's config, which fold, where it runs."""
+
+    run: RunConfig
+    fold: int
+    gpu_share: float  # of one GPU (1.0 = a whole one; 0 on CPU); folds sharing a card get 1 / folds
+    cpus: float
+    attempt: str  # new with each start of the fold's trial, kept when Ray Train restarts a dead worker
 
 
-def _read_text(fs: pafs.FileSystem, path: str) -> str | None:
+# --- the driver's phases, each testable without Ray ------------------------------------------------------------
+
+
+def check_resumable(fs: pafs.FileSystem, run_path: str, cfg: RunConfig, name: str) -> None:
+    """Raises ConfigError when `run_path` holds a run made with another config (what RESUME_FREE_KEYS leaves)."""
+    previous = read_text(fs, f"{run_path}/config.yaml")
+    if previous is None:
+        return
+    old, new = result_config(yaml.safe_load(previous)), result_config(cfg.to_dict())
+    if old != new:
+        diff = [f"{s}.{k}" for s in new for k in new[s] if old.get(s, {}).get(k) != new[s][k]]
+        raise ConfigError(
+            f"run {name!r} in {cfg.cv.storage_path} was made with another config (differs in {', '.join(diff)}); "
+            f"use the same config to resume it, or another cv.name"
+        )
+
+
+def check_writable(fs: pafs.FileSystem, run_path: str, storage_path: str) -> None:
     try:
-        with fs.open_input_stream(path) as f:
-            return f.read().decode()
-    except (FileNotFoundError, OSError):
-        return None
-
-
-def _write_bytes(fs: pafs.FileSystem, path: str, data: bytes) -> None:
-    """Writes through a temporary name and a move, so readers never see half a file."""
-    fs.create_dir(path.rsplit("/", 1)[0], recursive=True)
-    tmp = path + ".tmp"
-    with fs.open_output_stream(tmp) as f:
-        f.write(data)
-    fs.move(tmp, path)
-
-
-def _write_text(fs: pafs.FileSystem, path: str, text: str) -> None:
-    _write_bytes(fs, path, text.encode())
-
-
-def _check_writable(fs: pafs.FileSystem, run_path: str, storage_path: str) -> None:
-    try:
-        _write_text(fs, f"{run_path}/.write_test", "ok")
+        write_atomic(f"{run_path}/.write_test", "ok", fs)
         fs.delete_file(f"{run_path}/.write_test")
     except OSError as e:
         raise ConfigError(f"cv.storage_path {storage_path!r} cannot be written: {e}") from None
 
 
-def read_fold_checkpoint(fs: pafs.FileSystem, path: str) -> dict[str, Any]:
-    """progress.json of the fold checkpoint at `path` (a folder in storage)."""
-    text = _read_text(fs, f"{path}/progress.json")
-    if text is None:
-        raise RuntimeError(f"fold checkpoint {path} has no progress.json")
-    return json.loads(text)
+def place_folds(cv, cluster: dict[str, float]) -> float:
+    """The GPU share of each fold on a cluster with resources `cluster` (ray.cluster_resources()).
+
+    cv.gpus_per_fold unset: a whole GPU per fold when there are enough, else GPUs / folds so the folds share them
+    and run at once (on one H100 that pays the minute of fold start-up once, not per fold: docs/results.md), 0
+    without GPUs. Raises ConfigError when a fold could never be placed (it would wait forever)."""
+    gpus = cv.gpus_per_fold
+    have_gpu, have_cpu = cluster.get("GPU", 0), cluster.get("CPU", 0)
+    if gpus is None:
+        gpus = min(1.0, int(have_gpu) / cv.folds) if have_gpu >= 1 else 0.0
+    if cv.cpus_per_fold + cv.folds * TRIAL_CPU > have_cpu + 1e-9:  # the trials hold TRIAL_CPU each
+        raise ConfigError(
+            f"cv.cpus_per_fold={cv.cpus_per_fold} does not fit this Ray cluster's {have_cpu:g} CPUs "
+            f"(leave {cv.folds * TRIAL_CPU:g} for the fold trials)"
+        )
+    if gpus > have_gpu + 1e-9:
+        raise ConfigError(f"cv.gpus_per_fold={gpus} but this Ray cluster has {have_gpu:g} GPUs")
+    return gpus
 
 
 def fold_timing(history: list[dict[str, Any]]) -> dict[str, Any]:
     """Where a fold's time went, from its epoch rows: seconds of training, validation, checkpoint writing and
-    reporting (the upload into storage; the last epoch's is not in its own checkpoint), throughput, peak GPU memory."""
+    reporting (the upload into storage; the last epoch's is not in its own checkpoint), throughput, peak GPU
+    memory."""
+
     def total(key: str) -> float:
         return float(sum(r.get(key) or 0.0 for r in history))
 
@@ -116,35 +137,84 @@ def fold_timing(history: list[dict[str, Any]]) -> dict[str, Any]:
 
     peaks = [r["memory/peak_gib"] for r in history if r.get("memory/peak_gib") is not None]
     return {
-        "train_s": total("time/train_s"), "val_s": total("time/val_s"), "checkpoint_s": total("time/checkpoint_s"),
-        "report_s": total("time/report_s"), "wall_s": total("time/epoch_s") + total("time/report_s"),
-        "examples_per_s": mean("train/examples_per_s"), "tokens_per_s": mean("train/tokens_per_s"),
+        "train_s": total("time/train_s"),
+        "val_s": total("time/val_s"),
+        "checkpoint_s": total("time/checkpoint_s"),
+        "report_s": total("time/report_s"),
+        "wall_s": total("time/epoch_s") + total("time/report_s"),
+        "examples_per_s": mean("train/examples_per_s"),
+        "tokens_per_s": mean("train/tokens_per_s"),
         "peak_gpu_gib": max(peaks) if peaks else None,
-    }  # fmt: skip
+    }
+
+
+def summarize_fold(fold: int, progress: dict[str, Any], patience: int) -> dict[str, Any]:
+    """A fold's row of the fold table, from the progress.json of its last checkpoint.
+    Raises RuntimeError when that checkpoint is not the fold's last epoch."""
+    if not progress["finished"]:
+        raise RuntimeError(f"fold {fold}'s last checkpoint is not finished (epoch {progress['epoch']})")
+    hist, es = progress["history"], progress["early_stopping"]
+    best, last = hist[es["best_epoch"] - 1], hist[-1]
+    return {
+        "fold": fold,
+        "best_epoch": es["best_epoch"],
+        "val_f1_weighted": best["val/f1_weighted"],
+        "val_accuracy": best["val/accuracy"],
+        "val_f1_macro": best["val/f1_macro"],
+        "epochs_run": len(hist),
+        "stopped_early": es["bad_epochs"] >= patience,
+        **fold_timing(hist),
+        "device": last.get("worker/device", ""),
+        "host": last.get("worker/host", ""),
+        **progress.get("setup", {}),
+        "restarts": progress.get("restarts", []),
+    }
+
+
+# Copy order into storage: metrics.json, then the report, report.md last (its presence means the run is complete).
+OUTPUT_ORDER = {"metrics.json": 1, "report.html": 2, "report.md": 3}
+
+
+def publish_outputs(local: Path, fs: pafs.FileSystem, run_path: str) -> None:
+    """Copies a locally written run folder into storage, report.md last."""
+    for item in sorted(local.iterdir(), key=lambda p: OUTPUT_ORDER.get(p.name, 0)):
+        dst = f"{run_path}/{item.name}"
+        if item.is_dir():
+            copy_dir(str(item), dst, LOCAL, fs)
+        else:
+            write_atomic(dst, item.read_bytes(), fs)
+
+
+def read_fold_checkpoint(fs: pafs.FileSystem, path: str) -> dict[str, Any]:
+    """progress.json of the fold checkpoint at `path` (a folder in storage)."""
+    text = read_text(fs, f"{path}/progress.json")
+    if text is None:
+        raise RuntimeError(f"fold checkpoint {path} has no progress.json")
+    return json.loads(text)
 
 
 # --- code that runs in Ray workers ----------------------------------------------------------------------------
 
 
 def _fold_worker(config: dict[str, Any]) -> None:
-    """Ray Train worker: one fold's training loop, checkpoints reported into Ray storage."""
+    """Ray Train worker: one fold's training loop, each epoch (and its checkpoint) reported into Ray storage."""
     import ray
     import ray.train
     import ray.train.torch
 
+    from reuters_ray.console import format_row
     from reuters_ray.features import TokenArrays
     from reuters_ray.train import FoldData, train_fold
 
-    cfg = from_dict(RunConfig, config["run"])
+    task: FoldTask = config["task"]
     arrays = ray.get(config["data_ref"][0])  # numpy arrays come back zero-copy from the object store
-    fold = config["fold"]
-    train_idx, val_idx = arrays["folds"][fold]
-    data = FoldData(
-        TokenArrays(arrays["ids"], arrays["lengths"], arrays["pad_id"]), arrays["labels"], train_idx, val_idx,
-        arrays["class_weights"], arrays["label_names"],
-    )  # fmt: skip
+    train_idx, val_idx = arrays["folds"][task.fold]
+    tokens = TokenArrays(arrays["ids"], arrays["lengths"], arrays["pad_id"])
+    data = FoldData(tokens, arrays["labels"], train_idx, val_idx, arrays["class_weights"], arrays["label_names"])
+    print(format_row(), flush=True)  # the epoch table in the worker's log too (dashboard, Ray's log files)
 
     def report(metrics: dict[str, Any], checkpoint_dir: Path | None) -> None:
+        print(format_row(metrics), flush=True)
         checkpoint = ray.train.Checkpoint.from_directory(str(checkpoint_dir)) if checkpoint_dir else None
         ray.train.report(metrics, checkpoint=checkpoint)
 
@@ -153,8 +223,18 @@ def _fold_worker(config: dict[str, Any]) -> None:
         checkpoint = ray.train.get_checkpoint()  # set when Ray restores this fold (driver rerun or worker restart)
         if checkpoint is not None:
             resume = resume_candidates(checkpoint.filesystem, checkpoint.path, tmp)
-        train_fold(cfg, data, Path(tmp) / "checkpoints", fold=fold, resume_from=resume, attempt=config["attempt"],
-                   report=report, device=ray.train.torch.get_device(), gpu_share=config["gpu_share"] or 1.0)  # fmt: skip
+        device = ray.train.torch.get_device()
+        train_fold(
+            task.run,
+            data,
+            Path(tmp) / "checkpoints",
+            fold=task.fold,
+            resume_from=resume,
+            attempt=task.attempt,
+            report=report,
+            device=device,
+            gpu_share=task.gpu_share or 1.0,
+        )
 
 
 def resume_candidates(fs: pafs.FileSystem, latest: str, local_root: str):
@@ -164,14 +244,17 @@ def resume_candidates(fs: pafs.FileSystem, latest: str, local_root: str):
     `latest` are ones Ray never registered and are not used."""
     parent, name = latest.rstrip("/").rsplit("/", 1)
     older = sorted(
-        (i.base_name for i in fs.get_file_info(pafs.FileSelector(parent))
-         if i.type == pafs.FileType.Directory and i.base_name.startswith("checkpoint_") and i.base_name < name),
+        (
+            i.base_name
+            for i in fs.get_file_info(pafs.FileSelector(parent))
+            if i.type == pafs.FileType.Directory and i.base_name.startswith("checkpoint_") and i.base_name < name
+        ),
         reverse=True,
-    )  # fmt: skip
+    )
     for k, folder in enumerate([name, *older]):
         dst = os.path.join(local_root, f"resume_{k}")
         os.makedirs(dst)
-        pafs.copy_files(f"{parent}/{folder}", dst, source_filesystem=fs, destination_filesystem=pafs.LocalFileSystem())
+        copy_dir(f"{parent}/{folder}", dst, fs, LOCAL)
         yield Path(dst)
 
 
@@ -181,24 +264,25 @@ def _fold_trial(config: dict[str, Any], data_ref: list) -> dict[str, Any]:
     from ray.train.torch import TorchTrainer
     from ray.tune.integration.ray_train import TuneReportCallback
 
-    fold, cv = config["fold"], config["run"]["cv"]
-    gpus = config["gpus_per_fold"]
-    resources = {"CPU": cv["cpus_per_fold"], **({"GPU": gpus} if gpus else {})}
+    run = from_dict(RunConfig, config["run"])
+    task = FoldTask(run, config["fold"], config["gpu_share"], run.cv.cpus_per_fold, uuid.uuid4().hex[:12])
+    resources = {"CPU": task.cpus, **({"GPU": task.gpu_share} if task.gpu_share else {})}
     trainer = TorchTrainer(
         _fold_worker,
-        # attempt: new with each start of this trial function, kept when Ray Train restarts a dead worker
-        train_loop_config={"run": config["run"], "fold": fold, "data_ref": data_ref, "gpu_share": gpus, "attempt": uuid.uuid4().hex[:12]},
-        scaling_config=ray.train.ScalingConfig(num_workers=1, use_gpu=bool(gpus), resources_per_worker=resources),
+        train_loop_config={"task": task, "data_ref": data_ref},
+        scaling_config=ray.train.ScalingConfig(
+            num_workers=1, use_gpu=bool(task.gpu_share), resources_per_worker=resources
+        ),
         run_config=ray.train.RunConfig(
-            name=f"fold_{fold}",
+            name=f"fold_{task.fold}",
             storage_path=config["run_uri"],
             callbacks=[TuneReportCallback()],
-            checkpoint_config=ray.train.CheckpointConfig(num_to_keep=config["run"]["train"]["keep_checkpoints"]),
-            failure_config=ray.train.FailureConfig(max_failures=cv["max_failures"]),
+            checkpoint_config=ray.train.CheckpointConfig(num_to_keep=run.train.keep_checkpoints),
+            failure_config=ray.train.FailureConfig(max_failures=run.cv.max_failures),
         ),
     )
     result = trainer.fit()
-    return {"fold": fold, "fold_checkpoint": result.checkpoint.path if result.checkpoint else ""}
+    return {"fold": task.fold, "fold_checkpoint": result.checkpoint.path if result.checkpoint else ""}
 
 
 class _EnsembleActor:
@@ -216,18 +300,16 @@ class _EnsembleActor:
         for k, path in enumerate(best_paths):
             dst = os.path.join(self._tmp, f"fold_{k}")
             os.makedirs(dst)
-            pafs.copy_files(path, dst, source_filesystem=fs, destination_filesystem=pafs.LocalFileSystem())
+            copy_dir(path, dst, fs, LOCAL)
             local.append(dst)
         device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-        self.ensemble = Ensemble(local, device=str(device), precision=resolve_precision(precision, PROFILES[profile], device))
+        precision = resolve_precision(precision, PROFILES[profile], device)
+        self.ensemble = Ensemble(local, device=str(device), precision=precision)
 
     def fold_logits(self, arrays: dict[str, Any]) -> np.ndarray:
         from reuters_ray.features import TokenArrays
 
         return self.ensemble.fold_logits(TokenArrays(arrays["ids"], arrays["lengths"], arrays["pad_id"]))
-
-    def device(self) -> str:
-        return str(self.ensemble.device)
 
 
 # --- the driver -----------------------------------------------------------------------------------------------
@@ -252,11 +334,13 @@ def run_cv(cfg: RunConfig, console: Console | None = None) -> dict[str, Any]:
 
 
 def _run_cv(cfg: RunConfig, console: Console) -> dict[str, Any]:
+    from reuters_ray.ensemble import Ensemble
     from reuters_ray.features import class_weights, stratified_folds, tokenize
+    from reuters_ray.metrics import evaluate_scores
     from reuters_ray.models import check_model, load_tokenizer
+    from reuters_ray.outputs import write_run_outputs
     from reuters_ray.preprocess import prepare
-    from reuters_ray.report import ensemble_metrics, write_run_outputs
-    from reuters_ray.reporting import write_report
+    from reuters_ray.report import write_report
 
     t0 = time.perf_counter()
     timing: dict[str, float] = {}  # the run's wall time by phase, in seconds (metrics.json "timing")
@@ -270,27 +354,29 @@ def _run_cv(cfg: RunConfig, console: Console) -> dict[str, Any]:
     tokenizer = load_tokenizer(dc.tokenizer or cfg.model.name)
     fs, base, base_uri = storage_location(cfg.cv.storage_path)
     run_path, run_uri = f"{base}/{name}", f"{base_uri}/{name}"
-    previous = _read_text(fs, f"{run_path}/config.yaml")
-    if previous is not None and result_config(yaml.safe_load(previous)) != result_config(cfg.to_dict()):
-        old, new = result_config(yaml.safe_load(previous)), result_config(cfg.to_dict())
-        diff = [f"{s}.{k}" for s in new for k in new[s] if old.get(s, {}).get(k) != new[s][k]]
-        raise ConfigError(f"run {name!r} in {cfg.cv.storage_path} was made with another config (differs in {', '.join(diff)}); "
-                          f"use the same config to resume it, or another cv.name")  # fmt: skip
-    _check_writable(fs, run_path, cfg.cv.storage_path)
-    _write_text(fs, f"{run_path}/config.yaml", yaml.safe_dump(cfg.to_dict(), sort_keys=True))
+    check_resumable(fs, run_path, cfg, name)
+    check_writable(fs, run_path, cfg.cv.storage_path)
+    write_atomic(f"{run_path}/config.yaml", yaml.safe_dump(cfg.to_dict(), sort_keys=True), fs)
     console.info(f"run {name}: {run_uri}", run=name, uri=run_uri)
+    for line in ds.dropped_lines():
+        console.info(line)
 
     tokens = tokenize(ds.train_texts + ds.test_texts, tokenizer, dc.max_length)
     n_train = len(ds.train_texts)
     folds = stratified_folds(ds.train_labels, cfg.cv.folds, cfg.train.seed)
     weights = class_weights(ds.train_labels, ds.num_classes)
-    _write_text(fs, f"{run_path}/fold_assignment.json", json.dumps(
-        {ds.train_ids[i]: k for k, (_, va) in enumerate(folds) for i in va}))  # fmt: skip
-    console.info(f"data: {n_train} train / {len(ds.test_texts)} test texts, {ds.num_classes} classes, {cfg.cv.folds} folds, "
-                 f"tokens {tokens.ids.shape} {tokens.ids.dtype} ({tokens.ids.nbytes / 2**20:.1f} MiB)",
-                 train=n_train, test=len(ds.test_texts), classes=ds.num_classes, folds=cfg.cv.folds)  # fmt: skip
-
+    assignment = {ds.train_ids[i]: k for k, (_, va) in enumerate(folds) for i in va}
+    write_atomic(f"{run_path}/fold_assignment.json", json.dumps(assignment), fs)
+    console.info(
+        f"data: {n_train} train / {len(ds.test_texts)} test texts, {ds.num_classes} classes, {cfg.cv.folds} folds, "
+        f"tokens {tokens.ids.shape} {tokens.ids.dtype} ({tokens.ids.nbytes / 2**20:.1f} MiB)",
+        train=n_train,
+        test=len(ds.test_texts),
+        classes=ds.num_classes,
+        folds=cfg.cv.folds,
+    )
     timing["data_s"] = time.perf_counter() - t0  # checks, loading, preprocessing, tokenization
+
     t = time.perf_counter()
     import ray  # only now: bad input is refused without starting (or even importing) Ray
     from ray import tune
@@ -299,46 +385,53 @@ def _run_cv(cfg: RunConfig, console: Console) -> dict[str, Any]:
         # Joins a running cluster (ray start, ray job submit) or starts a local one. Worker output stays in Ray's
         # logs (dashboard, /tmp/ray/session_latest/logs): the driver prints each epoch itself, once.
         ray.init(log_to_driver=False)
-    gpus = cfg.cv.gpus_per_fold
-    have = ray.cluster_resources()
-    if gpus is None:
-        # One GPU per fold when there are enough; otherwise the folds share them and run at once: on CPU that beat
-        # one after another, and on one H100 it pays the minute of fold start-up once, not per fold (docs/results.md;
-        # the steady-state ratio on the GPU is still to be measured).
-        gpus = min(1.0, int(have.get("GPU", 0)) / cfg.cv.folds) if have.get("GPU", 0) >= 1 else 0.0
-    # A fold that cannot fit would wait forever: say so now. (The trials themselves hold TRIAL_CPU each.)
-    if cfg.cv.cpus_per_fold + cfg.cv.folds * TRIAL_CPU > have.get("CPU", 0) + 1e-9:
-        raise ConfigError(f"cv.cpus_per_fold={cfg.cv.cpus_per_fold} does not fit this Ray cluster's {have.get('CPU', 0):g} CPUs "
-                          f"(leave {cfg.cv.folds * TRIAL_CPU:g} for the fold trials)")  # fmt: skip
-    if gpus > have.get("GPU", 0) + 1e-9:
-        raise ConfigError(f"cv.gpus_per_fold={gpus} but this Ray cluster has {have.get('GPU', 0):g} GPUs")
+    gpu_share = place_folds(cfg.cv, ray.cluster_resources())
     timing["ray_start_s"] = time.perf_counter() - t
-    t = time.perf_counter()
-    train_ref = ray.put({
-        "ids": tokens.ids[:n_train], "lengths": tokens.lengths[:n_train], "pad_id": tokens.pad_id,
-        "labels": ds.train_labels, "class_weights": weights, "label_names": ds.label_names, "folds": folds,
-    })  # fmt: skip
 
+    t = time.perf_counter()
+    train_ref = ray.put(
+        {
+            "ids": tokens.ids[:n_train],
+            "lengths": tokens.lengths[:n_train],
+            "pad_id": tokens.pad_id,
+            "labels": ds.train_labels,
+            "class_weights": weights,
+            "label_names": ds.label_names,
+            "folds": folds,
+        }
+    )
     # Tune's own tables and status lines would repeat what the console prints (and break JSON-lines output).
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
     logging.getLogger("ray.tune").setLevel(logging.WARNING)
     trainable = tune.with_resources(tune.with_parameters(_fold_trial, data_ref=[train_ref]), {"CPU": TRIAL_CPU})
     callbacks = [_progress_callback(console)]
     if tune.Tuner.can_restore(run_uri):
-        console.info(f"run {name}: resuming (finished folds are kept, unfinished ones continue from their last checkpoint)", resuming=True)
+        console.info(
+            f"run {name}: resuming (finished folds are kept, unfinished ones continue from their last checkpoint)",
+            resuming=True,
+        )
         tuner = tune.Tuner.restore(run_uri, trainable=trainable, resume_unfinished=True, resume_errored=True)
-        tuner._local_tuner.get_run_config().callbacks = callbacks  # restore brings back the old run's (pickled) console
+        # restore brings back the old run's (pickled) console; Ray 2.60's restore takes no run config
+        tuner._local_tuner.get_run_config().callbacks = callbacks
     else:
+        space = {
+            "fold": tune.grid_search(list(range(cfg.cv.folds))),
+            "run": cfg.to_dict(),
+            "run_uri": run_uri,
+            "gpu_share": gpu_share,
+        }
         tuner = tune.Tuner(
             trainable,
-            param_space={"fold": tune.grid_search(list(range(cfg.cv.folds))), "run": cfg.to_dict(), "run_uri": run_uri, "gpus_per_fold": gpus},
+            param_space=space,
             tune_config=tune.TuneConfig(max_concurrent_trials=cfg.cv.folds),
             run_config=tune.RunConfig(name=name, storage_path=base_uri, verbose=0, callbacks=callbacks),
         )
     results = tuner.fit()
     if results.errors:
-        raise RuntimeError(f"run {name}: {len(results.errors)} fold(s) failed; rerun the same command to resume. First error: {results.errors[0]}")
-
+        raise RuntimeError(
+            f"run {name}: {len(results.errors)} fold(s) failed; rerun the same command to resume. "
+            f"First error: {results.errors[0]}"
+        )
     timing["folds_s"] = time.perf_counter() - t
 
     # Fold summaries, from each fold's last checkpoint as Ray Train registered it (a checkpoint folder that was
@@ -350,45 +443,46 @@ def _run_cv(cfg: RunConfig, console: Console) -> dict[str, Any]:
         if not path:  # a path on the storage filesystem, as Ray Train reports it
             raise RuntimeError(f"run {name}: fold {k} reported no checkpoint")
         progress = read_fold_checkpoint(fs, path)
-        if not progress["finished"]:
-            raise RuntimeError(f"run {name}: fold {k}'s last checkpoint {path} is not finished")
-        hist, es = progress["history"], progress["early_stopping"]
-        best, last = hist[es["best_epoch"] - 1], hist[-1]
-        fold_rows.append({
-            "fold": k, "best_epoch": es["best_epoch"], "val_f1_weighted": best["val/f1_weighted"],
-            "val_accuracy": best["val/accuracy"], "val_f1_macro": best["val/f1_macro"], "epochs_run": len(hist),
-            "stopped_early": es["bad_epochs"] >= cfg.train.patience, **fold_timing(hist),
-            "device": last.get("worker/device", ""), "host": last.get("worker/host", ""),
-            **progress.get("setup", {}),
-            "restarts": progress.get("restarts", []),
-        })  # fmt: skip
-        history += [{k2: v for k2, v in r.items() if not k2.startswith("worker/")} for r in hist]
+        fold_rows.append(summarize_fold(k, progress, cfg.train.patience))
+        history += [{k2: v for k2, v in r.items() if not k2.startswith("worker/")} for r in progress["history"]]
         best_paths.append(f"{path}/best")
 
     # Ensemble on the test split, in an actor on a GPU when there is one.
     t = time.perf_counter()
     test = {"ids": tokens.ids[n_train:], "lengths": tokens.lengths[n_train:], "pad_id": tokens.pad_id}
     actor_gpus = 1 if ray.cluster_resources().get("GPU", 0) >= 1 else 0
-    actor = ray.remote(num_cpus=1, num_gpus=actor_gpus)(_EnsembleActor).remote(base_uri, best_paths, cfg.train.precision, cfg.train.profile)
+    actor_cls = ray.remote(num_cpus=1, num_gpus=actor_gpus)(_EnsembleActor)
+    actor = actor_cls.remote(base_uri, best_paths, cfg.train.precision, cfg.train.profile)
     fold_logits = ray.get(actor.fold_logits.remote(ray.put(test)))
     ray.kill(actor)
-    mean = fold_logits.mean(axis=0)
-    metrics = ensemble_metrics(ds.test_labels, mean, ds.label_names)
+    mean, _ = Ensemble.combine(fold_logits)
+    metrics = evaluate_scores(ds.test_labels, mean, ds.label_names)
     for row, logits in zip(fold_rows, fold_logits):
-        row["test_f1_weighted"] = ensemble_metrics(ds.test_labels, logits, ds.label_names)["f1_weighted"]
+        row["test_f1_weighted"] = evaluate_scores(ds.test_labels, logits, ds.label_names)["f1_weighted"]
     timing["ensemble_s"] = time.perf_counter() - t
     if cfg.cv.baseline:
         from reuters_ray.baseline import run_baseline
 
         metrics["baseline"] = run_baseline(ds)
-        console.info(f"baseline ({metrics['baseline']['name']}): weighted F1 {metrics['baseline']['f1_weighted']:.4f}",
-                     baseline_f1_weighted=metrics["baseline"]["f1_weighted"])  # fmt: skip
+        console.info(
+            f"baseline ({metrics['baseline']['name']}): weighted F1 {metrics['baseline']['f1_weighted']:.4f}",
+            baseline_f1_weighted=metrics["baseline"]["f1_weighted"],
+        )
         timing["baseline_s"] = metrics["baseline"]["fit_s"]
-    metrics.update({"run": name, "label_names": ds.label_names, "max_length": dc.max_length, "folds": fold_rows,
-                    "wall_s": time.perf_counter() - t0, "timing": timing, "class_weights": weights.tolist(),
-                    "cluster": {k: v for k, v in ray.cluster_resources().items() if k in ("CPU", "GPU")}})  # fmt: skip
+    metrics.update(
+        {
+            "run": name,
+            "label_names": ds.label_names,
+            "max_length": dc.max_length,
+            "folds": fold_rows,
+            "wall_s": time.perf_counter() - t0,
+            "timing": timing,
+            "class_weights": weights.tolist(),
+            "cluster": {k: v for k, v in ray.cluster_resources().items() if k in ("CPU", "GPU")},
+        }
+    )
 
-    # Outputs: written locally, then copied into storage (a no-op copy for a local storage path). Their own time
+    # Outputs: written locally, then copied into storage (a plain copy for a local storage path). Their own time
     # cannot be in metrics.json (written first), so the result line and event carry it.
     t = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
@@ -396,27 +490,27 @@ def _run_cv(cfg: RunConfig, console: Console) -> dict[str, Any]:
         for k, path in enumerate(best_paths):
             dst = out / "models" / f"fold_{k}"
             dst.mkdir(parents=True)
-            pafs.copy_files(path, str(dst), source_filesystem=fs, destination_filesystem=pafs.LocalFileSystem())
+            copy_dir(path, str(dst), fs, LOCAL)
             tokenizer.save_pretrained(str(dst))
-        write_run_outputs(out, metrics, fold_rows, history, ds.test_ids, ds.test_labels, mean, ds.label_names, cfg.to_dict(), ds.provenance)
+        config = cfg.to_dict()
+        write_run_outputs(
+            out, metrics, fold_rows, history, ds.test_ids, ds.test_labels, mean, ds.label_names, config, ds.provenance
+        )
         write_report(out)
-        for item in sorted(out.iterdir(), key=lambda p: OUTPUT_ORDER.get(p.name, 0)):
-            dst = f"{run_path}/{item.name}"
-            if item.is_dir():
-                pafs.copy_files(str(item), dst, source_filesystem=pafs.LocalFileSystem(), destination_filesystem=fs)
-            else:
-                _write_bytes(fs, dst, item.read_bytes())
+        publish_outputs(out, fs, run_path)
     timing = {**timing, "outputs_s": time.perf_counter() - t, "total_s": time.perf_counter() - t0}
-    console.done(f"run {name}: accuracy {metrics['accuracy']:.4f}, weighted F1 {metrics['f1_weighted']:.4f}, "
-                 f"macro F1 {metrics['f1_macro']:.4f} on {metrics['n_test']} test texts in {duration(timing['total_s'])}; "
-                 f"report: {run_uri}/report.html",
-                 run=name, uri=run_uri, accuracy=metrics["accuracy"], f1_weighted=metrics["f1_weighted"], f1_macro=metrics["f1_macro"],
-                 timing=timing)  # fmt: skip
+    console.done(
+        f"run {name}: accuracy {metrics['accuracy']:.4f}, weighted F1 {metrics['f1_weighted']:.4f}, "
+        f"macro F1 {metrics['f1_macro']:.4f} on {metrics['n_test']} test texts in {duration(timing['total_s'])}; "
+        f"report: {run_uri}/report.html",
+        run=name,
+        uri=run_uri,
+        accuracy=metrics["accuracy"],
+        f1_weighted=metrics["f1_weighted"],
+        f1_macro=metrics["f1_macro"],
+        timing=timing,
+    )
     return metrics
-
-
-# Copy order into storage: metrics.json, then the report, report.md last (its presence means the run is complete).
-OUTPUT_ORDER = {"metrics.json": 1, "report.html": 2, "report.md": 3}
 
 
 ROW_KEYS = ("fold", "seed", "epoch", "lr", "finished", "max_epochs", "restarts")

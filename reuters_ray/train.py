@@ -10,14 +10,22 @@ import math
 import os
 import socket
 import time
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any
 
 import numpy as np
 import torch
 
-from reuters_ray.checkpoint import cpu_state, first_loadable, load_checkpoint, prune_checkpoints, save_checkpoint, set_rng_state
+from reuters_ray.checkpoint import (
+    cpu_state,
+    first_loadable,
+    load_checkpoint,
+    prune_checkpoints,
+    save_checkpoint,
+    set_rng_state,
+)
 from reuters_ray.config import RunConfig
 from reuters_ray.errors import CheckpointError
 from reuters_ray.features import TokenArrays
@@ -44,9 +52,7 @@ class FoldResult:
     history: list[dict[str, Any]]  # one metrics row per epoch
     best_epoch: int
     best_score: float  # val/f1_weighted of best_epoch
-    stopped_early: bool
     model: torch.nn.Module = field(repr=False)  # holding the best epoch's weights
-    checkpoint: Path | None = None  # the last checkpoint written
 
 
 # --- small pure helpers ---------------------------------------------------------------------------------------
@@ -65,23 +71,37 @@ class Profile:
 
 
 PROFILES = {
-    "seed": Profile(pad_to="max_length", group_by_length=False, merge_accumulation=False,
-                    gradient_checkpointing=True, fp16_on_cuda=True, fused_adamw=False),
-    "default": Profile(pad_to="longest", group_by_length=True, merge_accumulation=True,
-                       gradient_checkpointing=None, fp16_on_cuda=False, fused_adamw=True),
-}  # fmt: skip
+    "seed": Profile(
+        pad_to="max_length",
+        group_by_length=False,
+        merge_accumulation=False,
+        gradient_checkpointing=True,
+        fp16_on_cuda=True,
+        fused_adamw=False,
+    ),
+    "default": Profile(
+        pad_to="longest",
+        group_by_length=True,
+        merge_accumulation=True,
+        gradient_checkpointing=None,
+        fp16_on_cuda=False,
+        fused_adamw=True,
+    ),
+}
 
 
-def decide_checkpointing(profile: Profile, requested: bool | None, device: torch.device, share: float = 1.0) -> tuple[bool, str]:
+def decide_checkpointing(
+    profile: Profile, requested: bool | None, device: torch.device, gpu_share: float = 1.0
+) -> tuple[bool, str]:
     """Gradient checkpointing on or off, and why. It saves memory at about a third more compute, so the
-    default profile uses it only on a GPU with little memory for this fold (`share` of the card)."""
+    default profile uses it only on a GPU with little memory for this fold (`gpu_share` of the card)."""
     if requested is not None:
         return requested, "set by model.gradient_checkpointing"
     if profile.gradient_checkpointing is not None:
         return profile.gradient_checkpointing, "the profile's choice"
     if device.type != "cuda":
         return False, "not needed on CPU (host memory)"
-    gib = torch.cuda.get_device_properties(device).total_memory * share / 2**30
+    gib = torch.cuda.get_device_properties(device).total_memory * gpu_share / 2**30
     # Small BERT at batch 32 x 512 tokens needs about 6 GiB without checkpointing (bench/grad_ckpt_memory.py)
     return (gib < 8, f"{gib:.0f} GiB of GPU memory for this fold")
 
@@ -133,10 +153,12 @@ def micro_batches(idx: np.ndarray, batch_size: int, seed: int | None) -> list[np
     return [idx[i : i + batch_size] for i in range(0, len(idx), batch_size)]
 
 
-def length_grouped_batches(idx: np.ndarray, lengths: np.ndarray, batch_size: int, seed: int, pool: int = 50) -> list[np.ndarray]:
+def length_grouped_batches(
+    idx: np.ndarray, lengths: np.ndarray, batch_size: int, seed: int, pool: int = 50
+) -> list[np.ndarray]:
     """Batches of similar lengths: shuffle, cut into pools of `pool` batches, sort each pool by length, cut it
     into batches, shuffle the batch order. Which examples share a batch is random apart from their length,
-    so batches stay mixed across classes; padding falls to a few percent (performance-notes.md)."""
+    so batches stay mixed across classes; padding falls to a few percent (bench/padding.py, docs/results.md)."""
     rng = np.random.default_rng(seed)
     idx = rng.permutation(idx)
     batches = []
@@ -147,7 +169,9 @@ def length_grouped_batches(idx: np.ndarray, lengths: np.ndarray, batch_size: int
     return [batches[i] for i in rng.permutation(len(batches))]
 
 
-def collate(tokens: TokenArrays, labels: np.ndarray, idx: np.ndarray, pad_to: str, device: torch.device) -> dict[str, torch.Tensor]:
+def collate(
+    tokens: TokenArrays, labels: np.ndarray, idx: np.ndarray, pad_to: str, device: torch.device
+) -> dict[str, torch.Tensor]:
     """Input ids, attention mask and labels for rows `idx`, padded as the profile says."""
     max_length = tokens.ids.shape[1]
     lengths = tokens.lengths[idx]
@@ -178,7 +202,9 @@ def _autocast(device: torch.device, precision: str):
 
 
 @torch.inference_mode()
-def predict_logits(model, tokens: TokenArrays, idx: np.ndarray, batch_size: int, pad_to: str, device: torch.device, precision: str) -> np.ndarray:
+def predict_logits(
+    model, tokens: TokenArrays, idx: np.ndarray, batch_size: int, pad_to: str, device: torch.device, precision: str
+) -> np.ndarray:
     """Float32 logits for rows `idx`, in that order. Rows are batched longest-first, so padding stays small."""
     model.eval()
     order = np.argsort(-tokens.lengths[idx], kind="stable")
@@ -193,19 +219,38 @@ def predict_logits(model, tokens: TokenArrays, idx: np.ndarray, batch_size: int,
     return out
 
 
-_TABLE = [("fold", 4, "d", "fold"), ("epoch", 5, "d", "epoch"), ("train loss", 10, ".4f", "train/loss"),
-          ("val loss", 8, ".4f", "val/loss"), ("accuracy", 8, ".4f", "val/accuracy"),
-          ("precision", 9, ".4f", "val/precision_weighted"), ("recall", 7, ".4f", "val/recall_weighted"),
-          ("F1", 7, ".4f", "val/f1_weighted"), ("macro F1", 8, ".4f", "val/f1_macro"), ("s", 6, ".1f", "time/epoch_s")]  # fmt: skip
-
-
-def format_row(m: dict[str, Any] | None = None) -> str:
-    """One line of the per-epoch table (the columns of the seed's callback); the header when `m` is None.
-    The best epoch so far is marked with *."""
-    if m is None:
-        return " | ".join(title.rjust(width) for title, width, _, _ in _TABLE)
-    line = " | ".join(format(m[key], spec).rjust(width) for _, width, spec, key in _TABLE)
-    return line + (" *" if m["best/epoch"] == m["epoch"] else "")
+def _resume(
+    resume_from: Path | Iterable[Path] | None,
+    identity: dict[str, Any],
+    fold: int,
+    attempt: str | None,
+    restarts: list[dict[str, Any]],
+    log: Callable[[str], None],
+) -> tuple[dict, dict, dict, dict] | None:
+    """(weights, best weights, training state, progress) of the checkpoint to continue from, or None to start
+    fresh. Records in `restarts` (replaced by the checkpoint's own record, then extended) why the fold continues
+    or starts over; raises CheckpointError for a single damaged `resume_from` or one of another model or data."""
+    if resume_from is None:
+        return None
+    if isinstance(resume_from, (str, Path)):
+        found = (Path(resume_from), load_checkpoint(resume_from))
+    else:
+        found = first_loadable(resume_from, log)
+    if found is None:
+        log(f"fold {fold}: no kept checkpoint loads; starting the fold over")
+        restarts.append({"after_epoch": 0, "kind": "started over: no loadable checkpoint", "at": time.time()})
+        return None
+    path, loaded = found
+    progress = loaded[3]
+    if progress["identity"] != identity:
+        raise CheckpointError(f"checkpoint {path} belongs to another run: {progress['identity']} != {identity}")
+    restarts[:] = progress.get("restarts", [])
+    if not progress["finished"]:
+        same = attempt is not None and progress.get("attempt") == attempt
+        kind = "worker restart" if same else "resumed by a new run"
+        restarts.append({"after_epoch": progress["epoch"], "kind": kind, "at": time.time()})
+        log(f"fold {fold}: {kind}: continuing from {path} after epoch {progress['epoch']}")
+    return loaded
 
 
 # --- the loop -------------------------------------------------------------------------------------------------
@@ -258,7 +303,9 @@ def train_fold(
     no_decay = [p for p in model.parameters() if p.ndim < 2]
     fused = profile.fused_adamw and device.type == "cuda"
     optimizer = torch.optim.AdamW(
-        [{"params": decay, "weight_decay": tc.weight_decay}, {"params": no_decay, "weight_decay": 0.0}], lr=tc.lr, fused=fused or None
+        [{"params": decay, "weight_decay": tc.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
+        lr=tc.lr,
+        fused=fused or None,
     )
     if tc.compile:
         model.forward = torch.compile(model.forward, dynamic=True)  # lengths vary per batch; keeps state_dict keys
@@ -271,22 +318,18 @@ def train_fold(
     stopper = EarlyStopping(tc.patience, tc.min_delta)
     history: list[dict[str, Any]] = []
     best_state = cpu_state(model)
-    identity = {"model": mc.name, "label_names": data.label_names, "train_rows": len(data.train_idx), "val_rows": len(data.val_idx)}
-    start_epoch, finished, ckpt, restarts = 1, False, None, []
+    identity = {
+        "model": mc.name,
+        "label_names": data.label_names,
+        "train_rows": len(data.train_idx),
+        "val_rows": len(data.val_idx),
+    }
+    start_epoch, finished, restarts = 1, False, []
     worker = {"host": socket.gethostname(), "pid": os.getpid(), "device": _device_name(device)}
 
-    found = None
-    if isinstance(resume_from, (str, Path)):
-        found = (Path(resume_from), load_checkpoint(resume_from))
-    elif resume_from is not None:
-        found = first_loadable(resume_from, log)
-        if found is None:
-            log(f"fold {fold}: no kept checkpoint loads; starting the fold over")
-            restarts.append({"after_epoch": 0, "kind": "started over: no loadable checkpoint", "at": time.time()})
+    found = _resume(resume_from, identity, fold, attempt, restarts, log)
     if found is not None:
-        resume_from, (weights, best_state, state, progress) = found
-        if progress["identity"] != identity:
-            raise CheckpointError(f"checkpoint {resume_from} belongs to another run: {progress['identity']} != {identity}")
+        weights, best_state, state, progress = found
         model.load_state_dict(weights)
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
@@ -295,20 +338,14 @@ def train_fold(
         set_rng_state(state["rng"])
         for k, v in progress["early_stopping"].items():
             setattr(stopper, k, v)
-        history, finished, ckpt = progress["history"], progress["finished"], Path(resume_from)
-        start_epoch = progress["epoch"] + 1
-        restarts = progress.get("restarts", [])
-        if not finished:
-            same = attempt is not None and progress.get("attempt") == attempt
-            kind = "worker restart" if same else "resumed by a new run"
-            restarts.append({"after_epoch": progress["epoch"], "kind": kind, "at": time.time()})
-            log(f"fold {fold}: {kind}: continuing from {resume_from} after epoch {progress['epoch']}")
+        history, finished, start_epoch = progress["history"], progress["finished"], progress["epoch"] + 1
     if found is None:
-        log(f"fold {fold}: {mc.name}, {len(data.train_idx)} train / {len(data.val_idx)} val, {tc.profile} profile, "
+        log(
+            f"fold {fold}: {mc.name}, {len(data.train_idx)} train / {len(data.val_idx)} val, {tc.profile} profile, "
             f"{precision}, gradient checkpointing {'on' if checkpointing else 'off'} ({why_checkpointing}), "
             f"pad to {profile.pad_to}{', length-grouped batches' if profile.group_by_length else ''}, "
-            f"{steps_per_epoch} steps/epoch of {micro}x{accum}, device {device}")
-        log(format_row())
+            f"{steps_per_epoch} steps/epoch of {micro}x{accum}, device {device}"
+        )
 
     for epoch in range(start_epoch, tc.max_epochs + 1):
         if finished or (stop_after_epoch is not None and epoch > stop_after_epoch):
@@ -343,50 +380,86 @@ def train_fold(
         train_s = time.perf_counter() - t0
 
         t1 = time.perf_counter()
-        logits = predict_logits(model, data.tokens, data.val_idx, eval_batch_size(tc.eval_batch_size, device), profile.pad_to, device, precision)
+        logits = predict_logits(
+            model,
+            data.tokens,
+            data.val_idx,
+            eval_batch_size(tc.eval_batch_size, device),
+            profile.pad_to,
+            device,
+            precision,
+        )
         y_val = data.labels[data.val_idx]
-        val_loss = focal_loss(torch.from_numpy(logits), torch.from_numpy(y_val), alpha.cpu(), tc.focal_gamma, tc.label_smoothing)
+        val_loss = focal_loss(
+            torch.from_numpy(logits), torch.from_numpy(y_val), alpha.cpu(), tc.focal_gamma, tc.label_smoothing
+        )
         val = classification_metrics(y_val, logits.argmax(1), len(data.label_names))
         if stopper.update(val["f1_weighted"], epoch):
             best_state = cpu_state(model)
         finished = stopper.should_stop or epoch == tc.max_epochs
         val_s = time.perf_counter() - t1
         row = {
-            "fold": fold, "seed": seed, "epoch": epoch,
-            "train/loss": loss_sum.item() / seen, "val/loss": float(val_loss),
+            "fold": fold,
+            "seed": seed,
+            "epoch": epoch,
+            "train/loss": loss_sum.item() / seen,
+            "val/loss": float(val_loss),
             **{f"val/{k}": v for k, v in val.items()},
             "lr": scheduler.get_last_lr()[0],
             # where the epoch's time goes: epoch_s = train + val + checkpoint (the write); report_s (the caller's
             # report, for Ray the upload into storage) is filled in once it returns, so it reaches later checkpoints
-            "time/epoch_s": train_s + val_s, "time/train_s": train_s, "time/val_s": val_s,
-            "time/checkpoint_s": 0.0, "time/report_s": None,
-            "train/examples_per_s": seen / train_s, "train/tokens_per_s": tokens / train_s,
+            "time/epoch_s": train_s + val_s,
+            "time/train_s": train_s,
+            "time/val_s": val_s,
+            "time/checkpoint_s": 0.0,
+            "time/report_s": None,
+            "train/examples_per_s": seen / train_s,
+            "train/tokens_per_s": tokens / train_s,
             "memory/peak_gib": torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else None,
-            "best/f1_weighted": stopper.best, "best/epoch": stopper.best_epoch, "finished": finished,
-            "max_epochs": tc.max_epochs, "restarts": len(restarts), **{f"worker/{k}": v for k, v in worker.items()},
-        }  # fmt: skip
+            "best/f1_weighted": stopper.best,
+            "best/epoch": stopper.best_epoch,
+            "finished": finished,
+            "max_epochs": tc.max_epochs,
+            "restarts": len(restarts),
+            **{f"worker/{k}": v for k, v in worker.items()},
+        }
         history.append(row)
 
         ckpt_now = None
         if finished or epoch % tc.checkpoint_every == 0:
             t2 = time.perf_counter()
 
-            def progress() -> dict[str, Any]:  # called after the weights are written: the row records their cost
+            # called after the weights are written, so the row records their cost (defaults bind this epoch's values)
+            def progress(row=row, t2=t2, epoch=epoch, finished=finished) -> dict[str, Any]:
                 row["time/checkpoint_s"] = time.perf_counter() - t2
                 row["time/epoch_s"] += row["time/checkpoint_s"]
-                return {"epoch": epoch, "finished": finished, "identity": identity, "history": history,
-                        "early_stopping": {"best": stopper.best, "best_epoch": stopper.best_epoch, "bad_epochs": stopper.bad_epochs},
-                        "config": cfg.to_dict(), "attempt": attempt, "restarts": restarts,
-                        "setup": {"precision": precision, "gradient_checkpointing": checkpointing}}  # fmt: skip
+                return {
+                    "epoch": epoch,
+                    "finished": finished,
+                    "identity": identity,
+                    "history": history,
+                    "early_stopping": {
+                        "best": stopper.best,
+                        "best_epoch": stopper.best_epoch,
+                        "bad_epochs": stopper.bad_epochs,
+                    },
+                    "config": cfg.to_dict(),
+                    "attempt": attempt,
+                    "restarts": restarts,
+                    "setup": {"precision": precision, "gradient_checkpointing": checkpointing},
+                }
 
-            ckpt = ckpt_now = save_checkpoint(
+            ckpt_now = save_checkpoint(
                 out_dir / f"epoch_{epoch:03d}",
                 model,
                 best_state,
-                {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict() if scaler.is_enabled() else None},
+                {
+                    "optimizer": optimizer.state_dict(),
+                    "scheduler": scheduler.state_dict(),
+                    "scaler": scaler.state_dict() if scaler.is_enabled() else None,
+                },
                 progress,
             )
-        log(format_row(row))
         if report is not None:
             t3 = time.perf_counter()
             report(row, ckpt_now)
@@ -394,7 +467,9 @@ def train_fold(
         if ckpt_now is not None:
             prune_checkpoints(out_dir, tc.keep_checkpoints)
         if finished and stopper.should_stop:
-            log(f"fold {fold}: early stop after epoch {epoch}: no val F1 gain over {tc.min_delta} for {tc.patience} epochs")
+            log(
+                f"fold {fold}: early stop after epoch {epoch}: no val F1 gain over {tc.min_delta} for {tc.patience} epochs"
+            )
 
     model.load_state_dict(best_state)
-    return FoldResult(history, stopper.best_epoch, stopper.best, stopper.should_stop, model, ckpt)
+    return FoldResult(history, stopper.best_epoch, stopper.best, model)

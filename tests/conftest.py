@@ -3,6 +3,7 @@
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -14,7 +15,7 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 import pytest  # noqa: E402
 import yaml  # noqa: E402
 
-from reuters_ray.config import REUTERS_PATH_ENV  # noqa: E402
+from reuters_ray.config import REUTERS_PATH_ENV, load_yaml  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 REUTERS_DIR = Path(os.environ.get(REUTERS_PATH_ENV) or REPO.parent / "shared" / "data" / "reuters21578")
@@ -55,16 +56,22 @@ RUN_TIMEOUT = 600  # seconds; a run takes about a minute here
 
 
 def tiny_config(reuters_dir, **cv):
-    return {
-        "data": {"path": str(reuters_dir), "train_sample": 500, "test_sample": 200, "max_length": 64},
-        "model": {"name": "tiny-bert-random", "hidden_dropout": 0.1},
-        "train": {"lr": 3e-3, "batch_size": 16, "grad_accum": 1, "max_epochs": 2},
-        "cv": {"folds": 3, "cpus_per_fold": 0.5, **cv},
-    }
+    """configs/tiny-cpu.yaml, as shipped, with the data path of this machine and `cv` overrides."""
+    cfg = load_yaml(REPO / "configs" / "tiny-cpu.yaml")
+    cfg["data"]["path"] = str(reuters_dir)
+    cfg["cv"].update(cv)
+    return cfg
 
 
 def cv_cmd(config_path, storage):
-    return [sys.executable, str(REPO / "jobs" / "cv.py"), "--config", str(config_path), "--cv.storage_path", str(storage)]
+    return [
+        sys.executable,
+        str(REPO / "jobs" / "cv.py"),
+        "--config",
+        str(config_path),
+        "--cv.storage_path",
+        str(storage),
+    ]
 
 
 def run_dir_of(storage):
@@ -113,7 +120,9 @@ def settle(run_dir, quiet_s=3.0, timeout=60.0):
     import time
 
     def state():
-        return sorted((p.name, p.stat().st_mtime_ns) for p in Path(run_dir).glob("fold_*/checkpoint_manager_snapshot.json"))
+        return sorted(
+            (p.name, p.stat().st_mtime_ns) for p in Path(run_dir).glob("fold_*/checkpoint_manager_snapshot.json")
+        )
 
     deadline, last, since = time.monotonic() + timeout, None, time.monotonic()
     while time.monotonic() < deadline:
@@ -124,3 +133,46 @@ def settle(run_dir, quiet_s=3.0, timeout=60.0):
             return
         time.sleep(0.2)
     raise AssertionError(f"{run_dir}: checkpoints still changing after {timeout} s")
+
+
+# --- helpers shared by several test files ----------------------------------------------------------------------
+
+
+def copy_reuters(reuters_dir: Path, tmp_path: Path) -> Path:
+    """A copy of the 22 .sgm files in tmp_path/reuters, to damage or edit."""
+    folder = tmp_path / "reuters"
+    folder.mkdir()
+    for f in reuters_dir.glob("reut2-*.sgm"):
+        shutil.copy(f, folder / f.name)
+    return folder
+
+
+class Exploit:
+    """Unpickling this creates the file `path`: what a malicious pickle could do instead."""
+
+    def __init__(self, path):
+        self.path = str(path)
+
+    def __reduce__(self):
+        return (open, (self.path, "w"))
+
+
+def latest_checkpoint(folder: Path) -> Path | None:
+    """The highest-numbered epoch_NNN checkpoint folder train_fold wrote in `folder`, if any."""
+    found = sorted(p for p in Path(folder).glob("epoch_*") if p.is_dir() and not p.name.startswith("."))
+    return found[-1] if found else None
+
+
+def majority_f1(y_true, num_classes: int) -> float:
+    """Weighted F1 of always predicting the most frequent class: the floor a model must beat."""
+    import numpy as np
+    from sklearn.metrics import f1_score
+
+    pred = np.full_like(y_true, np.bincount(y_true, minlength=num_classes).argmax())
+    return float(f1_score(y_true, pred, average="weighted", zero_division=0))
+
+
+def uses_checkpointing(model) -> bool:
+    """Whether activation (gradient) checkpointing is on, under either transformers name."""
+    flag = getattr(model, "is_activation_checkpointing", None)
+    return bool(flag if flag is not None else model.is_gradient_checkpointing)

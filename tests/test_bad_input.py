@@ -2,16 +2,18 @@
 written (the storage folder is not even created). All of it is caught before Ray starts."""
 
 import json
-import shutil
 
 import pandas as pd
 import pytest
+from conftest import copy_reuters
 
 from reuters_ray.cli import main
 
 
 def news(n=12, labels=("sports", "markets", "weather")):
-    return pd.DataFrame([{"text": f"{lab} story number {i} with words", "label": lab} for lab in labels for i in range(n)])
+    return pd.DataFrame(
+        [{"text": f"{lab} story number {i} with words", "label": lab} for lab in labels for i in range(n)]
+    )
 
 
 def table(tmp_path, name, df=None, raw: bytes | None = None):
@@ -26,10 +28,7 @@ def table(tmp_path, name, df=None, raw: bytes | None = None):
 
 
 def garbled_sgm(tmp_path, reuters_dir):
-    folder = tmp_path / "reuters"
-    folder.mkdir()
-    for f in reuters_dir.glob("reut2-*.sgm"):
-        shutil.copy(f, folder / f.name)
+    folder = copy_reuters(reuters_dir, tmp_path)
     f = folder / "reut2-007.sgm"
     f.write_bytes(f.read_bytes()[: f.stat().st_size // 2])
     return ["--data.path", str(folder)]
@@ -43,7 +42,7 @@ def with_nan_label(tmp_path):
 
 def with_empty_text(tmp_path):
     df = news()
-    df.loc[2, "text"] = "  "
+    df["text"] = "  "
     return table(tmp_path, "empty.csv", df)
 
 
@@ -60,19 +59,39 @@ def storage_under_a_file(tmp_path):
 CASES = {
     "missing data path": (lambda t, r: ["--data.path", str(t / "nowhere")], "data path {t}/nowhere does not exist"),
     "garbled sgm": (garbled_sgm, "reut2-007.sgm: truncated or garbled"),
-    "non-UTF-8 table": (lambda t, r: table(t, "latin.csv", raw="text,label\ncaf\xe9 au lait,food\n".encode("latin-1")), "latin.csv: not UTF-8"),
-    "missing column": (lambda t, r: table(t, "cols.csv", news().rename(columns={"label": "topic"})), "cols.csv: no column 'label'"),
-    "empty text": (lambda t, r: with_empty_text(t), "empty.csv: column 'text' has 1 empty text(s), data rows 3"),
+    "non-UTF-8 table": (
+        lambda t, r: table(t, "latin.csv", raw="text,label\ncaf\xe9 au lait,food\n".encode("latin-1")),
+        "latin.csv: not UTF-8",
+    ),
+    "missing column": (
+        lambda t, r: table(t, "cols.csv", news().rename(columns={"label": "topic"})),
+        "cols.csv: no column 'label'",
+    ),
+    "no text at all": (lambda t, r: with_empty_text(t), "empty.csv: column 'text' holds no text in any of its"),
     "NaN label": (lambda t, r: with_nan_label(t), "nan.csv: column 'label' has 1 missing label(s), data rows 5"),
     "single class": (lambda t, r: table(t, "one.jsonl", news(labels=("only",))), "single class"),
-    "class smaller than folds": (lambda t, r: table(t, "few.csv", pd.concat([news(), news(3, labels=("rare",))])) + ["--cv.folds", "3"],
-                                 "3-fold cross-validation needs at least 3 training examples per class; too few in: 'rare' (2)"),
-    "unseen test labels": (lambda t, r: unseen_test_labels(t), "test.csv: test labels never seen in training: 'gardening'"),
-    "max_length 0": (lambda t, r: ["--data.max_length", "0"], "data.max_length must be >= 8 (room for [CLS], [SEP] and some text), got 0"),
+    "class smaller than folds": (
+        lambda t, r: table(t, "few.csv", pd.concat([news(), news(3, labels=("rare",))])) + ["--cv.folds", "3"],
+        "3-fold cross-validation needs at least 3 training examples per class; too few in: 'rare' (2)",
+    ),
+    "unseen test labels": (
+        lambda t, r: unseen_test_labels(t),
+        "test.csv: test labels never seen in training: 'gardening'",
+    ),
+    "max_length 0": (
+        lambda t, r: ["--data.max_length", "0"],
+        "data.max_length must be >= 8 (room for [CLS], [SEP] and some text), got 0",
+    ),
     "batch size 0": (lambda t, r: ["--train.batch_size", "0"], "train.batch_size must be >= 1, got 0"),
     "one fold": (lambda t, r: ["--cv.folds", "1"], "cv.folds must be >= 2, got 1"),
-    "unknown model offline": (lambda t, r: ["--model.name", "google/no-such-bert"], "model.name 'google/no-such-bert' cannot be loaded"),
-    "unwritable storage path": (lambda t, r: storage_under_a_file(t), "cv.storage_path '{t}/a-file/runs' cannot be written"),
+    "unknown model offline": (
+        lambda t, r: ["--model.name", "google/no-such-bert"],
+        "model.name 'google/no-such-bert' cannot be loaded",
+    ),
+    "unwritable storage path": (
+        lambda t, r: storage_under_a_file(t),
+        "cv.storage_path '{t}/a-file/runs' cannot be written",
+    ),
     "config file missing": (lambda t, r: ["--config", str(t / "nope.yaml")], "config: cannot read {t}/nope.yaml"),
 }
 
@@ -83,7 +102,10 @@ def test_bad_input_is_one_clear_error_and_writes_nothing(case, tmp_path, reuters
     args = make(tmp_path, reuters_dir)
     storage = ["--cv.storage_path", str(tmp_path / "runs")] if "--cv.storage_path" not in args else []
     before = sorted(p.name for p in tmp_path.iterdir())
-    assert main(["cv", "--data.path", str(reuters_dir), "--model.name", "tiny-bert-random", *args, *storage, "--quiet"]) == 2
+    assert (
+        main(["cv", "--data.path", str(reuters_dir), "--model.name", "tiny-bert-random", *args, *storage, "--quiet"])
+        == 2
+    )
     out, err = capsys.readouterr()
     assert out == ""
     (line,) = err.strip().splitlines()

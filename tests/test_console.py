@@ -8,10 +8,25 @@ from reuters_ray.console import Console, duration
 
 
 def row(fold, epoch, f1, best_f1=None, finished=False, restarts=0, epoch_s=30.0, max_epochs=3):
-    return {"fold": fold, "seed": 42 + fold, "epoch": epoch, "train/loss": 0.8, "val/loss": 0.7, "val/accuracy": 0.5,
-            "val/precision_weighted": 0.5, "val/recall_weighted": 0.5, "val/f1_weighted": f1, "val/f1_macro": 0.4,
-            "time/epoch_s": epoch_s, "best/f1_weighted": best_f1 or f1, "best/epoch": epoch, "finished": finished,
-            "max_epochs": max_epochs, "restarts": restarts, "worker/pid": 123}  # fmt: skip
+    return {
+        "fold": fold,
+        "seed": 42 + fold,
+        "epoch": epoch,
+        "train/loss": 0.8,
+        "val/loss": 0.7,
+        "val/accuracy": 0.5,
+        "val/precision_weighted": 0.5,
+        "val/recall_weighted": 0.5,
+        "val/f1_weighted": f1,
+        "val/f1_macro": 0.4,
+        "time/epoch_s": epoch_s,
+        "best/f1_weighted": best_f1 or f1,
+        "best/epoch": epoch,
+        "finished": finished,
+        "max_epochs": max_epochs,
+        "restarts": restarts,
+        "worker/pid": 123,
+    }
 
 
 def test_text_mode_prints_rows_and_progress_with_time_left():

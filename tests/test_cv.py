@@ -13,9 +13,8 @@ import numpy as np
 import pandas as pd
 import pytest
 import yaml
-from sklearn.metrics import accuracy_score, f1_score
-
 from conftest import RUN_TIMEOUT, checkpoints, cv_cmd, registered, run_dir_of, settle
+from sklearn.metrics import accuracy_score, f1_score
 
 
 def test_end_to_end_outputs_agree_with_predictions(finished_run):
@@ -24,7 +23,9 @@ def test_end_to_end_outputs_agree_with_predictions(finished_run):
     (line,) = (run.parent / "stdout.txt").read_text().splitlines()
     assert line.startswith(f"run {run.name}: accuracy ") and line.endswith(f"report: {run}/report.html")
     metrics = json.loads((run / "metrics.json").read_text())
-    assert len(metrics["folds"]) == 3 and all(f["best_epoch"] in (1, 2) and f["epochs_run"] == 2 for f in metrics["folds"])
+    assert len(metrics["folds"]) == 3 and all(
+        f["best_epoch"] in (1, 2) and f["epochs_run"] == 2 for f in metrics["folds"]
+    )
     assert metrics["n_test"] == 200 and len(metrics["label_names"]) == 18
     pred = pd.read_parquet(run / "predictions.parquet")
     assert len(pred) == 200 and pred["id"].is_unique
@@ -117,17 +118,31 @@ def test_another_config_under_the_same_name_is_refused(tiny_yaml, finished_run, 
 
 
 def test_a_fold_that_cannot_fit_the_cluster_is_refused(tiny_yaml, tmp_path):
-    out = subprocess.run(cv_cmd(tiny_yaml, tmp_path) + ["--cv.cpus_per_fold", "64"], capture_output=True, text=True, timeout=300)
+    out = subprocess.run(
+        cv_cmd(tiny_yaml, tmp_path) + ["--cv.cpus_per_fold", "64"], capture_output=True, text=True, timeout=300
+    )
     assert out.returncode == 2, out.stderr[-2000:]
     assert "cv.cpus_per_fold=64.0 does not fit this Ray cluster's" in out.stderr
 
 
 def same_model_metrics(run, ref):
     new, old = (json.loads((r / "metrics.json").read_text()) for r in (run, ref))
-    for key in ("accuracy", "f1_weighted", "f1_macro", "precision_weighted", "recall_weighted", "confusion_matrix", "per_class"):
+    for key in (
+        "accuracy",
+        "f1_weighted",
+        "f1_macro",
+        "precision_weighted",
+        "recall_weighted",
+        "confusion_matrix",
+        "per_class",
+    ):
         assert new[key] == old[key], key
     for a, b in zip(new["folds"], old["folds"]):
-        assert (a["best_epoch"], a["val_f1_weighted"], a["test_f1_weighted"]) == (b["best_epoch"], b["val_f1_weighted"], b["test_f1_weighted"])
+        assert (a["best_epoch"], a["val_f1_weighted"], a["test_f1_weighted"]) == (
+            b["best_epoch"],
+            b["val_f1_weighted"],
+            b["test_f1_weighted"],
+        )
     return new
 
 
@@ -168,5 +183,7 @@ def test_killed_worker_is_restarted_from_its_checkpoint(tiny_yaml, finished_run,
     events = [json.loads(line) for line in (tmp_path / "run.log").read_text().splitlines()]  # JSON lines, nothing else
     epochs = [(e["fold"], e["epoch"]) for e in events if e["event"] == "epoch"]
     assert {(k, e) for k in range(3) for e in (1, 2)} <= set(epochs)
-    assert {"event": "restart", "fold": fold, "after_epoch": 1}.items() <= [e for e in events if e["event"] == "restart"][0].items()
+    assert {"event": "restart", "fold": fold, "after_epoch": 1}.items() <= [
+        e for e in events if e["event"] == "restart"
+    ][0].items()
     assert events[-1]["event"] == "done" and events[-1]["f1_weighted"] == metrics["f1_weighted"]

@@ -24,7 +24,9 @@ def test_tokenize_reuters_once(reuters, minilm_tokenizer):
     arr = tokenize(ds.train_texts[:500], minilm_tokenizer, max_length=300)
     assert len(arr) == 500 and arr.lengths.max() == 300 and arr.lengths.min() > 3
     assert arr.ids.nbytes == 500 * 300 * 2  # compact: two bytes per token slot
-    assert minilm_tokenizer.decode(arr.ids[0, 1 : arr.lengths[0]].tolist()).startswith("mcgrath rentcorp < mgrc > sees net rising")
+    assert minilm_tokenizer.decode(arr.ids[0, 1 : arr.lengths[0]].tolist()).startswith(
+        "mcgrath rentcorp < mgrc > sees net rising"
+    )
     with pytest.raises(ValueError, match="max_length must be > 2"):
         tokenize(["x"], minilm_tokenizer, max_length=2)
 

@@ -2,10 +2,10 @@
 
 import hashlib
 import json
-import os
 
 import numpy as np
 import pytest
+from conftest import Exploit
 
 from reuters_ray.config import DataConfig
 from reuters_ray.data import load_dataset
@@ -22,7 +22,9 @@ def write_keras_cache(home, n=40, payload=None):
     folder = home / "datasets"
     folder.mkdir(parents=True)
     x = np.empty(n, dtype=object)
-    mcgrath = [WORD_INDEX[w] for w in "mcgrath rentcorp said as a result of its december acquisition of space co".split()]
+    mcgrath = [
+        WORD_INDEX[w] for w in "mcgrath rentcorp said as a result of its december acquisition of space co".split()
+    ]
     for i in range(n):
         x[i] = mcgrath if i == 0 else [1 + (i + j) % 12 for j in range(3 + i % 5)]
     if payload is not None:
@@ -57,16 +59,12 @@ def test_full_vocabulary_keeps_the_words(tmp_path):
     assert texts["0"].startswith("[START] mcgrath rentcorp said")
 
 
-class _Exploit:
-    def __reduce__(self):
-        return (os.system, (f"touch {os.environ['EXPLOIT_MARKER']}",))
-
-
 def test_npz_is_never_unpickled_unless_its_hash_matches(tmp_path, monkeypatch):
     marker = tmp_path / "pwned"
-    monkeypatch.setenv("EXPLOIT_MARKER", str(marker))
-    write_keras_cache(tmp_path, payload=_Exploit())
+    write_keras_cache(tmp_path, payload=Exploit(marker))
     monkeypatch.setenv("KERAS_HOME", str(tmp_path))
-    with pytest.raises(DataError, match="reuters.npz: checksum .* does not match the expected d6586e69.*refusing to open it"):
+    with pytest.raises(
+        DataError, match="reuters.npz: checksum .* does not match the expected d6586e69.*refusing to open it"
+    ):
         load_dataset(DataConfig(source="keras"))  # Keras's published hash, the default
     assert not marker.exists()

@@ -12,9 +12,13 @@ from reuters_ray.preprocess import clean_text, clean_texts, drop_short_texts, fi
 def make(train, test, names):
     """TextDataset from [(text, label), ...] lists."""
     return TextDataset(
-        train_texts=[t for t, _ in train], train_labels=np.array([y for _, y in train], dtype=np.int64),
-        test_texts=[t for t, _ in test], test_labels=np.array([y for _, y in test], dtype=np.int64),
-        label_names=names, train_ids=[f"tr{i}" for i in range(len(train))], test_ids=[f"te{i}" for i in range(len(test))],
+        train_texts=[t for t, _ in train],
+        train_labels=np.array([y for _, y in train], dtype=np.int64),
+        test_texts=[t for t, _ in test],
+        test_labels=np.array([y for _, y in test], dtype=np.int64),
+        label_names=names,
+        train_ids=[f"tr{i}" for i in range(len(train))],
+        test_ids=[f"te{i}" for i in range(len(test))],
         provenance={"source": "test", "steps": []},
     )
 
@@ -34,7 +38,10 @@ def test_filter_rare_classes_relabels_and_keeps_names():
     assert ds.test_ids == ["te0", "te2", "te3"]
     step = ds.provenance["steps"][0]
     assert step["removed"] == {"train": 1, "test": 1} and step["after"] == {"train": 5, "test": 3}
-    assert step["params"]["dropped_classes"] == ["rare"]
+    assert step["params"]["dropped_classes"] == [{"name": "rare", "train": 1, "test": 1}]
+    assert ds.dropped_lines() == [
+        "dropped 1 class(es) with fewer than data.min_samples=2 training examples (training count in brackets): rare (1)"
+    ]
 
 
 def test_filter_leaving_one_class_is_an_error():

@@ -13,7 +13,6 @@ import numpy as np
 import pandas as pd
 import pytest
 import yaml
-
 from conftest import settle
 
 REPO = Path(__file__).resolve().parents[1]
@@ -23,8 +22,11 @@ BIN = Path(sys.executable).parent
 def make_csv(path, n_per_class=40, seed=0):
     """Short news-like texts with string labels; each class has its own words, so a tiny model can learn it."""
     rng = np.random.default_rng(seed)
-    words = {"sports": "match goal team coach season league win", "markets": "shares index trading stocks investors bond yield",
-             "weather": "storm rain forecast wind snow temperature cold"}  # fmt: skip
+    words = {
+        "sports": "match goal team coach season league win",
+        "markets": "shares index trading stocks investors bond yield",
+        "weather": "storm rain forecast wind snow temperature cold",
+    }
     common = "the a said on in of today reported officials".split()
     rows = []
     for label, vocab in words.items():
@@ -40,7 +42,10 @@ def registered(run, fold):
     snap = run / f"fold_{fold}" / "checkpoint_manager_snapshot.json"
     if not snap.exists():
         return []
-    rows = [(c["checkpoint_dir_name"], c["metrics"]["epoch"], c["metrics"]["finished"]) for c in json.loads(snap.read_text())["checkpoint_results"]]
+    rows = [
+        (c["checkpoint_dir_name"], c["metrics"]["epoch"], c["metrics"]["finished"])
+        for c in json.loads(snap.read_text())["checkpoint_results"]
+    ]
     return sorted(rows, key=lambda r: r[1])
 
 
@@ -55,7 +60,9 @@ print(client.get_job_status(sys.argv[2]) if sys.argv[1] == "status" else client.
 
 
 def job_client(env, what, job):
-    out = subprocess.run([sys.executable, "-c", CLIENT, what, job], env=env, capture_output=True, text=True, timeout=120)
+    out = subprocess.run(
+        [sys.executable, "-c", CLIENT, what, job], env=env, capture_output=True, text=True, timeout=120
+    )
     assert out.returncode == 0, out.stderr[-2000:]
     return out.stdout
 
@@ -76,14 +83,28 @@ def test_ray_job_submit_stop_and_resubmit_a_users_csv(tmp_path, monkeypatch):
     submitted again resumes: finished folds are kept, the damaged fold continues from its previous checkpoint."""
     csv = tmp_path / "news.csv"
     make_csv(csv, n_per_class=100)
+    # a class too small to keep (data.min_samples 10) and a row without text: dropped, and the run says so first
+    extra = [{"headline": f"garden roses bloom spring {i}", "section": "gardening"} for i in range(5)]
+    extra.append({"headline": "", "section": "sports"})
+    pd.concat([pd.read_csv(csv), pd.DataFrame(extra)]).to_csv(csv, index=False)
     cfg = tmp_path / "job.yaml"
-    cfg.write_text(yaml.safe_dump({
-        "data": {"source": "table", "path": str(csv), "text_column": "headline", "label_column": "section",
-                 "min_samples": 10, "max_length": 32},
-        "model": {"name": "tiny-bert-random", "hidden_dropout": 0.1},
-        "train": {"lr": 3e-3, "batch_size": 16, "grad_accum": 1, "max_epochs": 12, "patience": 12},
-        "cv": {"folds": 3, "cpus_per_fold": 0.5, "storage_path": str(tmp_path / "runs"), "name": "csv-job"},
-    }))  # fmt: skip
+    cfg.write_text(
+        yaml.safe_dump(
+            {
+                "data": {
+                    "source": "table",
+                    "path": str(csv),
+                    "text_column": "headline",
+                    "label_column": "section",
+                    "min_samples": 10,
+                    "max_length": 32,
+                },
+                "model": {"name": "tiny-bert-random", "hidden_dropout": 0.1},
+                "train": {"lr": 3e-3, "batch_size": 16, "grad_accum": 1, "max_epochs": 12, "patience": 12},
+                "cv": {"folds": 3, "cpus_per_fold": 0.5, "storage_path": str(tmp_path / "runs"), "name": "csv-job"},
+            }
+        )
+    )
     run = tmp_path / "runs" / "csv-job"
     # Token authentication on, for the head and the client (Ray refuses an unauthenticated job server).
     monkeypatch.setenv("RAY_AUTH_MODE", "token")
@@ -91,14 +112,39 @@ def test_ray_job_submit_stop_and_resubmit_a_users_csv(tmp_path, monkeypatch):
     ray = str(BIN / "ray")
     if not (Path.home() / ".ray" / "auth_token").exists():
         subprocess.run([ray, "get-auth-token", "--generate"], env=env, capture_output=True, check=True)
-    start = [ray, "start", "--head", "--node-ip-address", "127.0.0.1", "--dashboard-host", "127.0.0.1",
-             "--num-cpus", "2", "--disable-usage-stats"]  # fmt: skip
+    start = [
+        ray,
+        "start",
+        "--head",
+        "--node-ip-address",
+        "127.0.0.1",
+        "--dashboard-host",
+        "127.0.0.1",
+        "--num-cpus",
+        "2",
+        "--disable-usage-stats",
+    ]
     subprocess.run(start, env=env, capture_output=True, check=True, timeout=120)
     try:
 
         def submit(job):
-            cmd = [ray, "job", "submit", "--address", "http://127.0.0.1:8265", "--no-wait", "--submission-id", job,
-                   "--working-dir", str(REPO), "--", "python", "jobs/cv.py", "--config", str(cfg)]  # fmt: skip
+            cmd = [
+                ray,
+                "job",
+                "submit",
+                "--address",
+                "http://127.0.0.1:8265",
+                "--no-wait",
+                "--submission-id",
+                job,
+                "--working-dir",
+                str(REPO),
+                "--",
+                "python",
+                "jobs/cv.py",
+                "--config",
+                str(cfg),
+            ]
             subprocess.run(cmd, env=env, capture_output=True, check=True, timeout=120)
 
         submit("rr-first")
@@ -106,7 +152,13 @@ def test_ray_job_submit_stop_and_resubmit_a_users_csv(tmp_path, monkeypatch):
         while not any(len(registered(run, k)) >= 2 for k in range(3)):  # some fold has two epochs in storage
             assert time.monotonic() < deadline, job_client(env, "logs", "rr-first")[-3000:]
             time.sleep(0.2)
-        subprocess.run([ray, "job", "stop", "--address", "http://127.0.0.1:8265", "rr-first"], env=env, capture_output=True, check=True, timeout=120)
+        subprocess.run(
+            [ray, "job", "stop", "--address", "http://127.0.0.1:8265", "rr-first"],
+            env=env,
+            capture_output=True,
+            check=True,
+            timeout=120,
+        )
         assert wait_terminal(env, "rr-first") == "STOPPED"
         settle(run)  # the job's actors (trials, workers) go with it; one may register a last checkpoint first
         kept = {k: registered(run, k) for k in range(3)}
@@ -135,6 +187,13 @@ def test_ray_job_submit_stop_and_resubmit_a_users_csv(tmp_path, monkeypatch):
     pred = pd.read_parquet(run / "predictions.parquet")
     assert set(pred["true_label"]) == {"markets", "sports", "weather"}
     assert "run csv-job: resuming" in logs and "progress: fold" in logs and "run csv-job: accuracy" in logs
+    lines = logs.splitlines()
+    first = next(i for i, line in enumerate(lines) if line.startswith("run csv-job: "))
+    assert lines[first + 1 : first + 3] == [
+        f"warning: {csv}: dropped 1 empty text(s) in column 'headline', data rows 306",
+        "dropped 1 class(es) with fewer than data.min_samples=10 training examples (training count in brackets): "
+        "gardening (4)",
+    ]
     assert (run / "report.md").exists() and not [p for p in run.rglob("*") if p.name.endswith(".tmp")]
 
 
@@ -143,7 +202,10 @@ def test_cluster_yaml_passes_rays_schema():
 
     cfg = yaml.safe_load((REPO / "cluster.yaml").read_text())
     validate_config(prepare_config(copy.deepcopy(cfg)))
-    assert [t["node_config"]["InstanceType"] for t in cfg["available_node_types"].values()] == ["m5.xlarge", "g4dn.xlarge"]
+    assert [t["node_config"]["InstanceType"] for t in cfg["available_node_types"].values()] == [
+        "m5.xlarge",
+        "g4dn.xlarge",
+    ]
     head_start = " ".join(cfg["head_start_ray_commands"])
     assert "--dashboard-host=127.0.0.1" in head_start and "0.0.0.0" not in yaml.safe_dump(cfg)
     broken = copy.deepcopy(cfg)

@@ -9,8 +9,8 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from conftest import REPO, REUTERS_DIR
+
 from reuters_ray.cli import build_parser
 
 BIN = Path(sys.executable).parent
@@ -56,8 +56,11 @@ def test_readme_command_parses(line, argv):
         assert e.code == 0 and "--help" in argv, f"{line}: exit status {e.code}"
 
 
-RUNS_NOW = [line for line, argv in COMMANDS if argv[0] in ("report", "predict", "baseline")
-            or (argv[:2] == ["data", "summary"] and "news.csv" not in line)]  # fmt: skip
+RUNS_NOW = [
+    line
+    for line, argv in COMMANDS
+    if argv[0] in ("report", "predict", "baseline") or (argv[:2] == ["data", "summary"] and "news.csv" not in line)
+]
 
 
 @pytest.mark.parametrize("line", RUNS_NOW, ids=[line[:70] for line in RUNS_NOW])

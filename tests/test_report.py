@@ -13,7 +13,7 @@ from PIL import Image
 
 from reuters_ray.config import DataConfig, from_dict
 from reuters_ray.ensemble import Ensemble
-from reuters_ray.reporting import FIGURES, confused_pairs
+from reuters_ray.report import FIGURES, confused_pairs
 
 SCRIPT = str(Path(sys.executable).parent / "reuters-ray")
 
@@ -124,7 +124,10 @@ def test_ensemble_from_run_reproduces_the_runs_predictions(finished_run):
 
 def test_predict_command_text_json_file_and_stdin(finished_run, tmp_path):
     names = json.loads((finished_run / "metrics.json").read_text())["label_names"]
-    texts = ["Oil prices rose sharply after OPEC cut output", "The company reported quarterly earnings per share of 1.20 dlrs"]
+    texts = [
+        "Oil prices rose sharply after OPEC cut output",
+        "The company reported quarterly earnings per share of 1.20 dlrs",
+    ]
     out = reuters_ray("predict", "--run", str(finished_run), "--json", "--top-k", "4", *texts)
     assert out.returncode == 0, out.stderr
     rows = [json.loads(line) for line in out.stdout.splitlines()]
@@ -156,7 +159,9 @@ def test_baseline_command_matches_the_runs_baseline(finished_run):
     for key in ("accuracy", "f1_weighted", "f1_macro", "confusion_matrix"):
         assert alone[key] == m["baseline"][key], key
     # a real baseline on this sample: far above always predicting earn (79 of the 200 test wires)
-    from reuters_ray.metrics import majority_f1
+    from conftest import majority_f1
 
-    y = np.array([m["label_names"].index(t) for t in pd.read_parquet(finished_run / "predictions.parquet")["true_label"]])
+    y = np.array(
+        [m["label_names"].index(t) for t in pd.read_parquet(finished_run / "predictions.parquet")["true_label"]]
+    )
     assert m["baseline"]["f1_weighted"] > 0.8 > 3 * majority_f1(y, 18)

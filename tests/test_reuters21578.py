@@ -1,10 +1,10 @@
-"""Source reuters21578 against the known figures of Keras's Reuters-46 and the seed (data-notes.md)."""
+"""Source reuters21578 against the known figures of Keras's Reuters-46 and the seed (docs/data.md)."""
 
-import shutil
 import tarfile
 
 import numpy as np
 import pytest
+from conftest import copy_reuters
 
 from reuters_ray.data.keras_reuters import LABEL_NAMES as KERAS_LABEL_NAMES
 from reuters_ray.data.reuters21578 import load_reuters21578
@@ -12,17 +12,65 @@ from reuters_ray.errors import DataError
 from reuters_ray.features import class_weights
 from reuters_ray.preprocess import filter_rare_classes, preprocess
 
-SEED_18 = ["cocoa", "grain", "veg-oil", "earn", "acq", "money-supply", "coffee", "sugar", "trade",
-           "ship", "crude", "cpi", "money-fx", "interest", "gnp", "oilseed", "gold", "jobs"]  # fmt: skip
+SEED_18 = [
+    "cocoa",
+    "grain",
+    "veg-oil",
+    "earn",
+    "acq",
+    "money-supply",
+    "coffee",
+    "sugar",
+    "trade",
+    "ship",
+    "crude",
+    "cpi",
+    "money-fx",
+    "interest",
+    "gnp",
+    "oilseed",
+    "gold",
+    "jobs",
+]
 SEED_TRAIN_COUNTS = [55, 432, 74, 3159, 1949, 139, 101, 124, 390, 172, 444, 66, 549, 269, 100, 62, 92, 50]
-SEED_WEIGHTS = [2.21, 0.28, 1.64, 0.04, 0.06, 0.87, 1.20, 0.98, 0.31, 0.71, 0.27, 1.84, 0.22, 0.45, 1.21, 1.96, 1.32, 2.43]
+SEED_WEIGHTS = [
+    2.21,
+    0.28,
+    1.64,
+    0.04,
+    0.06,
+    0.87,
+    1.20,
+    0.98,
+    0.31,
+    0.71,
+    0.27,
+    1.84,
+    0.22,
+    0.45,
+    1.21,
+    1.96,
+    1.32,
+    2.43,
+]
 
 
 def test_keras_reuters46_sizes_and_label_order(reuters):
     assert len(reuters.train_texts) + len(reuters.test_texts) == 11228
     assert (len(reuters.train_texts), len(reuters.test_texts)) == (8982, 2246)
     assert reuters.num_classes == 46
-    assert reuters.label_names[:10] == ["cocoa", "grain", "veg-oil", "earn", "acq", "wheat", "copper", "housing", "money-supply", "coffee"]
+    assert reuters.label_names[:10] == [
+        "cocoa",
+        "grain",
+        "veg-oil",
+        "earn",
+        "acq",
+        "wheat",
+        "copper",
+        "housing",
+        "money-supply",
+        "coffee",
+    ]
     assert reuters.label_names == KERAS_LABEL_NAMES  # keras.datasets.reuters.get_label_names()
     assert reuters.provenance["documents"] == 21578
     assert reuters.provenance["checksums"] == "match Reuters-21578 Distribution 1.0"
@@ -88,11 +136,7 @@ def test_archive_reads_like_the_folder(reuters_dir, reuters, tmp_path):
 
 @pytest.fixture
 def sgm_copy(reuters_dir, tmp_path):
-    folder = tmp_path / "reuters"
-    folder.mkdir()
-    for f in reuters_dir.glob("reut2-*.sgm"):
-        shutil.copy(f, folder / f.name)
-    return folder
+    return copy_reuters(reuters_dir, tmp_path)
 
 
 def test_truncated_sgm_is_named(sgm_copy):

@@ -13,7 +13,11 @@ from reuters_ray.errors import DataError
 
 
 def frame(n_per_class=10, labels=("sports", "politics", "tech")):
-    rows = [{"id": f"d{k}{i}", "text": f"{lab} story number {i} with words", "label": lab} for k, lab in enumerate(labels) for i in range(n_per_class)]
+    rows = [
+        {"id": f"d{k}{i}", "text": f"{lab} story number {i} with words", "label": lab}
+        for k, lab in enumerate(labels)
+        for i in range(n_per_class)
+    ]
     return pd.DataFrame(rows)
 
 
@@ -48,9 +52,9 @@ def test_missing_columns_are_named(tmp_path):
         load_table(str(path))
 
 
-def test_empty_texts_and_nan_labels_are_named_with_rows(tmp_path):
+def test_nan_labels_are_named_with_rows_and_empty_texts_dropped_and_counted(tmp_path):
     df = frame()
-    df.loc[3, "text"] = "   "
+    df.loc[[3, 9], "text"] = "   "
     df.loc[[5, 7], "label"] = None
     path = tmp_path / "bad.csv"
     df.to_csv(path, index=False)
@@ -58,7 +62,15 @@ def test_empty_texts_and_nan_labels_are_named_with_rows(tmp_path):
         load_table(str(path))
     df.loc[[5, 7], "label"] = "sports"
     df.to_csv(path, index=False)
-    with pytest.raises(DataError, match=r"bad.csv: column 'text' has 1 empty text\(s\), data rows 4"):
+    ds = load_table(str(path))  # empty texts: dropped and counted, as the seed's short-text filter does
+    assert len(ds.train_texts) + len(ds.test_texts) == len(df) - 2
+    assert df.loc[3, "id"] not in ds.train_ids + ds.test_ids and df.loc[9, "id"] not in ds.train_ids + ds.test_ids
+    (step,) = ds.provenance["steps"]
+    assert step["step"] == "drop_empty_texts" and step["removed"] == {"train": 2, "test": 0}
+    assert ds.dropped_lines() == [f"warning: {path}: dropped 2 empty text(s) in column 'text', data rows 4, 10"]
+    df["text"] = ""
+    df.to_csv(path, index=False)
+    with pytest.raises(DataError, match=rf"bad.csv: column 'text' holds no text in any of its {len(df)} rows"):
         load_table(str(path))
 
 

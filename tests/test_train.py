@@ -5,14 +5,14 @@ import math
 import numpy as np
 import pytest
 import torch
+from conftest import Exploit, latest_checkpoint, majority_f1, uses_checkpointing
 from sklearn.model_selection import train_test_split
 
-from reuters_ray.checkpoint import latest_checkpoint, load_checkpoint
-from reuters_ray.config import DataConfig, ModelConfig, RunConfig, TrainConfig
+from reuters_ray.checkpoint import load_checkpoint
+from reuters_ray.config import ModelConfig, RunConfig, TrainConfig
 from reuters_ray.errors import CheckpointError, ConfigError
 from reuters_ray.features import class_weights, tokenize
-from reuters_ray.metrics import majority_f1
-from reuters_ray.models import build_model, uses_checkpointing
+from reuters_ray.models import build_model
 from reuters_ray.preprocess import preprocess
 from reuters_ray.train import EarlyStopping, FoldData, collate, lr_factor, predict_logits, train_fold
 
@@ -20,7 +20,9 @@ from reuters_ray.train import EarlyStopping, FoldData, collate, lr_factor, predi
 def fold_data(reuters, tokenizer, n, min_samples=300, max_length=128, seed=0):
     """A stratified sample of n preprocessed training wires, split 2:1 into train/val, with the recipe's weights."""
     ds = preprocess(reuters, min_samples=min_samples)
-    rows, _ = train_test_split(np.arange(len(ds.train_texts)), train_size=n, stratify=ds.train_labels, random_state=seed)
+    rows, _ = train_test_split(
+        np.arange(len(ds.train_texts)), train_size=n, stratify=ds.train_labels, random_state=seed
+    )
     labels = ds.train_labels[rows]
     tokens = tokenize([ds.train_texts[i] for i in rows], tokenizer, max_length)
     tr, va = train_test_split(np.arange(n), test_size=1 / 3, stratify=labels, random_state=seed)
@@ -29,7 +31,9 @@ def fold_data(reuters, tokenizer, n, min_samples=300, max_length=128, seed=0):
 
 def tiny_cfg(**train):
     base = dict(lr=3e-3, batch_size=16, grad_accum=1, max_epochs=10, patience=5)
-    return RunConfig(model=ModelConfig(name="tiny-bert-random", hidden_dropout=0.1), train=TrainConfig(**{**base, **train}))
+    return RunConfig(
+        model=ModelConfig(name="tiny-bert-random", hidden_dropout=0.1), train=TrainConfig(**{**base, **train})
+    )
 
 
 def test_tiny_model_learns_reuters_topics(reuters, minilm_tokenizer, tmp_path):
@@ -46,7 +50,9 @@ def test_tiny_model_learns_reuters_topics(reuters, minilm_tokenizer, tmp_path):
     logits = predict_logits(res.model, data.tokens, data.val_idx, 64, "longest", torch.device("cpu"), "fp32")
     from reuters_ray.metrics import classification_metrics
 
-    assert classification_metrics(data.labels[data.val_idx], logits.argmax(1), 6)["f1_weighted"] == pytest.approx(res.best_score)
+    assert classification_metrics(data.labels[data.val_idx], logits.argmax(1), 6)["f1_weighted"] == pytest.approx(
+        res.best_score
+    )
 
 
 def test_early_stopping_on_a_scripted_sequence():
@@ -80,7 +86,9 @@ def test_accumulation_8x4_is_the_same_update_as_32x1(reuters, minilm_tokenizer):
         torch.manual_seed(0)
         model = build_model("tiny-bert-random", data.label_names, 0.0, 0.0)
         for s in range(0, 32, micro):
-            logits = model(input_ids=batch["input_ids"][s : s + micro], attention_mask=batch["attention_mask"][s : s + micro]).logits
+            logits = model(
+                input_ids=batch["input_ids"][s : s + micro], attention_mask=batch["attention_mask"][s : s + micro]
+            ).logits
             (focal_loss(logits, batch["labels"][s : s + micro], alpha, reduction="sum") / 32).backward()
         grads.append(torch.cat([p.grad.flatten() for p in model.parameters() if p.grad is not None]))
     torch.testing.assert_close(grads[0], grads[1], rtol=1e-4, atol=1e-6)
@@ -111,11 +119,18 @@ def test_resume_after_epoch_k_ends_with_the_same_weights(reuters, minilm_tokeniz
     last_full, _, _, p_full = load_checkpoint(latest_checkpoint(tmp_path / "full"))
     last_res, _, _, p_res = load_checkpoint(latest_checkpoint(tmp_path / "part"))
     assert all(torch.equal(last_full[k], last_res[k]) for k in last_full)
-    strip = lambda h: [{k: v for k, v in r.items() if not any(w in k for w in ("time", "_per_s", "restarts"))} for r in h]  # noqa: E731
+
+    def strip(h):  # the history apart from wall-clock figures
+        return [{k: v for k, v in r.items() if not any(w in k for w in ("time", "_per_s", "restarts"))} for r in h]
+
     assert strip(p_full["history"]) == strip(p_res["history"])
     # a finished fold resumed again trains no more epochs
     again = train_fold(cfg, data, tmp_path / "part", resume_from=latest_checkpoint(tmp_path / "part"), log=quiet)
-    assert len(again.history) == 3 and sorted(p.name for p in (tmp_path / "part").iterdir()) == ["epoch_001", "epoch_002", "epoch_003"]
+    assert len(again.history) == 3 and sorted(p.name for p in (tmp_path / "part").iterdir()) == [
+        "epoch_001",
+        "epoch_002",
+        "epoch_003",
+    ]
 
 
 def test_damaged_or_foreign_checkpoints_are_refused(reuters, minilm_tokenizer, tmp_path):
@@ -137,8 +152,14 @@ def test_damaged_or_foreign_checkpoints_are_refused(reuters, minilm_tokenizer, t
 
 def test_offline_minilm_loads_and_trains(reuters, minilm_tokenizer, tmp_path):
     data = fold_data(reuters, minilm_tokenizer, 48, max_length=32)
-    cfg = RunConfig(model=ModelConfig(name="minilm-offline"), train=TrainConfig(max_epochs=1, batch_size=8, grad_accum=2, lr=5e-5))
-    before = build_model("minilm-offline", data.label_names).state_dict()["bert.encoder.layer.0.attention.self.query.weight"].clone()
+    cfg = RunConfig(
+        model=ModelConfig(name="minilm-offline"), train=TrainConfig(max_epochs=1, batch_size=8, grad_accum=2, lr=5e-5)
+    )
+    before = (
+        build_model("minilm-offline", data.label_names)
+        .state_dict()["bert.encoder.layer.0.attention.self.query.weight"]
+        .clone()
+    )
     res = train_fold(cfg, data, tmp_path, log=lambda s: None)
     after = res.model.state_dict()["bert.encoder.layer.0.attention.self.query.weight"]
     assert not torch.equal(before, after) and math.isfinite(res.history[0]["train/loss"])
@@ -236,26 +257,19 @@ def test_resume_candidates_are_the_restored_checkpoint_then_older_ones(tmp_path)
     assert [(p / "which").read_text() for p in got] == [names[1], names[0]]
 
 
-class _Exploit:
-    """Unpickling this would create a file: what a malicious state.pt could do."""
-
-    def __init__(self, path):
-        self.path = path
-
-    def __reduce__(self):
-        return (open, (self.path, "w"))
-
-
 def test_checkpoint_state_is_never_unpickled(reuters, minilm_tokenizer, tmp_path):
     data = fold_data(reuters, minilm_tokenizer, 60, max_length=32)
     train_fold(tiny_cfg(max_epochs=1), data, tmp_path / "ck", log=lambda s: None)
     ckpt = latest_checkpoint(tmp_path / "ck")
-    torch.save({"optimizer": _Exploit(str(tmp_path / "pwned"))}, ckpt / "state.pt")
+    torch.save({"optimizer": Exploit(tmp_path / "pwned")}, ckpt / "state.pt")
     with pytest.raises(CheckpointError, match="epoch_001: damaged state"):
         load_checkpoint(ckpt)
     assert not (tmp_path / "pwned").exists()
     assert sorted(p.name for p in ckpt.rglob("*") if p.suffix in (".bin", ".pt", ".pkl", ".safetensors")) == [
-        "model.safetensors", "model.safetensors", "state.pt"]  # weights only as safetensors (here and in best/)
+        "model.safetensors",
+        "model.safetensors",
+        "state.pt",
+    ]  # weights only as safetensors (here and in best/)
 
 
 def test_checkpoint_every_n_epochs_and_where_each_epochs_time_goes(reuters, minilm_tokenizer, tmp_path):
@@ -263,7 +277,9 @@ def test_checkpoint_every_n_epochs_and_where_each_epochs_time_goes(reuters, mini
     quiet = lambda s: None  # noqa: E731
     calls = []
     cfg = tiny_cfg(max_epochs=5, patience=5, checkpoint_every=2)
-    res = train_fold(cfg, data, tmp_path / "every2", report=lambda row, ck: calls.append((row["epoch"], ck and ck.name)), log=quiet)
+    res = train_fold(
+        cfg, data, tmp_path / "every2", report=lambda row, ck: calls.append((row["epoch"], ck and ck.name)), log=quiet
+    )
     # epochs 2 and 4, and always the last; every epoch is reported, with no checkpoint in between
     assert calls == [(1, None), (2, "epoch_002"), (3, None), (4, "epoch_004"), (5, "epoch_005")]
     assert sorted(p.name for p in (tmp_path / "every2").iterdir()) == ["epoch_002", "epoch_004", "epoch_005"]
@@ -285,11 +301,27 @@ def test_fold_timing_sums_the_epoch_rows():
     from reuters_ray.runner import fold_timing
 
     rows = [
-        {"time/train_s": 4.0, "time/val_s": 0.5, "time/checkpoint_s": 0.0, "time/epoch_s": 4.5, "time/report_s": 0.1,
-         "train/examples_per_s": 100.0, "train/tokens_per_s": 1000.0, "memory/peak_gib": 1.0},
-        {"time/train_s": 3.0, "time/val_s": 0.5, "time/checkpoint_s": 0.5, "time/epoch_s": 4.0, "time/report_s": None,
-         "train/examples_per_s": 200.0, "train/tokens_per_s": 3000.0, "memory/peak_gib": 1.5},
-    ]  # fmt: skip
+        {
+            "time/train_s": 4.0,
+            "time/val_s": 0.5,
+            "time/checkpoint_s": 0.0,
+            "time/epoch_s": 4.5,
+            "time/report_s": 0.1,
+            "train/examples_per_s": 100.0,
+            "train/tokens_per_s": 1000.0,
+            "memory/peak_gib": 1.0,
+        },
+        {
+            "time/train_s": 3.0,
+            "time/val_s": 0.5,
+            "time/checkpoint_s": 0.5,
+            "time/epoch_s": 4.0,
+            "time/report_s": None,
+            "train/examples_per_s": 200.0,
+            "train/tokens_per_s": 3000.0,
+            "memory/peak_gib": 1.5,
+        },
+    ]
     t = fold_timing(rows)
     assert (t["train_s"], t["val_s"], t["checkpoint_s"], t["report_s"], t["wall_s"]) == (7.0, 1.0, 0.5, 0.1, 8.6)
     assert (t["examples_per_s"], t["tokens_per_s"], t["peak_gpu_gib"]) == (150.0, 2000.0, 1.5)

@@ -1,8 +1,8 @@
 """Data sources: each turns its input into a TextDataset with provenance.
 
-    reuters21578  the raw Reuters-21578 SGML files (folder or UCI archive), Keras's exact split
-    keras         Keras's reuters.npz plus its word index, decoded to text
-    table         your own CSV / Parquet / JSONL file(s)
+reuters21578  the raw Reuters-21578 SGML files (folder or UCI archive), Keras's exact split
+keras         Keras's reuters.npz plus its word index, decoded to text
+table         your own CSV / Parquet / JSONL file(s)
 """
 
 from __future__ import annotations

@@ -51,6 +51,29 @@ class TextDataset:
         prov.setdefault("steps", []).append({"step": name, "params": params, "removed": removed, "after": after})
         return replace(self, provenance=prov, **changes)
 
+    def dropped_lines(self) -> list[str]:
+        """What the preprocessing and loading steps dropped, one line each, for a person to read first: each class
+        dropped by data.min_samples with its training count, and empty texts of a table with their rows."""
+        lines = []
+        for step in self.provenance.get("steps", []):
+            params = step["params"]
+            if step["step"] == "filter_rare_classes" and params.get("dropped_classes"):
+                dropped = params["dropped_classes"]
+                listed = ", ".join(f"{d['name']} ({d['train']})" for d in dropped)
+                lines.append(
+                    f"dropped {len(dropped)} class(es) with fewer than data.min_samples={params['min_samples']} "
+                    f"training examples (training count in brackets): {listed}"
+                )
+            elif step["step"] == "drop_empty_texts" and sum(step["removed"].values()):
+                for file, rows in params["rows"].items():
+                    if rows:
+                        shown = ", ".join(map(str, rows[:20])) + (" ..." if len(rows) > 20 else "")
+                        lines.append(
+                            f"warning: {file}: dropped {len(rows)} empty text(s) in column "
+                            f"{params['column']!r}, data rows {shown}"
+                        )
+        return lines
+
     def check_folds(self, n_folds: int) -> None:
         """Raises DataError unless every class has at least `n_folds` training examples (stratified k-fold)."""
         if n_folds < 2:

@@ -27,17 +27,62 @@ from reuters_ray.errors import DataError
 
 ORIGIN = "https://storage.googleapis.com/tensorflow/tf-keras-datasets/"
 NPZ_NAME, NPZ_SHA256 = "reuters.npz", "d6586e694ee56d7a4e65172e12b3e987c03096cb01eab99753921ef915959916"
-WORD_INDEX_NAME, WORD_INDEX_MD5 = "reuters_word_index.json", "4d44cc38712099c9e383dc6e5f11a921"  # Keras publishes an MD5
+WORD_INDEX_NAME, WORD_INDEX_MD5 = (
+    "reuters_word_index.json",
+    "4d44cc38712099c9e383dc6e5f11a921",
+)  # Keras publishes an MD5
 START, OOV, INDEX_FROM = 1, 2, 3
 SPECIAL = {0: "[PAD]", 1: "[START]", 2: "[UNK]", 3: "[UNUSED]"}
 TEST_SPLIT = 0.2
 # keras.datasets.reuters.get_label_names(): the same names, in the same order, as the raw-file source derives.
 LABEL_NAMES = [
-    "cocoa", "grain", "veg-oil", "earn", "acq", "wheat", "copper", "housing", "money-supply", "coffee", "sugar",
-    "trade", "reserves", "ship", "cotton", "carcass", "crude", "nat-gas", "cpi", "money-fx", "interest", "gnp",
-    "meal-feed", "alum", "oilseed", "gold", "tin", "strategic-metal", "livestock", "retail", "ipi", "iron-steel",
-    "rubber", "heat", "jobs", "lei", "bop", "zinc", "orange", "pet-chem", "dlr", "gas", "silver", "wpi", "hog", "lead",
-]  # fmt: skip
+    "cocoa",
+    "grain",
+    "veg-oil",
+    "earn",
+    "acq",
+    "wheat",
+    "copper",
+    "housing",
+    "money-supply",
+    "coffee",
+    "sugar",
+    "trade",
+    "reserves",
+    "ship",
+    "cotton",
+    "carcass",
+    "crude",
+    "nat-gas",
+    "cpi",
+    "money-fx",
+    "interest",
+    "gnp",
+    "meal-feed",
+    "alum",
+    "oilseed",
+    "gold",
+    "tin",
+    "strategic-metal",
+    "livestock",
+    "retail",
+    "ipi",
+    "iron-steel",
+    "rubber",
+    "heat",
+    "jobs",
+    "lei",
+    "bop",
+    "zinc",
+    "orange",
+    "pet-chem",
+    "dlr",
+    "gas",
+    "silver",
+    "wpi",
+    "hog",
+    "lead",
+]
 
 
 def keras_datasets_dir(cache_dir: str | None = None) -> Path:
@@ -50,7 +95,9 @@ def _download(folder: Path) -> None:
         import keras  # noqa: F401  (light Keras 3; any backend, e.g. KERAS_BACKEND=torch)
         from keras.utils import get_file
     except ImportError:
-        raise DataError(f"source 'keras': {folder / NPZ_NAME} is not there and downloading it needs the keras extra: pip install 'reuters-ray[keras]'") from None
+        raise DataError(
+            f"source 'keras': {folder / NPZ_NAME} is not there and downloading it needs the keras extra: pip install 'reuters-ray[keras]'"
+        ) from None
     cache_dir = str(folder.parent)
     for name, file_hash in ((NPZ_NAME, NPZ_SHA256), (WORD_INDEX_NAME, WORD_INDEX_MD5)):
         try:
@@ -63,7 +110,9 @@ def _check_hash(path: Path, expected: str) -> None:
     algo = hashlib.sha256 if len(expected) == 64 else hashlib.md5
     got = algo(path.read_bytes()).hexdigest()
     if got != expected:
-        raise DataError(f"{path}: checksum {got} does not match the expected {expected}; refusing to open it (delete it to download again)")
+        raise DataError(
+            f"{path}: checksum {got} does not match the expected {expected}; refusing to open it (delete it to download again)"
+        )
 
 
 def decode(seq: list[int], index_to_word: dict[int, str]) -> str:
@@ -119,6 +168,12 @@ def load_keras_reuters(
         "steps": [],
     }
     return TextDataset(
-        train_texts=texts[:cut], train_labels=ys[:cut], test_texts=texts[cut:], test_labels=ys[cut:],
-        label_names=list(names), train_ids=ids[:cut], test_ids=ids[cut:], provenance=prov,
+        train_texts=texts[:cut],
+        train_labels=ys[:cut],
+        test_texts=texts[cut:],
+        test_labels=ys[cut:],
+        label_names=list(names),
+        train_ids=ids[:cut],
+        test_ids=ids[cut:],
+        provenance=prov,
     )

@@ -91,7 +91,12 @@ def _read_files(path: str | None, cache_dir: str | None) -> tuple[list[tuple[str
     if path is None:
         archive = download_archive(cache_dir)
         files = _read_archive(archive)
-        return files, {"kind": "download", "path": str(archive), "url": ARCHIVE_URL, "archive_sha256": _sha256_file(archive)}
+        return files, {
+            "kind": "download",
+            "path": str(archive),
+            "url": ARCHIVE_URL,
+            "archive_sha256": _sha256_file(archive),
+        }
     p = Path(path).expanduser()
     if not p.exists():
         raise DataError(f"data path {p} does not exist (expected a folder of reut2-*.sgm files or {ARCHIVE_NAME})")
@@ -176,7 +181,7 @@ def _parse(files: list[tuple[str, bytes]]) -> tuple[list[dict], list[tuple[int, 
         text = data.decode("latin-1")  # the distribution's encoding; every byte decodes
         matches = list(_DOC.finditer(text))
         opened = len(re.findall(r"<REUTERS\b", text))
-        tail = text[matches[-1].end():] if matches else text
+        tail = text[matches[-1].end() :] if matches else text
         if not matches or opened != len(matches) or "<" in tail:
             raise DataError(
                 f"{name}: truncated or garbled SGML: {opened} <REUTERS> tags open, {len(matches)} complete "
@@ -189,15 +194,17 @@ def _parse(files: list[tuple[str, bytes]]) -> tuple[list[dict], list[tuple[int, 
             topics_m = _TOPICS.search(body)
             if newid is None or topics_m is None:
                 raise DataError(f"{name}: garbled document at offset {m.start()}: no NEWID or no <TOPICS>")
-            docs.append({
-                "file": fi,
-                "id": newid.group(1),
-                "topics": _D.findall(topics_m.group(1)),
-                "topics_end": m.start(2) + topics_m.end(),
-                "title": _TITLE.search(body),
-                "body": _BODY.search(body),
-                "text": _TEXT.search(body),
-            })
+            docs.append(
+                {
+                    "file": fi,
+                    "id": newid.group(1),
+                    "topics": _D.findall(topics_m.group(1)),
+                    "topics_end": m.start(2) + topics_m.end(),
+                    "title": _TITLE.search(body),
+                    "body": _BODY.search(body),
+                    "text": _TEXT.search(body),
+                }
+            )
     return docs, bodies
 
 
@@ -247,20 +254,24 @@ def load_reuters21578(
     np.random.RandomState(seed).shuffle(order)
     cut = int(len(kept) * (1 - TEST_SPLIT))
     tr, te = order[:cut], order[cut:]
-    prov.update({
-        "source": "reuters21578",
-        "text_mode": text,
-        "files": len(files),
-        "checksums": "match Reuters-21578 Distribution 1.0" if not mismatched else f"differ from Distribution 1.0: {', '.join(mismatched)}",
-        "documents": len(docs),
-        "documents_with_topics": len(with_topics),
-        "topic_min_documents": MIN_TOPIC_DOCS,
-        "kept_documents": len(kept),
-        "without_own_body": sum(d["body"] is None for d in kept),
-        "carrying_another_wires_body": foreign,
-        "split": {"seed": seed, "test_split": TEST_SPLIT, "train": len(tr), "test": len(te)},
-        "steps": [],
-    })
+    prov.update(
+        {
+            "source": "reuters21578",
+            "text_mode": text,
+            "files": len(files),
+            "checksums": "match Reuters-21578 Distribution 1.0"
+            if not mismatched
+            else f"differ from Distribution 1.0: {', '.join(mismatched)}",
+            "documents": len(docs),
+            "documents_with_topics": len(with_topics),
+            "topic_min_documents": MIN_TOPIC_DOCS,
+            "kept_documents": len(kept),
+            "without_own_body": sum(d["body"] is None for d in kept),
+            "carrying_another_wires_body": foreign,
+            "split": {"seed": seed, "test_split": TEST_SPLIT, "train": len(tr), "test": len(te)},
+            "steps": [],
+        }
+    )
     return TextDataset(
         train_texts=[texts[i] for i in tr],
         train_labels=labels[tr],

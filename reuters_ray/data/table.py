@@ -28,7 +28,14 @@ def _read(path: Path) -> pd.DataFrame:
     try:
         if fmt in ("csv", "tsv"):
             # keep_default_na=False: the text "NA" is a word, not a missing value; only empty cells are missing.
-            return pd.read_csv(path, sep="\t" if fmt == "tsv" else ",", encoding="utf-8", dtype=str, keep_default_na=False, na_values=[""])
+            return pd.read_csv(
+                path,
+                sep="\t" if fmt == "tsv" else ",",
+                encoding="utf-8",
+                dtype=str,
+                keep_default_na=False,
+                na_values=[""],
+            )
         if fmt == "parquet":
             return pd.read_parquet(path)
         return pd.read_json(path, lines=True, dtype=False, encoding="utf-8")
@@ -38,7 +45,11 @@ def _read(path: Path) -> pd.DataFrame:
         raise DataError(f"{path}: cannot parse as {fmt}: {str(e).splitlines()[0]}") from None
 
 
-def _columns(df: pd.DataFrame, path: Path, text_column: str, label_column: str) -> tuple[list[str], pd.Series, list[str]]:
+def _columns(
+    df: pd.DataFrame, path: Path, text_column: str, label_column: str
+) -> tuple[list[str], pd.Series, list[str], list[int]]:
+    """(texts, labels, ids, data rows dropped for an empty text) of a table; raises DataError naming the file
+    and column for missing columns, no rows, missing labels, or no text at all."""
     missing = [c for c in (text_column, label_column) if c not in df.columns]
     if missing:
         raise DataError(
@@ -50,13 +61,18 @@ def _columns(df: pd.DataFrame, path: Path, text_column: str, label_column: str) 
     rows = lambda mask: ", ".join(str(i + 1) for i in np.flatnonzero(mask)[:5]) + (" ..." if mask.sum() > 5 else "")  # noqa: E731
     labels = df[label_column]
     if labels.isna().any():
-        raise DataError(f"{path}: column {label_column!r} has {int(labels.isna().sum())} missing label(s), data rows {rows(labels.isna().to_numpy())}")
+        raise DataError(
+            f"{path}: column {label_column!r} has {int(labels.isna().sum())} missing label(s), data rows {rows(labels.isna().to_numpy())}"
+        )
     texts = df[text_column]
     empty = texts.isna().to_numpy() | np.array([not str(t).strip() for t in texts.fillna("")])
-    if empty.any():
-        raise DataError(f"{path}: column {text_column!r} has {int(empty.sum())} empty text(s), data rows {rows(empty)}")
+    if empty.all():
+        raise DataError(f"{path}: column {text_column!r} holds no text in any of its {len(df)} rows")
     ids = [str(i) for i in (df["id"] if "id" in df.columns else range(len(df)))]
-    return [str(t) for t in texts], labels, ids
+    # Empty texts are dropped and counted, as the seed's short-text filter drops short ones; rows count from 1
+    keep = np.flatnonzero(~empty)
+    dropped = [int(i) + 1 for i in np.flatnonzero(empty)]
+    return [str(texts.iloc[i]) for i in keep], labels.iloc[keep], [ids[i] for i in keep], dropped
 
 
 def _label_values(labels: pd.Series) -> list:
@@ -79,11 +95,12 @@ def load_table(
     if path is None:
         raise DataError("data.path is required for source 'table' (a .csv, .parquet or .jsonl file)")
     path = Path(path).expanduser()
-    texts, raw_labels, ids = _columns(_read(path), path, text_column, label_column)
+    texts, raw_labels, ids, empty = _columns(_read(path), path, text_column, label_column)
+    test_empty: list[int] = []
     labels = _label_values(raw_labels)
     if test_path is not None:
         tpath = Path(test_path).expanduser()
-        test_texts, test_raw, test_ids = _columns(_read(tpath), tpath, text_column, label_column)
+        test_texts, test_raw, test_ids, test_empty = _columns(_read(tpath), tpath, text_column, label_column)
         test_labels = _label_values(test_raw)
         train_idx = np.arange(len(texts))
     else:
@@ -96,18 +113,26 @@ def load_table(
                 f"{', '.join(repr(str(k)) for k in counts[counts < 2].index)}. Add examples or give data.test_path"
             )
         try:
-            train_idx, test_idx = train_test_split(np.arange(len(texts)), test_size=test_size, random_state=seed, stratify=labels)
+            train_idx, test_idx = train_test_split(
+                np.arange(len(texts)), test_size=test_size, random_state=seed, stratify=labels
+            )
         except ValueError as e:
             raise DataError(f"{path}: cannot split with data.test_size={test_size}: {e}") from None
         train_idx, test_idx = np.sort(train_idx), np.sort(test_idx)
-        test_texts, test_labels, test_ids = [texts[i] for i in test_idx], [labels[i] for i in test_idx], [ids[i] for i in test_idx]
+        test_texts, test_labels, test_ids = (
+            [texts[i] for i in test_idx],
+            [labels[i] for i in test_idx],
+            [ids[i] for i in test_idx],
+        )
 
     train_labels = [labels[i] for i in train_idx]
     if len({type(v) for v in train_labels + test_labels}) > 1:
         train_labels, test_labels = [str(v) for v in train_labels], [str(v) for v in test_labels]
     names = sorted(set(train_labels))
     if len(names) < 2:
-        raise DataError(f"{path}: column {label_column!r} holds a single class ({names[0]!r}); a classifier needs at least 2")
+        raise DataError(
+            f"{path}: column {label_column!r} holds a single class ({names[0]!r}); a classifier needs at least 2"
+        )
     unseen = sorted(set(test_labels) - set(names), key=str)
     if unseen:
         raise DataError(f"{test_path or path}: test labels never seen in training: {', '.join(map(repr, unseen))}")
@@ -118,11 +143,16 @@ def load_table(
         "sha256": hashlib.sha256(path.read_bytes()).hexdigest(),
         "text_column": text_column,
         "label_column": label_column,
-        "split": {"test_path": str(Path(test_path).resolve()) if test_path else None, "test_size": None if test_path else test_size,
-                  "seed": None if test_path else seed, "train": len(train_idx), "test": len(test_texts)},
+        "split": {
+            "test_path": str(Path(test_path).resolve()) if test_path else None,
+            "test_size": None if test_path else test_size,
+            "seed": None if test_path else seed,
+            "train": len(train_idx),
+            "test": len(test_texts),
+        },
         "steps": [],
     }
-    return TextDataset(
+    ds = TextDataset(
         train_texts=[texts[i] for i in train_idx],
         train_labels=np.array([index[v] for v in train_labels], dtype=np.int64),
         test_texts=test_texts,
@@ -131,4 +161,9 @@ def load_table(
         train_ids=[ids[i] for i in train_idx],
         test_ids=test_ids,
         provenance=prov,
+    )
+    rows = {str(path): empty, **({str(Path(test_path).expanduser()): test_empty} if test_path else {})}
+    # With one file split in two, its empty rows are counted under "train" (they were dropped before the split)
+    return ds.with_step(
+        "drop_empty_texts", {"column": text_column, "rows": rows}, {"train": len(empty), "test": len(test_empty)}
     )

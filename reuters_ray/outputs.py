@@ -1,0 +1,59 @@
+"""The data files of a run folder, written from the run's results. No Ray here.
+
+Every file is written under a temporary name and moved into place (reuters_ray.storage). In a run folder
+metrics.json comes after the data files, and the report (reuters_ray.report) after metrics.json, report.md last:
+its presence means the run is complete.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import yaml
+
+from reuters_ray.metrics import softmax
+from reuters_ray.storage import write_atomic
+
+
+def write_run_outputs(
+    run_dir: Path,
+    metrics: dict[str, Any],
+    fold_rows: list[dict[str, Any]],
+    history: list[dict[str, Any]],
+    ids: list[str],
+    y_true: np.ndarray,
+    mean_logits: np.ndarray,
+    label_names: list[str],
+    config: dict[str, Any],
+    provenance: dict[str, Any],
+) -> None:
+    """Writes the run folder's data files: config.yaml, provenance.json, folds.csv, history.csv (every fold's
+    epoch rows), per_class.csv, confusion_matrix.csv, predictions.parquet, and metrics.json last of them.
+    The report (reuters_ray.report.write_report) is built from these files."""
+    run_dir = Path(run_dir)
+    write_atomic(run_dir / "config.yaml", yaml.safe_dump(config, sort_keys=True))
+    write_atomic(run_dir / "provenance.json", json.dumps(provenance, indent=2))
+    folds = pd.DataFrame(fold_rows)
+    folds["restarts"] = [len(r.get("restarts", [])) for r in fold_rows]
+    write_atomic(run_dir / "folds.csv", folds.to_csv(index=False))
+    write_atomic(run_dir / "history.csv", pd.DataFrame(history).to_csv(index=False))
+    write_atomic(run_dir / "per_class.csv", pd.DataFrame(metrics["per_class"]).to_csv(index=False))
+    cm = pd.DataFrame(metrics["confusion_matrix"], index=label_names, columns=label_names)
+    cm.index.name = "true \\ predicted"
+    write_atomic(run_dir / "confusion_matrix.csv", cm.to_csv())
+    probs = softmax(mean_logits)
+    pred = mean_logits.argmax(axis=1)
+    df = pd.DataFrame(
+        {"id": ids, "true_label": [label_names[i] for i in y_true], "predicted_label": [label_names[i] for i in pred]}
+    )
+    for j, name in enumerate(label_names):
+        df[f"p_{name}"] = probs[:, j].astype(np.float32)
+    buf = io.BytesIO()
+    df.to_parquet(buf, index=False)
+    write_atomic(run_dir / "predictions.parquet", buf.getvalue())
+    write_atomic(run_dir / "metrics.json", json.dumps(metrics, indent=2))

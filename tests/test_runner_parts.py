@@ -1,0 +1,74 @@
+"""The Ray driver's phases that need no Ray: placing folds on a cluster, resuming, summarising a fold."""
+
+import pytest
+
+from reuters_ray.config import CVConfig, RunConfig, TrainConfig
+from reuters_ray.errors import ConfigError
+from reuters_ray.runner import RESUME_FREE_KEYS, check_resumable, place_folds, result_config, run_name, summarize_fold
+from reuters_ray.storage import LOCAL, write_atomic
+
+
+def test_folds_share_one_gpu_take_whole_ones_or_run_on_cpu():
+    assert place_folds(CVConfig(folds=3), {"CPU": 16, "GPU": 1}) == pytest.approx(1 / 3)
+    assert place_folds(CVConfig(folds=3), {"CPU": 16, "GPU": 4}) == 1.0
+    assert place_folds(CVConfig(folds=4), {"CPU": 16, "GPU": 2}) == 0.5
+    assert place_folds(CVConfig(folds=3), {"CPU": 2}) == 0.0
+    assert place_folds(CVConfig(folds=3, gpus_per_fold=1), {"CPU": 16, "GPU": 1}) == 1.0  # one after another
+
+
+def test_a_fold_that_could_never_be_placed_is_refused():
+    with pytest.raises(ConfigError, match=r"cv.cpus_per_fold=4.0 does not fit this Ray cluster's 2 CPUs"):
+        place_folds(CVConfig(cpus_per_fold=4.0), {"CPU": 2})
+    with pytest.raises(ConfigError, match=r"cv.gpus_per_fold=2.0 but this Ray cluster has 1 GPUs"):
+        place_folds(CVConfig(gpus_per_fold=2.0), {"CPU": 16, "GPU": 1})
+
+
+def test_settings_free_on_resume_keep_the_run_name_and_the_rest_change_it():
+    base = RunConfig()
+    free = RunConfig(train=TrainConfig(eval_batch_size=64, keep_checkpoints=2, checkpoint_every=5),
+                     cv=CVConfig(baseline=False, max_failures=0, cpus_per_fold=2))  # fmt: skip
+    assert run_name(free) == run_name(base) and result_config(free.to_dict()) == result_config(base.to_dict())
+    assert run_name(RunConfig(train=TrainConfig(lr=1e-4))) != run_name(base)
+    assert "baseline" in RESUME_FREE_KEYS["cv"] and "lr" not in RESUME_FREE_KEYS["train"]
+
+
+def test_a_run_folder_of_another_config_is_refused_with_the_keys_that_differ(tmp_path):
+    import yaml
+
+    run = str(tmp_path / "r")
+    check_resumable(LOCAL, run, RunConfig(), "r")  # nothing there yet
+    write_atomic(f"{run}/config.yaml", yaml.safe_dump(RunConfig().to_dict()))
+    check_resumable(LOCAL, run, RunConfig(cv=CVConfig(baseline=False)), "r")  # free to differ
+    with pytest.raises(
+        ConfigError, match=r"run 'r' in runs was made with another config \(differs in train.lr, train.seed\)"
+    ):
+        check_resumable(LOCAL, run, RunConfig(train=TrainConfig(lr=1.0, seed=1)), "r")
+
+
+def row(epoch, f1, **extra):
+    return {"epoch": epoch, "val/f1_weighted": f1, "val/accuracy": f1 + 0.01, "val/f1_macro": f1 - 0.1,
+            "time/train_s": 2.0, "time/val_s": 0.5, "time/checkpoint_s": 0.25, "time/epoch_s": 2.75, "time/report_s": 0.1,
+            "train/examples_per_s": 100.0, "train/tokens_per_s": 9000.0, "memory/peak_gib": None,
+            "worker/device": "cpu (1 thread)", "worker/host": "h", **extra}  # fmt: skip
+
+
+def test_a_fold_summary_from_its_last_checkpoint():
+    progress = {"finished": True, "epoch": 3, "history": [row(1, 0.5), row(2, 0.7), row(3, 0.6)],
+                "early_stopping": {"best": 0.7, "best_epoch": 2, "bad_epochs": 1},
+                "setup": {"precision": "fp32", "gradient_checkpointing": False},
+                "restarts": [{"after_epoch": 1, "kind": "worker restart"}]}  # fmt: skip
+    s = summarize_fold(1, progress, patience=1)
+    assert (s["fold"], s["best_epoch"], s["val_f1_weighted"], s["epochs_run"], s["stopped_early"]) == (
+        1,
+        2,
+        0.7,
+        3,
+        True,
+    )
+    assert s["val_accuracy"] == pytest.approx(0.71) and s["val_f1_macro"] == pytest.approx(0.6)
+    assert (s["train_s"], s["val_s"], s["checkpoint_s"]) == (6.0, 1.5, 0.75)
+    assert s["wall_s"] == pytest.approx(3 * 2.75 + 3 * 0.1) and s["device"] == "cpu (1 thread)"
+    assert s["precision"] == "fp32" and s["restarts"] == progress["restarts"]
+    assert summarize_fold(1, progress, patience=2)["stopped_early"] is False
+    with pytest.raises(RuntimeError, match="fold 0's last checkpoint is not finished"):
+        summarize_fold(0, {**progress, "finished": False}, patience=1)
