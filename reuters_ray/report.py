@@ -274,7 +274,11 @@ def build_sections(run: dict[str, Any]) -> tuple[str, list[tuple[str, list[Block
                     if "dropped_classes" in s["params"]
                     else ""
                 )
-                + (f", rows {', '.join(map(str, s['params']['rows'][:10]))}" if s["params"].get("rows") else ""),
+                + "".join(
+                    f", {Path(file).name} rows {', '.join(map(str, rows[:10]))}{' ...' if len(rows) > 10 else ''}"
+                    for file, rows in s["params"].get("rows", {}).items()
+                    if rows
+                ),
                 s["removed"]["train"],
                 s["removed"]["test"],
                 s["after"]["train"],

@@ -195,6 +195,7 @@ def test_ray_job_submit_stop_and_resubmit_a_users_csv(tmp_path, monkeypatch):
         "gardening (4)",
     ]
     assert (run / "report.md").exists() and not [p for p in run.rglob("*") if p.name.endswith(".tmp")]
+    assert "| drop_empty_texts | column=headline, news.csv rows 306 | 1 | 0 |" in (run / "report.md").read_text()
 
 
 def test_cluster_yaml_passes_rays_schema():
