@@ -4,7 +4,7 @@
            progress line (each fold's epoch, best validation F1, time left), and the result
     json   one JSON object per line: {"event": "info"|"epoch"|"restart"|"done", ...}
     quiet  the result line only (errors go to stderr in every mode)
-No Ray here: the runner feeds it from a Tune callback.
+No Ray here: the runner feeds it the rows its folds report.
 """
 
 from __future__ import annotations
@@ -46,13 +46,6 @@ class Console:
         self.mode, self.stream = mode, stream or sys.stdout
         self.folds: dict[int, dict[str, Any]] = {}  # fold -> its latest epoch row
         self._header_shown = False
-
-    def __getstate__(self) -> dict[str, Any]:  # Tune pickles its callbacks with the experiment state
-        return {**self.__dict__, "stream": None}
-
-    def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__dict__.update(state)
-        self.stream = sys.stdout
 
     def _emit(self, event: str, text: str | None, fields: dict[str, Any]) -> None:
         if self.mode == "json":

@@ -1,14 +1,16 @@
-"""Ray orchestration of k-fold cross-validation: the only module that imports Ray Train and Tune.
+"""Ray orchestration of k-fold cross-validation: the only module that imports Ray.
 
-    driver   load, preprocess and tokenize once; put the arrays in the object store; one Tune trial per fold
-    trial    builds and fits a TorchTrainer (ScalingConfig(num_workers=1, use_gpu=...)) for its fold
+    driver   load, preprocess and tokenize once; put the arrays in the object store; one TorchTrainer per fold
+             (ScalingConfig(num_workers=1, use_gpu=...)), their fit() calls in driver threads so the folds run at once
     worker   calls reuters_ray.train.train_fold, reporting each epoch (and its checkpoint) to Ray storage
+    callback on each fold's Train controller: forwards every registered report to the driver's console
     actor    the ensemble: loads each fold's best model from storage and scores the test split
 
-Storage: <cv.storage_path>/<run name>/ holds Tune's experiment state, fold_<k>/ (Ray Train checkpoints of fold k)
-and, at the end, the run's outputs (reuters_ray.outputs, reuters_ray.report) and models/fold_<k>/. Running the same
-command with the same run name resumes: Tune restores finished and unfinished trials, and Ray Train restores each
-unfinished fold from its latest checkpoint.
+Storage: <cv.storage_path>/<run name>/ holds fold_<k>/ (Ray Train's run of fold k: its checkpoints, its JSON
+checkpoint snapshot, and our fold_result.json once the fold finished) and, at the end, the run's outputs
+(reuters_ray.outputs, reuters_ray.report) and models/fold_<k>/. Running the same command with the same run name
+resumes: finished folds (fold_result.json) are kept, and Ray Train restores each unfinished fold from its latest
+registered checkpoint. Nothing read back from storage is unpickled: JSON and safetensors only.
 
 The driver's phases are functions of their own: check_resumable, place_folds, summarize_fold, publish_outputs.
 """
@@ -17,13 +19,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-import logging
 import os
 import re
 import sys
 import tempfile
 import time
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -32,12 +34,10 @@ import numpy as np
 import pyarrow.fs as pafs
 import yaml
 
-from reuters_ray.config import RunConfig, from_dict
+from reuters_ray.config import RunConfig
 from reuters_ray.console import Console, duration
 from reuters_ray.errors import ConfigError
 from reuters_ray.storage import LOCAL, copy_dir, read_text, storage_location, write_atomic
-
-TRIAL_CPU = 0.01  # the trial function only waits on its TorchTrainer; its worker holds the real resources
 
 # Settings free to differ when a run is resumed, and left out of the derived run name: they change where a run
 # goes, how fast, or how often it checkpoints, but not what any fold computes. (cv.baseline only adds the
@@ -75,17 +75,18 @@ class FoldTask:
     fold: int
     gpu_share: float  # of one GPU (1.0 = a whole one; 0 on CPU); folds sharing a card get 1 / folds
     cpus: float
-    attempt: str  # new with each start of the fold's trial, kept when Ray Train restarts a dead worker
+    attempt: str  # new with each fit() of the fold, kept when Ray Train restarts a dead worker
 
 
 # --- the driver's phases, each testable without Ray ------------------------------------------------------------
 
 
-def check_resumable(fs: pafs.FileSystem, run_path: str, cfg: RunConfig, name: str) -> None:
-    """Raises ConfigError when `run_path` holds a run made with another config (what RESUME_FREE_KEYS leaves)."""
+def check_resumable(fs: pafs.FileSystem, run_path: str, cfg: RunConfig, name: str) -> bool:
+    """Whether `run_path` holds a run of this config to resume. Raises ConfigError when it holds a run made with
+    another config (what RESUME_FREE_KEYS leaves)."""
     previous = read_text(fs, f"{run_path}/config.yaml")
     if previous is None:
-        return
+        return False
     old, new = result_config(yaml.safe_load(previous)), result_config(cfg.to_dict())
     if old != new:
         diff = [f"{s}.{k}" for s in new for k in new[s] if old.get(s, {}).get(k) != new[s][k]]
@@ -93,6 +94,7 @@ def check_resumable(fs: pafs.FileSystem, run_path: str, cfg: RunConfig, name: st
             f"run {name!r} in {cfg.cv.storage_path} was made with another config (differs in {', '.join(diff)}); "
             f"use the same config to resume it, or another cv.name"
         )
+    return True
 
 
 def check_writable(fs: pafs.FileSystem, run_path: str, storage_path: str) -> None:
@@ -113,11 +115,8 @@ def place_folds(cv, cluster: dict[str, float]) -> float:
     have_gpu, have_cpu = cluster.get("GPU", 0), cluster.get("CPU", 0)
     if gpus is None:
         gpus = min(1.0, int(have_gpu) / cv.folds) if have_gpu >= 1 else 0.0
-    if cv.cpus_per_fold + cv.folds * TRIAL_CPU > have_cpu + 1e-9:  # the trials hold TRIAL_CPU each
-        raise ConfigError(
-            f"cv.cpus_per_fold={cv.cpus_per_fold} does not fit this Ray cluster's {have_cpu:g} CPUs "
-            f"(leave {cv.folds * TRIAL_CPU:g} for the fold trials)"
-        )
+    if cv.cpus_per_fold > have_cpu + 1e-9:
+        raise ConfigError(f"cv.cpus_per_fold={cv.cpus_per_fold} does not fit this Ray cluster's {have_cpu:g} CPUs")
     if gpus > have_gpu + 1e-9:
         raise ConfigError(f"cv.gpus_per_fold={gpus} but this Ray cluster has {have_gpu:g} GPUs")
     return gpus
@@ -258,14 +257,13 @@ def resume_candidates(fs: pafs.FileSystem, latest: str, local_root: str):
         yield Path(dst)
 
 
-def _fold_trial(config: dict[str, Any], data_ref: list) -> dict[str, Any]:
-    """Tune trial: builds and fits the TorchTrainer of one fold."""
+def _fit_fold(task: FoldTask, data_ref: list, run_uri: str, progress) -> str:
+    """Fits fold `task.fold` as a Ray Train run named fold_<k> under `run_uri` (blocking; the driver calls it in a
+    thread per fold). Started again with the same name, Ray Train restores the fold from its latest registered
+    checkpoint (its own JSON snapshot). Returns the folder name of the fold's last checkpoint."""
     import ray.train
     from ray.train.torch import TorchTrainer
-    from ray.tune.integration.ray_train import TuneReportCallback
 
-    run = from_dict(RunConfig, config["run"])
-    task = FoldTask(run, config["fold"], config["gpu_share"], run.cv.cpus_per_fold, uuid.uuid4().hex[:12])
     resources = {"CPU": task.cpus, **({"GPU": task.gpu_share} if task.gpu_share else {})}
     trainer = TorchTrainer(
         _fold_worker,
@@ -275,14 +273,55 @@ def _fold_trial(config: dict[str, Any], data_ref: list) -> dict[str, Any]:
         ),
         run_config=ray.train.RunConfig(
             name=f"fold_{task.fold}",
-            storage_path=config["run_uri"],
-            callbacks=[TuneReportCallback()],
-            checkpoint_config=ray.train.CheckpointConfig(num_to_keep=run.train.keep_checkpoints),
-            failure_config=ray.train.FailureConfig(max_failures=run.cv.max_failures),
+            storage_path=run_uri,
+            callbacks=[_forward_reports(progress)],
+            checkpoint_config=ray.train.CheckpointConfig(num_to_keep=task.run.train.keep_checkpoints),
+            failure_config=ray.train.FailureConfig(max_failures=task.run.cv.max_failures),
         ),
     )
     result = trainer.fit()
-    return {"fold": task.fold, "fold_checkpoint": result.checkpoint.path if result.checkpoint else ""}
+    if result.checkpoint is None:
+        raise RuntimeError(f"fold {task.fold} reported no checkpoint")
+    return result.checkpoint.path.rstrip("/").rsplit("/", 1)[-1]
+
+
+def _forward_reports(progress):
+    """A Train callback (it runs on the fold's Train controller) that sends each registered epoch row to the
+    driver's progress actor."""
+    from ray.train import UserCallback
+
+    class _Forward(UserCallback):
+        def after_report(self, run_context, metrics, checkpoint):
+            progress.put.remote({k: v for k, v in metrics[0].items() if k in ROW_KEYS or "/" in k})
+
+    return _Forward()
+
+
+class _Progress:
+    """An async actor between the folds' Train controllers and the driver: rows in, rows out. take() waits at most
+    `timeout` seconds and returns what arrived (possibly nothing): a poll that never fails a task."""
+
+    def __init__(self):
+        import asyncio
+
+        self._rows: list[dict[str, Any]] = []
+        self._arrived = asyncio.Event()
+
+    async def put(self, row: dict[str, Any]) -> None:
+        self._rows.append(row)
+        self._arrived.set()
+
+    async def take(self, timeout: float) -> list[dict[str, Any]]:
+        import asyncio
+
+        if not self._rows:
+            try:
+                await asyncio.wait_for(self._arrived.wait(), timeout)
+            except asyncio.TimeoutError:
+                pass
+        rows, self._rows = self._rows, []
+        self._arrived.clear()
+        return rows
 
 
 class _EnsembleActor:
@@ -354,7 +393,7 @@ def _run_cv(cfg: RunConfig, console: Console) -> dict[str, Any]:
     tokenizer = load_tokenizer(dc.tokenizer or cfg.model.name)
     fs, base, base_uri = storage_location(cfg.cv.storage_path)
     run_path, run_uri = f"{base}/{name}", f"{base_uri}/{name}"
-    check_resumable(fs, run_path, cfg, name)
+    resuming = check_resumable(fs, run_path, cfg, name)
     check_writable(fs, run_path, cfg.cv.storage_path)
     write_atomic(f"{run_path}/config.yaml", yaml.safe_dump(cfg.to_dict(), sort_keys=True), fs)
     console.info(f"run {name}: {run_uri}", run=name, uri=run_uri)
@@ -379,7 +418,6 @@ def _run_cv(cfg: RunConfig, console: Console) -> dict[str, Any]:
 
     t = time.perf_counter()
     import ray  # only now: bad input is refused without starting (or even importing) Ray
-    from ray import tune
 
     if not ray.is_initialized():
         # Joins a running cluster (ray start, ray job submit) or starts a local one. Worker output stays in Ray's
@@ -400,52 +438,21 @@ def _run_cv(cfg: RunConfig, console: Console) -> dict[str, Any]:
             "folds": folds,
         }
     )
-    # Tune's own tables and status lines would repeat what the console prints (and break JSON-lines output).
-    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
-    logging.getLogger("ray.tune").setLevel(logging.WARNING)
-    trainable = tune.with_resources(tune.with_parameters(_fold_trial, data_ref=[train_ref]), {"CPU": TRIAL_CPU})
-    callbacks = [_progress_callback(console)]
-    if tune.Tuner.can_restore(run_uri):
+    if resuming:
         console.info(
             f"run {name}: resuming (finished folds are kept, unfinished ones continue from their last checkpoint)",
             resuming=True,
         )
-        tuner = tune.Tuner.restore(run_uri, trainable=trainable, resume_unfinished=True, resume_errored=True)
-        # restore brings back the old run's (pickled) console; Ray 2.60's restore takes no run config
-        tuner._local_tuner.get_run_config().callbacks = callbacks
-    else:
-        space = {
-            "fold": tune.grid_search(list(range(cfg.cv.folds))),
-            "run": cfg.to_dict(),
-            "run_uri": run_uri,
-            "gpu_share": gpu_share,
-        }
-        tuner = tune.Tuner(
-            trainable,
-            param_space=space,
-            tune_config=tune.TuneConfig(max_concurrent_trials=cfg.cv.folds),
-            run_config=tune.RunConfig(name=name, storage_path=base_uri, verbose=0, callbacks=callbacks),
-        )
-    results = tuner.fit()
-    if results.errors:
-        raise RuntimeError(
-            f"run {name}: {len(results.errors)} fold(s) failed; rerun the same command to resume. "
-            f"First error: {results.errors[0]}"
-        )
-    timing["folds_s"] = time.perf_counter() - t
-
-    # Fold summaries, from each fold's last checkpoint as Ray Train registered it (a checkpoint folder that was
-    # uploaded but not registered when a driver died is ignored: Ray retrained that epoch).
-    fold_paths = {r.config["fold"]: r.metrics.get("fold_checkpoint") for r in results}
     fold_rows, best_paths, history = [], [], []
-    for k in range(cfg.cv.folds):
-        path = fold_paths.get(k)
-        if not path:  # a path on the storage filesystem, as Ray Train reports it
-            raise RuntimeError(f"run {name}: fold {k} reported no checkpoint")
+    for k, folder in enumerate(_run_folds(cfg, run_path, run_uri, fs, gpu_share, train_ref, console, name)):
+        # Each fold's summary, from its last checkpoint as Ray Train registered it (a checkpoint folder uploaded
+        # but not registered when a driver died is never used: Ray trained that epoch again).
+        path = f"{run_path}/fold_{k}/{folder}"
         progress = read_fold_checkpoint(fs, path)
         fold_rows.append(summarize_fold(k, progress, cfg.train.patience))
         history += [{k2: v for k2, v in r.items() if not k2.startswith("worker/")} for r in progress["history"]]
         best_paths.append(f"{path}/best")
+    timing["folds_s"] = time.perf_counter() - t
 
     # Ensemble on the test split, in an actor on a GPU when there is one.
     t = time.perf_counter()
@@ -478,7 +485,10 @@ def _run_cv(cfg: RunConfig, console: Console) -> dict[str, Any]:
             "wall_s": time.perf_counter() - t0,
             "timing": timing,
             "class_weights": weights.tolist(),
-            "cluster": {k: v for k, v in ray.cluster_resources().items() if k in ("CPU", "GPU")},
+            "cluster": {
+                **{k: v for k, v in ray.cluster_resources().items() if k in ("CPU", "GPU")},
+                "job_id": ray.get_runtime_context().get_job_id(),  # the run's job in the dashboard and `ray list`
+            },
         }
     )
 
@@ -514,15 +524,53 @@ def _run_cv(cfg: RunConfig, console: Console) -> dict[str, Any]:
 
 
 ROW_KEYS = ("fold", "seed", "epoch", "lr", "finished", "max_epochs", "restarts")
+FOLD_RESULT = "fold_result.json"  # in fold_<k>/ once the fold finished: {"checkpoint": its last checkpoint's folder}
 
 
-def _progress_callback(console: Console):
-    """A Tune callback that hands each fold's epoch row (forwarded by TuneReportCallback) to the console."""
-    from ray import tune
+def _run_folds(cfg: RunConfig, run_path, run_uri, fs, gpu_share, train_ref, console: Console, name) -> list[str]:
+    """Fits the unfinished folds at once (a thread per fold waits on its TorchTrainer) while printing their epoch
+    rows; returns each fold's last checkpoint folder. Raises RuntimeError naming the folds that failed, once the
+    others are done (their results are kept: the rerun resumes only what failed)."""
+    import ray
 
-    class _Progress(tune.Callback):
-        def on_trial_result(self, iteration, trials, trial, result, **info):
-            if "val/f1_weighted" in result:
-                console.epoch({k: v for k, v in result.items() if k in ROW_KEYS or "/" in k})
-
-    return _Progress()
+    folders: dict[int, str] = {}
+    for k in range(cfg.cv.folds):
+        done = read_text(fs, f"{run_path}/fold_{k}/{FOLD_RESULT}")
+        if done is not None:
+            folders[k] = json.loads(done)["checkpoint"]
+    progress = ray.remote(num_cpus=0)(_Progress).remote()
+    errors: dict[int, BaseException] = {}
+    with ThreadPoolExecutor(max_workers=cfg.cv.folds) as pool:
+        futures = {
+            pool.submit(
+                _fit_fold,
+                FoldTask(cfg, k, gpu_share, cfg.cv.cpus_per_fold, uuid.uuid4().hex[:12]),
+                [train_ref],
+                run_uri,
+                progress,
+            ): k
+            for k in range(cfg.cv.folds)
+            if k not in folders
+        }
+        pending = set(futures)
+        while pending:
+            for row in ray.get(progress.take.remote(0.5)):
+                console.epoch(row)
+            for future in [f for f in pending if f.done()]:
+                pending.discard(future)
+                k = futures[future]
+                if future.exception() is not None:
+                    errors[k] = future.exception()
+                    continue
+                folders[k] = future.result()
+                write_atomic(f"{run_path}/fold_{k}/{FOLD_RESULT}", json.dumps({"checkpoint": folders[k]}), fs)
+    for row in ray.get(progress.take.remote(0)):  # the last rows, sent just before their fold's fit returned
+        console.epoch(row)
+    ray.kill(progress)
+    if errors:
+        k, first = min(errors.items())
+        raise RuntimeError(
+            f"run {name}: fold(s) {', '.join(map(str, sorted(errors)))} failed; rerun the same command to resume. "
+            f"Fold {k}: {first}"
+        )
+    return [folders[k] for k in range(cfg.cv.folds)]

@@ -50,9 +50,48 @@ def minilm_tokenizer():
     return load_tokenizer("minilm-offline")
 
 
+# --- one Ray cluster for the whole session -------------------------------------------------------------------
+
+BIN = Path(sys.executable).parent
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def ray_head():
+    """A real local Ray head, started once (`ray start --head` on 127.0.0.1, token authentication, 2 CPUs) and
+    shared by every test that runs Ray: each run's driver joins it through RAY_ADDRESS, as under `ray job submit`.
+    Starting Ray costs 10-20 s on 2 cores; once per session instead of once per run. Yields the dashboard's URL."""
+    env = {**os.environ, "RAY_AUTH_MODE": "token", "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}"}
+    if not (Path.home() / ".ray" / "auth_token").exists():
+        subprocess.run([str(BIN / "ray"), "get-auth-token", "--generate"], env=env, capture_output=True, check=True)
+    port, dashboard = free_port(), free_port()
+    start = [str(BIN / "ray"), "start", "--head", "--node-ip-address", "127.0.0.1", "--port", str(port),
+             "--dashboard-host", "127.0.0.1", "--dashboard-port", str(dashboard), "--num-cpus", "2",
+             "--disable-usage-stats"]  # fmt: skip
+    out = subprocess.run(start, env=env, capture_output=True, text=True, timeout=180)
+    assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-2000:]
+    # Ray reads RAY_AUTH_MODE once per process: set before this process (or any child) imports Ray's client side.
+    saved = {k: os.environ.get(k) for k in ("RAY_AUTH_MODE", "RAY_ADDRESS")}
+    os.environ.update(RAY_AUTH_MODE="token", RAY_ADDRESS=f"127.0.0.1:{port}")
+    try:
+        yield f"http://127.0.0.1:{dashboard}"
+    finally:
+        for k, v in saved.items():
+            os.environ.pop(k) if v is None else os.environ.__setitem__(k, v)
+        subprocess.run([str(BIN / "ray"), "stop", "--force"], env=env, capture_output=True, timeout=180)
+
+
 # --- the tiny CV run that several test files share -----------------------------------------------------------
 
-RUN_TIMEOUT = 600  # seconds; a run takes about a minute here
+RUN_TIMEOUT = 600  # seconds; a run takes about a minute and a half here
+FOLDS = 2  # the tests' runs: two folds show all that three do (finished beside unfinished), for a third less
 
 
 def tiny_config(reuters_dir, **cv):
@@ -100,12 +139,12 @@ def registered(run_dir, fold):
 @pytest.fixture(scope="session")
 def tiny_yaml(reuters_dir, tmp_path_factory):
     path = tmp_path_factory.mktemp("cfg") / "tiny.yaml"
-    path.write_text(yaml.safe_dump(tiny_config(reuters_dir)))
+    path.write_text(yaml.safe_dump(tiny_config(reuters_dir, folds=FOLDS)))
     return path
 
 
 @pytest.fixture(scope="session")
-def finished_run(tiny_yaml, tmp_path_factory):
+def finished_run(ray_head, tiny_yaml, tmp_path_factory):
     """The tiny run, finished, run with --quiet (its stdout is kept in <storage>/stdout.txt)."""
     storage = tmp_path_factory.mktemp("runs")
     out = subprocess.run(cv_cmd(tiny_yaml, storage) + ["--quiet"], capture_output=True, text=True, timeout=RUN_TIMEOUT)

@@ -3,7 +3,6 @@ source; and cluster.yaml against Ray's own cluster-config schema."""
 
 import copy
 import json
-import os
 import subprocess
 import sys
 import time
@@ -13,10 +12,9 @@ import numpy as np
 import pandas as pd
 import pytest
 import yaml
-from conftest import settle
+from conftest import BIN, FOLDS, settle
 
 REPO = Path(__file__).resolve().parents[1]
-BIN = Path(sys.executable).parent
 
 
 def make_csv(path, n_per_class=40, seed=0):
@@ -54,31 +52,31 @@ def registered(run, fold):
 CLIENT = """
 import sys
 from ray.job_submission import JobSubmissionClient
-client = JobSubmissionClient("http://127.0.0.1:8265")
+client = JobSubmissionClient(sys.argv[3])
 print(client.get_job_status(sys.argv[2]) if sys.argv[1] == "status" else client.get_job_logs(sys.argv[2]), end="")
 """
 
 
-def job_client(env, what, job):
+def job_client(address, what, job):
     out = subprocess.run(
-        [sys.executable, "-c", CLIENT, what, job], env=env, capture_output=True, text=True, timeout=120
+        [sys.executable, "-c", CLIENT, what, job, address], capture_output=True, text=True, timeout=120
     )
     assert out.returncode == 0, out.stderr[-2000:]
     return out.stdout
 
 
-def wait_terminal(env, job, timeout=600):
+def wait_terminal(address, job, timeout=600):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        status = job_client(env, "status", job)
+        status = job_client(address, "status", job)
         if status in ("SUCCEEDED", "FAILED", "STOPPED"):
             return status
         time.sleep(1)
     raise AssertionError(f"job {job}: still {status} after {timeout} s")
 
 
-def test_ray_job_submit_stop_and_resubmit_a_users_csv(tmp_path, monkeypatch):
-    """A user's CSV as a `ray job submit` job on a local head. The job is stopped (`ray job stop`) while folds
+def test_ray_job_submit_stop_and_resubmit_a_users_csv(ray_head, tmp_path):
+    """A user's CSV as a `ray job submit` job on a local head (conftest.ray_head: 127.0.0.1, token auth). The job is stopped (`ray job stop`) while folds
     train; the latest checkpoint of an unfinished fold is then damaged (a truncated upload); the same job
     submitted again resumes: finished folds are kept, the damaged fold continues from its previous checkpoint."""
     csv = tmp_path / "news.csv"
@@ -101,84 +99,47 @@ def test_ray_job_submit_stop_and_resubmit_a_users_csv(tmp_path, monkeypatch):
                 },
                 "model": {"name": "tiny-bert-random", "hidden_dropout": 0.1},
                 "train": {"lr": 3e-3, "batch_size": 16, "grad_accum": 1, "max_epochs": 12, "patience": 12},
-                "cv": {"folds": 3, "cpus_per_fold": 0.5, "storage_path": str(tmp_path / "runs"), "name": "csv-job"},
+                "cv": {"folds": FOLDS, "cpus_per_fold": 0.5, "storage_path": str(tmp_path / "runs"), "name": "csv-job"},
             }
         )
     )
     run = tmp_path / "runs" / "csv-job"
-    # Token authentication on, for the head and the client (Ray refuses an unauthenticated job server).
-    monkeypatch.setenv("RAY_AUTH_MODE", "token")
-    env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}"}
-    ray = str(BIN / "ray")
-    if not (Path.home() / ".ray" / "auth_token").exists():
-        subprocess.run([ray, "get-auth-token", "--generate"], env=env, capture_output=True, check=True)
-    start = [
-        ray,
-        "start",
-        "--head",
-        "--node-ip-address",
-        "127.0.0.1",
-        "--dashboard-host",
-        "127.0.0.1",
-        "--num-cpus",
-        "2",
-        "--disable-usage-stats",
-    ]
-    subprocess.run(start, env=env, capture_output=True, check=True, timeout=120)
-    try:
+    ray, address = str(BIN / "ray"), ray_head
 
-        def submit(job):
-            cmd = [
-                ray,
-                "job",
-                "submit",
-                "--address",
-                "http://127.0.0.1:8265",
-                "--no-wait",
-                "--submission-id",
-                job,
-                "--working-dir",
-                str(REPO),
-                "--",
-                "python",
-                "jobs/cv.py",
-                "--config",
-                str(cfg),
-            ]
-            subprocess.run(cmd, env=env, capture_output=True, check=True, timeout=120)
+    def submit(job):
+        cmd = [ray, "job", "submit", "--address", address, "--no-wait", "--submission-id", job,
+               "--working-dir", str(REPO), "--", "python", "jobs/cv.py", "--config", str(cfg)]  # fmt: skip
+        subprocess.run(cmd, capture_output=True, check=True, timeout=120)
 
-        submit("rr-first")
-        deadline = time.monotonic() + 600
-        while not any(len(registered(run, k)) >= 2 for k in range(3)):  # some fold has two epochs in storage
-            assert time.monotonic() < deadline, job_client(env, "logs", "rr-first")[-3000:]
-            time.sleep(0.2)
-        subprocess.run(
-            [ray, "job", "stop", "--address", "http://127.0.0.1:8265", "rr-first"],
-            env=env,
-            capture_output=True,
-            check=True,
-            timeout=120,
-        )
-        assert wait_terminal(env, "rr-first") == "STOPPED"
-        settle(run)  # the job's actors (trials, workers) go with it; one may register a last checkpoint first
-        kept = {k: registered(run, k) for k in range(3)}
-        finished = [k for k in range(3) if kept[k] and kept[k][-1][2]]
-        damaged = next(k for k in range(3) if k not in finished and len(kept[k]) >= 2)
-        name, epoch, _ = kept[damaged][-1]
-        weights = run / f"fold_{damaged}" / name / "model.safetensors"
-        weights.write_bytes(weights.read_bytes()[:4096])
-        assert not (run / "metrics.json").exists() and not (run / "report.md").exists()
-        assert not [p for p in run.rglob("*") if p.name.endswith(".tmp")]  # nothing half-written
+    submit("rr-first")
+    deadline = time.monotonic() + 600
+    while not any(len(registered(run, k)) >= 2 for k in range(FOLDS)):  # some fold has two epochs in storage
+        assert time.monotonic() < deadline, job_client(address, "logs", "rr-first")[-3000:]
+        time.sleep(0.2)
+    subprocess.run(
+        [ray, "job", "stop", "--address", address, "rr-first"],
+        capture_output=True,
+        check=True,
+        timeout=120,
+    )
+    assert wait_terminal(address, "rr-first") == "STOPPED"
+    settle(run)  # the job's actors (fold controllers, workers) go with it; one may register a last checkpoint first
+    kept = {k: registered(run, k) for k in range(FOLDS)}
+    finished = [k for k in range(FOLDS) if kept[k] and kept[k][-1][2]]
+    damaged = next(k for k in range(FOLDS) if k not in finished and len(kept[k]) >= 2)
+    name, epoch, _ = kept[damaged][-1]
+    weights = run / f"fold_{damaged}" / name / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:4096])
+    assert not (run / "metrics.json").exists() and not (run / "report.md").exists()
+    assert not [p for p in run.rglob("*") if p.name.endswith(".tmp")]  # nothing half-written
 
-        submit("rr-second")
-        status = wait_terminal(env, "rr-second")
-        logs = job_client(env, "logs", "rr-second")
-        assert status == "SUCCEEDED", logs[-4000:]
-    finally:
-        subprocess.run([ray, "stop", "--force"], env=env, capture_output=True, timeout=120)
+    submit("rr-second")
+    status = wait_terminal(address, "rr-second")
+    logs = job_client(address, "logs", "rr-second")
+    assert status == "SUCCEEDED", logs[-4000:]
     metrics = json.loads((run / "metrics.json").read_text())
     assert metrics["label_names"] == ["markets", "sports", "weather"] and metrics["n_test"] == 60  # 20% of 300
-    for k in range(3):
+    for k in range(FOLDS):
         if k in finished:  # kept as it was: no epoch trained again
             assert registered(run, k) == kept[k] and metrics["folds"][k]["restarts"] == []
         assert [e for _, e, _ in registered(run, k)][-1] == 12 and metrics["folds"][k]["epochs_run"] == 12

@@ -1,9 +1,11 @@
 """The report, the baseline and predictions, checked on the tiny real run (conftest.finished_run)."""
 
+import io
 import json
 import re
 import subprocess
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -11,6 +13,7 @@ import pandas as pd
 import pytest
 from PIL import Image
 
+from reuters_ray.cli import main
 from reuters_ray.config import DataConfig, from_dict
 from reuters_ray.ensemble import Ensemble
 from reuters_ray.report import FIGURES, confused_pairs
@@ -18,8 +21,24 @@ from reuters_ray.report import FIGURES, confused_pairs
 SCRIPT = str(Path(sys.executable).parent / "reuters-ray")
 
 
-def reuters_ray(*args, stdin=None):
-    return subprocess.run([SCRIPT, *args], capture_output=True, text=True, timeout=300, input=stdin)
+def reuters_ray(*args):
+    """The installed command, in its own process, as a user runs it."""
+    return subprocess.run([SCRIPT, *args], capture_output=True, text=True, timeout=300)
+
+
+@dataclass
+class Ran:
+    code: int
+    out: str
+    err: str
+
+
+def cli(capsys, *args) -> Ran:
+    """The same command in this process (reuters_ray.cli.main): no new process importing torch."""
+    capsys.readouterr()
+    code = main(list(args))
+    out = capsys.readouterr()
+    return Ran(code, out.out, out.err)
 
 
 def md_table(md: str, header_start: str) -> list[list[str]]:
@@ -87,7 +106,7 @@ def test_report_command_rebuilds_the_report(finished_run, tmp_path):
     import shutil
 
     copy = tmp_path / "run"
-    shutil.copytree(finished_run, copy, ignore=shutil.ignore_patterns("fold_*", "models", "_fold_trial*"))
+    shutil.copytree(finished_run, copy, ignore=shutil.ignore_patterns("fold_*", "models"))
     for name in ("report.md", "report.html", *FIGURES):
         (copy / name).unlink()
     out = reuters_ray("report", str(copy))
@@ -122,7 +141,7 @@ def test_ensemble_from_run_reproduces_the_runs_predictions(finished_run):
     assert ens.predict(texts[:5]) == pred["predicted_label"].tolist()[:5]
 
 
-def test_predict_command_text_json_file_and_stdin(finished_run, tmp_path):
+def test_predict_command_text_json_file_and_stdin(finished_run, tmp_path, capsys, monkeypatch):
     names = json.loads((finished_run / "metrics.json").read_text())["label_names"]
     texts = [
         "Oil prices rose sharply after OPEC cut output",
@@ -136,19 +155,21 @@ def test_predict_command_text_json_file_and_stdin(finished_run, tmp_path):
         assert r["label"] in names and len(r["top"]) == 4 and r["top"][0]["label"] == r["label"]
         ps = [t["p"] for t in r["top"]]
         assert ps == sorted(ps, reverse=True) and 0 < sum(ps) <= 1 + 1e-6
-    full = reuters_ray("predict", "--run", str(finished_run), "--json", "--top-k", "18", *texts)
-    for line in full.stdout.splitlines():  # all classes: the probabilities sum to 1
+    # The rest in this process (each new process imports torch again: seconds each on 2 cores).
+    full = cli(capsys, "predict", "--run", str(finished_run), "--json", "--top-k", "18", *texts)
+    for line in full.out.splitlines():  # all classes: the probabilities sum to 1
         assert sum(t["p"] for t in json.loads(line)["top"]) == pytest.approx(1.0, abs=1e-4)
     (tmp_path / "texts.txt").write_text("\n".join(texts) + "\n\n")
-    from_file = reuters_ray("predict", "--run", str(finished_run), "--file", str(tmp_path / "texts.txt"))
-    from_stdin = reuters_ray("predict", "--run", str(finished_run), "-", stdin="\n".join(texts))
-    assert from_file.returncode == 0 and from_file.stdout == from_stdin.stdout
-    lines = from_file.stdout.splitlines()
+    from_file = cli(capsys, "predict", "--run", str(finished_run), "--file", str(tmp_path / "texts.txt"))
+    monkeypatch.setattr("sys.stdin", io.StringIO("\n".join(texts)))
+    from_stdin = cli(capsys, "predict", "--run", str(finished_run), "-")
+    assert from_file.code == 0 and from_file.out == from_stdin.out
+    lines = from_file.out.splitlines()
     assert [line.split("\t")[0] for line in lines] == [r["label"] for r in rows]
-    bad = reuters_ray("predict", "--run", str(tmp_path), "some text")
-    assert bad.returncode == 2 and "is it a finished reuters-ray run folder?" in bad.stderr
-    bad = reuters_ray("predict", "--run", str(finished_run), "--batch-size", "0", "some text")
-    assert bad.returncode == 2 and bad.stderr.strip() == "reuters-ray: error: --batch-size must be >= 1, got 0"
+    bad = cli(capsys, "predict", "--run", str(tmp_path), "some text")
+    assert bad.code == 2 and "is it a finished reuters-ray run folder?" in bad.err
+    bad = cli(capsys, "predict", "--run", str(finished_run), "--batch-size", "0", "some text")
+    assert bad.code == 2 and bad.err.strip() == "reuters-ray: error: --batch-size must be >= 1, got 0"
 
 
 def test_baseline_command_matches_the_runs_baseline(finished_run):
