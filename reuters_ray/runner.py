@@ -554,7 +554,7 @@ def _run_folds(cfg: RunConfig, run_path, run_uri, fs, gpu_share, train_ref, cons
         }
         pending = set(futures)
         while pending:
-            for row in ray.get(progress.take.remote(0.5)):
+            for row in ray.get(progress.take.remote(1.0)):
                 console.epoch(row)
             for future in [f for f in pending if f.done()]:
                 pending.discard(future)
