@@ -7,7 +7,8 @@ One checkpoint is a folder:
     progress.json       epoch, early-stopping state, metrics history, the run's config
     best/               the best model so far as a Hugging Face folder (config.json with label names +
                         model.safetensors): every checkpoint carries it, so keeping only the latest few
-                        checkpoints never loses the best model
+                        checkpoints never loses the best model; beside it val_logits.safetensors, that model's
+                        logits on the fold's validation rows (the run's out-of-fold predictions)
 Folders are written under a temporary name and renamed, so a crash never leaves a half-written checkpoint.
 """
 
@@ -29,6 +30,7 @@ from safetensors.torch import load_file, save_file
 from reuters_ray.errors import CheckpointError
 
 MODEL_FILE, STATE_FILE, PROGRESS_FILE, BEST_DIR = "model.safetensors", "state.pt", "progress.json", "best"
+VAL_LOGITS_FILE = "val_logits.safetensors"  # in best/
 
 
 def rng_state() -> dict[str, Any]:
@@ -57,11 +59,28 @@ def cpu_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
     return {k: v.detach().to("cpu", copy=True).contiguous() for k, v in model.state_dict().items()}
 
 
-def save_best(path: Path, model_config, best_state: dict[str, torch.Tensor]) -> None:
-    """Writes a Hugging Face model folder (config + safetensors) that from_pretrained loads."""
+def save_best(
+    path: Path, model_config, best_state: dict[str, torch.Tensor], val_logits: np.ndarray | None = None
+) -> None:
+    """Writes a Hugging Face model folder (config + safetensors) that from_pretrained loads, and the model's
+    validation logits beside it when given."""
     path.mkdir(parents=True, exist_ok=True)
     model_config.save_pretrained(path)
     save_file(best_state, path / MODEL_FILE, metadata={"format": "pt"})
+    if val_logits is not None:
+        save_file(
+            {"logits": torch.from_numpy(np.ascontiguousarray(val_logits, dtype=np.float32))}, path / VAL_LOGITS_FILE
+        )
+
+
+def read_val_logits(data: bytes, where: str) -> np.ndarray:
+    """The logits array of a val_logits.safetensors file's bytes; CheckpointError naming `where` when damaged."""
+    from safetensors.numpy import load
+
+    try:
+        return load(data)["logits"]
+    except Exception as e:  # a truncated or foreign file fails in several ways; any of them means damaged
+        raise CheckpointError(f"{where}: damaged validation logits ({type(e).__name__}: {e})") from None
 
 
 def save_checkpoint(
@@ -70,6 +89,7 @@ def save_checkpoint(
     best_state: dict[str, torch.Tensor],
     training_state: dict[str, Any],
     progress: dict[str, Any] | Callable[[], dict[str, Any]],
+    best_val_logits: np.ndarray | None = None,
 ) -> Path:
     """Writes checkpoint folder `path` atomically (temporary sibling, then rename). Returns `path`.
 
@@ -81,7 +101,7 @@ def save_checkpoint(
     tmp.mkdir(parents=True)
     save_file(cpu_state(model), tmp / MODEL_FILE, metadata={"format": "pt"})
     torch.save({**training_state, "rng": rng_state()}, tmp / STATE_FILE)
-    save_best(tmp / BEST_DIR, model.config, best_state)
+    save_best(tmp / BEST_DIR, model.config, best_state, best_val_logits)
     (tmp / PROGRESS_FILE).write_text(json.dumps(progress() if callable(progress) else progress, indent=1))
     shutil.rmtree(path, ignore_errors=True)
     os.replace(tmp, path)
@@ -104,6 +124,8 @@ def load_checkpoint(
         weights, best = load_file(files[0]), load_file(files[3])
     except (SafetensorError, OSError) as e:
         raise CheckpointError(f"checkpoint {path}: damaged weights file ({e})") from None
+    if (path / BEST_DIR / VAL_LOGITS_FILE).is_file():  # checked here, so a damaged one skips the checkpoint
+        read_val_logits((path / BEST_DIR / VAL_LOGITS_FILE).read_bytes(), str(path / BEST_DIR / VAL_LOGITS_FILE))
     try:
         state = torch.load(files[1], map_location="cpu", weights_only=True)  # tensors and plain values only
         progress = json.loads(files[2].read_text())

@@ -31,9 +31,11 @@ def write_run_outputs(
     label_names: list[str],
     config: dict[str, Any],
     provenance: dict[str, Any],
+    oof: tuple[list[str], np.ndarray, np.ndarray, np.ndarray] | None = None,
 ) -> None:
     """Writes the run folder's data files: config.yaml, provenance.json, folds.csv, history.csv (every fold's
-    epoch rows), per_class.csv, confusion_matrix.csv, predictions.parquet, and metrics.json last of them.
+    epoch rows), per_class.csv, confusion_matrix.csv, predictions.parquet, oof_predictions.parquet (when `oof`,
+    (ids, labels, fold, logits) of the training split, is given), and metrics.json last of them.
     The report (reuters_ray.report.write_report) is built from these files."""
     run_dir = Path(run_dir)
     write_atomic(run_dir / "config.yaml", yaml.safe_dump(config, sort_keys=True))
@@ -46,14 +48,24 @@ def write_run_outputs(
     cm = pd.DataFrame(metrics["confusion_matrix"], index=label_names, columns=label_names)
     cm.index.name = "true \\ predicted"
     write_atomic(run_dir / "confusion_matrix.csv", cm.to_csv())
-    probs = softmax(mean_logits)
-    pred = mean_logits.argmax(axis=1)
+    write_atomic(run_dir / "predictions.parquet", _predictions(ids, y_true, mean_logits, label_names))
+    if oof is not None:
+        oof_ids, oof_y, oof_fold, oof_logits = oof
+        data = _predictions(oof_ids, oof_y, oof_logits, label_names, fold=oof_fold)
+        write_atomic(run_dir / "oof_predictions.parquet", data)
+    write_atomic(run_dir / "metrics.json", json.dumps(metrics, indent=2))
+
+
+def _predictions(ids, y_true, logits, label_names, fold=None) -> bytes:
+    """Parquet bytes: id, true and predicted label, [fold,] one probability column per class."""
+    probs, pred = softmax(logits), logits.argmax(axis=1)
     df = pd.DataFrame(
         {"id": ids, "true_label": [label_names[i] for i in y_true], "predicted_label": [label_names[i] for i in pred]}
     )
+    if fold is not None:
+        df["fold"] = fold
     for j, name in enumerate(label_names):
         df[f"p_{name}"] = probs[:, j].astype(np.float32)
     buf = io.BytesIO()
     df.to_parquet(buf, index=False)
-    write_atomic(run_dir / "predictions.parquet", buf.getvalue())
-    write_atomic(run_dir / "metrics.json", json.dumps(metrics, indent=2))
+    return buf.getvalue()

@@ -224,6 +224,15 @@ def build_sections(run: dict[str, Any]) -> tuple[str, list[tuple[str, list[Block
     if base:
         delta = m["f1_weighted"] - base["f1_weighted"]
         summary += f" Weighted F1 {'above' if delta >= 0 else 'below'} the baseline by {fmt(abs(delta))}."
+    oof = m.get("out_of_fold")
+    if oof:
+        mean = oof["folds_mean"]
+        summary += (
+            f" Out of fold (each of the {oof['n']} training texts scored by the fold model that did not train on it,"
+            f" oof_predictions.parquet): accuracy {fmt(oof['accuracy'])}, weighted F1 {fmt(oof['f1_weighted'])},"
+            f" macro F1 {fmt(oof['f1_macro'])}; the folds' mean validation figures: {fmt(mean['accuracy'])},"
+            f" {fmt(mean['f1_weighted'])}, {fmt(mean['f1_macro'])}."
+        )
     restarts = [(f["fold"], r) for f in folds for r in f.get("restarts", [])]
     notes = [summary]
     if restarts:

@@ -37,7 +37,7 @@ import yaml
 from reuters_ray.config import RunConfig
 from reuters_ray.console import Console, duration
 from reuters_ray.errors import ConfigError
-from reuters_ray.storage import LOCAL, copy_dir, read_text, storage_location, write_atomic
+from reuters_ray.storage import LOCAL, copy_dir, read_bytes, read_text, storage_location, write_atomic
 
 # Settings free to differ when a run is resumed, and left out of the derived run name: they change where a run
 # goes, how fast, or how often it checkpoints, but not what any fold computes. (cv.baseline only adds the
@@ -167,6 +167,46 @@ def summarize_fold(fold: int, progress: dict[str, Any], patience: int) -> dict[s
         "host": last.get("worker/host", ""),
         **progress.get("setup", {}),
         "restarts": progress.get("restarts", []),
+    }
+
+
+def fold_of_rows(folds: list[tuple[np.ndarray, np.ndarray]], n: int) -> np.ndarray:
+    """For each of the n training rows, the fold whose validation split holds it."""
+    fold = np.full(n, -1, dtype=np.int64)
+    for k, (_, val_idx) in enumerate(folds):
+        fold[val_idx] = k
+    return fold
+
+
+def out_of_fold_logits(fs: pafs.FileSystem, best_paths: list[str], folds, n: int) -> np.ndarray:
+    """The training split's out-of-fold logits: each row scored by the best model of the fold that validated on it
+    (best/val_logits.safetensors in storage). Raises RuntimeError when a fold's file is missing or does not fit."""
+    from reuters_ray.checkpoint import VAL_LOGITS_FILE, read_val_logits
+
+    out = None
+    for k, (best, (_, val_idx)) in enumerate(zip(best_paths, folds)):
+        data = read_bytes(fs, f"{best}/{VAL_LOGITS_FILE}")
+        if data is None:
+            raise RuntimeError(f"fold {k}: {best}/{VAL_LOGITS_FILE} is missing")
+        logits = read_val_logits(data, f"{best}/{VAL_LOGITS_FILE}")
+        if logits.shape[0] != len(val_idx):
+            raise RuntimeError(f"fold {k}: {logits.shape[0]} validation logits for {len(val_idx)} validation rows")
+        if out is None:
+            out = np.full((n, logits.shape[1]), np.nan, dtype=np.float32)
+        out[val_idx] = logits
+    return out
+
+
+def out_of_fold_metrics(y, oof_logits, label_names, fold_rows) -> dict[str, Any]:
+    """Accuracy, weighted and macro F1 of the out-of-fold predictions, beside the folds' mean validation figures."""
+    from reuters_ray.metrics import evaluate_scores
+
+    m = evaluate_scores(y, oof_logits, label_names)
+    keys = {"accuracy": "val_accuracy", "f1_weighted": "val_f1_weighted", "f1_macro": "val_f1_macro"}
+    return {
+        **{k: m[k] for k in keys},
+        "n": int(len(y)),
+        "folds_mean": {k: float(np.mean([r[v] for r in fold_rows])) for k, v in keys.items()},
     }
 
 
@@ -452,6 +492,7 @@ def _run_cv(cfg: RunConfig, console: Console) -> dict[str, Any]:
         fold_rows.append(summarize_fold(k, progress, cfg.train.patience))
         history += [{k2: v for k2, v in r.items() if not k2.startswith("worker/")} for r in progress["history"]]
         best_paths.append(f"{path}/best")
+    oof_logits = out_of_fold_logits(fs, best_paths, folds, n_train)
     timing["folds_s"] = time.perf_counter() - t
 
     # Ensemble on the test split, in an actor on a GPU when there is one.
@@ -476,6 +517,7 @@ def _run_cv(cfg: RunConfig, console: Console) -> dict[str, Any]:
             baseline_f1_weighted=metrics["baseline"]["f1_weighted"],
         )
         timing["baseline_s"] = metrics["baseline"]["fit_s"]
+    metrics["out_of_fold"] = out_of_fold_metrics(ds.train_labels, oof_logits, ds.label_names, fold_rows)
     metrics.update(
         {
             "run": name,
@@ -503,9 +545,11 @@ def _run_cv(cfg: RunConfig, console: Console) -> dict[str, Any]:
             copy_dir(path, str(dst), fs, LOCAL)
             tokenizer.save_pretrained(str(dst))
         config = cfg.to_dict()
+        oof = (ds.train_ids, ds.train_labels, fold_of_rows(folds, n_train), oof_logits)
         write_run_outputs(
-            out, metrics, fold_rows, history, ds.test_ids, ds.test_labels, mean, ds.label_names, config, ds.provenance
-        )
+            out, metrics, fold_rows, history, ds.test_ids, ds.test_labels, mean, ds.label_names, config, ds.provenance,
+            oof,
+        )  # fmt: skip
         write_report(out)
         publish_outputs(out, fs, run_path)
     timing = {**timing, "outputs_s": time.perf_counter() - t, "total_s": time.perf_counter() - t0}

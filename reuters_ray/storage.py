@@ -22,13 +22,19 @@ def storage_location(storage_path: str) -> tuple[pafs.FileSystem, str, str]:
     return LOCAL, base, base
 
 
-def read_text(fs: pafs.FileSystem, path: str) -> str | None:
-    """The file's text, or None when it is not there (or cannot be read)."""
+def read_bytes(fs: pafs.FileSystem, path: str) -> bytes | None:
+    """The file's bytes, or None when it is not there (or cannot be read)."""
     try:
         with fs.open_input_stream(path) as f:
-            return f.read().decode()
+            return f.read()
     except (FileNotFoundError, OSError):
         return None
+
+
+def read_text(fs: pafs.FileSystem, path: str) -> str | None:
+    """The file's text, or None when it is not there (or cannot be read)."""
+    data = read_bytes(fs, path)
+    return None if data is None else data.decode()
 
 
 def write_atomic(path: str | os.PathLike, data: str | bytes, fs: pafs.FileSystem = LOCAL) -> None:

@@ -19,10 +19,13 @@ import numpy as np
 import torch
 
 from reuters_ray.checkpoint import (
+    BEST_DIR,
+    VAL_LOGITS_FILE,
     cpu_state,
     first_loadable,
     load_checkpoint,
     prune_checkpoints,
+    read_val_logits,
     save_checkpoint,
     set_rng_state,
 )
@@ -226,8 +229,8 @@ def _resume(
     attempt: str | None,
     restarts: list[dict[str, Any]],
     log: Callable[[str], None],
-) -> tuple[dict, dict, dict, dict] | None:
-    """(weights, best weights, training state, progress) of the checkpoint to continue from, or None to start
+) -> tuple[Path, tuple[dict, dict, dict, dict]] | None:
+    """(path, (weights, best weights, training state, progress)) of the checkpoint to continue from, or None to start
     fresh. Records in `restarts` (replaced by the checkpoint's own record, then extended) why the fold continues
     or starts over; raises CheckpointError for a single damaged `resume_from` or one of another model or data."""
     if resume_from is None:
@@ -250,7 +253,7 @@ def _resume(
         kind = "worker restart" if same else "resumed by a new run"
         restarts.append({"after_epoch": progress["epoch"], "kind": kind, "at": time.time()})
         log(f"fold {fold}: {kind}: continuing from {path} after epoch {progress['epoch']}")
-    return loaded
+    return path, loaded
 
 
 # --- the loop -------------------------------------------------------------------------------------------------
@@ -328,8 +331,12 @@ def train_fold(
     worker = {"host": socket.gethostname(), "pid": os.getpid(), "device": _device_name(device)}
 
     found = _resume(resume_from, identity, fold, attempt, restarts, log)
+    best_val_logits = None  # the best model's validation logits: the fold's out-of-fold predictions
     if found is not None:
-        weights, best_state, state, progress = found
+        resumed, (weights, best_state, state, progress) = found
+        logits_file = resumed / BEST_DIR / VAL_LOGITS_FILE
+        if logits_file.is_file():  # absent in checkpoints written before they were kept
+            best_val_logits = read_val_logits(logits_file.read_bytes(), str(logits_file))
         model.load_state_dict(weights)
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
@@ -395,7 +402,7 @@ def train_fold(
         )
         val = classification_metrics(y_val, logits.argmax(1), len(data.label_names))
         if stopper.update(val["f1_weighted"], epoch):
-            best_state = cpu_state(model)
+            best_state, best_val_logits = cpu_state(model), logits
         finished = stopper.should_stop or epoch == tc.max_epochs
         val_s = time.perf_counter() - t1
         row = {
@@ -459,6 +466,7 @@ def train_fold(
                     "scaler": scaler.state_dict() if scaler.is_enabled() else None,
                 },
                 progress,
+                best_val_logits,
             )
         if report is not None:
             t3 = time.perf_counter()

@@ -43,6 +43,22 @@ def test_end_to_end_outputs_agree_with_predictions(finished_run):
     assert yaml.safe_load((run / "config.yaml").read_text())["model"]["name"] == "tiny-bert-random"
     steps = [s["step"] for s in json.loads((run / "provenance.json").read_text())["steps"]]
     assert steps == ["filter_rare_classes", "clean_texts", "drop_short_texts", "subsample"]
+    # out of fold: every training row once, scored by the fold that validated on it (fold_assignment.json)
+    oof = pd.read_parquet(run / "oof_predictions.parquet")
+    assignment = json.loads((run / "fold_assignment.json").read_text())
+    assert len(oof) == len(assignment) == 500 and oof["id"].is_unique and set(oof["id"]) == set(assignment)
+    assert (oof["fold"] == oof["id"].map(assignment)).all()
+    probs = oof[[f"p_{n}" for n in metrics["label_names"]]].to_numpy()
+    np.testing.assert_allclose(probs.sum(axis=1), 1.0, atol=1e-5)
+    hit = oof["true_label"] == oof["predicted_label"]
+    for k, f in enumerate(metrics["folds"]):  # the best model's validation accuracy, from its kept logits
+        assert hit[oof["fold"] == k].mean() == pytest.approx(f["val_accuracy"])
+    o = metrics["out_of_fold"]
+    assert o["n"] == 500 and o["accuracy"] == pytest.approx(hit.mean())
+    assert o["f1_macro"] == pytest.approx(
+        f1_score(oof["true_label"], oof["predicted_label"], average="macro", zero_division=0)
+    )
+    assert o["folds_mean"]["accuracy"] == pytest.approx(np.mean([f["val_accuracy"] for f in metrics["folds"]]))
     for k in range(FOLDS):  # one Ray Train checkpoint per epoch, each carrying the best model
         cks = checkpoints(run, k)
         assert sorted(c["epoch"] for c in cks.values()) == [1, 2]
@@ -179,6 +195,7 @@ def same_model_metrics(run, ref):
         "recall_weighted",
         "confusion_matrix",
         "per_class",
+        "out_of_fold",  # the best models' validation logits survived every restart
     ):
         assert new[key] == old[key], key
     for a, b in zip(new["folds"], old["folds"]):

@@ -70,6 +70,11 @@ def test_report_files_figures_and_numbers_equal_metrics_json(finished_run):
     ensemble, baseline = md_table(md, "| model |")
     assert ensemble[1:] == [f4(m[k]) for k in keys]
     assert baseline[0].startswith("baseline: TF-IDF") and baseline[1:] == [f4(m["baseline"][k]) for k in keys]
+    o = m["out_of_fold"]  # out-of-fold figures beside the folds' mean, in the result's text
+    assert (
+        f"oof_predictions.parquet): accuracy {f4(o['accuracy'])}, weighted F1 {f4(o['f1_weighted'])}, "
+        f"macro F1 {f4(o['f1_macro'])}; the folds' mean validation figures: {f4(o['folds_mean']['accuracy'])}"
+    ) in md
     folds = md_table(md, "| fold |")
     assert [[int(r[0]), int(r[1]), r[4], r[6]] for r in folds] == [
         [f["fold"], f["best_epoch"], f4(f["val_f1_weighted"]), f4(f["test_f1_weighted"])] for f in m["folds"]

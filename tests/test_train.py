@@ -8,13 +8,17 @@ import torch
 from conftest import Exploit, latest_checkpoint, majority_f1, uses_checkpointing
 from sklearn.model_selection import train_test_split
 
-from reuters_ray.checkpoint import load_checkpoint
+from reuters_ray.checkpoint import load_checkpoint, read_val_logits
 from reuters_ray.config import ModelConfig, RunConfig, TrainConfig
 from reuters_ray.errors import CheckpointError, ConfigError
 from reuters_ray.features import class_weights, tokenize
 from reuters_ray.models import build_model
 from reuters_ray.preprocess import preprocess
 from reuters_ray.train import EarlyStopping, FoldData, collate, lr_factor, predict_logits, train_fold
+
+
+def best_val_logits(checkpoint):
+    return read_val_logits((checkpoint / "best" / "val_logits.safetensors").read_bytes(), str(checkpoint))
 
 
 def fold_data(reuters, tokenizer, n, min_samples=300, max_length=128, seed=0):
@@ -53,6 +57,10 @@ def test_tiny_model_learns_reuters_topics(reuters, minilm_tokenizer, tmp_path):
     assert classification_metrics(data.labels[data.val_idx], logits.argmax(1), 6)["f1_weighted"] == pytest.approx(
         res.best_score
     )
+    # the latest checkpoint keeps those logits beside the best model: the fold's out-of-fold predictions
+    kept = best_val_logits(latest_checkpoint(tmp_path))
+    assert kept.shape == (200, 6) and kept.dtype == np.float32
+    np.testing.assert_allclose(kept, logits, atol=1e-5)
 
 
 def test_early_stopping_on_a_scripted_sequence():
@@ -124,6 +132,10 @@ def test_resume_after_epoch_k_ends_with_the_same_weights(reuters, minilm_tokeniz
         return [{k: v for k, v in r.items() if not any(w in k for w in ("time", "_per_s", "restarts"))} for r in h]
 
     assert strip(p_full["history"]) == strip(p_res["history"])
+    # the best model's validation logits, kept across the resume (the best epoch may come before it)
+    full_logits = best_val_logits(latest_checkpoint(tmp_path / "full"))
+    np.testing.assert_array_equal(full_logits, best_val_logits(latest_checkpoint(tmp_path / "part")))
+    assert full_logits.shape == (len(data.val_idx), len(data.label_names))
     # a finished fold resumed again trains no more epochs
     again = train_fold(cfg, data, tmp_path / "part", resume_from=latest_checkpoint(tmp_path / "part"), log=quiet)
     assert len(again.history) == 3 and sorted(p.name for p in (tmp_path / "part").iterdir()) == [
@@ -141,6 +153,12 @@ def test_damaged_or_foreign_checkpoints_are_refused(reuters, minilm_tokenizer, t
     other = FoldData(data.tokens, data.labels, data.train_idx[:-1], data.val_idx, data.class_weights, data.label_names)
     with pytest.raises(CheckpointError, match="belongs to another run"):
         train_fold(cfg, other, tmp_path, resume_from=ckpt, log=lambda s: None)
+    logits = ckpt / "best" / "val_logits.safetensors"
+    saved = logits.read_bytes()
+    logits.write_bytes(b"not safetensors")
+    with pytest.raises(CheckpointError, match="val_logits.safetensors: damaged validation logits"):
+        load_checkpoint(ckpt)
+    logits.write_bytes(saved)
     weights = ckpt / "model.safetensors"
     weights.write_bytes(weights.read_bytes()[:1000])
     with pytest.raises(CheckpointError, match="epoch_001: damaged weights file"):
@@ -269,7 +287,8 @@ def test_checkpoint_state_is_never_unpickled(reuters, minilm_tokenizer, tmp_path
         "model.safetensors",
         "model.safetensors",
         "state.pt",
-    ]  # weights only as safetensors (here and in best/)
+        "val_logits.safetensors",
+    ]  # weights and logits only as safetensors (here and in best/)
 
 
 def test_checkpoint_every_n_epochs_and_where_each_epochs_time_goes(reuters, minilm_tokenizer, tmp_path):
