@@ -431,7 +431,10 @@ def _run_cv(cfg: RunConfig, console: Console) -> dict[str, Any]:
     ds = prepare(dc)
     ds.check_folds(cfg.cv.folds)
     tokenizer = load_tokenizer(dc.tokenizer or cfg.model.name)
-    fs, base, base_uri = storage_location(cfg.cv.storage_path)
+    try:
+        fs, base, base_uri = storage_location(cfg.cv.storage_path)
+    except (ValueError, OSError) as e:  # pyarrow's ArrowInvalid is a ValueError: a URI it does not take
+        raise ConfigError(f"cv.storage_path {cfg.cv.storage_path!r}: {e}") from None
     run_path, run_uri = f"{base}/{name}", f"{base_uri}/{name}"
     resuming = check_resumable(fs, run_path, cfg, name)
     check_writable(fs, run_path, cfg.cv.storage_path)

@@ -92,6 +92,10 @@ CASES = {
         lambda t, r: storage_under_a_file(t),
         "cv.storage_path '{t}/a-file/runs' cannot be written",
     ),
+    "storage URI pyarrow refuses": (
+        lambda t, r: table(t, "ok.csv", news()) + ["--cv.storage_path", "s3://bkt/runs?colour=blue"],
+        "cv.storage_path 's3://bkt/runs?colour=blue': Unexpected query parameter in S3 URI: 'colour'",
+    ),
     "config file missing": (lambda t, r: ["--config", str(t / "nope.yaml")], "config: cannot read {t}/nope.yaml"),
 }
 
