@@ -111,7 +111,8 @@ def save_checkpoint(
 def load_checkpoint(
     path: Path,
 ) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor], dict[str, Any], dict[str, Any]]:
-    """Reads (weights, best weights, training state, progress) from a checkpoint folder.
+    """Reads (weights, best weights, training state, progress) from a checkpoint folder; the training state
+    carries the best model's validation logits as "best_val_logits" (None in checkpoints from before them).
 
     Raises CheckpointError naming the file when one is missing or damaged (e.g. a truncated safetensors file).
     """
@@ -124,13 +125,13 @@ def load_checkpoint(
         weights, best = load_file(files[0]), load_file(files[3])
     except (SafetensorError, OSError) as e:
         raise CheckpointError(f"checkpoint {path}: damaged weights file ({e})") from None
-    if (path / BEST_DIR / VAL_LOGITS_FILE).is_file():  # checked here, so a damaged one skips the checkpoint
-        read_val_logits((path / BEST_DIR / VAL_LOGITS_FILE).read_bytes(), str(path / BEST_DIR / VAL_LOGITS_FILE))
     try:
         state = torch.load(files[1], map_location="cpu", weights_only=True)  # tensors and plain values only
         progress = json.loads(files[2].read_text())
     except Exception as e:  # unpickling errors come in many types; any of them means a damaged file
         raise CheckpointError(f"checkpoint {path}: damaged state ({type(e).__name__}: {e})") from None
+    logits = path / BEST_DIR / VAL_LOGITS_FILE  # absent in checkpoints written before they were kept
+    state["best_val_logits"] = read_val_logits(logits.read_bytes(), str(logits)) if logits.is_file() else None
     return weights, best, state, progress
 
 

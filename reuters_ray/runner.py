@@ -447,7 +447,8 @@ def _run_cv(cfg: RunConfig, console: Console) -> dict[str, Any]:
     n_train = len(ds.train_texts)
     folds = stratified_folds(ds.train_labels, cfg.cv.folds, cfg.train.seed)
     weights = class_weights(ds.train_labels, ds.num_classes)
-    assignment = {ds.train_ids[i]: k for k, (_, va) in enumerate(folds) for i in va}
+    row_fold = fold_of_rows(folds, n_train)
+    assignment = dict(zip(ds.train_ids, row_fold.tolist()))
     write_atomic(f"{run_path}/fold_assignment.json", json.dumps(assignment), fs)
     console.info(
         f"data: {n_train} train / {len(ds.test_texts)} test texts, {ds.num_classes} classes, {cfg.cv.folds} folds, "
@@ -548,7 +549,7 @@ def _run_cv(cfg: RunConfig, console: Console) -> dict[str, Any]:
             copy_dir(path, str(dst), fs, LOCAL)
             tokenizer.save_pretrained(str(dst))
         config = cfg.to_dict()
-        oof = (ds.train_ids, ds.train_labels, fold_of_rows(folds, n_train), oof_logits)
+        oof = (ds.train_ids, ds.train_labels, row_fold, oof_logits)
         write_run_outputs(
             out, metrics, fold_rows, history, ds.test_ids, ds.test_labels, mean, ds.label_names, config, ds.provenance,
             oof,

@@ -19,13 +19,10 @@ import numpy as np
 import torch
 
 from reuters_ray.checkpoint import (
-    BEST_DIR,
-    VAL_LOGITS_FILE,
     cpu_state,
     first_loadable,
     load_checkpoint,
     prune_checkpoints,
-    read_val_logits,
     save_checkpoint,
     set_rng_state,
 )
@@ -229,8 +226,8 @@ def _resume(
     attempt: str | None,
     restarts: list[dict[str, Any]],
     log: Callable[[str], None],
-) -> tuple[Path, tuple[dict, dict, dict, dict]] | None:
-    """(path, (weights, best weights, training state, progress)) of the checkpoint to continue from, or None to start
+) -> tuple[dict, dict, dict, dict] | None:
+    """(weights, best weights, training state, progress) of the checkpoint to continue from, or None to start
     fresh. Records in `restarts` (replaced by the checkpoint's own record, then extended) why the fold continues
     or starts over; raises CheckpointError for a single damaged `resume_from` or one of another model or data."""
     if resume_from is None:
@@ -253,7 +250,7 @@ def _resume(
         kind = "worker restart" if same else "resumed by a new run"
         restarts.append({"after_epoch": progress["epoch"], "kind": kind, "at": time.time()})
         log(f"fold {fold}: {kind}: continuing from {path} after epoch {progress['epoch']}")
-    return path, loaded
+    return loaded
 
 
 # --- the loop -------------------------------------------------------------------------------------------------
@@ -333,10 +330,8 @@ def train_fold(
     found = _resume(resume_from, identity, fold, attempt, restarts, log)
     best_val_logits = None  # the best model's validation logits: the fold's out-of-fold predictions
     if found is not None:
-        resumed, (weights, best_state, state, progress) = found
-        logits_file = resumed / BEST_DIR / VAL_LOGITS_FILE
-        if logits_file.is_file():  # absent in checkpoints written before they were kept
-            best_val_logits = read_val_logits(logits_file.read_bytes(), str(logits_file))
+        weights, best_state, state, progress = found
+        best_val_logits = state["best_val_logits"]
         model.load_state_dict(weights)
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
