@@ -1,37 +1,168 @@
 """The baseline a user would otherwise pick: TF-IDF word uni- and bigrams + a linear SVM (scikit-learn).
 
 Fitted on the same (preprocessed, sampled) training split the folds share, scored on the same test split, so
-its row stands beside the ensemble's in the report.
+its row stands beside the ensemble's in the report. Inside the CV it is also fitted on each fold's training rows,
+which gives its out-of-fold scores: they calibrate its probabilities (one softmax temperature) and choose the
+blend's weight (reuters_ray.blend) without touching the test split.
+
+A fitted model is plain arrays (vocabulary, idf, coefficients, intercepts, temperature) saved as safetensors and
+JSON: loading it never unpickles, and it scores texts exactly as the scikit-learn pipeline it came from.
 """
 
 from __future__ import annotations
 
+import json
 import time
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
-from sklearn.feature_extraction.text import TfidfVectorizer
-from sklearn.pipeline import make_pipeline
+from scipy.optimize import minimize_scalar
+from sklearn.feature_extraction.text import CountVectorizer, TfidfVectorizer
+from sklearn.preprocessing import normalize
 from sklearn.svm import LinearSVC
 
+from reuters_ray.errors import DataError
+from reuters_ray.metrics import softmax
+
 NAME = "TF-IDF (word 1-2 grams, sublinear tf) + LinearSVC (C=1, balanced class weights)"
+FORMAT = "reuters-ray-linear/1"  # written into the safetensors header; anything else is refused on load
+WEIGHTS_FILE, VOCABULARY_FILE = "model.safetensors", "vocabulary.json"
+NGRAMS = (1, 2)
+
+
+@dataclass
+class LinearModel:
+    """TF-IDF + one-vs-rest linear SVM as arrays. Row r of `coef` scores label `classes[r]`; labels absent from
+    the training rows score -inf (never predicted, probability 0)."""
+
+    vocabulary: list[str]  # the term of each TF-IDF column
+    idf: np.ndarray  # [V] float64
+    coef: np.ndarray  # [C, V] float64
+    intercept: np.ndarray  # [C] float64
+    classes: np.ndarray  # [C] int64, label indices
+    num_classes: int
+    temperature: float = 1.0  # probabilities = softmax(scores / temperature); fitted on out-of-fold scores
+
+    @classmethod
+    def fit(cls, texts: list[str], labels: np.ndarray, num_classes: int) -> LinearModel:
+        vec = TfidfVectorizer(ngram_range=NGRAMS, min_df=2, sublinear_tf=True, lowercase=True)
+        x = vec.fit_transform(texts)
+        # Balanced, as the model's focal loss weights classes; seeded, since liblinear shuffles the rows.
+        svm = LinearSVC(C=1.0, class_weight="balanced", random_state=0).fit(x, labels)
+        coef, intercept = svm.coef_, svm.intercept_
+        if len(svm.classes_) == 2:  # one row, positive means the second class: make it one row per class
+            coef, intercept = np.vstack([-coef, coef]), np.array([-intercept[0], intercept[0]])
+        return cls(
+            vocabulary=vec.get_feature_names_out().tolist(),
+            idf=vec.idf_.astype(np.float64),
+            coef=coef.astype(np.float64),
+            intercept=intercept.astype(np.float64),
+            classes=svm.classes_.astype(np.int64),
+            num_classes=num_classes,
+        )
+
+    def features(self, texts: list[str]):
+        """TfidfVectorizer's transform, from the arrays: counts of known terms, 1 + log(tf), times idf, L2-normed."""
+        counts = CountVectorizer(
+            ngram_range=NGRAMS, lowercase=True, vocabulary={t: i for i, t in enumerate(self.vocabulary)}
+        ).transform(texts)
+        x = counts.astype(np.float64)
+        x.data = np.log(x.data) + 1.0
+        return normalize(x.multiply(self.idf).tocsr())
+
+    def scores(self, texts: list[str]) -> np.ndarray:
+        """[N, K] decision values (argmax = the prediction); -inf for labels the model never saw."""
+        out = np.full((len(texts), self.num_classes), -np.inf, dtype=np.float64)
+        out[:, self.classes] = self.features(texts) @ self.coef.T + self.intercept
+        return out
+
+    def proba_of_scores(self, scores: np.ndarray) -> np.ndarray:
+        return softmax(scores / self.temperature)
+
+    def predict_proba(self, texts: list[str]) -> np.ndarray:
+        """[N, K] calibrated class probabilities."""
+        return self.proba_of_scores(self.scores(texts))
+
+    def save(self, folder: str | Path) -> None:
+        from safetensors.numpy import save_file
+
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / VOCABULARY_FILE).write_text(json.dumps(self.vocabulary))
+        arrays = {"idf": self.idf, "coef": self.coef, "intercept": self.intercept, "classes": self.classes}
+        meta = {"format": FORMAT, "num_classes": str(self.num_classes), "temperature": repr(self.temperature)}
+        save_file({k: np.ascontiguousarray(v) for k, v in arrays.items()}, str(folder / WEIGHTS_FILE), metadata=meta)
+
+    @classmethod
+    def load(cls, folder: str | Path) -> LinearModel:
+        """The model saved in `folder`. Raises DataError naming the file when one is missing, damaged, or not a
+        reuters-ray linear model."""
+        from safetensors import safe_open
+
+        folder = Path(folder)
+        weights, vocab_file = folder / WEIGHTS_FILE, folder / VOCABULARY_FILE
+        try:
+            with safe_open(str(weights), framework="numpy") as f:
+                meta = f.metadata() or {}
+                if meta.get("format") != FORMAT:
+                    raise DataError(f"{weights}: not a reuters-ray linear model (format {meta.get('format')!r})")
+                arrays = {k: f.get_tensor(k) for k in ("idf", "coef", "intercept", "classes")}
+                num_classes, temperature = int(meta["num_classes"]), float(meta["temperature"])
+        except DataError:
+            raise
+        except Exception as e:  # safetensors' own error, a missing tensor or header key, an unreadable file
+            raise DataError(
+                f"{weights}: cannot be read as a reuters-ray linear model ({type(e).__name__}: {e})"
+            ) from None
+        try:
+            vocabulary = json.loads(vocab_file.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as e:
+            raise DataError(f"{vocab_file}: cannot be read ({e})") from None
+        v, (c, cv) = len(vocabulary) if isinstance(vocabulary, list) else -1, arrays["coef"].shape
+        ok = (
+            v == cv == arrays["idf"].shape[0]
+            and arrays["intercept"].shape == arrays["classes"].shape == (c,)
+            and all(isinstance(t, str) for t in vocabulary)
+            and ((arrays["classes"] >= 0) & (arrays["classes"] < num_classes)).all()
+            and temperature > 0
+        )
+        if not ok:
+            raise DataError(f"{folder}: {WEIGHTS_FILE} and {VOCABULARY_FILE} do not fit together")
+        return cls(vocabulary, num_classes=num_classes, temperature=temperature, **arrays)
+
+
+def fit_temperature(scores: np.ndarray, labels: np.ndarray) -> float:
+    """The softmax temperature that minimises the log loss of `scores` (out-of-fold decision values): one number,
+    so the ranking of classes (the prediction) never changes."""
+
+    def nll(log_t: float) -> float:
+        p = softmax(scores / np.exp(log_t))[np.arange(len(labels)), labels]
+        return float(-np.log(np.clip(p, 1e-12, None)).mean())
+
+    return float(np.exp(minimize_scalar(nll, bounds=(np.log(1e-3), np.log(1e3)), method="bounded").x))
+
+
+def fit_cv(
+    texts: list[str], labels: np.ndarray, folds: list[tuple[np.ndarray, np.ndarray]], num_classes: int
+) -> tuple[LinearModel, np.ndarray]:
+    """The model fitted on all of `texts`, calibrated on the out-of-fold scores of one model per fold (fitted on
+    that fold's training rows, scoring its validation rows); returns (model, out-of-fold scores [N, K])."""
+    oof = np.full((len(texts), num_classes), np.nan)
+    for train_idx, val_idx in folds:
+        fold_model = LinearModel.fit([texts[i] for i in train_idx], labels[train_idx], num_classes)
+        oof[val_idx] = fold_model.scores([texts[i] for i in val_idx])
+    model = LinearModel.fit(texts, labels, num_classes)
+    model.temperature = fit_temperature(oof, labels)
+    return model, oof
 
 
 def tfidf_svm_scores(
     train_texts: list[str], train_labels: np.ndarray, test_texts: list[str], num_classes: int
 ) -> np.ndarray:
     """[N_test, K] decision scores (argmax = the prediction) of the baseline fitted on the training split."""
-    model = make_pipeline(
-        TfidfVectorizer(ngram_range=(1, 2), min_df=2, sublinear_tf=True, lowercase=True),
-        LinearSVC(C=1.0, class_weight="balanced"),  # balanced, as the model's focal loss weights classes
-    )
-    model.fit(train_texts, train_labels)
-    scores = model.decision_function(test_texts)
-    if scores.ndim == 1:  # two classes: one column, positive means the second
-        scores = np.stack([-scores, scores], axis=1)
-    out = np.full((len(test_texts), num_classes), -np.inf, dtype=np.float64)
-    out[:, model.classes_] = scores  # classes absent from training can never be predicted
-    return out
+    return LinearModel.fit(train_texts, train_labels, num_classes).scores(test_texts)
 
 
 def run_baseline(ds) -> dict[str, Any]:

@@ -167,6 +167,9 @@ class CVConfig:
     cpus_per_fold: float = 1.0  # CPUs each fold's worker reserves (fractions let folds share cores)
     max_failures: int = 2  # restarts of a fold whose worker dies; each continues from its last checkpoint
     baseline: bool = True  # also fit and score the TF-IDF + linear SVM baseline on the same split (seconds, CPU)
+    # The run's predictor: w * the ensemble's probabilities + (1 - w) * the baseline's (calibrated), w chosen on
+    # out-of-fold predictions, never on the test split (reuters_ray.blend). false: the seed's pure ensemble.
+    blend: bool = True
 
     def __post_init__(self) -> None:
         _check(

@@ -1,5 +1,6 @@
 """The fold ensemble: average the fold models' logits, take the argmax. Plain torch; the Ray runner wraps it
-in an actor, and `Ensemble.from_run` loads a finished run's models for prediction."""
+in an actor, and `Ensemble.from_run` loads a finished run's predictor: its fold models and, when the run blended
+them with the linear model (cv.blend), that model and the weight (reuters_ray.blend)."""
 
 from __future__ import annotations
 
@@ -43,6 +44,8 @@ class Ensemble:
         self.label_names: list[str] = names[0]
         self.tokenizer = None  # set by from_run; predict_proba needs it
         self.max_length = 512
+        self.linear = None  # a baseline.LinearModel to blend with (from_run, for a run with cv.blend) ...
+        self.blend_weight = 1.0  # ... and the ensemble's weight in the blend
 
     def fold_logits(self, tokens: TokenArrays, idx: np.ndarray | None = None) -> np.ndarray:
         """[folds, N, K] float32 logits of every fold model for rows `idx` (default: all)."""
@@ -62,9 +65,11 @@ class Ensemble:
 
     @classmethod
     def from_run(cls, run_dir: str | Path, device: str | None = None) -> Ensemble:
-        """The ensemble of a finished run folder: its models/fold_* folders, their tokenizer and max_length.
-        Raises DataError naming what is missing."""
+        """The predictor of a finished run folder: its models/fold_* folders, their tokenizer and max_length, and
+        for a blended run linear/ and the weight in metrics.json. Raises DataError naming what is missing."""
         from transformers import AutoTokenizer
+
+        from reuters_ray.baseline import LinearModel
 
         run_dir = Path(run_dir)
         dirs = sorted((run_dir / "models").glob("fold_*"))
@@ -74,16 +79,27 @@ class Ensemble:
             )
         ens = cls(dirs, device=device)
         ens.tokenizer = AutoTokenizer.from_pretrained(str(dirs[0]))
-        ens.max_length = json.loads((run_dir / "metrics.json").read_text())["max_length"]
+        metrics = json.loads((run_dir / "metrics.json").read_text())
+        ens.max_length = metrics["max_length"]
+        if metrics.get("predictor") == "blend":
+            ens.linear = LinearModel.load(run_dir / "linear")
+            if ens.linear.num_classes != len(ens.label_names):
+                n, k = ens.linear.num_classes, len(ens.label_names)
+                raise DataError(f"{run_dir / 'linear'}: a linear model of {n} classes, fold models of {k}")
+            ens.blend_weight = float(metrics["blend"]["weight"])
         return ens
 
     def predict_proba(self, texts: list[str]) -> np.ndarray:
-        """[N, K] class probabilities (softmax of the averaged logits) for raw texts, cleaned as in training."""
+        """[N, K] class probabilities for raw texts, cleaned as in training: the softmax of the averaged logits,
+        blended with the linear model's where the run did."""
+        from reuters_ray.blend import combine
         from reuters_ray.preprocess import clean_text
 
-        tokens = tokenize([clean_text(t) for t in texts], self.tokenizer, self.max_length)
-        mean, _ = self.combine(self.fold_logits(tokens))
-        return softmax(mean)
+        cleaned = [clean_text(t) for t in texts]
+        mean, _ = self.combine(self.fold_logits(tokenize(cleaned, self.tokenizer, self.max_length)))
+        if self.linear is None:
+            return softmax(mean)
+        return combine(softmax(mean), self.linear.predict_proba(cleaned), self.blend_weight)
 
     def predict(self, texts: list[str]) -> list[str]:
         """The label name predicted for each text."""

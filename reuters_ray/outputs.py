@@ -16,7 +16,6 @@ import numpy as np
 import pandas as pd
 import yaml
 
-from reuters_ray.metrics import softmax
 from reuters_ray.storage import write_atomic
 
 
@@ -27,15 +26,15 @@ def write_run_outputs(
     history: list[dict[str, Any]],
     ids: list[str],
     y_true: np.ndarray,
-    mean_logits: np.ndarray,
+    probs: np.ndarray,
     label_names: list[str],
     config: dict[str, Any],
     provenance: dict[str, Any],
     oof: tuple[list[str], np.ndarray, np.ndarray, np.ndarray] | None = None,
 ) -> None:
     """Writes the run folder's data files: config.yaml, provenance.json, folds.csv, history.csv (every fold's
-    epoch rows), per_class.csv, confusion_matrix.csv, predictions.parquet, oof_predictions.parquet (when `oof`,
-    (ids, labels, fold, logits) of the training split, is given), and metrics.json last of them.
+    epoch rows), per_class.csv, confusion_matrix.csv, predictions.parquet (the run's test `probs`), oof_predictions.parquet (when
+    `oof`, (ids, labels, fold, probabilities) of the training split, is given), and metrics.json last of them.
     The report (reuters_ray.report.write_report) is built from these files."""
     run_dir = Path(run_dir)
     write_atomic(run_dir / "config.yaml", yaml.safe_dump(config, sort_keys=True))
@@ -48,17 +47,17 @@ def write_run_outputs(
     cm = pd.DataFrame(metrics["confusion_matrix"], index=label_names, columns=label_names)
     cm.index.name = "true \\ predicted"
     write_atomic(run_dir / "confusion_matrix.csv", cm.to_csv())
-    write_atomic(run_dir / "predictions.parquet", _predictions(ids, y_true, mean_logits, label_names))
+    write_atomic(run_dir / "predictions.parquet", _predictions(ids, y_true, probs, label_names))
     if oof is not None:
-        oof_ids, oof_y, oof_fold, oof_logits = oof
-        data = _predictions(oof_ids, oof_y, oof_logits, label_names, fold=oof_fold)
+        oof_ids, oof_y, oof_fold, oof_probs = oof
+        data = _predictions(oof_ids, oof_y, oof_probs, label_names, fold=oof_fold)
         write_atomic(run_dir / "oof_predictions.parquet", data)
     write_atomic(run_dir / "metrics.json", json.dumps(metrics, indent=2))
 
 
-def _predictions(ids, y_true, logits, label_names, fold=None) -> bytes:
+def _predictions(ids, y_true, probs, label_names, fold=None) -> bytes:
     """Parquet bytes: id, true and predicted label, [fold,] one probability column per class."""
-    probs, pred = softmax(logits), logits.argmax(axis=1)
+    pred = probs.argmax(axis=1)
     df = pd.DataFrame(
         {"id": ids, "true_label": [label_names[i] for i in y_true], "predicted_label": [label_names[i] for i in pred]}
     )

@@ -83,7 +83,7 @@ def _plt():
     return plt
 
 
-def confusion_figure(cm: np.ndarray, names: list[str], path: Path) -> None:
+def confusion_figure(cm: np.ndarray, names: list[str], path: Path, predictor: str) -> None:
     """Heatmap of the confusion matrix: colour = share of the true class, numbers = counts."""
     plt = _plt()
     k = len(names)
@@ -108,18 +108,18 @@ def confusion_figure(cm: np.ndarray, names: list[str], path: Path) -> None:
                     color="white" if share[i, j] > 0.5 else "black",
                 )
     fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04, label="share of the true class")
-    ax.set_title("Confusion matrix of the ensemble on the test split")
+    ax.set_title(f"Confusion matrix of the {predictor} on the test split")
     fig.tight_layout()
     fig.savefig(path, dpi=110, format="png")
     plt.close(fig)
 
 
-def f1_support_figure(per_class: list[dict], baseline: list[dict] | None, path: Path) -> None:
+def f1_support_figure(per_class: list[dict], baseline: list[dict] | None, path: Path, predictor: str) -> None:
     """Per-class F1 against test support (log scale), the class names beside the points."""
     plt = _plt()
     fig, ax = plt.subplots(figsize=(8, 5.5))
     support = [max(c["support"], 1) for c in per_class]
-    ax.scatter(support, [c["f1"] for c in per_class], color="tab:blue", label="ensemble", zorder=3)
+    ax.scatter(support, [c["f1"] for c in per_class], color="tab:blue", label=predictor, zorder=3)
     if baseline:
         ax.scatter(
             support,
@@ -188,7 +188,7 @@ def wall_time(m: dict[str, Any]) -> str:
         ("Ray start-up", "ray_start_s"),
         ("folds", "folds_s"),
         ("ensemble", "ensemble_s"),
-        ("baseline", "baseline_s"),
+        ("linear model (baseline, blend)", "baseline_s"),
     ]
     timing = m.get("timing") or {}
     if timing:
@@ -214,16 +214,34 @@ def build_sections(run: dict[str, Any]) -> tuple[str, list[tuple[str, list[Block
         ["model", "accuracy", "weighted F1", "macro F1", "weighted precision", "weighted recall"], [], (1, 2, 3, 4, 5)
     )
     keys = ("accuracy", "f1_weighted", "f1_macro", "precision_weighted", "recall_weighted")
-    result.rows.append([f"ensemble of {len(folds)} fold models ({cfg['model']['name']})", *(fmt(m[k]) for k in keys)])
+    ens, blend = m.get("ensemble", m), m.get("blend") if m.get("predictor") == "blend" else None
+    if blend:
+        w = blend["weight"]
+        result.rows.append([f"blend: {w:.2f} x ensemble + {1 - w:.2f} x linear model", *(fmt(m[k]) for k in keys)])
+    result.rows.append([f"ensemble of {len(folds)} fold models ({cfg['model']['name']})", *(fmt(ens[k]) for k in keys)])
     if base:
         result.rows.append([f"baseline: {base['name']}", *(fmt(base[k]) for k in keys)])
     summary = (
         f"{m['n_test']} test texts, {len(names)} classes. The ensemble averages the logits of the {len(folds)} fold "
         f"models; each was trained on {len(folds) - 1}/{len(folds)} of the training split."
     )
+    if blend:
+        o = blend["out_of_fold"]
+        summary += (
+            f" The run's predictions (predictions.parquet, the per-class figures below) are the blend: {w:.2f} times"
+            f" the ensemble's probabilities plus {1 - w:.2f} times those of the linear model (the baseline's TF-IDF +"
+            f" linear SVM, calibrated by a softmax temperature of {blend['temperature']:.3g}). The weight was chosen"
+            f" on out-of-fold predictions of the training split, never on the test split: weighted F1 out of fold"
+            f" {fmt(o['blend']['f1_weighted'])} for the blend, {fmt(o['ensemble']['f1_weighted'])} for the fold"
+            f" models, {fmt(o['linear']['f1_weighted'])} for the linear model (log loss {o['blend']['log_loss']:.4f},"
+            f" {o['ensemble']['log_loss']:.4f}, {o['linear']['log_loss']:.4f})."
+        )
     if base:
         delta = m["f1_weighted"] - base["f1_weighted"]
-        summary += f" Weighted F1 {'above' if delta >= 0 else 'below'} the baseline by {fmt(abs(delta))}."
+        summary += (
+            f" Weighted F1 of the {'blend' if blend else 'ensemble'} {'above' if delta >= 0 else 'below'} the"
+            f" baseline's by {fmt(abs(delta))}."
+        )
     oof = m.get("out_of_fold")
     if oof:
         mean = oof["folds_mean"]
@@ -358,16 +376,18 @@ def build_sections(run: dict[str, Any]) -> tuple[str, list[tuple[str, list[Block
     )
     mean_val = np.mean([f["val_f1_weighted"] for f in folds])
     fold_note = (
-        f"Mean validation weighted F1 {fmt(mean_val)}; the ensemble's test weighted F1 {fmt(m['f1_weighted'])} "
+        f"Mean validation weighted F1 {fmt(mean_val)}; the ensemble's test weighted F1 {fmt(ens['f1_weighted'])} "
         f"against {fmt(max(f['test_f1_weighted'] for f in folds))} for the best single fold."
     )
 
     # Per class
-    headers = ["class", "precision", "recall", "F1", "support"] + (["baseline F1"] if base else [])
-    per_class = Table(headers, [], (1, 2, 3, 4, 5))
+    headers = ["class", "precision", "recall", "F1", "support"]
+    headers += (["ensemble F1"] if blend else []) + (["baseline F1"] if base else [])
+    per_class = Table(headers, [], tuple(range(1, len(headers))))
     for i, c in enumerate(m["per_class"]):
         per_class.rows.append(
             [c["name"], fmt(c["precision"]), fmt(c["recall"]), fmt(c["f1"]), c["support"]]
+            + ([fmt(ens["per_class"][i]["f1"])] if blend else [])
             + ([fmt(base["per_class"][i]["f1"])] if base else [])
         )
 
@@ -512,12 +532,13 @@ def write_report(run_dir: Path) -> list[Path]:
     run_dir = Path(run_dir)
     run = load_run(run_dir)
     m = run["metrics"]
+    predictor = "blend" if m.get("predictor") == "blend" else "ensemble"
     written = []
     for name, draw in zip(
         FIGURES,
         (
-            lambda p: confusion_figure(np.array(m["confusion_matrix"]), m["label_names"], p),
-            lambda p: f1_support_figure(m["per_class"], (m.get("baseline") or {}).get("per_class"), p),
+            lambda p: confusion_figure(np.array(m["confusion_matrix"]), m["label_names"], p, predictor),
+            lambda p: f1_support_figure(m["per_class"], (m.get("baseline") or {}).get("per_class"), p, predictor),
             lambda p: curves_figure(run["history"], p),
         ),
     ):

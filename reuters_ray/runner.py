@@ -40,10 +40,10 @@ from reuters_ray.errors import ConfigError
 from reuters_ray.storage import LOCAL, copy_dir, read_bytes, read_text, storage_location, write_atomic
 
 # Settings free to differ when a run is resumed, and left out of the derived run name: they change where a run
-# goes, how fast, or how often it checkpoints, but not what any fold computes. (cv.baseline only adds the
-# baseline's figures to metrics.json; it never touches a fold.)
+# goes, how fast, or how often it checkpoints, but not what any fold computes. (cv.baseline and cv.blend change
+# what is fitted after the folds, from their kept results: a finished run resumed with another value scores again.)
 RESUME_FREE_KEYS = {
-    "cv": ("name", "storage_path", "gpus_per_fold", "cpus_per_fold", "max_failures", "baseline"),
+    "cv": ("name", "storage_path", "gpus_per_fold", "cpus_per_fold", "max_failures", "baseline", "blend"),
     "train": ("eval_batch_size", "compile", "keep_checkpoints", "checkpoint_every"),
 }
 
@@ -232,6 +232,48 @@ def read_fold_checkpoint(fs: pafs.FileSystem, path: str) -> dict[str, Any]:
     return json.loads(text)
 
 
+def blend_phase(cfg: RunConfig, ds, folds, oof_logits, ensemble, ensemble_probs, timing, console: Console):
+    """Fits the linear model on each fold's training rows and on the whole training split; adds the baseline's
+    test figures (cv.baseline) and, with cv.blend, blends its probabilities with the ensemble's by the weight the
+    out-of-fold predictions chose. Returns (the run's test metrics, its test probabilities, the linear model)."""
+    from reuters_ray.baseline import NAME
+    from reuters_ray.blend import combine, fit_blend
+    from reuters_ray.metrics import evaluate_scores
+
+    t = time.perf_counter()
+    linear, blend = fit_blend(ds, folds, oof_logits)
+    scores = linear.scores(ds.test_texts)
+    timing["baseline_s"] = time.perf_counter() - t  # the linear model's fits: one per fold and one on everything
+    metrics, probs = dict(ensemble), ensemble_probs
+    if cfg.cv.blend:
+        probs = combine(ensemble_probs, linear.proba_of_scores(scores), blend["weight"])
+        metrics = {**evaluate_scores(ds.test_labels, probs, ds.label_names), "blend": blend}
+        oof = blend["out_of_fold"]
+        console.info(
+            f"blend: weight {blend['weight']:.2f} on the ensemble, {1 - blend['weight']:.2f} on the linear model, "
+            f"chosen out of fold (weighted F1 {oof['blend']['f1_weighted']:.4f} against the ensemble's "
+            f"{oof['ensemble']['f1_weighted']:.4f} and the linear model's {oof['linear']['f1_weighted']:.4f})",
+            blend_weight=blend["weight"],
+        )
+    if cfg.cv.baseline:
+        metrics["baseline"] = {"name": NAME, **evaluate_scores(ds.test_labels, scores, ds.label_names)}
+        console.info(
+            f"baseline ({NAME}): weighted F1 {metrics['baseline']['f1_weighted']:.4f}",
+            baseline_f1_weighted=metrics["baseline"]["f1_weighted"],
+        )
+    metrics["predictor"] = "blend" if cfg.cv.blend else "ensemble"
+    return metrics, probs, linear
+
+
+def predictor_line(m: dict[str, Any]) -> str:
+    """What the run's test figures are of, with the others' weighted F1 for comparison."""
+    blend = m.get("predictor") == "blend"
+    others = [f"ensemble {m['ensemble']['f1_weighted']:.4f}"] if blend else []
+    others += [f"baseline {m['baseline']['f1_weighted']:.4f}"] if "baseline" in m else []
+    what = f"blend, weight {m['blend']['weight']:.2f} on the ensemble" if blend else "ensemble"
+    return what + (f"; weighted F1 of the {' and the '.join(others)}" if others else "")
+
+
 # --- code that runs in Ray workers ----------------------------------------------------------------------------
 
 
@@ -415,7 +457,7 @@ def run_cv(cfg: RunConfig, console: Console | None = None) -> dict[str, Any]:
 def _run_cv(cfg: RunConfig, console: Console) -> dict[str, Any]:
     from reuters_ray.ensemble import Ensemble
     from reuters_ray.features import class_weights, stratified_folds, tokenize
-    from reuters_ray.metrics import evaluate_scores
+    from reuters_ray.metrics import evaluate_scores, softmax
     from reuters_ray.models import check_model, load_tokenizer
     from reuters_ray.outputs import write_run_outputs
     from reuters_ray.preprocess import prepare
@@ -508,22 +550,20 @@ def _run_cv(cfg: RunConfig, console: Console) -> dict[str, Any]:
     fold_logits = ray.get(actor.fold_logits.remote(ray.put(test)))
     ray.kill(actor)
     mean, _ = Ensemble.combine(fold_logits)
-    metrics = evaluate_scores(ds.test_labels, mean, ds.label_names)
+    ensemble = evaluate_scores(ds.test_labels, mean, ds.label_names)
     for row, logits in zip(fold_rows, fold_logits):
         row["test_f1_weighted"] = evaluate_scores(ds.test_labels, logits, ds.label_names)["f1_weighted"]
     timing["ensemble_s"] = time.perf_counter() - t
-    if cfg.cv.baseline:
-        from reuters_ray.baseline import run_baseline
 
-        metrics["baseline"] = run_baseline(ds)
-        console.info(
-            f"baseline ({metrics['baseline']['name']}): weighted F1 {metrics['baseline']['f1_weighted']:.4f}",
-            baseline_f1_weighted=metrics["baseline"]["f1_weighted"],
-        )
-        timing["baseline_s"] = metrics["baseline"]["fit_s"]
+    # The linear model inside the same folds: the baseline's figures, and the blend's weight chosen out of fold.
+    metrics, probs, linear = dict(ensemble), softmax(mean), None
+    if cfg.cv.blend or cfg.cv.baseline:
+        metrics, probs, linear = blend_phase(cfg, ds, folds, oof_logits, ensemble, probs, timing, console)
+    metrics["ensemble"] = ensemble
     metrics["out_of_fold"] = out_of_fold_metrics(ds.train_labels, oof_logits, ds.label_names, fold_rows)
     metrics.update(
         {
+            "predictor": metrics.get("predictor", "ensemble"),
             "run": name,
             "label_names": ds.label_names,
             "max_length": dc.max_length,
@@ -549,18 +589,20 @@ def _run_cv(cfg: RunConfig, console: Console) -> dict[str, Any]:
             copy_dir(path, str(dst), fs, LOCAL)
             tokenizer.save_pretrained(str(dst))
         config = cfg.to_dict()
-        oof = (ds.train_ids, ds.train_labels, row_fold, oof_logits)
+        oof = (ds.train_ids, ds.train_labels, row_fold, softmax(oof_logits))
         write_run_outputs(
-            out, metrics, fold_rows, history, ds.test_ids, ds.test_labels, mean, ds.label_names, config, ds.provenance,
+            out, metrics, fold_rows, history, ds.test_ids, ds.test_labels, probs, ds.label_names, config, ds.provenance,
             oof,
         )  # fmt: skip
+        if linear is not None and cfg.cv.blend:
+            linear.save(out / "linear")
         write_report(out)
         publish_outputs(out, fs, run_path)
     timing = {**timing, "outputs_s": time.perf_counter() - t, "total_s": time.perf_counter() - t0}
     console.done(
         f"run {name}: accuracy {metrics['accuracy']:.4f}, weighted F1 {metrics['f1_weighted']:.4f}, "
-        f"macro F1 {metrics['f1_macro']:.4f} on {metrics['n_test']} test texts in {duration(timing['total_s'])}; "
-        f"report: {run_uri}/report.html",
+        f"macro F1 {metrics['f1_macro']:.4f} on {metrics['n_test']} test texts ({predictor_line(metrics)}) "
+        f"in {duration(timing['total_s'])}; report: {run_uri}/report.html",
         run=name,
         uri=run_uri,
         accuracy=metrics["accuracy"],

@@ -49,4 +49,5 @@ def write_atomic(path: str | os.PathLike, data: str | bytes, fs: pafs.FileSystem
 
 def copy_dir(src: str, dst: str, src_fs: pafs.FileSystem = LOCAL, dst_fs: pafs.FileSystem = LOCAL) -> None:
     """Copies folder `src` (on src_fs) to `dst` (on dst_fs)."""
+    dst_fs.create_dir(dst, recursive=True)  # copy_files makes the folders below dst, not dst itself
     pafs.copy_files(src, dst, source_filesystem=src_fs, destination_filesystem=dst_fs)

@@ -63,18 +63,56 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def processes_naming(marker: str) -> list[int]:
+    """The processes whose command line contains `marker`, and all their descendants (read from /proc)."""
+    parent, found = {}, set()
+    for d in Path("/proc").iterdir():
+        if not d.name.isdigit():
+            continue
+        try:
+            cmdline = (d / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            parent[int(d.name)] = int((d / "stat").read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, ValueError, IndexError):  # gone meanwhile
+            continue
+        if marker in cmdline:
+            found.add(int(d.name))
+    while True:
+        children = {p for p, pp in parent.items() if pp in found} - found
+        if not children:
+            return sorted(found)
+        found |= children
+
+
+def stop_processes(pids: list[int], grace_s: float = 10.0) -> None:
+    import signal
+    import time
+
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        for pid in pids:
+            try:
+                os.kill(pid, sig)
+            except ProcessLookupError:
+                pass
+        deadline = time.monotonic() + grace_s
+        while (pids := [p for p in pids if Path(f"/proc/{p}").exists()]) and time.monotonic() < deadline:
+            time.sleep(0.2)
+
+
 @pytest.fixture(scope="session")
-def ray_head():
+def ray_head(tmp_path_factory):
     """A real local Ray head, started once (`ray start --head` on 127.0.0.1, token authentication, 2 CPUs) and
     shared by every test that runs Ray: each run's driver joins it through RAY_ADDRESS, as under `ray job submit`.
-    Starting Ray costs 10-20 s on 2 cores; once per session instead of once per run. Yields the dashboard's URL."""
+    Starting Ray costs 10-20 s on 2 cores; once per session instead of once per run. Yields the dashboard's URL.
+    It has a temp dir of its own, and only its processes are stopped at the end (`ray stop` would stop every Ray
+    on the machine, a developer's running job included)."""
     env = {**os.environ, "RAY_AUTH_MODE": "token", "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}"}
     if not (Path.home() / ".ray" / "auth_token").exists():
         subprocess.run([str(BIN / "ray"), "get-auth-token", "--generate"], env=env, capture_output=True, check=True)
     port, dashboard = free_port(), free_port()
+    temp_dir = f"/tmp/reuters-ray-test-{port}"  # short: Ray's socket paths live below it (107 characters at most)
     start = [str(BIN / "ray"), "start", "--head", "--node-ip-address", "127.0.0.1", "--port", str(port),
              "--dashboard-host", "127.0.0.1", "--dashboard-port", str(dashboard), "--num-cpus", "2",
-             "--disable-usage-stats"]  # fmt: skip
+             "--temp-dir", temp_dir, "--disable-usage-stats"]  # fmt: skip
     out = subprocess.run(start, env=env, capture_output=True, text=True, timeout=180)
     assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-2000:]
     # Ray reads RAY_AUTH_MODE once per process: set before this process (or any child) imports Ray's client side.
@@ -85,7 +123,8 @@ def ray_head():
     finally:
         for k, v in saved.items():
             os.environ.pop(k) if v is None else os.environ.__setitem__(k, v)
-        subprocess.run([str(BIN / "ray"), "stop", "--force"], env=env, capture_output=True, timeout=180)
+        stop_processes(processes_naming(temp_dir))
+        shutil.rmtree(temp_dir, ignore_errors=True)
 
 
 # --- the tiny CV run that several test files share -----------------------------------------------------------

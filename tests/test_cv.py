@@ -21,6 +21,7 @@ def test_end_to_end_outputs_agree_with_predictions(finished_run):
     # --quiet: the result line only
     (line,) = (run.parent / "stdout.txt").read_text().splitlines()
     assert line.startswith(f"run {run.name}: accuracy ") and line.endswith(f"report: {run}/report.html")
+    assert "(blend, weight " in line and "; weighted F1 of the ensemble " in line and " and the baseline " in line
     metrics = json.loads((run / "metrics.json").read_text())
     assert len(metrics["folds"]) == FOLDS and all(
         f["best_epoch"] in (1, 2) and f["epochs_run"] == 2 for f in metrics["folds"]
@@ -96,7 +97,8 @@ def test_fold_models_load_with_transformers_alone(finished_run):
 
 
 def test_killed_worker_then_killed_driver_end_like_an_undisturbed_run(ray_head, tiny_yaml, finished_run, tmp_path):
-    """Two faults in one run (each run costs a minute of Ray start-up here), JSON-lines output, no baseline:
+    """Two faults in one run (each run costs a minute of Ray start-up here), JSON-lines output, no baseline and no
+    blend (the seed's pure ensemble):
     1. SIGKILL a fold's training worker in the middle of epoch 2: Ray Train restarts it (cv.max_failures) from its
        epoch-1 checkpoint.
     2. SIGKILL the driver once a fold has finished and another has a checkpoint registered: Ray ends the job's
@@ -105,7 +107,7 @@ def test_killed_worker_then_killed_driver_end_like_an_undisturbed_run(ray_head, 
     equal the undisturbed run's, and the report records each fold's restarts. Folds run one after another (1.5 of
     the head's 2 CPUs each; placement is free to change on resume), so the faults hit a fold mid-training."""
     storage = tmp_path / "runs"
-    flags = ["--log-format", "json", "--no-baseline"]
+    flags = ["--log-format", "json", "--no-baseline", "--cv.blend", "false"]
     log = open(tmp_path / "first.log", "w")
     first = cv_cmd(tiny_yaml, storage) + flags + ["--cv.cpus_per_fold", "1.5"]
     proc = subprocess.Popen(first, stdout=log, stderr=subprocess.DEVNULL, start_new_session=True)
@@ -186,7 +188,9 @@ def test_a_fold_that_cannot_fit_the_cluster_is_refused(ray_head, tiny_yaml, tmp_
 
 
 def same_model_metrics(run, ref):
+    """The metrics of `run`, a run without the blend, after checking its ensemble equals that of `ref`."""
     new, old = (json.loads((r / "metrics.json").read_text()) for r in (run, ref))
+    assert new["predictor"] == "ensemble" and "blend" not in new and not (run / "linear").exists()
     for key in (
         "accuracy",
         "f1_weighted",
@@ -195,9 +199,9 @@ def same_model_metrics(run, ref):
         "recall_weighted",
         "confusion_matrix",
         "per_class",
-        "out_of_fold",  # the best models' validation logits survived every restart
     ):
-        assert new[key] == old[key], key
+        assert new[key] == new["ensemble"][key] == old["ensemble"][key], key
+    assert new["out_of_fold"] == old["out_of_fold"]  # the best models' validation logits survived every restart
     for a, b in zip(new["folds"], old["folds"]):
         assert (a["best_epoch"], a["val_f1_weighted"], a["test_f1_weighted"]) == (
             b["best_epoch"],

@@ -67,9 +67,16 @@ def test_report_files_figures_and_numbers_equal_metrics_json(finished_run):
     md, page = (run / "report.md").read_text(), (run / "report.html").read_text()
     f4 = lambda x: f"{x:.4f}"  # noqa: E731
     keys = ("accuracy", "f1_weighted", "f1_macro", "precision_weighted", "recall_weighted")
-    ensemble, baseline = md_table(md, "| model |")
-    assert ensemble[1:] == [f4(m[k]) for k in keys]
+    blend, ensemble, baseline = md_table(md, "| model |")  # the run's predictor first, then the two it blends
+    w = m["blend"]["weight"]
+    assert blend == [f"blend: {w:.2f} x ensemble + {1 - w:.2f} x linear model", *(f4(m[k]) for k in keys)]
+    assert ensemble[0].startswith("ensemble of 2 fold models") and ensemble[1:] == [f4(m["ensemble"][k]) for k in keys]
     assert baseline[0].startswith("baseline: TF-IDF") and baseline[1:] == [f4(m["baseline"][k]) for k in keys]
+    b = m["blend"]["out_of_fold"]  # what chose the weight, in the result's text
+    assert (
+        f"weighted F1 out of fold {f4(b['blend']['f1_weighted'])} for the blend, {f4(b['ensemble']['f1_weighted'])}"
+        f" for the fold models, {f4(b['linear']['f1_weighted'])} for the linear model"
+    ) in md
     o = m["out_of_fold"]  # out-of-fold figures beside the folds' mean, in the result's text
     assert (
         f"oof_predictions.parquet): accuracy {f4(o['accuracy'])}, weighted F1 {f4(o['f1_weighted'])}, "
@@ -89,12 +96,13 @@ def test_report_files_figures_and_numbers_equal_metrics_json(finished_run):
     assert f"folds {m['timing']['folds_s']:.1f} s" in md
     per_class = md_table(md, "| class |")
     assert [r[0] for r in per_class] == m["label_names"]
-    assert [[r[3], int(r[4]), r[5]] for r in per_class] == [
-        [f4(c["f1"]), c["support"], f4(b["f1"])] for c, b in zip(m["per_class"], m["baseline"]["per_class"])
+    assert [[r[3], int(r[4]), r[5], r[6]] for r in per_class] == [
+        [f4(c["f1"]), c["support"], f4(e["f1"]), f4(b["f1"])]
+        for c, e, b in zip(m["per_class"], m["ensemble"]["per_class"], m["baseline"]["per_class"])
     ]
     # the HTML carries the same rows
     rows = html_rows(page)
-    for row in (ensemble, baseline, *folds, *per_class):
+    for row in (blend, ensemble, baseline, *folds, *per_class):
         assert row in rows, row
     # confused pairs as the confusion matrix says
     pairs = md_table(md, "| true class |")
@@ -139,7 +147,9 @@ def test_ensemble_from_run_reproduces_the_runs_predictions(finished_run):
     assert pred["id"].tolist() == ids
     ens = Ensemble.from_run(finished_run, device="cpu")
     probs = ens.predict_proba(texts)
-    names = json.loads((finished_run / "metrics.json").read_text())["label_names"]
+    m = json.loads((finished_run / "metrics.json").read_text())
+    names = m["label_names"]
+    assert ens.linear is not None and ens.blend_weight == m["blend"]["weight"]  # the run's own predictor: the blend
     assert ens.label_names == names and probs.shape == (200, 18)
     np.testing.assert_allclose(probs.sum(axis=1), 1.0, atol=1e-6)
     np.testing.assert_allclose(probs, pred[[f"p_{n}" for n in names]].to_numpy(), atol=1e-5)
