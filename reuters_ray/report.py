@@ -327,6 +327,7 @@ def build_sections(run: dict[str, Any]) -> tuple[str, list[tuple[str, list[Block
             "val macro F1",
             "test weighted F1 alone",
             "restarts",
+            "node",
         ],
         [
             [
@@ -338,6 +339,7 @@ def build_sections(run: dict[str, Any]) -> tuple[str, list[tuple[str, list[Block
                 fmt(f["val_f1_macro"]),
                 fmt(f["test_f1_weighted"]),
                 len(f.get("restarts", [])),
+                (f.get("node_id") or "n/a")[:12],  # Ray's node id, shortened as the dashboard shows it
             ]
             for f in folds
         ],

@@ -165,6 +165,7 @@ def summarize_fold(fold: int, progress: dict[str, Any], patience: int) -> dict[s
         **fold_timing(hist),
         "device": last.get("worker/device", ""),
         "host": last.get("worker/host", ""),
+        "node_id": last.get("worker/node_id", ""),  # the Ray node of the fold's last epoch
         **progress.get("setup", {}),
         "restarts": progress.get("restarts", []),
     }
@@ -315,6 +316,7 @@ def _fold_worker(config: dict[str, Any]) -> None:
             report=report,
             device=device,
             gpu_share=task.gpu_share or 1.0,
+            worker_info={"node_id": ray.get_runtime_context().get_node_id()},
         )
 
 
@@ -505,6 +507,10 @@ def _run_cv(cfg: RunConfig, console: Console) -> dict[str, Any]:
     t = time.perf_counter()
     import ray  # only now: bad input is refused without starting (or even importing) Ray
 
+    # Ray Train's state tracking (read by TorchTrainer.fit, here in the driver): the dashboard's API
+    # /api/train/v2/runs/v1 then lists each fold's Train run with its status, job and workers.
+    os.environ.setdefault("RAY_TRAIN_ENABLE_STATE_TRACKING", "1")
+
     if not ray.is_initialized():
         # Joins a running cluster (ray start, ray job submit) or starts a local one. Worker output stays in Ray's
         # logs (dashboard, /tmp/ray/session_latest/logs): the driver prints each epoch itself, once.
@@ -546,7 +552,9 @@ def _run_cv(cfg: RunConfig, console: Console) -> dict[str, Any]:
     test = {"ids": tokens.ids[n_train:], "lengths": tokens.lengths[n_train:], "pad_id": tokens.pad_id}
     actor_gpus = 1 if ray.cluster_resources().get("GPU", 0) >= 1 else 0
     actor_cls = ray.remote(num_cpus=1, num_gpus=actor_gpus)(_EnsembleActor)
-    actor = actor_cls.remote(base_uri, best_paths, cfg.train.precision, cfg.train.profile)
+    actor = actor_cls.options(name=f"{name}:ensemble").remote(  # the name the dashboard's Actors page shows
+        base_uri, best_paths, cfg.train.precision, cfg.train.profile
+    )
     fold_logits = ray.get(actor.fold_logits.remote(ray.put(test)))
     ray.kill(actor)
     mean, _ = Ensemble.combine(fold_logits)
@@ -628,7 +636,7 @@ def _run_folds(cfg: RunConfig, run_path, run_uri, fs, gpu_share, train_ref, cons
         done = read_text(fs, f"{run_path}/fold_{k}/{FOLD_RESULT}")
         if done is not None:
             folders[k] = json.loads(done)["checkpoint"]
-    progress = ray.remote(num_cpus=0)(_Progress).remote()
+    progress = ray.remote(num_cpus=0)(_Progress).options(name=f"{name}:progress").remote()
     errors: dict[int, BaseException] = {}
     with ThreadPoolExecutor(max_workers=cfg.cv.folds) as pool:
         futures = {

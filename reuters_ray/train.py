@@ -269,6 +269,7 @@ def train_fold(
     device: str | torch.device | None = None,
     gpu_share: float = 1.0,
     log: Callable[[str], None] = print,
+    worker_info: dict[str, Any] | None = None,
 ) -> FoldResult:
     """Trains one fold and returns its history and best model.
 
@@ -325,7 +326,8 @@ def train_fold(
         "val_rows": len(data.val_idx),
     }
     start_epoch, finished, restarts = 1, False, []
-    worker = {"host": socket.gethostname(), "pid": os.getpid(), "device": _device_name(device)}
+    # Where the fold ran, in every epoch row (worker_info: what the caller adds, e.g. the Ray node id).
+    worker = {"host": socket.gethostname(), "pid": os.getpid(), "device": _device_name(device), **(worker_info or {})}
 
     found = _resume(resume_from, identity, fold, attempt, restarts, log)
     best_val_logits = None  # the best model's validation logits: the fold's out-of-fold predictions
