@@ -37,7 +37,7 @@ import yaml
 from reuters_ray.config import RunConfig
 from reuters_ray.console import Console, duration
 from reuters_ray.errors import ConfigError
-from reuters_ray.storage import LOCAL, copy_dir, read_bytes, read_text, storage_location, write_atomic
+from reuters_ray.storage import LOCAL, copy_dir, read_bytes, read_text, storage_location, uri_join, write_atomic
 
 # Settings free to differ when a run is resumed, and left out of the derived run name: they change where a run
 # goes, how fast, or how often it checkpoints, but not what any fold computes. (cv.baseline and cv.blend change
@@ -479,7 +479,7 @@ def _run_cv(cfg: RunConfig, console: Console) -> dict[str, Any]:
         fs, base, base_uri = storage_location(cfg.cv.storage_path)
     except (ValueError, OSError) as e:  # pyarrow's ArrowInvalid is a ValueError: a URI it does not take
         raise ConfigError(f"cv.storage_path {cfg.cv.storage_path!r}: {e}") from None
-    run_path, run_uri = f"{base}/{name}", f"{base_uri}/{name}"
+    run_path, run_uri = f"{base}/{name}", uri_join(base_uri, name)
     resuming = check_resumable(fs, run_path, cfg, name)
     check_writable(fs, run_path, cfg.cv.storage_path)
     write_atomic(f"{run_path}/config.yaml", yaml.safe_dump(cfg.to_dict(), sort_keys=True), fs)
@@ -610,7 +610,7 @@ def _run_cv(cfg: RunConfig, console: Console) -> dict[str, Any]:
     console.done(
         f"run {name}: accuracy {metrics['accuracy']:.4f}, weighted F1 {metrics['f1_weighted']:.4f}, "
         f"macro F1 {metrics['f1_macro']:.4f} on {metrics['n_test']} test texts ({predictor_line(metrics)}) "
-        f"in {duration(timing['total_s'])}; report: {run_uri}/report.html",
+        f"in {duration(timing['total_s'])}; report: {uri_join(run_uri, 'report.html')}",
         run=name,
         uri=run_uri,
         accuracy=metrics["accuracy"],

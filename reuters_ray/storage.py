@@ -22,6 +22,12 @@ def storage_location(storage_path: str) -> tuple[pafs.FileSystem, str, str]:
     return LOCAL, base, base
 
 
+def uri_join(uri: str, *parts: str) -> str:
+    """`uri` with path parts added before its query (s3://b/runs?endpoint_override=h:p + run -> s3://b/runs/run?...)."""
+    base, sep, query = uri.partition("?")
+    return base.rstrip("/") + "".join(f"/{p}" for p in parts) + sep + query
+
+
 def read_bytes(fs: pafs.FileSystem, path: str) -> bytes | None:
     """The file's bytes, or None when it is not there (or cannot be read)."""
     try:

@@ -1,0 +1,85 @@
+"""Run storage on a real S3 API: moto's server on 127.0.0.1 (the `test` extra), its bucket made here. No Ray: the
+storage layer the driver, the ensemble actor and the outputs use, and bad storage refused before anything runs."""
+
+import os
+
+import pyarrow.fs as pafs
+import pytest
+from conftest import tiny_config
+
+from reuters_ray.runner import check_writable, publish_outputs
+from reuters_ray.storage import LOCAL, copy_dir, read_bytes, read_text, storage_location, uri_join, write_atomic
+
+
+@pytest.fixture(scope="module")
+def s3():
+    """(bucket URI maker, the server's S3FileSystem): s3://<bucket>/<path>?endpoint_override=127.0.0.1:<port>..."""
+    from moto.server import ThreadedMotoServer
+
+    saved = {k: os.environ.get(k) for k in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")}
+    os.environ.update(AWS_ACCESS_KEY_ID="testing", AWS_SECRET_ACCESS_KEY="testing")  # moto takes any
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    endpoint = f"127.0.0.1:{server.get_host_and_port()[1]}"
+    fs = pafs.S3FileSystem(endpoint_override=endpoint, scheme="http", region="us-east-1", allow_bucket_creation=True)
+    fs.create_dir("bkt")
+    try:
+        yield (lambda path: f"s3://{path}?endpoint_override={endpoint}&scheme=http&region=us-east-1"), fs
+    finally:
+        server.stop()
+        for k, v in saved.items():
+            os.environ.pop(k) if v is None else os.environ.__setitem__(k, v)
+
+
+def test_uri_join_keeps_the_query_last():
+    assert uri_join("s3://b/runs?endpoint_override=h:1&scheme=http", "run", "a.html") == (
+        "s3://b/runs/run/a.html?endpoint_override=h:1&scheme=http"
+    )
+    assert uri_join("/tmp/runs/", "run") == "/tmp/runs/run" and uri_join("gs://b", "r") == "gs://b/r"
+
+
+def test_a_run_folder_goes_into_a_bucket_and_back(s3, tmp_path):
+    uri, server_fs = s3
+    fs, base, base_uri = storage_location(uri("bkt/runs"))
+    assert base == "bkt/runs" and base_uri == uri("bkt/runs")
+    run = f"{base}/some-run"
+    check_writable(fs, run, base_uri)
+    write_atomic(f"{run}/config.yaml", "a: 1\n", fs)
+    assert read_text(fs, f"{run}/config.yaml") == "a: 1\n" and read_bytes(fs, f"{run}/nothing") is None
+    local = tmp_path / "out"
+    (local / "models" / "fold_0").mkdir(parents=True)
+    (local / "models" / "fold_0" / "model.safetensors").write_bytes(b"\0" * 100_000)
+    (local / "linear").mkdir()
+    (local / "linear" / "vocabulary.json").write_text("[]")
+    for name in ("report.md", "metrics.json", "report.html"):
+        (local / name).write_text(name)
+    publish_outputs(local, fs, run)
+    listed = sorted(
+        i.path for i in server_fs.get_file_info(pafs.FileSelector(run, recursive=True)) if i.type == pafs.FileType.File
+    )
+    assert listed == [
+        f"{run}/{p}"
+        for p in ("config.yaml", "linear/vocabulary.json", "metrics.json", "models/fold_0/model.safetensors",
+                  "report.html", "report.md")
+    ]  # fmt: skip
+    back = tmp_path / "back"
+    copy_dir(f"{run}/models", str(back), fs, LOCAL)  # as the ensemble actor and resume fetch folders
+    assert (back / "fold_0" / "model.safetensors").read_bytes() == b"\0" * 100_000
+
+
+def test_a_bucket_that_does_not_exist_is_refused_before_anything_runs(s3, reuters_dir, tmp_path, capsys):
+    import yaml
+
+    from reuters_ray.cli import main
+
+    uri, server_fs = s3
+    cfg = tmp_path / "tiny.yaml"
+    cfg.write_text(yaml.safe_dump(tiny_config(reuters_dir)))
+    storage = uri("no-such-bucket/runs")
+    assert main(["cv", "--config", str(cfg), "--cv.storage_path", storage]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [
+        f"reuters-ray: error: cv.storage_path {storage!r} cannot be written: Bucket 'no-such-bucket' not found. "
+        "To create buckets, enable the allow_bucket_creation option."
+    ]
+    assert server_fs.get_file_info("no-such-bucket").type == pafs.FileType.NotFound  # nothing made, nothing written
