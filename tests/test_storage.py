@@ -83,3 +83,29 @@ def test_a_bucket_that_does_not_exist_is_refused_before_anything_runs(s3, reuter
         "To create buckets, enable the allow_bucket_creation option."
     ]
     assert server_fs.get_file_info("no-such-bucket").type == pafs.FileType.NotFound  # nothing made, nothing written
+
+
+def test_the_table_source_reads_its_files_from_a_bucket(s3, tmp_path):
+    from test_ray_job import make_csv
+
+    from reuters_ray.data.table import load_table
+    from reuters_ray.errors import DataError
+
+    uri, server_fs = s3
+    make_csv(tmp_path / "train.csv", n_per_class=20, seed=0)
+    make_csv(tmp_path / "test.csv", n_per_class=5, seed=1)
+    for name in ("train.csv", "test.csv"):
+        write_atomic(f"bkt/data/{name}", (tmp_path / name).read_bytes(), server_fs)
+    args = {"text_column": "headline", "label_column": "section"}
+    remote = load_table(uri("bkt/data/train.csv"), test_path=uri("bkt/data/test.csv"), **args)
+    local = load_table(str(tmp_path / "train.csv"), test_path=str(tmp_path / "test.csv"), **args)
+    for field in ("train_texts", "test_texts", "label_names", "train_ids", "test_ids"):
+        assert getattr(remote, field) == getattr(local, field), field
+    assert (remote.train_labels == local.train_labels).all() and len(remote.test_texts) == 15
+    prov = remote.provenance
+    assert prov["path"] == uri("bkt/data/train.csv") and prov["split"]["test_path"] == uri("bkt/data/test.csv")
+    assert prov["sha256"] == local.provenance["sha256"]
+    with pytest.raises(
+        DataError, match=r"bkt/data/nothing.csv\?endpoint_override=.*: no such file, or it cannot be read"
+    ):
+        load_table(uri("bkt/data/nothing.csv"), **args)

@@ -2,13 +2,16 @@
 
 One file split into train/test by a seeded stratified split, or a train file plus a test file.
 Labels may be strings or integers; label names are the sorted distinct training labels.
+A path is a local file or a URI pyarrow's filesystems take (s3://bucket/news.csv?endpoint_override=..., gs://...),
+so a job submitted to a remote cluster needs no file on its head node.
 """
 
 from __future__ import annotations
 
 import hashlib
+import io
 import re
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 import numpy as np
 import pandas as pd
@@ -19,17 +22,38 @@ from reuters_ray.errors import DataError
 FORMATS = {".csv": "csv", ".tsv": "tsv", ".parquet": "parquet", ".pq": "parquet", ".jsonl": "jsonl", ".ndjson": "jsonl"}
 
 
-def _read(path: Path) -> pd.DataFrame:
-    fmt = FORMATS.get(path.suffix.lower())
+def _fetch(path: str) -> tuple[str, bytes, str]:
+    """(the file's name for messages and provenance, its bytes, its format) of a local path or a URI."""
+    if "://" in path:
+        from reuters_ray.storage import read_bytes, storage_location
+
+        try:
+            fs, inner, _ = storage_location(path)
+        except (ValueError, OSError) as e:  # a URI pyarrow does not take
+            raise DataError(f"{path}: {e}") from None
+        name, suffix = path, PurePosixPath(inner).suffix
+    else:
+        local = Path(path).expanduser()
+        name, suffix = str(local), local.suffix
+    fmt = FORMATS.get(suffix.lower())
     if fmt is None:
-        raise DataError(f"{path}: unknown table format {path.suffix!r}; use one of {', '.join(sorted(FORMATS))}")
-    if not path.is_file():
-        raise DataError(f"{path}: no such file")
+        raise DataError(f"{name}: unknown table format {suffix!r}; use one of {', '.join(sorted(FORMATS))}")
+    if "://" in path:
+        data = read_bytes(fs, inner)
+        if data is None:
+            raise DataError(f"{name}: no such file, or it cannot be read")
+        return name, data, fmt
+    if not local.is_file():
+        raise DataError(f"{name}: no such file")
+    return str(local.resolve()), local.read_bytes(), fmt
+
+
+def _read(name: str, data: bytes, fmt: str) -> pd.DataFrame:
     try:
         if fmt in ("csv", "tsv"):
             # keep_default_na=False: the text "NA" is a word, not a missing value; only empty cells are missing.
             return pd.read_csv(
-                path,
+                io.BytesIO(data),
                 sep="\t" if fmt == "tsv" else ",",
                 encoding="utf-8",
                 dtype=str,
@@ -37,12 +61,12 @@ def _read(path: Path) -> pd.DataFrame:
                 na_values=[""],
             )
         if fmt == "parquet":
-            return pd.read_parquet(path)
-        return pd.read_json(path, lines=True, dtype=False, encoding="utf-8")
+            return pd.read_parquet(io.BytesIO(data))
+        return pd.read_json(io.BytesIO(data), lines=True, dtype=False, encoding="utf-8")
     except UnicodeDecodeError as e:
-        raise DataError(f"{path}: not UTF-8 text (byte {e.start}: {e.reason}); re-save it as UTF-8") from None
+        raise DataError(f"{name}: not UTF-8 text (byte {e.start}: {e.reason}); re-save it as UTF-8") from None
     except (ValueError, OSError, pd.errors.ParserError) as e:
-        raise DataError(f"{path}: cannot parse as {fmt}: {str(e).splitlines()[0]}") from None
+        raise DataError(f"{name}: cannot parse as {fmt}: {str(e).splitlines()[0]}") from None
 
 
 def _columns(
@@ -94,13 +118,17 @@ def load_table(
     """Reads a labelled table (see module docstring). Raises DataError naming the file and column at fault."""
     if path is None:
         raise DataError("data.path is required for source 'table' (a .csv, .parquet or .jsonl file)")
-    path = Path(path).expanduser()
-    texts, raw_labels, ids, empty = _columns(_read(path), path, text_column, label_column)
+    shown = str(Path(path).expanduser()) if "://" not in path else path  # how messages name the file
+    where, data, fmt = _fetch(path)
+    texts, raw_labels, ids, empty = _columns(_read(shown, data, fmt), shown, text_column, label_column)
     test_empty: list[int] = []
     labels = _label_values(raw_labels)
     if test_path is not None:
-        tpath = Path(test_path).expanduser()
-        test_texts, test_raw, test_ids, test_empty = _columns(_read(tpath), tpath, text_column, label_column)
+        tshown = str(Path(test_path).expanduser()) if "://" not in test_path else test_path
+        twhere, tdata, tfmt = _fetch(test_path)
+        test_texts, test_raw, test_ids, test_empty = _columns(
+            _read(tshown, tdata, tfmt), tshown, text_column, label_column
+        )
         test_labels = _label_values(test_raw)
         train_idx = np.arange(len(texts))
     else:
@@ -109,7 +137,7 @@ def load_table(
         counts = pd.Series(labels).value_counts()
         if (counts < 2).any():
             raise DataError(
-                f"{path}: a stratified test split needs at least 2 examples per class; only 1 for "
+                f"{shown}: a stratified test split needs at least 2 examples per class; only 1 for "
                 f"{', '.join(repr(str(k)) for k in counts[counts < 2].index)}. Add examples or give data.test_path"
             )
         try:
@@ -117,7 +145,7 @@ def load_table(
                 np.arange(len(texts)), test_size=test_size, random_state=seed, stratify=labels
             )
         except ValueError as e:
-            raise DataError(f"{path}: cannot split with data.test_size={test_size}: {e}") from None
+            raise DataError(f"{shown}: cannot split with data.test_size={test_size}: {e}") from None
         train_idx, test_idx = np.sort(train_idx), np.sort(test_idx)
         test_texts, test_labels, test_ids = (
             [texts[i] for i in test_idx],
@@ -131,20 +159,22 @@ def load_table(
     names = sorted(set(train_labels))
     if len(names) < 2:
         raise DataError(
-            f"{path}: column {label_column!r} holds a single class ({names[0]!r}); a classifier needs at least 2"
+            f"{shown}: column {label_column!r} holds a single class ({names[0]!r}); a classifier needs at least 2"
         )
     unseen = sorted(set(test_labels) - set(names), key=str)
     if unseen:
-        raise DataError(f"{test_path or path}: test labels never seen in training: {', '.join(map(repr, unseen))}")
+        raise DataError(
+            f"{tshown if test_path else shown}: test labels never seen in training: {', '.join(map(repr, unseen))}"
+        )
     index = {n: i for i, n in enumerate(names)}
     prov = {
         "source": "table",
-        "path": str(path.resolve()),
-        "sha256": hashlib.sha256(path.read_bytes()).hexdigest(),
+        "path": where,
+        "sha256": hashlib.sha256(data).hexdigest(),
         "text_column": text_column,
         "label_column": label_column,
         "split": {
-            "test_path": str(Path(test_path).resolve()) if test_path else None,
+            "test_path": twhere if test_path else None,
             "test_size": None if test_path else test_size,
             "seed": None if test_path else seed,
             "train": len(train_idx),
@@ -162,7 +192,7 @@ def load_table(
         test_ids=test_ids,
         provenance=prov,
     )
-    rows = {str(path): empty, **({str(Path(test_path).expanduser()): test_empty} if test_path else {})}
+    rows = {shown: empty, **({tshown: test_empty} if test_path else {})}
     # With one file split in two, its empty rows are counted under "train" (they were dropped before the split)
     return ds.with_step(
         "drop_empty_texts", {"column": text_column, "rows": rows}, {"train": len(empty), "test": len(test_empty)}
