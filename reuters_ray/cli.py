@@ -20,7 +20,7 @@ from pathlib import Path
 import yaml
 
 from reuters_ray.config import field_docs, from_dict, load_yaml
-from reuters_ray.errors import ConfigError, ReutersRayError
+from reuters_ray.errors import ConfigError, DataError, ReutersRayError
 
 
 def _summary(args: argparse.Namespace) -> int:
@@ -128,8 +128,21 @@ def _cv(args: argparse.Namespace) -> int:
 def _report(args: argparse.Namespace) -> int:
     from reuters_ray.report import write_report
 
-    for path in write_report(args.run_dir):
-        print(path)
+    if "://" not in args.run_dir:
+        for path in write_report(args.run_dir):
+            print(path)
+        return 0
+    # A run in a bucket: its outputs fetched into the local cache, the report built there and written back.
+    from reuters_ray.storage import fetch_run, storage_location, uri_join, write_atomic
+
+    try:
+        local = fetch_run(args.run_dir)
+    except (OSError, ValueError) as e:
+        raise DataError(f"{args.run_dir}: cannot read it as a finished reuters-ray run folder ({e})") from None
+    fs, path, _ = storage_location(args.run_dir)
+    for written in write_report(local):  # report.md last, as in a run
+        write_atomic(f"{path}/{written.name}", written.read_bytes(), fs)
+        print(uri_join(args.run_dir, written.name))
     return 0
 
 

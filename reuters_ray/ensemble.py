@@ -70,13 +70,16 @@ class Ensemble:
         from transformers import AutoTokenizer
 
         from reuters_ray.baseline import LinearModel
+        from reuters_ray.storage import fetch_run
 
-        run_dir = Path(run_dir)
+        missing = f"{run_dir}: no metrics.json or models/fold_* folders; is it a finished reuters-ray run folder?"
+        try:
+            run_dir = fetch_run(str(run_dir))  # a run in a bucket: its outputs fetched once into a local cache
+        except (OSError, ValueError):  # nothing there, or a URI pyarrow does not take
+            raise DataError(missing) from None
         dirs = sorted((run_dir / "models").glob("fold_*"))
         if not (run_dir / "metrics.json").is_file() or not dirs:
-            raise DataError(
-                f"{run_dir}: no metrics.json or models/fold_* folders; is it a finished reuters-ray run folder?"
-            )
+            raise DataError(missing)
         ens = cls(dirs, device=device)
         ens.tokenizer = AutoTokenizer.from_pretrained(str(dirs[0]))
         metrics = json.loads((run_dir / "metrics.json").read_text())

@@ -6,7 +6,10 @@ place that writes run files, local or remote.
 
 from __future__ import annotations
 
+import hashlib
 import os
+import shutil
+from pathlib import Path
 
 import pyarrow.fs as pafs
 
@@ -57,3 +60,34 @@ def copy_dir(src: str, dst: str, src_fs: pafs.FileSystem = LOCAL, dst_fs: pafs.F
     """Copies folder `src` (on src_fs) to `dst` (on dst_fs)."""
     dst_fs.create_dir(dst, recursive=True)  # copy_files makes the folders below dst, not dst itself
     pafs.copy_files(src, dst, source_filesystem=src_fs, destination_filesystem=dst_fs)
+
+
+CACHE_ENV = "REUTERS_RAY_CACHE"  # where fetched run folders are kept (default ~/.cache/reuters-ray)
+
+
+def fetch_run(uri: str, cache_root: str | os.PathLike | None = None) -> Path:
+    """A local copy of the outputs of the run folder at `uri` (everything but Ray's fold_<k> checkpoint folders),
+    fetched into a cache once and again only when the run's metrics.json changed. A local path is returned as is.
+    Raises FileNotFoundError when `uri` holds no metrics.json."""
+    if "://" not in uri:
+        return Path(uri)
+    fs, path, _ = storage_location(uri)
+    metrics = read_bytes(fs, f"{path}/metrics.json")
+    if metrics is None:
+        raise FileNotFoundError(f"{uri}: no metrics.json there")
+    root = Path(cache_root or os.environ.get(CACHE_ENV) or "~/.cache/reuters-ray").expanduser() / "runs"
+    local = root / hashlib.sha256(uri.encode()).hexdigest()[:16]
+    if (local / "metrics.json").is_file() and (local / "metrics.json").read_bytes() == metrics:
+        return local
+    tmp = Path(f"{local}.tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    for info in fs.get_file_info(pafs.FileSelector(path)):
+        if info.type == pafs.FileType.Directory and not info.base_name.startswith("fold_"):
+            copy_dir(info.path, str(tmp / info.base_name), fs, LOCAL)
+        elif info.type == pafs.FileType.File and info.base_name != "metrics.json":
+            (tmp / info.base_name).write_bytes(read_bytes(fs, info.path) or b"")
+    (tmp / "metrics.json").write_bytes(metrics)  # last: the copy is complete when it matches
+    shutil.rmtree(local, ignore_errors=True)
+    tmp.rename(local)
+    return local

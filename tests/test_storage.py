@@ -3,6 +3,7 @@ storage layer the driver, the ensemble actor and the outputs use, and bad storag
 
 import os
 
+import numpy as np
 import pyarrow.fs as pafs
 import pytest
 from conftest import tiny_config
@@ -109,3 +110,34 @@ def test_the_table_source_reads_its_files_from_a_bucket(s3, tmp_path):
         DataError, match=r"bkt/data/nothing.csv\?endpoint_override=.*: no such file, or it cannot be read"
     ):
         load_table(uri("bkt/data/nothing.csv"), **args)
+
+
+def test_predict_and_report_on_a_run_in_a_bucket(s3, finished_run, tmp_path, monkeypatch, capsys):
+    from reuters_ray.cli import main
+    from reuters_ray.ensemble import Ensemble
+
+    uri, server_fs = s3
+    copy_dir(str(finished_run), "bkt/runs/tiny", LOCAL, server_fs)  # the tiny run, as if it had run on S3
+    for name in ("report.md", "report.html"):
+        server_fs.delete_file(f"bkt/runs/tiny/{name}")
+    run = uri("bkt/runs/tiny")
+    monkeypatch.setenv("REUTERS_RAY_CACHE", str(tmp_path / "cache"))
+    texts = ["Oil prices rose sharply after OPEC cut output", "Quarterly earnings per share rose to 1.20 dlrs"]
+    remote = Ensemble.from_run(run, device="cpu")
+    (cached,) = (tmp_path / "cache" / "runs").iterdir()  # fetched once: the outputs, not the fold checkpoints
+    assert (cached / "models" / "fold_0" / "model.safetensors").is_file() and (cached / "linear").is_dir()
+    assert not [p for p in cached.glob("fold_*") if p.is_dir()]
+    local = Ensemble.from_run(finished_run, device="cpu")
+    np.testing.assert_array_equal(remote.predict_proba(texts), local.predict_proba(texts))
+    stamp = (cached / "models" / "fold_0" / "model.safetensors").stat().st_mtime_ns
+    Ensemble.from_run(run, device="cpu")
+    assert (cached / "models" / "fold_0" / "model.safetensors").stat().st_mtime_ns == stamp  # not fetched again
+
+    capsys.readouterr()
+    assert main(["report", run]) == 0
+    printed = capsys.readouterr().out.splitlines()
+    assert printed[-1] == uri("bkt/runs/tiny/report.md") and len(printed) == 5
+    md = read_text(server_fs, "bkt/runs/tiny/report.md")
+    assert md.startswith("# reuters-ray run ") and "| blend: " in md
+    assert main(["predict", "--run", uri("bkt/runs/nothing"), "some text"]) == 2
+    assert "is it a finished reuters-ray run folder?" in capsys.readouterr().err
