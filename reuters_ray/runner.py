@@ -237,7 +237,7 @@ def blend_phase(cfg: RunConfig, ds, folds, oof_logits, ensemble, ensemble_probs,
     """Fits the linear model on each fold's training rows and on the whole training split; adds the baseline's
     test figures (cv.baseline) and, with cv.blend, blends its probabilities with the ensemble's by the weight the
     out-of-fold predictions chose. Returns (the run's test metrics, its test probabilities, the linear model)."""
-    from reuters_ray.baseline import NAME
+    from reuters_ray.baseline import NAME, baseline_metrics
     from reuters_ray.blend import combine, fit_blend
     from reuters_ray.metrics import evaluate_scores
 
@@ -257,12 +257,11 @@ def blend_phase(cfg: RunConfig, ds, folds, oof_logits, ensemble, ensemble_probs,
             blend_weight=blend["weight"],
         )
     if cfg.cv.baseline:
-        metrics["baseline"] = {"name": NAME, **evaluate_scores(ds.test_labels, scores, ds.label_names)}
+        metrics["baseline"] = baseline_metrics(ds, scores)
         console.info(
             f"baseline ({NAME}): weighted F1 {metrics['baseline']['f1_weighted']:.4f}",
             baseline_f1_weighted=metrics["baseline"]["f1_weighted"],
         )
-    metrics["predictor"] = "blend" if cfg.cv.blend else "ensemble"
     return metrics, probs, linear
 
 
@@ -571,7 +570,7 @@ def _run_cv(cfg: RunConfig, console: Console) -> dict[str, Any]:
     metrics["out_of_fold"] = out_of_fold_metrics(ds.train_labels, oof_logits, ds.label_names, fold_rows)
     metrics.update(
         {
-            "predictor": metrics.get("predictor", "ensemble"),
+            "predictor": "blend" if cfg.cv.blend else "ensemble",  # what the top-level figures are of
             "run": name,
             "label_names": ds.label_names,
             "max_length": dc.max_length,

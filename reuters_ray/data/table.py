@@ -22,8 +22,8 @@ from reuters_ray.errors import DataError
 FORMATS = {".csv": "csv", ".tsv": "tsv", ".parquet": "parquet", ".pq": "parquet", ".jsonl": "jsonl", ".ndjson": "jsonl"}
 
 
-def _fetch(path: str) -> tuple[str, bytes, str]:
-    """(the file's name for messages and provenance, its bytes, its format) of a local path or a URI."""
+def _fetch(path: str) -> tuple[str, str, bytes, str]:
+    """(the file's name for messages, its name for provenance, its bytes, its format) of a local path or a URI."""
     if "://" in path:
         from reuters_ray.storage import read_bytes, storage_location
 
@@ -42,10 +42,10 @@ def _fetch(path: str) -> tuple[str, bytes, str]:
         data = read_bytes(fs, inner)
         if data is None:
             raise DataError(f"{name}: no such file, or it cannot be read")
-        return name, data, fmt
+        return name, name, data, fmt
     if not local.is_file():
         raise DataError(f"{name}: no such file")
-    return str(local.resolve()), local.read_bytes(), fmt
+    return name, str(local.resolve()), local.read_bytes(), fmt
 
 
 def _read(name: str, data: bytes, fmt: str) -> pd.DataFrame:
@@ -118,14 +118,12 @@ def load_table(
     """Reads a labelled table (see module docstring). Raises DataError naming the file and column at fault."""
     if path is None:
         raise DataError("data.path is required for source 'table' (a .csv, .parquet or .jsonl file)")
-    shown = str(Path(path).expanduser()) if "://" not in path else path  # how messages name the file
-    where, data, fmt = _fetch(path)
+    shown, where, data, fmt = _fetch(path)
     texts, raw_labels, ids, empty = _columns(_read(shown, data, fmt), shown, text_column, label_column)
     test_empty: list[int] = []
     labels = _label_values(raw_labels)
     if test_path is not None:
-        tshown = str(Path(test_path).expanduser()) if "://" not in test_path else test_path
-        twhere, tdata, tfmt = _fetch(test_path)
+        tshown, twhere, tdata, tfmt = _fetch(test_path)
         test_texts, test_raw, test_ids, test_empty = _columns(
             _read(tshown, tdata, tfmt), tshown, text_column, label_column
         )
