@@ -146,6 +146,13 @@ def test_killed_worker_then_killed_driver_end_like_an_undisturbed_run(ray_head, 
         (restart,) = [e for e in events if e["event"] == "restart"]
         assert (restart["fold"], restart["after_epoch"]) == (victim, 1)
     before = {k: set(checkpoints(run, k)) for k in range(FOLDS)}
+    # Ray restarts the victim's worker at once, but its restart is on record only in a checkpoint it registered
+    # afterwards: the driver may die first (the other fold finishing is what the kill waits for).
+    restart_on_record = any(
+        r["kind"] == "worker restart"
+        for name in registered(run, victim)
+        for r in checkpoints(run, victim).get(name, {}).get("restarts", [])
+    )
     continued = [k for k in range(FOLDS) if k not in finished_folds and registered(run, k)]  # from a checkpoint
     assert finished_folds and continued and not (run / "metrics.json").exists()
 
@@ -167,10 +174,11 @@ def test_killed_worker_then_killed_driver_end_like_an_undisturbed_run(ray_head, 
     assert "baseline" not in metrics
     for k in range(FOLDS):  # the report records each fold's restarts, in order
         restarts = [(r["kind"], r["after_epoch"]) for r in metrics["folds"][k]["restarts"]]
-        expected = [("worker restart", 1)] if k == victim else []
+        expected = [("worker restart", 1)] if k == victim and restart_on_record else []
         expected += [("resumed by a new run", 1)] if k in continued else []  # its epoch 1 was registered
         assert restarts == expected, (k, victim, continued)
-    assert f"fold {victim}: worker restart after epoch 1" in (run / "report.md").read_text()
+    if restart_on_record:
+        assert f"fold {victim}: worker restart after epoch 1" in (run / "report.md").read_text()
     assert events[-1]["event"] == "done" and events[-1]["f1_weighted"] == metrics["f1_weighted"]
     assert not list(run.rglob("*.tmp")) and not list(run.rglob(".*.tmp"))  # nothing half-written
 
