@@ -105,7 +105,10 @@ def ray_head(tmp_path_factory):
     Starting Ray costs 10-20 s on 2 cores; once per session instead of once per run. Yields the dashboard's URL.
     It has a temp dir of its own, and only its processes are stopped at the end (`ray stop` would stop every Ray
     on the machine, a developer's running job included)."""
-    env = {**os.environ, "RAY_AUTH_MODE": "token", "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}"}
+    # Ray Train's controllers collect their workers' reports every RAY_TRAIN_HEALTH_CHECK_INTERVAL_S (2 s by
+    # default): 0.25 s here, so that the fault tests see an epoch registered while the next one trains.
+    env = {**os.environ, "RAY_AUTH_MODE": "token", "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.25",
+           "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}"}  # fmt: skip
     if not (Path.home() / ".ray" / "auth_token").exists():
         subprocess.run([str(BIN / "ray"), "get-auth-token", "--generate"], env=env, capture_output=True, check=True)
     port, dashboard = free_port(), free_port()
@@ -123,7 +126,7 @@ def ray_head(tmp_path_factory):
     finally:
         for k, v in saved.items():
             os.environ.pop(k) if v is None else os.environ.__setitem__(k, v)
-        stop_processes(processes_naming(temp_dir))
+        stop_processes(processes_naming(temp_dir), grace_s=2.0)  # a throwaway cluster: no need to wait longer
         shutil.rmtree(temp_dir, ignore_errors=True)
 
 
@@ -157,22 +160,37 @@ def run_dir_of(storage):
     return run
 
 
+def read_json(path, wait_s=0.0):
+    """The JSON file at `path`, None if it is not there or (after wait_s) still being written: a test polling a
+    running fold may catch Ray writing a snapshot, or copying a checkpoint, mid-way."""
+    import time
+
+    deadline = time.monotonic() + wait_s
+    while True:
+        try:
+            return json.loads(Path(path).read_text())
+        except FileNotFoundError:
+            return None
+        except json.JSONDecodeError:
+            if time.monotonic() >= deadline:
+                return None
+            time.sleep(0.05)
+
+
 def checkpoints(run_dir, fold):
     """{checkpoint folder name: its progress.json} of one fold in Ray storage (registered or not)."""
     out = {}
-    for ck in (run_dir / f"fold_{fold}").glob("checkpoint_*"):
-        progress = ck / "progress.json"
-        if progress.exists():
-            out[ck.name] = json.loads(progress.read_text())
+    for ck in (p for p in (run_dir / f"fold_{fold}").glob("checkpoint_*") if p.is_dir()):
+        progress = read_json(ck / "progress.json")
+        if progress is not None:
+            out[ck.name] = progress
     return out
 
 
 def registered(run_dir, fold):
     """{checkpoint folder name: metrics} of the checkpoints Ray Train registered for a fold (its snapshot file)."""
-    snap = run_dir / f"fold_{fold}" / "checkpoint_manager_snapshot.json"
-    if not snap.exists():
-        return {}
-    return {c["checkpoint_dir_name"]: c["metrics"] for c in json.loads(snap.read_text())["checkpoint_results"]}
+    snap = read_json(run_dir / f"fold_{fold}" / "checkpoint_manager_snapshot.json", wait_s=5.0) or {}
+    return {c["checkpoint_dir_name"]: c["metrics"] for c in snap.get("checkpoint_results", [])}
 
 
 @pytest.fixture(scope="session")
@@ -216,6 +234,30 @@ def settle(run_dir, quiet_s=3.0, timeout=60.0):
 # --- helpers shared by several test files ----------------------------------------------------------------------
 
 
+def same_model_metrics(run, ref):
+    """The metrics of `run`, a run without the blend, after checking its ensemble equals that of `ref`."""
+    new, old = (json.loads((r / "metrics.json").read_text()) for r in (run, ref))
+    assert new["predictor"] == "ensemble" and "blend" not in new and not (run / "linear").exists()
+    for key in (
+        "accuracy",
+        "f1_weighted",
+        "f1_macro",
+        "precision_weighted",
+        "recall_weighted",
+        "confusion_matrix",
+        "per_class",
+    ):
+        assert new[key] == new["ensemble"][key] == old["ensemble"][key], key
+    assert new["out_of_fold"] == old["out_of_fold"]  # the best models' validation logits survived every restart
+    for a, b in zip(new["folds"], old["folds"]):
+        assert (a["best_epoch"], a["val_f1_weighted"], a["test_f1_weighted"]) == (
+            b["best_epoch"],
+            b["val_f1_weighted"],
+            b["test_f1_weighted"],
+        )
+    return new
+
+
 def copy_reuters(reuters_dir: Path, tmp_path: Path) -> Path:
     """A copy of the 22 .sgm files in tmp_path/reuters, to damage or edit."""
     folder = tmp_path / "reuters"
@@ -254,3 +296,24 @@ def uses_checkpointing(model) -> bool:
     """Whether activation (gradient) checkpointing is on, under either transformers name."""
     flag = getattr(model, "is_activation_checkpointing", None)
     return bool(flag if flag is not None else model.is_gradient_checkpointing)
+
+
+def make_csv(path, n_per_class=40, seed=0):
+    """Short news-like texts with string labels; each class has its own words, so a tiny model can learn it."""
+    import numpy as np
+    import pandas as pd
+
+    rng = np.random.default_rng(seed)
+    words = {
+        "sports": "match goal team coach season league win",
+        "markets": "shares index trading stocks investors bond yield",
+        "weather": "storm rain forecast wind snow temperature cold",
+    }
+    common = "the a said on in of today reported officials".split()
+    rows = []
+    for label, vocab in words.items():
+        for _ in range(n_per_class):
+            toks = list(rng.choice(vocab.split(), 6)) + list(rng.choice(common, 6))
+            rng.shuffle(toks)
+            rows.append({"headline": " ".join(toks), "section": label})
+    pd.DataFrame(rows).sample(frac=1, random_state=seed).to_csv(path, index=False)

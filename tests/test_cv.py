@@ -3,16 +3,13 @@ a tiny BERT on a stratified sample of 500 Reuters-18 wires, 2 folds x 2 epochs (
 has 3; two show the same and cost a third less)."""
 
 import json
-import os
-import signal
 import subprocess
-import time
 
 import numpy as np
 import pandas as pd
 import pytest
 import yaml
-from conftest import BIN, FOLDS, RUN_TIMEOUT, checkpoints, cv_cmd, registered, run_dir_of, settle
+from conftest import BIN, FOLDS, checkpoints, cv_cmd
 from sklearn.metrics import accuracy_score, f1_score
 
 
@@ -102,87 +99,6 @@ def test_fold_models_load_with_transformers_alone(finished_run):
         assert logits.shape == (1, 18)
 
 
-def test_killed_worker_then_killed_driver_end_like_an_undisturbed_run(ray_head, tiny_yaml, finished_run, tmp_path):
-    """Two faults in one run (each run costs a minute of Ray start-up here), JSON-lines output, no baseline and no
-    blend (the seed's pure ensemble):
-    1. SIGKILL a fold's training worker in the middle of epoch 2: Ray Train restarts it (cv.max_failures) from its
-       epoch-1 checkpoint.
-    2. SIGKILL the driver once a fold has finished and another has a checkpoint registered: Ray ends the job's
-       actors (fold controllers, workers) with it.
-    The same command again resumes: finished folds are kept, the other continues from its checkpoint. The metrics
-    equal the undisturbed run's, and the report records each fold's restarts. Folds run one after another (1.5 of
-    the head's 2 CPUs each; placement is free to change on resume), so the faults hit a fold mid-training."""
-    storage = tmp_path / "runs"
-    flags = ["--log-format", "json", "--no-baseline", "--cv.blend", "false"]
-    log = open(tmp_path / "first.log", "w")
-    first = cv_cmd(tiny_yaml, storage) + flags + ["--cv.cpus_per_fold", "1.5"]
-    proc = subprocess.Popen(first, stdout=log, stderr=subprocess.DEVNULL, start_new_session=True)
-    deadline, victim, ready = time.monotonic() + RUN_TIMEOUT, None, False
-    try:
-        while not ready:
-            assert proc.poll() is None, "the run ended before it could be interrupted"
-            assert time.monotonic() < deadline, "no fold got far enough in time"
-            time.sleep(0.1)
-            if not (storage.exists() and any(storage.iterdir())):
-                continue
-            run = run_dir_of(storage)
-            epochs = {k: sorted(m["epoch"] for m in registered(run, k).values()) for k in range(FOLDS)}
-            if victim is None:  # the first fold whose epoch-1 checkpoint Ray has registered, while epoch 2 trains
-                victim = next((k for k in range(FOLDS) if epochs[k] == [1]), None)
-                if victim is not None:
-                    (progress,) = [c for c in checkpoints(run, victim).values() if c["epoch"] == 1]
-                    os.kill(progress["history"][-1]["worker/pid"], signal.SIGKILL)
-                continue
-            done = [any(m["finished"] for m in registered(run, k).values()) for k in range(FOLDS)]
-            ready = any(done) and not all(done) and all(epochs.values())
-    finally:
-        os.killpg(proc.pid, signal.SIGKILL)  # the driver
-        proc.wait()
-        log.close()
-    settle(run)
-    finished_folds = [k for k in range(FOLDS) if any(m["finished"] for m in registered(run, k).values())]
-    events = [json.loads(line) for line in (tmp_path / "first.log").read_text().splitlines()]  # JSON lines only
-    if victim in finished_folds:  # its epoch 2 after the restart reached the console before the driver died
-        (restart,) = [e for e in events if e["event"] == "restart"]
-        assert (restart["fold"], restart["after_epoch"]) == (victim, 1)
-    before = {k: set(checkpoints(run, k)) for k in range(FOLDS)}
-    # Ray restarts the victim's worker at once, but its restart is on record only in a checkpoint it registered
-    # afterwards: the driver may die first (the other fold finishing is what the kill waits for).
-    restart_on_record = any(
-        r["kind"] == "worker restart"
-        for name in registered(run, victim)
-        for r in checkpoints(run, victim).get(name, {}).get("restarts", [])
-    )
-    continued = [k for k in range(FOLDS) if k not in finished_folds and registered(run, k)]  # from a checkpoint
-    assert finished_folds and continued and not (run / "metrics.json").exists()
-
-    out = subprocess.run(cv_cmd(tiny_yaml, storage) + flags, capture_output=True, text=True, timeout=RUN_TIMEOUT)
-    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
-    events = [json.loads(line) for line in out.stdout.splitlines()]
-    assert any(e.get("resuming") for e in events if e["event"] == "info")
-    for k in range(FOLDS):
-        after = checkpoints(run, k)
-        epochs = [c["epoch"] for c in after.values()]
-        assert set(epochs) == {1, 2} and sorted(m["epoch"] for m in registered(run, k).values()) == [1, 2]
-        if k in finished_folds:
-            assert set(after) == before[k]  # a finished fold gained no epochs
-        else:
-            # kept its checkpoints and continued, never from the start; an epoch whose checkpoint was uploaded but
-            # not yet registered when the driver died is trained again (it then appears twice in storage)
-            assert before[k] <= set(after) and epochs.count(1) == 1
-    metrics = same_model_metrics(run, finished_run)
-    assert "baseline" not in metrics
-    for k in range(FOLDS):  # the report records each fold's restarts, in order
-        restarts = [(r["kind"], r["after_epoch"]) for r in metrics["folds"][k]["restarts"]]
-        expected = [("worker restart", 1)] if k == victim and restart_on_record else []
-        expected += [("resumed by a new run", 1)] if k in continued else []  # its epoch 1 was registered
-        assert restarts == expected, (k, victim, continued)
-    if restart_on_record:
-        assert f"fold {victim}: worker restart after epoch 1" in (run / "report.md").read_text()
-    assert events[-1]["event"] == "done" and events[-1]["f1_weighted"] == metrics["f1_weighted"]
-    assert not list(run.rglob("*.tmp")) and not list(run.rglob(".*.tmp"))  # nothing half-written
-
-
 def test_another_config_under_the_same_name_is_refused(tiny_yaml, finished_run, capsys):
     from reuters_ray.cli import main  # in this process: refused before Ray, and nothing written
 
@@ -199,27 +115,3 @@ def test_a_fold_that_cannot_fit_the_cluster_is_refused(ray_head, tiny_yaml, tmp_
     )
     assert out.returncode == 2, out.stderr[-2000:]
     assert "cv.cpus_per_fold=64.0 does not fit this Ray cluster's" in out.stderr
-
-
-def same_model_metrics(run, ref):
-    """The metrics of `run`, a run without the blend, after checking its ensemble equals that of `ref`."""
-    new, old = (json.loads((r / "metrics.json").read_text()) for r in (run, ref))
-    assert new["predictor"] == "ensemble" and "blend" not in new and not (run / "linear").exists()
-    for key in (
-        "accuracy",
-        "f1_weighted",
-        "f1_macro",
-        "precision_weighted",
-        "recall_weighted",
-        "confusion_matrix",
-        "per_class",
-    ):
-        assert new[key] == new["ensemble"][key] == old["ensemble"][key], key
-    assert new["out_of_fold"] == old["out_of_fold"]  # the best models' validation logits survived every restart
-    for a, b in zip(new["folds"], old["folds"]):
-        assert (a["best_epoch"], a["val_f1_weighted"], a["test_f1_weighted"]) == (
-            b["best_epoch"],
-            b["val_f1_weighted"],
-            b["test_f1_weighted"],
-        )
-    return new

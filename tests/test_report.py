@@ -162,15 +162,15 @@ def test_predict_command_text_json_file_and_stdin(finished_run, tmp_path, capsys
         "Oil prices rose sharply after OPEC cut output",
         "The company reported quarterly earnings per share of 1.20 dlrs",
     ]
-    out = reuters_ray("predict", "--run", str(finished_run), "--json", "--top-k", "4", *texts)
-    assert out.returncode == 0, out.stderr
-    rows = [json.loads(line) for line in out.stdout.splitlines()]
+    # in this process (README's commands run the installed `reuters-ray` in its own: test_readme)
+    out = cli(capsys, "predict", "--run", str(finished_run), "--json", "--top-k", "4", *texts)
+    assert out.code == 0, out.err
+    rows = [json.loads(line) for line in out.out.splitlines()]
     assert [r["text"] for r in rows] == texts
     for r in rows:
         assert r["label"] in names and len(r["top"]) == 4 and r["top"][0]["label"] == r["label"]
         ps = [t["p"] for t in r["top"]]
         assert ps == sorted(ps, reverse=True) and 0 < sum(ps) <= 1 + 1e-6
-    # The rest in this process (each new process imports torch again: seconds each on 2 cores).
     full = cli(capsys, "predict", "--run", str(finished_run), "--json", "--top-k", "18", *texts)
     for line in full.out.splitlines():  # all classes: the probabilities sum to 1
         assert sum(t["p"] for t in json.loads(line)["top"]) == pytest.approx(1.0, abs=1e-4)
@@ -187,11 +187,11 @@ def test_predict_command_text_json_file_and_stdin(finished_run, tmp_path, capsys
     assert bad.code == 2 and bad.err.strip() == "reuters-ray: error: --batch-size must be >= 1, got 0"
 
 
-def test_baseline_command_matches_the_runs_baseline(finished_run):
+def test_baseline_command_matches_the_runs_baseline(finished_run, capsys):
     m = json.loads((finished_run / "metrics.json").read_text())
-    out = reuters_ray("baseline", "--config", str(finished_run / "config.yaml"), "--json")
-    assert out.returncode == 0, out.stderr
-    alone = json.loads(out.stdout)
+    out = cli(capsys, "baseline", "--config", str(finished_run / "config.yaml"), "--json")
+    assert out.code == 0, out.err
+    alone = json.loads(out.out)
     for key in ("accuracy", "f1_weighted", "f1_macro", "confusion_matrix"):
         assert alone[key] == m["baseline"][key], key
     # a real baseline on this sample: far above always predicting earn (79 of the 200 test wires)

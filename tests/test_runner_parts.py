@@ -72,3 +72,27 @@ def test_a_fold_summary_from_its_last_checkpoint():
     assert summarize_fold(1, progress, patience=2)["stopped_early"] is False
     with pytest.raises(RuntimeError, match="fold 0's last checkpoint is not finished"):
         summarize_fold(0, {**progress, "finished": False}, patience=1)
+
+
+def test_resume_tries_the_restored_checkpoint_then_older_ones_fetched_one_at_a_time(tmp_path):
+    """What a fold's worker gets to resume from when Ray restores checkpoint B: B, then A (older); never C, a newer
+    folder Ray did not register (an upload the driver's death cut short). Each copy is made only when asked for, so
+    a good latest checkpoint costs one download."""
+    from reuters_ray.runner import resume_candidates
+
+    fold = tmp_path / "fold_0"
+    for name in (
+        "checkpoint_2026-01-01_00-00-01.1",
+        "checkpoint_2026-01-01_00-00-02.1",
+        "checkpoint_2026-01-01_00-00-03.1",
+    ):
+        (fold / name).mkdir(parents=True)
+        (fold / name / "progress.json").write_text(name)
+    (fold / "checkpoint_manager_snapshot.json").write_text("{}")  # a file beside them, not a candidate
+    local = tmp_path / "local"
+    local.mkdir()
+    found = resume_candidates(LOCAL, str(fold / "checkpoint_2026-01-01_00-00-02.1"), str(local))
+    first = next(found)
+    assert (first / "progress.json").read_text() == "checkpoint_2026-01-01_00-00-02.1"
+    assert sorted(p.name for p in local.iterdir()) == ["resume_0"]  # the older one not fetched yet
+    assert [(p / "progress.json").read_text() for p in found] == ["checkpoint_2026-01-01_00-00-01.1"]

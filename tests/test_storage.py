@@ -87,7 +87,7 @@ def test_a_bucket_that_does_not_exist_is_refused_before_anything_runs(s3, reuter
 
 
 def test_the_table_source_reads_its_files_from_a_bucket(s3, tmp_path):
-    from test_ray_job import make_csv
+    from conftest import make_csv
 
     from reuters_ray.data.table import load_table
     from reuters_ray.errors import DataError
