@@ -4,6 +4,7 @@ reuters-ray data summary [--data.KEY V ...]          class table and provenance 
 reuters-ray cv [--config YAML] [--SECTION.KEY V ...]  k-fold CV + ensemble as a Ray job (= python jobs/cv.py)
 reuters-ray report RUN_DIR                            rebuild report.md / report.html of a run folder
 reuters-ray predict --run RUN_DIR [TEXT ... | --file F | -]   labels and top-k probabilities for new texts
+reuters-ray export --run RUN_DIR --out DIR [--int8]           the run's predictor as ONNX (+ INT8), tokenizer, manifest
 reuters-ray baseline [--config YAML] [--data.KEY V ...]       the TF-IDF + linear SVM baseline alone
 """
 
@@ -176,7 +177,7 @@ def _predict(args: argparse.Namespace) -> int:
             raise ConfigError(f"{flag} must be >= 1, got {value}")
     texts = _read_texts(args)
     hf_logging.disable_progress_bar()  # one "Loading weights" bar per fold model is noise here
-    ens = Ensemble.from_run(args.run, device=args.device)
+    ens = Ensemble.from_run(args.run, device=args.device, backend=args.backend)
     k = min(args.top_k, len(ens.label_names))
     for start in range(0, len(texts), args.batch_size):
         batch = texts[start : start + args.batch_size]
@@ -196,6 +197,29 @@ def _predict(args: argparse.Namespace) -> int:
             else:
                 shown = "  ".join(f"{ens.label_names[i]} {p[i]:.3f}" for i in top)
                 print(f"{ens.label_names[top[0]]}\t{shown}\t{text[:60]}")
+    return 0
+
+
+def _export(args: argparse.Namespace) -> int:
+    from transformers.utils import logging as hf_logging
+
+    from reuters_ray.export import GRAPHS, export_run
+
+    hf_logging.disable_progress_bar()
+    out = export_run(args.run, args.out, int8=args.int8)
+    manifest = json.loads((out / "manifest.json").read_text())
+    for name in GRAPHS.values():
+        if name in manifest["graphs"]:
+            print(f"{out / name}: {(out / name).stat().st_size / 2**20:.1f} MiB")
+    print(
+        f"exported run {manifest['run']} ({manifest['folds']} fold models averaged in one graph"
+        + (
+            f", blended with its linear model at weight {manifest['blend_weight']:.2f}"
+            if manifest["blend_weight"]
+            else ""
+        )
+        + f"; {len(manifest['label_names'])} labels, max_length {manifest['max_length']}) to {out}"
+    )
     return 0
 
 
@@ -267,7 +291,26 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--batch-size", type=int, default=64, metavar="N", help="texts scored at once (default: 64)")
     predict.add_argument("--device", metavar="D", help="cpu, cuda, cuda:1 (default: cuda when there is one)")
     predict.add_argument("--json", action="store_true", help="one JSON object per text: label and top-k probabilities")
+    predict.add_argument(
+        "--backend",
+        choices=("torch", "onnx", "onnx-int8"),
+        default="torch",
+        help="torch: the fold models; onnx / onnx-int8: the run's ONNX export (fp32 / INT8 weights, CPU), "
+        "made once into ~/.cache/reuters-ray/exports (default: torch)",
+    )
     predict.set_defaults(func=_predict)
+
+    export = sub.add_parser(
+        "export",
+        help="export a finished run's predictor as ONNX (optionally INT8) with its tokenizer and a manifest",
+        description="One ONNX graph that averages the fold models' logits (dynamic batch and sequence length, "
+        "weights inside), the tokenizer, a blended run's linear model and manifest.json (run, config hash, "
+        "test metrics, labels, max_length, SHA-256 of each graph).",
+    )
+    export.add_argument("--run", required=True, metavar="RUN_DIR", help="a finished run folder (or storage URI)")
+    export.add_argument("--out", required=True, metavar="DIR", help="a new (or empty) folder to write")
+    export.add_argument("--int8", action="store_true", help="also write model.int8.onnx: dynamic INT8 weights")
+    export.set_defaults(func=_export)
 
     baseline = sub.add_parser(
         "baseline",

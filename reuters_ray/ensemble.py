@@ -1,6 +1,7 @@
 """The fold ensemble: average the fold models' logits, take the argmax. Plain torch; the Ray runner wraps it
 in an actor, and `Ensemble.from_run` loads a finished run's predictor: its fold models and, when the run blended
-them with the linear model (cv.blend), that model and the weight (reuters_ray.blend)."""
+them with the linear model (cv.blend), that model and the weight (reuters_ray.blend). With backend "onnx" or
+"onnx-int8" the fold models are the run's ONNX export (reuters_ray.export) scored by onnxruntime instead."""
 
 from __future__ import annotations
 
@@ -41,11 +42,13 @@ class Ensemble:
         names = [[m.config.id2label[i] for i in range(m.config.num_labels)] for m in self.models]
         if any(n != names[0] for n in names):
             raise ValueError(f"fold models disagree on their labels: {names}")
-        self.label_names: list[str] = names[0]
+        self.label_names: list[str] = names[0] if names else []
         self.tokenizer = None  # set by from_run; predict_proba needs it
         self.max_length = 512
         self.linear = None  # a baseline.LinearModel to blend with (from_run, for a run with cv.blend) ...
         self.blend_weight = 1.0  # ... and the ensemble's weight in the blend
+        self.onnx = None  # an export.OnnxFolds scoring in place of self.models (from_export)
+        self.run_dir: Path | None = None  # the (local copy of the) run folder, for from_run
 
     def fold_logits(self, tokens: TokenArrays, idx: np.ndarray | None = None) -> np.ndarray:
         """[folds, N, K] float32 logits of every fold model for rows `idx` (default: all)."""
@@ -64,10 +67,16 @@ class Ensemble:
         return mean, mean.argmax(axis=1)
 
     @classmethod
-    def from_run(cls, run_dir: str | Path, device: str | None = None) -> Ensemble:
+    def from_run(cls, run_dir: str | Path, device: str | None = None, backend: str = "torch") -> Ensemble:
         """The predictor of a finished run folder: its models/fold_* folders, their tokenizer and max_length, and
-        for a blended run linear/ and the weight in metrics.json. Raises DataError naming what is missing."""
+        for a blended run linear/ and the weight in metrics.json. Raises DataError naming what is missing.
+        backend "onnx" / "onnx-int8": the run's ONNX export, made once into a local cache (export.cached_export)."""
         from transformers import AutoTokenizer
+
+        if backend != "torch":
+            from reuters_ray.export import cached_export
+
+            return cls.from_export(cached_export(run_dir, backend), backend)
 
         from reuters_ray.baseline import LinearModel
         from reuters_ray.storage import fetch_run
@@ -81,6 +90,7 @@ class Ensemble:
         if not (run_dir / "metrics.json").is_file() or not dirs:
             raise DataError(missing)
         ens = cls(dirs, device=device)
+        ens.run_dir = run_dir
         ens.tokenizer = AutoTokenizer.from_pretrained(str(dirs[0]))
         metrics = json.loads((run_dir / "metrics.json").read_text())
         ens.max_length = metrics["max_length"]
@@ -92,6 +102,37 @@ class Ensemble:
             ens.blend_weight = float(metrics["blend"]["weight"])
         return ens
 
+    @classmethod
+    def from_export(cls, export_dir: str | Path, backend: str = "onnx") -> Ensemble:
+        """The predictor of an export folder (`reuters-ray export`): its ONNX graph (fp32, or INT8 for backend
+        "onnx-int8"), tokenizer, labels and, for a blended run, linear model. Raises DataError for a folder that
+        is not a whole export."""
+        from transformers import AutoTokenizer
+
+        from reuters_ray.baseline import LinearModel
+        from reuters_ray.export import OnnxFolds
+
+        folder = Path(export_dir)
+        onnx = OnnxFolds(folder, backend)
+        m = onnx.manifest
+        ens = cls([])
+        ens.onnx, ens.label_names, ens.max_length = onnx, list(m["label_names"]), int(m["max_length"])
+        ens.batch_size = 64  # onnxruntime on CPU: larger batches than torch's 16 measured no slower
+        try:
+            ens.tokenizer = AutoTokenizer.from_pretrained(str(folder / "tokenizer"))
+        except (OSError, ValueError) as e:
+            raise DataError(f"{folder / 'tokenizer'}: cannot load the tokenizer ({e})") from None
+        if m["predictor"] == "blend":
+            ens.linear = LinearModel.load(folder / "linear")
+            ens.blend_weight = float(m["blend_weight"])
+        return ens
+
+    def mean_logits(self, tokens: TokenArrays) -> np.ndarray:
+        """[N, K] logits averaged over the fold models, by torch or by the ONNX graph."""
+        if self.onnx is not None:
+            return self.onnx.mean_logits(tokens, self.batch_size)
+        return self.combine(self.fold_logits(tokens))[0]
+
     def predict_proba(self, texts: list[str]) -> np.ndarray:
         """[N, K] class probabilities for raw texts, cleaned as in training: the softmax of the averaged logits,
         blended with the linear model's where the run did."""
@@ -99,7 +140,7 @@ class Ensemble:
         from reuters_ray.preprocess import clean_text
 
         cleaned = [clean_text(t) for t in texts]
-        mean, _ = self.combine(self.fold_logits(tokenize(cleaned, self.tokenizer, self.max_length)))
+        mean = self.mean_logits(tokenize(cleaned, self.tokenizer, self.max_length))
         if self.linear is None:
             return softmax(mean)
         return combine(softmax(mean), self.linear.predict_proba(cleaned), self.blend_weight)

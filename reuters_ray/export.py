@@ -1,0 +1,234 @@
+"""ONNX export of a finished run's predictor, and its loader.
+
+    reuters-ray export --run RUN --out DIR [--int8]
+
+DIR/model.onnx        one graph: the fold models side by side, their logits averaged (inputs input_ids and
+                      attention_mask, int64 [batch, sequence], both dimensions dynamic; output logits [batch, K])
+DIR/model.int8.onnx   with --int8: the same graph with dynamically quantized INT8 weights (onnxruntime)
+DIR/tokenizer/        the run's tokenizer (Hugging Face files)
+DIR/linear/           a blended run's linear model (reuters_ray.baseline), blended as the run did
+DIR/manifest.json     format tag, the run's name, config hash and test metrics, label names, max_length, the blend
+                      weight, and the SHA-256 of every graph, checked on load
+
+Exported with torch.onnx.export's dynamo exporter (transformers 5 has no transformers.onnx; optimum does not
+install beside it). Loading reads JSON, ONNX protobufs and safetensors: nothing in an export folder runs code.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from reuters_ray.errors import DataError
+
+FORMAT = "reuters-ray-export/1"
+GRAPHS = {"onnx": "model.onnx", "onnx-int8": "model.int8.onnx"}
+BACKENDS = ("torch", *GRAPHS)
+OPSET = 18
+
+
+def sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _mean_of_folds(models):
+    import torch
+
+    class MeanOfFolds(torch.nn.Module):
+        """The ensemble as one module: every fold model on the same batch, logits averaged (Ensemble.combine)."""
+
+        def __init__(self):
+            super().__init__()
+            self.folds = torch.nn.ModuleList(models)
+
+        def forward(self, input_ids, attention_mask):
+            logits = [m(input_ids=input_ids, attention_mask=attention_mask).logits for m in self.folds]
+            return torch.stack(logits).mean(dim=0)
+
+    return MeanOfFolds().eval()
+
+
+def _export_graph(models, path: Path) -> None:
+    import logging
+    import warnings
+
+    import torch
+
+    # The exporter's chatter (torchvision ops it skips, axis renames, deprecations) is not the user's concern.
+    logging.getLogger("torch.onnx").setLevel(logging.ERROR)
+
+    module = _mean_of_folds(models)
+    ids = torch.ones((2, 16), dtype=torch.long)
+    mask = torch.ones((2, 16), dtype=torch.long)
+    batch, seq = torch.export.Dim("batch", min=1, max=4096), torch.export.Dim("sequence", min=2, max=512)
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        program = torch.onnx.export(
+            module,
+            (ids, mask),
+            input_names=["input_ids", "attention_mask"],
+            output_names=["logits"],
+            dynamic_shapes={"input_ids": {0: batch, 1: seq}, "attention_mask": {0: batch, 1: seq}},
+            opset_version=OPSET,
+            dynamo=True,
+            verbose=False,
+        )
+    program.save(str(path), external_data=False)  # weights inside: one file
+
+
+def _quantize(fp32: Path, int8: Path) -> None:
+    """Dynamic INT8 weights (onnxruntime). The dynamo export carries shape annotations that onnxruntime's shape
+    inference rejects ("Inferred shape and existing shape differ"): cleared first; they are recomputed."""
+    import logging
+
+    import onnx
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    model = onnx.load(str(fp32))
+    del model.graph.value_info[:]
+    root, level = logging.getLogger(), logging.getLogger().level
+    root.setLevel(logging.ERROR)  # quantize_dynamic's "please consider pre-processing" advice, on the root logger
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            plain = Path(tmp) / "plain.onnx"
+            onnx.save(model, str(plain))
+            quantize_dynamic(str(plain), str(int8), weight_type=QuantType.QInt8)
+    finally:
+        root.setLevel(level)
+
+
+def export_run(run_dir: str | Path, out_dir: str | Path, int8: bool = False) -> Path:
+    """Exports the predictor of finished run `run_dir` (a folder or a storage URI) into `out_dir`, which must not
+    exist yet (or be empty). Written under a temporary name and renamed: a failed export leaves nothing."""
+    from reuters_ray.ensemble import Ensemble
+
+    out = Path(out_dir)
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise DataError(f"{out}: already exists and is not empty; export into a new folder")
+    ens = Ensemble.from_run(run_dir, device="cpu")
+    run = ens.run_dir
+    metrics = json.loads((run / "metrics.json").read_text())
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    try:
+        _export_graph(ens.models, tmp / GRAPHS["onnx"])
+        if int8:
+            _quantize(tmp / GRAPHS["onnx"], tmp / GRAPHS["onnx-int8"])
+        ens.tokenizer.save_pretrained(str(tmp / "tokenizer"))
+        if ens.linear is not None:
+            shutil.copytree(run / "linear", tmp / "linear")
+        config = (run / "config.yaml").read_bytes()
+        manifest = {
+            "format": FORMAT,
+            "run": metrics.get("run", run.name),
+            "config_sha256": hashlib.sha256(config).hexdigest(),
+            "predictor": metrics.get("predictor", "ensemble"),
+            "blend_weight": ens.blend_weight if ens.linear is not None else None,
+            "label_names": ens.label_names,
+            "max_length": ens.max_length,
+            "folds": len(ens.models),
+            "test_metrics": {k: metrics[k] for k in ("accuracy", "f1_weighted", "f1_macro") if k in metrics},
+            "opset": OPSET,
+            "graphs": {name: sha256(tmp / name) for name in GRAPHS.values() if (tmp / name).exists()},
+        }
+        (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
+        if out.exists():
+            out.rmdir()  # empty, checked above
+        tmp.chmod(0o755)  # mkdtemp made it private
+        os.replace(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return out
+
+
+def read_manifest(export_dir: str | Path, backend: str) -> dict:
+    """The manifest of an export folder, after checking it is one of ours and that the graph for `backend` is there
+    and unchanged. Raises DataError naming the folder or file."""
+    folder = Path(export_dir)
+    path = folder / "manifest.json"
+    try:
+        manifest = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise DataError(f"{folder}: no manifest.json; is it a folder made by `reuters-ray export`?") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise DataError(f"{path}: damaged ({e})") from None
+    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
+        raise DataError(f"{path}: not a reuters-ray export (format {FORMAT!r} expected)")
+    name = GRAPHS[backend]
+    if name not in manifest.get("graphs", {}):
+        hint = " (export it with --int8)" if backend == "onnx-int8" else ""
+        raise DataError(f"{folder}: this export has no {name}{hint}")
+    graph = folder / name
+    if not graph.is_file() or sha256(graph) != manifest["graphs"][name]:
+        raise DataError(f"{graph}: missing or damaged (its SHA-256 differs from manifest.json's)")
+    return manifest
+
+
+class OnnxFolds:
+    """The averaged fold logits of an export, scored by onnxruntime on CPU, batched longest-first as
+    train.predict_logits does."""
+
+    def __init__(self, export_dir: str | Path, backend: str = "onnx", threads: int | None = None):
+        import onnxruntime as ort
+
+        self.manifest = read_manifest(export_dir, backend)
+        options = ort.SessionOptions()
+        if threads:
+            options.intra_op_num_threads = threads
+        self.session = ort.InferenceSession(
+            str(Path(export_dir) / GRAPHS[backend]), options, providers=["CPUExecutionProvider"]
+        )
+
+    def mean_logits(self, tokens, batch_size: int = 64) -> np.ndarray:
+        """[N, K] float32 averaged logits for every row of a features.TokenArrays."""
+        n = len(tokens)
+        order = np.argsort(-tokens.lengths, kind="stable")
+        out = np.empty((n, len(self.manifest["label_names"])), dtype=np.float32)
+        for start in range(0, n, batch_size):
+            rows = order[start : start + batch_size]
+            width = max(int(tokens.lengths[rows].max()), 2)
+            ids = tokens.ids[rows, :width].astype(np.int64)
+            mask = (np.arange(width)[None, :] < tokens.lengths[rows, None]).astype(np.int64)
+            ids[mask == 0] = tokens.pad_id
+            (logits,) = self.session.run(["logits"], {"input_ids": ids, "attention_mask": mask})
+            out[rows] = logits
+        return out
+
+
+def export_cache_dir(run_dir: str | Path) -> Path:
+    """Where cached_export keeps the export of run `run_dir`: $REUTERS_RAY_CACHE (default ~/.cache/reuters-ray)
+    /exports/<hash of the run's location and its metrics.json>, so a resumed or rerun run gets a new export."""
+    from reuters_ray.storage import CACHE_ENV, fetch_run
+
+    try:
+        metrics = (fetch_run(str(run_dir)) / "metrics.json").read_bytes()
+    except (OSError, ValueError):
+        raise DataError(f"{run_dir}: no metrics.json; is it a finished reuters-ray run folder?") from None
+    key = hashlib.sha256(str(run_dir).encode() + b"\0" + metrics).hexdigest()[:16]
+    return Path(os.environ.get(CACHE_ENV) or "~/.cache/reuters-ray").expanduser() / "exports" / key
+
+
+def cached_export(run_dir: str | Path, backend: str) -> Path:
+    """The export of run `run_dir` with the graph for `backend`, made once into export_cache_dir and reused."""
+    from reuters_ray.storage import fetch_run
+
+    if backend not in GRAPHS:
+        raise DataError(f"backend {backend!r}: choose one of {', '.join(BACKENDS)}")
+    folder = export_cache_dir(run_dir)
+    try:
+        read_manifest(folder, backend)
+        return folder
+    except DataError:  # not made yet, made without INT8, or damaged: made again
+        shutil.rmtree(folder, ignore_errors=True)
+    return export_run(fetch_run(str(run_dir)), folder, int8=backend == "onnx-int8")
