@@ -1,10 +1,16 @@
-"""Ensemble inference (length-sorted batches, inference_mode, large batches) against a plain padded-300 loop.
+"""Ensemble inference (length-sorted batches, inference_mode, large batches) against a plain padded-300 loop;
+with --run, a finished run's fold models by torch against their ONNX export, fp32 and INT8.
 
     .venv/bin/python bench/inference.py [--docs 400] [--folds 3]
+    .venv/bin/python bench/inference.py --run runs/quick [--repeat 3]
 
-Three small-bert-random fold models (different random weights), real Reuters-18 test wires. The plain loop is
-what the seed did: batches of 32 in data order, every wire padded to 300, torch.no_grad. Both average the
-fold models' logits; the script checks they agree and prints docs/s and the ratio.
+Without --run: three small-bert-random fold models (different random weights), real Reuters-18 test wires. The
+plain loop is what the seed did: batches of 32 in data order, every wire padded to 300, torch.no_grad. Both
+average the fold models' logits; the script checks they agree and prints docs/s and the ratio.
+
+With --run: the run's own test texts (its config.yaml), tokenized once; the averaged fold logits by torch
+(Ensemble), by the ONNX graph and by its INT8 twin (exported into a temporary folder), each timed over --repeat
+passes after a warm-up; docs/s, max |logit difference| and label agreement against torch, and the ratios.
 """
 
 from __future__ import annotations
@@ -31,11 +37,59 @@ def plain_loop(models, tokens, batch=32) -> np.ndarray:
     return np.concatenate(out)
 
 
+def timed(fn, repeat: int) -> tuple[np.ndarray, float]:
+    """(fn's result, its best wall time over `repeat` runs) after one warm-up run."""
+    out, best = fn(), float("inf")
+    for _ in range(repeat):
+        t = time.perf_counter()
+        out = fn()
+        best = min(best, time.perf_counter() - t)
+    return out, best
+
+
+def run_backends(run: str, repeat: int) -> None:
+    import yaml
+
+    from reuters_ray.config import RunConfig, from_dict
+    from reuters_ray.export import export_run
+    from reuters_ray.features import tokenize
+    from reuters_ray.preprocess import prepare
+
+    cfg = from_dict(RunConfig, yaml.safe_load(open(f"{run}/config.yaml")))
+    texts = prepare(cfg.data).test_texts
+    ens = Ensemble.from_run(run, device="cpu")
+    tokens = tokenize(texts, ens.tokenizer, ens.max_length)
+    with tempfile.TemporaryDirectory() as tmp:
+        t = time.perf_counter()
+        export_run(run, f"{tmp}/export", int8=True)
+        export_s = time.perf_counter() - t
+        print(
+            f"machine: {machine()}; run {run}: {len(ens.models)} fold models of {cfg.model.name}, {len(texts)} test "
+            f"texts (mean {tokens.lengths.mean():.0f} tokens, max_length {ens.max_length}); export + INT8 {export_s:.0f} s"
+        )
+        ref, torch_s = timed(lambda: ens.mean_logits(tokens), repeat)
+        print(f"  torch (batch {ens.batch_size}):      {len(texts) / torch_s:7.1f} docs/s")
+        rates = {}
+        for backend in ("onnx", "onnx-int8"):
+            onnx_ens = Ensemble.from_export(f"{tmp}/export", backend)
+            out, s = timed(lambda e=onnx_ens: e.mean_logits(tokens), repeat)
+            rates[backend] = torch_s / s
+            print(
+                f"  {backend:9} (batch {onnx_ens.batch_size}):  {len(texts) / s:7.1f} docs/s; max |logit difference| "
+                f"{np.abs(out - ref).max():.2e}, label agreement {(out.argmax(1) == ref.argmax(1)).mean():.4f}"
+            )
+    print(f"onnx / torch docs/s: {rates['onnx']:.2f}x; onnx-int8 / torch docs/s: {rates['onnx-int8']:.2f}x")
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--docs", type=int, default=400)
     p.add_argument("--folds", type=int, default=3)
+    p.add_argument("--run", help="a finished run folder: torch against its ONNX export (fp32, INT8)")
+    p.add_argument("--repeat", type=int, default=3, help="with --run: timed passes per backend (best is kept)")
     a = p.parse_args()
+    if a.run:
+        return run_backends(a.run, a.repeat)
     tokens, _, names = reuters18_tokens(a.docs, split="test")
     dirs = []
     for k in range(a.folds):

@@ -5,6 +5,7 @@ reuters-ray cv [--config YAML] [--SECTION.KEY V ...]  k-fold CV + ensemble as a 
 reuters-ray report RUN_DIR                            rebuild report.md / report.html of a run folder
 reuters-ray predict --run RUN_DIR [TEXT ... | --file F | -]   labels and top-k probabilities for new texts
 reuters-ray export --run RUN_DIR --out DIR [--int8]           the run's predictor as ONNX (+ INT8), tokenizer, manifest
+reuters-ray serve --run RUN_DIR [--backend B] [--port 8000]    the run's predictor as an HTTP service (Ray Serve)
 reuters-ray baseline [--config YAML] [--data.KEY V ...]       the TF-IDF + linear SVM baseline alone
 """
 
@@ -223,6 +224,63 @@ def _export(args: argparse.Namespace) -> int:
     return 0
 
 
+def _serve(args: argparse.Namespace) -> int:
+    import signal
+    import time
+
+    from reuters_ray.storage import fetch_run
+
+    if args.replicas < 1:
+        raise ConfigError(f"--replicas must be >= 1, got {args.replicas}")
+    if not 0 < args.port < 65536:
+        raise ConfigError(f"--port must be from 1 to 65535, got {args.port}")
+    export_dir = None
+    if args.backend == "torch":  # checked here, before Ray starts: the replicas load the models themselves
+        try:
+            run = fetch_run(args.run)
+        except (OSError, ValueError):
+            run = None
+        if run is None or not (run / "metrics.json").is_file() or not list((run / "models").glob("fold_*")):
+            raise DataError(f"{args.run}: no metrics.json or models/fold_* folders; is it a finished reuters-ray run?")
+    else:
+        from transformers.utils import logging as hf_logging
+
+        from reuters_ray.export import cached_export
+
+        hf_logging.disable_progress_bar()
+        export_dir = str(cached_export(args.run, args.backend))  # made once; every replica reads the same folder
+
+    import ray
+    from ray import serve
+
+    from reuters_ray.serve import build_app
+
+    if not ray.is_initialized():
+        ray.init(log_to_driver=False)  # joins RAY_ADDRESS (ray start, ray job submit) or starts a local Ray
+    serve.start(http_options={"host": args.host, "port": args.port})
+    serve.run(build_app(str(args.run), args.backend, export_dir, args.replicas), name="reuters-ray", route_prefix="/")
+    url = f"http://{args.host}:{args.port}"
+    print(
+        f"serving run {args.run} ({args.backend}, {args.replicas} replica(s)) at {url}: POST {url}/predict "
+        '{"texts": [...], "top_k": 3}, GET /labels, GET /healthz; Ctrl-C stops',
+        flush=True,
+    )
+
+    def stop(*_):
+        raise KeyboardInterrupt  # SIGTERM (ray job stop, kill) ends the service as Ctrl-C does
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)  # also when started in the background by a shell, which ignores SIGINT
+    try:
+        while True:
+            time.sleep(3600)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        serve.shutdown()  # the deployment, its replicas and the HTTP proxy go with this command
+    return 0
+
+
 def _baseline(args: argparse.Namespace) -> int:
     from reuters_ray.baseline import run_baseline
     from reuters_ray.preprocess import prepare
@@ -311,6 +369,24 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--out", required=True, metavar="DIR", help="a new (or empty) folder to write")
     export.add_argument("--int8", action="store_true", help="also write model.int8.onnx: dynamic INT8 weights")
     export.set_defaults(func=_export)
+
+    serve = sub.add_parser(
+        "serve",
+        help="serve a finished run's predictor over HTTP with Ray Serve (POST /predict, GET /labels, GET /healthz)",
+        description="A Ray Serve deployment of the run's predictor, texts of concurrent requests batched together. "
+        "Joins the Ray cluster in RAY_ADDRESS, else starts a local one. Runs until Ctrl-C.",
+    )
+    serve.add_argument("--run", required=True, metavar="RUN_DIR", help="a finished run folder (or storage URI)")
+    serve.add_argument(
+        "--backend",
+        choices=("torch", "onnx", "onnx-int8"),
+        default="torch",
+        help="what scores the texts: the fold models, or the run's ONNX export (fp32 / INT8) (default: torch)",
+    )
+    serve.add_argument("--host", default="127.0.0.1", help="address to bind (default: 127.0.0.1, this machine only)")
+    serve.add_argument("--port", type=int, default=8000, help="HTTP port (default: 8000)")
+    serve.add_argument("--replicas", type=int, default=1, metavar="N", help="copies of the predictor (default: 1)")
+    serve.set_defaults(func=_serve)
 
     baseline = sub.add_parser(
         "baseline",

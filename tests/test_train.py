@@ -42,12 +42,14 @@ def tiny_cfg(**train):
 
 def test_tiny_model_learns_reuters_topics(reuters, minilm_tokenizer, tmp_path):
     # The six topics with >= 300 training wires: grain, earn, acq, trade, crude, money-fx (600 wires, 400/200).
-    data = fold_data(reuters, minilm_tokenizer, 600)
+    # Their first 48 tokens (title and lead): the tiny model learns these more surely than 128 (best 0.58 at epoch
+    # 3, then it diverged) and in 15 s instead of 23.
+    data = fold_data(reuters, minilm_tokenizer, 600, max_length=48)
     res = train_fold(tiny_cfg(), data, tmp_path, log=lambda s: None)
     floor = majority_f1(data.labels[data.val_idx], len(data.label_names))
     assert floor == pytest.approx(0.2899, abs=1e-4)  # always "earn"
-    # seen on this machine (torch 2.13 CPU): best weighted F1 0.6360 at epoch 9 of 10, accuracy 0.635
-    assert res.best_score > 0.55 and res.best_score > 1.9 * floor
+    # seen on this machine (torch 2.13 CPU, 2026-11-27): best weighted F1 0.8255 at epoch 9 of 10
+    assert res.best_score > 0.7 and res.best_score > 2.4 * floor
     assert [r["epoch"] for r in res.history] == list(range(1, len(res.history) + 1))
     assert res.history[res.best_epoch - 1]["val/f1_weighted"] == res.best_score
     # the returned model holds the best epoch's weights

@@ -1,0 +1,128 @@
+"""`reuters-ray serve` on the tests' Ray head (conftest.ray_head) with the shared tiny run, called over HTTP on
+loopback: answers equal Ensemble.predict's, concurrent requests all answered, bad requests get 400 and one line,
+and the service keeps answering."""
+
+import json
+import os
+import signal
+import subprocess
+import time
+import urllib.error
+import urllib.request
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+import pytest
+from conftest import BIN, free_port
+
+from reuters_ray.serve import MAX_BODY_BYTES, MAX_TEXTS, BadRequest, parse_request
+
+TEXTS = [
+    "Oil prices rose sharply after OPEC agreed to cut output",
+    "The company reported quarterly earnings per share of 1.20 dlrs",
+    "Wheat and corn exports to the Soviet Union fell this season",
+    "The central bank raised its discount rate to defend the currency",
+    "Acme Corp agreed to acquire Widget Inc for 40 dlrs a share",
+]
+
+
+def call(url, path, body=None, method=None):
+    """(HTTP status, decoded JSON answer)."""
+    data = body if isinstance(body, bytes) or body is None else json.dumps(body).encode()
+    request = urllib.request.Request(url + path, data=data, method=method or ("POST" if data is not None else "GET"))
+    request.add_header("Content-Type", "application/json")
+    try:
+        with urllib.request.urlopen(request, timeout=60) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as e:
+        return e.code, json.loads(e.read())
+
+
+@pytest.fixture(scope="module")
+def service(ray_head, finished_run, tmp_path_factory):
+    """`reuters-ray serve --run <tiny run>` joining the tests' head (RAY_ADDRESS), on a free loopback port."""
+    port = free_port()
+    log = open(tmp_path_factory.mktemp("serve") / "serve.log", "w+")
+    cmd = [str(BIN / "reuters-ray"), "serve", "--run", str(finished_run), "--port", str(port)]
+    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    url, deadline = f"http://127.0.0.1:{port}", time.monotonic() + 300
+    try:
+        while True:
+            assert proc.poll() is None, open(log.name).read()[-3000:]
+            assert time.monotonic() < deadline, open(log.name).read()[-3000:]
+            try:
+                if call(url, "/healthz")[0] == 200:
+                    break
+            except (OSError, json.JSONDecodeError):  # not listening yet, or the replica not ready
+                pass
+            time.sleep(0.5)
+        yield url
+    finally:
+        os.killpg(proc.pid, signal.SIGINT)  # Ctrl-C: the command shuts Serve down on the shared head
+        try:
+            proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+        log.close()
+
+
+def test_answers_equal_the_runs_predictor(service, finished_run):
+    from reuters_ray.ensemble import Ensemble
+
+    ens = Ensemble.from_run(finished_run, device="cpu")
+    status, answer = call(service, "/predict", {"texts": TEXTS, "top_k": 4})
+    assert status == 200
+    predictions = answer["predictions"]
+    assert [p["label"] for p in predictions] == ens.predict(TEXTS)
+    probs = ens.predict_proba(TEXTS)
+    for p, row in zip(predictions, probs):
+        top = [t["label"] for t in p["top"]]
+        assert len(top) == 4 and top[0] == p["label"]
+        np.testing.assert_allclose([t["p"] for t in p["top"]], [row[ens.label_names.index(x)] for x in top], atol=1e-5)
+    assert call(service, "/labels") == (200, {"labels": ens.label_names})
+    status, health = call(service, "/healthz")
+    assert status == 200 and health["status"] == "ok" and health["backend"] == "torch"
+    assert call(service, "/predict", {"texts": TEXTS[:1]})[1]["predictions"][0]["top"].__len__() == 3  # default
+
+
+def test_fifty_concurrent_requests_are_all_answered(service):
+    _, alone = call(service, "/predict", {"texts": TEXTS, "top_k": 1})
+    expected = [p["label"] for p in alone["predictions"]]
+    with ThreadPoolExecutor(max_workers=50) as pool:
+        answers = list(pool.map(lambda i: call(service, "/predict", {"texts": [TEXTS[i % 5]], "top_k": 1}), range(50)))
+    assert [status for status, _ in answers] == [200] * 50
+    assert [a["predictions"][0]["label"] for _, a in answers] == [expected[i % 5] for i in range(50)]
+
+
+BAD = [
+    (b"not json", "body is not JSON"),
+    (b'["a list"]', "body must be a JSON object"),
+    ({"text": ["typo"]}, 'no "texts"'),
+    ({"texts": "one string"}, '"texts" must be a list of strings'),
+    ({"texts": []}, '"texts" is empty'),
+    ({"texts": ["fine", 3]}, '"texts"[1] is not a string (int)'),
+    ({"texts": ["x"] * (MAX_TEXTS + 1)}, f'"texts" has {MAX_TEXTS + 1} texts; at most {MAX_TEXTS} per request'),
+    ({"texts": ["x"], "top_k": 0}, '"top_k" must be an integer from 1 to 18, got 0'),
+    ({"texts": ["x"], "top_k": 19}, '"top_k" must be an integer from 1 to 18, got 19'),
+    ({"texts": ["x"], "top_k": "3"}, '"top_k" must be an integer from 1 to 18, got "3"'),
+    ({"texts": ["x"], "top_k": True}, '"top_k" must be an integer from 1 to 18, got true'),
+    ({"texts": ["x"], "topk": 2}, 'unknown field(s) "topk"'),
+    (b'{"texts": ["' + b"a" * MAX_BODY_BYTES + b'"]}', f"at most {MAX_BODY_BYTES}"),
+]
+
+
+@pytest.mark.parametrize("body,message", BAD, ids=[m[:30] for _, m in BAD])
+def test_a_bad_request_is_refused_alone(body, message):
+    with pytest.raises(BadRequest) as e:
+        parse_request(body if isinstance(body, bytes) else json.dumps(body).encode(), 18)
+    assert message in str(e.value)
+
+
+def test_bad_requests_get_400_and_the_service_keeps_answering(service):
+    for body, message in BAD:
+        status, answer = call(service, "/predict", body)
+        assert status == 400 and message in answer["error"], (body if len(str(body)) < 200 else message, answer)
+        assert call(service, "/predict", {"texts": TEXTS[:1]})[0] == 200
+    assert call(service, "/nowhere")[0] == 404
+    assert call(service, "/predict")[0] == 405  # a GET
+    assert call(service, "/healthz")[0] == 200
