@@ -130,6 +130,17 @@ def ray_head(tmp_path_factory):
         shutil.rmtree(temp_dir, ignore_errors=True)
 
 
+def dashboard_get(dashboard: str, path: str):
+    """GET a dashboard REST path (job API, state API) with the cluster's token, in this process: no Python process
+    per call (Ray's CLI takes seconds to start here)."""
+    import urllib.request
+
+    token = (Path.home() / ".ray" / "auth_token").read_text().strip()
+    request = urllib.request.Request(dashboard + path, headers={"Authorization": f"Bearer {token}"})
+    with urllib.request.urlopen(request, timeout=60) as response:
+        return json.loads(response.read())
+
+
 # --- the tiny CV run that several test files share -----------------------------------------------------------
 
 RUN_TIMEOUT = 600  # seconds; a run takes about a minute and a half here

@@ -4,12 +4,13 @@ has 3; two show the same and cost a third less)."""
 
 import json
 import subprocess
+import urllib.parse
 
 import numpy as np
 import pandas as pd
 import pytest
 import yaml
-from conftest import BIN, FOLDS, checkpoints, cv_cmd
+from conftest import FOLDS, checkpoints, cv_cmd, dashboard_get
 from sklearn.metrics import accuracy_score, f1_score
 
 
@@ -68,20 +69,21 @@ def test_a_healthy_run_fails_no_ray_task_and_stores_no_pickle(ray_head, finished
     polled a queue actor that failed four tasks a second). And nothing in storage a resume would unpickle."""
     job = json.loads((finished_run / "metrics.json").read_text())["cluster"]["job_id"]
 
-    def tasks(*filters):
-        cmd = [str(BIN / "ray"), "list", "tasks", "--format", "json", "--limit", "10000", "-f", f"job_id={job}"]
-        out = subprocess.run(cmd + list(filters), capture_output=True, text=True, timeout=120)
-        assert out.returncode == 0, out.stderr[-2000:]
-        return [] if out.stdout.strip() == "No resource in the cluster" else json.loads(out.stdout)  # how it says []
+    def listed(resource, **filters):  # the state API behind `ray list` and the dashboard, asked over REST
+        params = [("limit", "10000")]
+        for key, value in filters.items():
+            params += [("filter_keys", key), ("filter_predicates", "="), ("filter_values", value)]
+        answer = dashboard_get(ray_head, f"/api/v0/{resource}?{urllib.parse.urlencode(params)}")
+        assert answer["result"], answer.get("msg")
+        return answer["data"]["result"]["result"]
 
-    names = {t["name"] for t in tasks()}
+    names = {t["name"] for t in listed("tasks", job_id=job)}
     assert {"TrainController.run", "RayTrainWorker.run_train_fn", "_EnsembleActor.fold_logits"} <= names
-    assert tasks("-f", "state=FAILED") == []
+    assert listed("tasks", job_id=job, state="FAILED") == []
+    assert listed("tasks", job_id=job, state="FINISHED") != []  # the filter filters
     assert not [p for p in finished_run.rglob("*") if p.suffix in (".pkl", ".pickle")]
     # each fold's Ray node, in the fold table: the one node of this cluster
-    nodes = subprocess.run([str(BIN / "ray"), "list", "nodes", "--format", "json"], capture_output=True, text=True)
-    assert nodes.returncode == 0, nodes.stderr[-2000:]
-    (node,) = [n["node_id"] for n in json.loads(nodes.stdout) if n["state"] == "ALIVE"]
+    (node,) = [n["node_id"] for n in listed("nodes", state="ALIVE")]
     folds = json.loads((finished_run / "metrics.json").read_text())["folds"]
     assert [f["node_id"] for f in folds] == [node] * FOLDS
 

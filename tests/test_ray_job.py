@@ -7,24 +7,28 @@ import os
 import signal
 import subprocess
 import time
-import urllib.request
 from pathlib import Path
 
 import pytest
 import yaml
-from conftest import BIN, FOLDS, RUN_TIMEOUT, checkpoints, registered, run_dir_of, same_model_metrics, settle
+from conftest import (
+    BIN,
+    FOLDS,
+    RUN_TIMEOUT,
+    checkpoints,
+    dashboard_get,
+    registered,
+    run_dir_of,
+    same_model_metrics,
+    settle,
+)
 
 REPO = Path(__file__).resolve().parents[1]
 
 
 def job_client(address, what, job):
-    """The job's status or its logs, from the dashboard's job REST API (what `ray job status/logs` call), with the
-    cluster's token: in this process, without importing Ray's client (Ray reads RAY_AUTH_MODE once per process)."""
-    token = (Path.home() / ".ray" / "auth_token").read_text().strip()
-    url = f"{address}/api/jobs/{job}" + ("/logs" if what == "logs" else "")
-    request = urllib.request.Request(url, headers={"Authorization": f"Bearer {token}"})
-    with urllib.request.urlopen(request, timeout=60) as response:
-        body = json.loads(response.read())
+    """The job's status or its logs, from the dashboard's job REST API (what `ray job status/logs` call)."""
+    body = dashboard_get(address, f"/api/jobs/{job}" + ("/logs" if what == "logs" else ""))
     return body["logs"] if what == "logs" else body["status"]
 
 
