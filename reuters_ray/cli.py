@@ -23,7 +23,6 @@ import yaml
 
 from reuters_ray.config import field_docs, from_dict, load_yaml
 from reuters_ray.errors import ConfigError, DataError, ReutersRayError
-from reuters_ray.export import BACKENDS
 
 
 def _summary(args: argparse.Namespace) -> int:
@@ -352,7 +351,7 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--json", action="store_true", help="one JSON object per text: label and top-k probabilities")
     predict.add_argument(
         "--backend",
-        choices=BACKENDS,
+        choices=("torch", "onnx", "onnx-int8"),
         default="torch",
         help="torch: the fold models; onnx / onnx-int8: the run's ONNX export (fp32 / INT8 weights, CPU), "
         "made once into ~/.cache/reuters-ray/exports (default: torch)",
@@ -380,7 +379,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--run", required=True, metavar="RUN_DIR", help="a finished run folder (or storage URI)")
     serve.add_argument(
         "--backend",
-        choices=BACKENDS,
+        choices=("torch", "onnx", "onnx-int8"),
         default="torch",
         help="what scores the texts: the fold models, or the run's ONNX export (fp32 / INT8) (default: torch)",
     )

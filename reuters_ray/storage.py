@@ -91,12 +91,3 @@ def fetch_run(uri: str, cache_root: str | os.PathLike | None = None) -> Path:
     shutil.rmtree(local, ignore_errors=True)
     tmp.rename(local)
     return local
-
-
-def sha256_file(path: str | os.PathLike) -> str:
-    """The SHA-256 of a local file, read in 1 MiB blocks."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
