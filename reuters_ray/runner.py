@@ -37,7 +37,16 @@ import yaml
 from reuters_ray.config import RunConfig
 from reuters_ray.console import Console, duration
 from reuters_ray.errors import ConfigError
-from reuters_ray.storage import LOCAL, copy_dir, read_bytes, read_text, storage_location, uri_join, write_atomic
+from reuters_ray.storage import (
+    LOCAL,
+    copy_dir,
+    read_bytes,
+    read_text,
+    storage_location,
+    unreachable_endpoint,
+    uri_join,
+    write_atomic,
+)
 
 # Settings free to differ when a run is resumed, and left out of the derived run name: they change where a run
 # goes, how fast, or how often it checkpoints, but not what any fold computes. (cv.baseline and cv.blend change
@@ -368,6 +377,23 @@ def _fit_fold(task: FoldTask, data_ref: list, run_uri: str, progress) -> str:
     return result.checkpoint.path.rstrip("/").rsplit("/", 1)[-1]
 
 
+TRAIN_STATE_ACTOR = "train_v2_state_actor"  # Ray Train's (2.60) detached actor behind its state tracking
+
+
+def _await_train_state_actor(first_fold, timeout: float = 30.0) -> None:
+    """Waits until the first fold's Train controller has created Ray Train's state actor (at most `timeout`
+    seconds, and not past that fold's end), unless it exists already (it outlives jobs). The other folds start
+    after: started at once, their controllers race to create it and the losers' creations are FAILED tasks in a
+    healthy run's job. Seen through Ray's public list of named actors; if Ray renames it, this only waits."""
+    import ray
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and not first_fold.done():
+        if any(a["name"] == TRAIN_STATE_ACTOR for a in ray.util.list_named_actors(all_namespaces=True)):
+            return
+        time.sleep(0.2)
+
+
 def _forward_reports(progress):
     """A Train callback (it runs on the fold's Train controller) that sends each registered epoch row to the
     driver's progress actor."""
@@ -478,6 +504,8 @@ def _run_cv(cfg: RunConfig, console: Console) -> dict[str, Any]:
         fs, base, base_uri = storage_location(cfg.cv.storage_path)
     except (ValueError, OSError) as e:  # pyarrow's ArrowInvalid is a ValueError: a URI it does not take
         raise ConfigError(f"cv.storage_path {cfg.cv.storage_path!r}: {e}") from None
+    if why := unreachable_endpoint(cfg.cv.storage_path):
+        raise ConfigError(f"cv.storage_path {cfg.cv.storage_path!r}: {why}")
     run_path, run_uri = f"{base}/{name}", uri_join(base_uri, name)
     resuming = check_resumable(fs, run_path, cfg, name)
     check_writable(fs, run_path, cfg.cv.storage_path)
@@ -506,9 +534,9 @@ def _run_cv(cfg: RunConfig, console: Console) -> dict[str, Any]:
     t = time.perf_counter()
     import ray  # only now: bad input is refused without starting (or even importing) Ray
 
-    # Ray Train's state tracking (RAY_TRAIN_ENABLE_STATE_TRACKING=1, which /api/train/v2/runs/v1 needs) stays off:
-    # with folds started at once, their controllers race to create its detached actor, and the loser's creation
-    # is a FAILED task in a healthy run's job (seen in test_a_healthy_run_fails_no_ray_task_and_stores_no_pickle).
+    # Ray Train's state tracking: the dashboard's Train API (/api/train/v2/runs/v1) lists each fold's Train run.
+    # Read by TorchTrainer.fit in this process; _run_folds keeps the folds from racing to create its actor.
+    os.environ.setdefault("RAY_TRAIN_ENABLE_STATE_TRACKING", "1")
 
     if not ray.is_initialized():
         # Joins a running cluster (ray start, ray job submit) or starts a local one. Worker output stays in Ray's
@@ -638,17 +666,12 @@ def _run_folds(cfg: RunConfig, run_path, run_uri, fs, gpu_share, train_ref, cons
     progress = ray.remote(num_cpus=0)(_Progress).options(name=f"{name}:progress").remote()
     errors: dict[int, BaseException] = {}
     with ThreadPoolExecutor(max_workers=cfg.cv.folds) as pool:
-        futures = {
-            pool.submit(
-                _fit_fold,
-                FoldTask(cfg, k, gpu_share, cfg.cv.cpus_per_fold, uuid.uuid4().hex[:12]),
-                [train_ref],
-                run_uri,
-                progress,
-            ): k
-            for k in range(cfg.cv.folds)
-            if k not in folders
-        }
+        futures = {}
+        for k in [k for k in range(cfg.cv.folds) if k not in folders]:
+            task = FoldTask(cfg, k, gpu_share, cfg.cv.cpus_per_fold, uuid.uuid4().hex[:12])
+            futures[pool.submit(_fit_fold, task, [train_ref], run_uri, progress)] = k
+            if len(futures) == 1:
+                _await_train_state_actor(next(iter(futures)))
         pending = set(futures)
         while pending:
             for row in ray.get(progress.take.remote(1.0)):

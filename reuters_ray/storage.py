@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
+import socket
 from pathlib import Path
 
 import pyarrow.fs as pafs
@@ -23,6 +24,29 @@ def storage_location(storage_path: str) -> tuple[pafs.FileSystem, str, str]:
         return fs, base.rstrip("/"), storage_path.rstrip("/")
     base = os.path.abspath(os.path.expanduser(storage_path))
     return LOCAL, base, base
+
+
+def unreachable_endpoint(uri: str, timeout: float = 3.0) -> str | None:
+    """Why the S3-compatible endpoint named in `uri` (?endpoint_override=host:port) takes no connection, or None
+    when it does (or `uri` names none: AWS's own endpoints are left to the SDK). Asked with one TCP connection of at
+    most `timeout` seconds, because the AWS SDK retries a dead endpoint for about 20 s before it says so."""
+    from urllib.parse import parse_qs, urlsplit
+
+    parts = urlsplit(uri)
+    endpoint = parse_qs(parts.query).get("endpoint_override", [""])[0]
+    if parts.scheme != "s3" or not endpoint:
+        return None
+    scheme = parse_qs(parts.query).get("scheme", ["https"])[0]
+    where = urlsplit(endpoint if "://" in endpoint else f"{scheme}://{endpoint}")
+    try:
+        port = where.port or (80 if where.scheme == "http" else 443)
+    except ValueError:
+        return f"endpoint {endpoint!r}: not host:port"
+    try:
+        socket.create_connection((where.hostname or "", port), timeout=timeout).close()
+    except OSError as e:
+        return f"endpoint {where.hostname}:{port} takes no connection ({e.strerror or e})"
+    return None
 
 
 def uri_join(uri: str, *parts: str) -> str:

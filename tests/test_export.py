@@ -69,14 +69,16 @@ def test_the_manifest_says_where_the_export_comes_from(finished_run, exported):
         assert hashlib.sha256((exported / name).read_bytes()).hexdigest() == digest
     import onnx
 
-    # INT8: every layer with a weight matrix (MatMul with an initializer, Gemm) became an integer MatMul; the
-    # attention's activation-by-activation MatMuls stay float
+    # INT8: every layer with a weight matrix is integer: each attention (its Q, K, V projections and the
+    # scores) fused into one QAttention, every other dense layer an integer MatMul; nothing float is left to multiply
     fp32, int8 = (onnx.load(str(exported / n)) for n in ("model.onnx", "model.int8.onnx"))
     weights = {i.name for i in fp32.graph.initializer}
     dense = [n for n in fp32.graph.node if n.op_type == "Gemm" or (n.op_type == "MatMul" and n.input[1] in weights)]
     assert len(dense) == 2 * (2 * 6 + 2)  # 2 folds x (2 layers x 6 dense + pooler + classifier)
-    assert len([n for n in int8.graph.node if n.op_type == "MatMulInteger"]) == len(dense)
-    assert len([n for n in int8.graph.node if n.op_type == "MatMul"]) == 2 * 2 * 2  # QK^T and AV, per layer
+    ops = [n.op_type for n in int8.graph.node]
+    assert ops.count("QAttention") == 2 * 2  # 2 folds x 2 layers
+    assert ops.count("MatMulInteger") == len(dense) - 3 * ops.count("QAttention")
+    assert ops.count("MatMul") == ops.count("Gemm") == 0
     assert not list(exported.parent.glob(".tiny.*"))  # the temporary folder was renamed, nothing left beside it
 
 

@@ -86,6 +86,29 @@ def test_a_bucket_that_does_not_exist_is_refused_before_anything_runs(s3, reuter
     assert server_fs.get_file_info("no-such-bucket").type == pafs.FileType.NotFound  # nothing made, nothing written
 
 
+def test_an_endpoint_that_takes_no_connection_is_refused_at_once(reuters_dir, tmp_path, capsys):
+    """A dead S3-compatible endpoint: one line naming the storage path, the endpoint and the cause (from one TCP
+    connection, not after the AWS SDK's 20 s of retries), and nothing written anywhere."""
+    import socket
+
+    import yaml
+
+    from reuters_ray.cli import main
+
+    with socket.socket() as sock:  # a port nobody listens on: bound, then closed
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    cfg = tmp_path / "tiny.yaml"
+    cfg.write_text(yaml.safe_dump(tiny_config(reuters_dir)))
+    storage = f"s3://bkt/runs?endpoint_override=127.0.0.1:{port}&scheme=http"
+    assert main(["cv", "--config", str(cfg), "--cv.storage_path", storage]) == 2
+    assert capsys.readouterr().err.strip().splitlines() == [
+        f"reuters-ray: error: cv.storage_path {storage!r}: endpoint 127.0.0.1:{port} takes no connection "
+        "(Connection refused)"
+    ]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["tiny.yaml"]
+
+
 def test_the_table_source_reads_its_files_from_a_bucket(s3, tmp_path):
     from conftest import make_csv
 
