@@ -45,6 +45,7 @@ class Console:
             raise ValueError(f"console mode must be one of {MODES}, got {mode!r}")
         self.mode, self.stream = mode, stream or sys.stdout
         self.folds: dict[int, dict[str, Any]] = {}  # fold -> its latest epoch row
+        self.expected: set[int] = set()  # the folds this run trains (runner); those without a row yet are waiting
         self._header_shown = False
 
     def _emit(self, event: str, text: str | None, fields: dict[str, Any]) -> None:
@@ -78,7 +79,8 @@ class Console:
             print(self.progress_line(), file=self.stream, flush=True)
 
     def progress_line(self) -> str:
-        """e.g. `progress: fold 0 2/3 F1 0.6123 | fold 1 1/3 F1 0.4410 | at most 1 min 10 s left`."""
+        """e.g. `progress: fold 0 2/3 F1 0.6123 | fold 1 1/3 F1 0.4410 | at most 1 min 10 s left`; folds that have
+        not reported an epoch yet (queued by Ray for room on the cluster, or starting) are named as waiting."""
         parts, left = [], 0.0
         for k in sorted(self.folds):
             r = self.folds[k]
@@ -87,10 +89,14 @@ class Console:
             )
             if not r["finished"]:  # folds run at once: the slowest one decides; early stopping may end it sooner
                 left = max(left, r["time/epoch_s"] * (r["max_epochs"] - r["epoch"]))
-        running = any(not r["finished"] for r in self.folds.values())
-        return (
-            "progress: " + " | ".join(parts) + (f" | at most {duration(left)} left" if running else " | all folds done")
-        )
+        waiting = sorted(self.expected - set(self.folds))
+        if waiting:
+            parts.append(f"{'folds' if len(waiting) > 1 else 'fold'} {', '.join(map(str, waiting))} waiting")
+        if any(not r["finished"] for r in self.folds.values()):
+            end = f"at most {duration(left)} left" + (" for the running folds" if waiting else "")
+        else:
+            end = "waiting for the other folds" if waiting else "all folds done"
+        return "progress: " + " | ".join(parts) + " | " + end
 
     def done(self, text: str, **fields: Any) -> None:
         if self.mode == "quiet":

@@ -377,6 +377,42 @@ def _fit_fold(task: FoldTask, data_ref: list, run_uri: str, progress) -> str:
     return result.checkpoint.path.rstrip("/").rsplit("/", 1)[-1]
 
 
+def _node_write_test(run_uri: str) -> str | None:
+    """Run as a Ray task on one node: why the run folder at `run_uri` cannot be written from there, or None."""
+    fs, path, _ = storage_location(run_uri)
+    probe = f"{path}/.write_test_{uuid.uuid4().hex[:8]}"
+    try:
+        write_atomic(probe, "ok", fs)
+        fs.delete_file(probe)
+    except OSError as e:
+        return str(e)
+    return None
+
+
+def check_nodes_can_write(storage_path: str, run_uri: str) -> None:
+    """Raises ConfigError unless every live node of the Ray cluster can write the run folder: the driver's own
+    credentials are not its workers' (they have the environment `ray start` ran in, or the node's instance
+    profile), and a fold that cannot write its checkpoints would fail only after its Train start-up. One task
+    (no CPU) per node, pinned there."""
+    import ray
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    probe = ray.remote(num_cpus=0, max_retries=0)(_node_write_test)
+    nodes = [n["NodeID"] for n in ray.nodes() if n["Alive"]]
+    answers = ray.get(
+        [
+            probe.options(scheduling_strategy=NodeAffinitySchedulingStrategy(n, soft=False)).remote(run_uri)
+            for n in nodes
+        ]
+    )
+    for node, why in zip(nodes, answers):
+        if why is not None:
+            raise ConfigError(
+                f"cv.storage_path {storage_path!r} cannot be written from Ray node {node}: {why} (every node needs "
+                "the bucket's credentials: an instance profile, or AWS_* variables where `ray start` ran)"
+            )
+
+
 TRAIN_STATE_ACTOR = "train_v2_state_actor"  # Ray Train's (2.60) detached actor behind its state tracking
 
 
@@ -542,7 +578,14 @@ def _run_cv(cfg: RunConfig, console: Console) -> dict[str, Any]:
         # Joins a running cluster (ray start, ray job submit) or starts a local one. Worker output stays in Ray's
         # logs (dashboard, /tmp/ray/session_latest/logs): the driver prints each epoch itself, once.
         ray.init(log_to_driver=False)
-    gpu_share = place_folds(cfg.cv, ray.cluster_resources())
+    try:
+        gpu_share = place_folds(cfg.cv, ray.cluster_resources())
+        if "://" in cfg.cv.storage_path:  # a local folder is this machine's; a bucket must take every node's writes
+            check_nodes_can_write(cfg.cv.storage_path, run_uri)
+    except ConfigError:
+        if not resuming:
+            fs.delete_dir(run_path)  # refused before any training: a new run leaves nothing behind
+        raise
     timing["ray_start_s"] = time.perf_counter() - t
 
     t = time.perf_counter()
@@ -665,6 +708,7 @@ def _run_folds(cfg: RunConfig, run_path, run_uri, fs, gpu_share, train_ref, cons
             folders[k] = json.loads(done)["checkpoint"]
     progress = ray.remote(num_cpus=0)(_Progress).options(name=f"{name}:progress").remote()
     errors: dict[int, BaseException] = {}
+    console.expected = {k for k in range(cfg.cv.folds) if k not in folders}
     with ThreadPoolExecutor(max_workers=cfg.cv.folds) as pool:
         futures = {}
         for k in [k for k in range(cfg.cv.folds) if k not in folders]:

@@ -107,8 +107,10 @@ def ray_head(tmp_path_factory):
     on the machine, a developer's running job included)."""
     # Ray Train's controllers collect their workers' reports every RAY_TRAIN_HEALTH_CHECK_INTERVAL_S (2 s by
     # default): 0.25 s here, so that the fault tests see an epoch registered while the next one trains.
-    env = {**os.environ, "RAY_AUTH_MODE": "token", "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.25",
-           "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}"}  # fmt: skip
+    # Its nodes get no AWS credentials, whatever this process has (test_storage's moto fixture sets some): a
+    # driver's credentials are not its cluster's.
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
+    env.update(RAY_AUTH_MODE="token", RAY_TRAIN_HEALTH_CHECK_INTERVAL_S="0.25", PATH=f"{BIN}{os.pathsep}{env['PATH']}")
     if not (Path.home() / ".ray" / "auth_token").exists():
         subprocess.run([str(BIN / "ray"), "get-auth-token", "--generate"], env=env, capture_output=True, check=True)
     port, dashboard = free_port(), free_port()

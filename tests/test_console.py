@@ -45,6 +45,27 @@ def test_text_mode_prints_rows_and_progress_with_time_left():
     assert out.getvalue().splitlines()[-1].endswith("| all folds done")
 
 
+def test_progress_names_the_folds_still_waiting_for_room():
+    """5 folds on room for 2: the folds Ray has queued have no row yet; the line says so and never "all folds done"
+    before they are."""
+    out = io.StringIO()
+    c = Console("text", out)
+    c.expected = {0, 1, 2, 3, 4}
+    c.epoch(row(0, 1, 0.4, epoch_s=40))
+    assert (
+        c.progress_line()
+        == "progress: fold 0 1/3 F1 0.4000 | folds 1, 2, 3, 4 waiting | at most 1 min 20 s left for the running folds"
+    )
+    c.epoch(row(2, 3, 0.5, finished=True))
+    c.epoch(row(0, 3, 0.6, finished=True))
+    assert c.progress_line().endswith("| folds 1, 3, 4 waiting | waiting for the other folds")
+    for k in (1, 3):
+        c.epoch(row(k, 3, 0.5, finished=True))
+    assert c.progress_line().endswith("| fold 4 waiting | waiting for the other folds")
+    c.epoch(row(4, 3, 0.5, finished=True))
+    assert c.progress_line().endswith("| fold 4 3/3 done F1 0.5000 | all folds done")
+
+
 def test_json_mode_is_one_object_per_line_and_notes_restarts():
     out = io.StringIO()
     c = Console("json", out)

@@ -109,6 +109,24 @@ def test_an_endpoint_that_takes_no_connection_is_refused_at_once(reuters_dir, tm
     assert sorted(p.name for p in tmp_path.iterdir()) == ["tiny.yaml"]
 
 
+def test_a_bucket_the_clusters_nodes_cannot_write_is_refused_before_training(s3, ray_head, tiny_yaml, capsys):
+    """The driver has the bucket's credentials, the Ray cluster's nodes do not (conftest.ray_head starts without
+    AWS_*): one line naming the storage path, the node and the cause, before any fold starts, and the new run's
+    folder removed again from the bucket. The driver in this process: it joins the tests' head (RAY_ADDRESS)."""
+    from reuters_ray.cli import main
+
+    uri, server_fs = s3
+    storage = uri("bkt/no-creds")
+    assert main(["cv", "--config", str(tiny_yaml), "--cv.storage_path", storage]) == 2
+    line = capsys.readouterr().err.strip().splitlines()[-1]
+    assert line.startswith(f"reuters-ray: error: cv.storage_path {storage!r} cannot be written from Ray node ")
+    assert "AWS Error ACCESS_DENIED during PutObject" in line and line.endswith(
+        "(every node needs the bucket's credentials: an instance profile, or AWS_* variables where `ray start` ran)"
+    )
+    left = server_fs.get_file_info(pafs.FileSelector("bkt/no-creds", allow_not_found=True, recursive=True))
+    assert [i.path for i in left if i.type == pafs.FileType.File] == []
+
+
 def test_the_table_source_reads_its_files_from_a_bucket(s3, tmp_path):
     from conftest import make_csv
 
