@@ -327,7 +327,7 @@ def build_sections(run: dict[str, Any]) -> tuple[str, list[tuple[str, list[Block
             "val macro F1",
             "test weighted F1 alone",
             "restarts",
-            "node",
+            "node(s)",
         ],
         [
             [
@@ -339,7 +339,8 @@ def build_sections(run: dict[str, Any]) -> tuple[str, list[tuple[str, list[Block
                 fmt(f["val_f1_macro"]),
                 fmt(f["test_f1_weighted"]),
                 len(f.get("restarts", [])),
-                (f.get("node_id") or "n/a")[:12],  # Ray's node id, shortened as the dashboard shows it
+                # Ray's node ids, shortened as the dashboard shows them: every node the fold trained on
+                ", ".join(n[:12] for n in f.get("node_ids") or [f.get("node_id") or "n/a"]),
             ]
             for f in folds
         ],

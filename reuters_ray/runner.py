@@ -175,6 +175,8 @@ def summarize_fold(fold: int, progress: dict[str, Any], patience: int) -> dict[s
         "device": last.get("worker/device", ""),
         "host": last.get("worker/host", ""),
         "node_id": last.get("worker/node_id", ""),  # the Ray node of the fold's last epoch
+        # every Ray node the fold trained on, in order: two after a restart on another node (a node lost)
+        "node_ids": list(dict.fromkeys(r["worker/node_id"] for r in hist if r.get("worker/node_id"))),
         **progress.get("setup", {}),
         "restarts": progress.get("restarts", []),
     }

@@ -88,6 +88,8 @@ def test_a_healthy_run_fails_no_ray_task_and_stores_no_pickle(ray_head, finished
     (node,) = [n["node_id"] for n in listed("nodes", state="ALIVE")]
     folds = json.loads((finished_run / "metrics.json").read_text())["folds"]
     assert [f["node_id"] for f in folds] == [node] * FOLDS
+    assert [f["node_ids"] for f in folds] == [[node]] * FOLDS
+    assert f"| {node[:12]} |" in (finished_run / "report.md").read_text()  # the fold table's node(s) column
 
 
 def test_fold_models_load_with_transformers_alone(finished_run):
