@@ -352,11 +352,15 @@ def resume_candidates(fs: pafs.FileSystem, latest: str, local_root: str):
 
 
 def _fit_fold(task: FoldTask, data_ref: list, run_uri: str, progress) -> str:
-    """Fits fold `task.fold` as a Ray Train run named fold_<k> under `run_uri` (blocking; the driver calls it in a
-    thread per fold). Started again with the same name, Ray Train restores the fold from its latest registered
-    checkpoint (its own JSON snapshot). Returns the folder name of the fold's last checkpoint."""
+    """Fits fold `task.fold` as a Ray Train run named <run>/fold_<k>, i.e. in the folder fold_<k> of `run_uri`
+    (blocking; the driver calls it in a thread per fold). The name is what the dashboard's Train API lists: it says
+    the run. Started again with the same name, Ray Train restores the fold from its latest registered checkpoint
+    (its own JSON snapshot). Returns the folder name of the fold's last checkpoint."""
     import ray.train
     from ray.train.torch import TorchTrainer
+
+    location, sep, query = run_uri.partition("?")  # an S3-compatible store's options stay last
+    parent, run_name = location.rstrip("/").rsplit("/", 1)
 
     resources = {"CPU": task.cpus, **({"GPU": task.gpu_share} if task.gpu_share else {})}
     trainer = TorchTrainer(
@@ -366,8 +370,8 @@ def _fit_fold(task: FoldTask, data_ref: list, run_uri: str, progress) -> str:
             num_workers=1, use_gpu=bool(task.gpu_share), resources_per_worker=resources
         ),
         run_config=ray.train.RunConfig(
-            name=f"fold_{task.fold}",
-            storage_path=run_uri,
+            name=f"{run_name}/fold_{task.fold}",
+            storage_path=parent + sep + query,
             callbacks=[_forward_reports(progress)],
             checkpoint_config=ray.train.CheckpointConfig(num_to_keep=task.run.train.keep_checkpoints),
             failure_config=ray.train.FailureConfig(max_failures=task.run.cv.max_failures),

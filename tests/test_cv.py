@@ -83,7 +83,9 @@ def test_a_healthy_run_fails_no_ray_task_and_stores_no_pickle(ray_head, finished
     assert not [p for p in finished_run.rglob("*") if p.suffix in (".pkl", ".pickle")]
     # the dashboard's Train API (Ray Train's state tracking, on for every run) lists each fold's Train run
     runs = [r for r in dashboard_get(ray_head, "/api/train/v2/runs/v1")["train_runs"] if r["job_id"] == job]
-    assert sorted((r["name"], r["status"]) for r in runs) == [(f"fold_{k}", "FINISHED") for k in range(FOLDS)]
+    assert sorted((r["name"], r["status"]) for r in runs) == [
+        (f"{finished_run.name}/fold_{k}", "FINISHED") for k in range(FOLDS)
+    ]
     # each fold's Ray node, in the fold table: the one node of this cluster
     (node,) = [n["node_id"] for n in listed("nodes", state="ALIVE")]
     folds = json.loads((finished_run / "metrics.json").read_text())["folds"]
