@@ -23,6 +23,7 @@ import yaml
 
 from reuters_ray.config import field_docs, from_dict, load_yaml
 from reuters_ray.errors import ConfigError, DataError, ReutersRayError
+from reuters_ray.export import BACKENDS
 
 
 def _summary(args: argparse.Namespace) -> int:
@@ -228,7 +229,7 @@ def _serve(args: argparse.Namespace) -> int:
     import signal
     import time
 
-    from reuters_ray.storage import fetch_run
+    from reuters_ray.storage import finished_run
 
     if args.replicas < 1:
         raise ConfigError(f"--replicas must be >= 1, got {args.replicas}")
@@ -236,12 +237,7 @@ def _serve(args: argparse.Namespace) -> int:
         raise ConfigError(f"--port must be from 1 to 65535, got {args.port}")
     export_dir = None
     if args.backend == "torch":  # checked here, before Ray starts: the replicas load the models themselves
-        try:
-            run = fetch_run(args.run)
-        except (OSError, ValueError):
-            run = None
-        if run is None or not (run / "metrics.json").is_file() or not list((run / "models").glob("fold_*")):
-            raise DataError(f"{args.run}: no metrics.json or models/fold_* folders; is it a finished reuters-ray run?")
+        finished_run(args.run)
     else:
         from transformers.utils import logging as hf_logging
 
@@ -351,7 +347,7 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--json", action="store_true", help="one JSON object per text: label and top-k probabilities")
     predict.add_argument(
         "--backend",
-        choices=("torch", "onnx", "onnx-int8"),
+        choices=BACKENDS,
         default="torch",
         help="torch: the fold models; onnx / onnx-int8: the run's ONNX export (fp32 / INT8 weights, CPU), "
         "made once into ~/.cache/reuters-ray/exports (default: torch)",
@@ -379,7 +375,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--run", required=True, metavar="RUN_DIR", help="a finished run folder (or storage URI)")
     serve.add_argument(
         "--backend",
-        choices=("torch", "onnx", "onnx-int8"),
+        choices=BACKENDS,
         default="torch",
         help="what scores the texts: the fold models, or the run's ONNX export (fp32 / INT8) (default: torch)",
     )

@@ -79,16 +79,10 @@ class Ensemble:
             return cls.from_export(cached_export(run_dir, backend), backend)
 
         from reuters_ray.baseline import LinearModel
-        from reuters_ray.storage import fetch_run
+        from reuters_ray.storage import finished_run
 
-        missing = f"{run_dir}: no metrics.json or models/fold_* folders; is it a finished reuters-ray run folder?"
-        try:
-            run_dir = fetch_run(str(run_dir))  # a run in a bucket: its outputs fetched once into a local cache
-        except (OSError, ValueError):  # nothing there, or a URI pyarrow does not take
-            raise DataError(missing) from None
+        run_dir = finished_run(str(run_dir))  # a run in a bucket: its outputs fetched once into a local cache
         dirs = sorted((run_dir / "models").glob("fold_*"))
-        if not (run_dir / "metrics.json").is_file() or not dirs:
-            raise DataError(missing)
         ens = cls(dirs, device=device)
         ens.run_dir = run_dir
         ens.tokenizer = AutoTokenizer.from_pretrained(str(dirs[0]))

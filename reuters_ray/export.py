@@ -26,20 +26,13 @@ from pathlib import Path
 import numpy as np
 
 from reuters_ray.errors import DataError
+from reuters_ray.storage import sha256_file
 
 FORMAT = "reuters-ray-export/1"
 RECIPE = 2  # how the graphs are made; changes with them, so cached exports of an older recipe are made again
 GRAPHS = {"onnx": "model.onnx", "onnx-int8": "model.int8.onnx"}
 BACKENDS = ("torch", *GRAPHS)
 OPSET = 17
-
-
-def sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def _mean_of_folds(models):
@@ -165,7 +158,7 @@ def export_run(run_dir: str | Path, out_dir: str | Path, int8: bool = False) -> 
             "test_metrics": {k: metrics[k] for k in ("accuracy", "f1_weighted", "f1_macro") if k in metrics},
             "opset": OPSET,
             "recipe": RECIPE,
-            "graphs": {name: sha256(tmp / name) for name in GRAPHS.values() if (tmp / name).exists()},
+            "graphs": {name: sha256_file(tmp / name) for name in GRAPHS.values() if (tmp / name).exists()},
         }
         (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
         if out.exists():
@@ -196,7 +189,7 @@ def read_manifest(export_dir: str | Path, backend: str) -> dict:
         hint = " (export it with --int8)" if backend == "onnx-int8" else ""
         raise DataError(f"{folder}: this export has no {name}{hint}")
     graph = folder / name
-    if not graph.is_file() or sha256(graph) != manifest["graphs"][name]:
+    if not graph.is_file() or sha256_file(graph) != manifest["graphs"][name]:
         raise DataError(f"{graph}: missing or damaged (its SHA-256 differs from manifest.json's)")
     return manifest
 

@@ -106,12 +106,21 @@ def check_resumable(fs: pafs.FileSystem, run_path: str, cfg: RunConfig, name: st
     return True
 
 
-def check_writable(fs: pafs.FileSystem, run_path: str, storage_path: str) -> None:
+def write_test(fs: pafs.FileSystem, run_path: str) -> str | None:
+    """Why folder `run_path` on `fs` cannot be written (a probe file written, moved and deleted), or None. The
+    probe's name is unique: the nodes of a cluster test the same folder at once."""
+    probe = f"{run_path}/.write_test_{uuid.uuid4().hex[:8]}"
     try:
-        write_atomic(f"{run_path}/.write_test", "ok", fs)
-        fs.delete_file(f"{run_path}/.write_test")
+        write_atomic(probe, "ok", fs)
+        fs.delete_file(probe)
     except OSError as e:
-        raise ConfigError(f"cv.storage_path {storage_path!r} cannot be written: {e}") from None
+        return str(e)
+    return None
+
+
+def check_writable(fs: pafs.FileSystem, run_path: str, storage_path: str) -> None:
+    if (why := write_test(fs, run_path)) is not None:
+        raise ConfigError(f"cv.storage_path {storage_path!r} cannot be written: {why}")
 
 
 def place_folds(cv, cluster: dict[str, float]) -> float:
@@ -386,13 +395,7 @@ def _fit_fold(task: FoldTask, data_ref: list, run_uri: str, progress) -> str:
 def _node_write_test(run_uri: str) -> str | None:
     """Run as a Ray task on one node: why the run folder at `run_uri` cannot be written from there, or None."""
     fs, path, _ = storage_location(run_uri)
-    probe = f"{path}/.write_test_{uuid.uuid4().hex[:8]}"
-    try:
-        write_atomic(probe, "ok", fs)
-        fs.delete_file(probe)
-    except OSError as e:
-        return str(e)
-    return None
+    return write_test(fs, path)
 
 
 def check_nodes_can_write(storage_path: str, run_uri: str) -> None:

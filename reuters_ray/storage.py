@@ -14,7 +14,18 @@ from pathlib import Path
 
 import pyarrow.fs as pafs
 
+from reuters_ray.errors import DataError
+
 LOCAL = pafs.LocalFileSystem()
+
+
+def sha256_file(path: str | os.PathLike) -> str:
+    """The SHA-256 of a file, read in 1 MiB blocks."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
 
 
 def storage_location(storage_path: str) -> tuple[pafs.FileSystem, str, str]:
@@ -114,4 +125,17 @@ def fetch_run(uri: str, cache_root: str | os.PathLike | None = None) -> Path:
     (tmp / "metrics.json").write_bytes(metrics)  # last: the copy is complete when it matches
     shutil.rmtree(local, ignore_errors=True)
     tmp.rename(local)
+    return local
+
+
+def finished_run(run_dir: str) -> Path:
+    """A local copy (fetch_run) of the finished run at `run_dir`, a folder or a storage URI. Raises DataError naming
+    it when it has no metrics.json or no models/fold_* folders."""
+    missing = f"{run_dir}: no metrics.json or models/fold_* folders; is it a finished reuters-ray run folder?"
+    try:
+        local = fetch_run(str(run_dir))
+    except (OSError, ValueError):  # nothing there, or a URI pyarrow does not take
+        raise DataError(missing) from None
+    if not (local / "metrics.json").is_file() or not list((local / "models").glob("fold_*")):
+        raise DataError(missing)
     return local

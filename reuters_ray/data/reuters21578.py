@@ -32,6 +32,7 @@ import numpy as np
 
 from reuters_ray.data.dataset import TextDataset
 from reuters_ray.errors import DataError
+from reuters_ray.storage import sha256_file
 
 ARCHIVE_URL = "https://kdd.ics.uci.edu/databases/reuters21578/reuters21578.tar.gz"
 ARCHIVE_NAME = "reuters21578.tar.gz"
@@ -95,7 +96,7 @@ def _read_files(path: str | None, cache_dir: str | None) -> tuple[list[tuple[str
             "kind": "download",
             "path": str(archive),
             "url": ARCHIVE_URL,
-            "archive_sha256": _sha256_file(archive),
+            "archive_sha256": sha256_file(archive),
         }
     p = Path(path).expanduser()
     if not p.exists():
@@ -111,7 +112,7 @@ def _read_files(path: str | None, cache_dir: str | None) -> tuple[list[tuple[str
             except OSError as e:
                 raise DataError(f"cannot read {p / name}: {e.strerror}") from None
         return files, {"kind": "directory", "path": str(p.resolve())}
-    return _read_archive(p), {"kind": "archive", "path": str(p.resolve()), "archive_sha256": _sha256_file(p)}
+    return _read_archive(p), {"kind": "archive", "path": str(p.resolve()), "archive_sha256": sha256_file(p)}
 
 
 def _read_archive(archive: Path) -> list[tuple[str, bytes]]:
@@ -127,14 +128,6 @@ def _read_archive(archive: Path) -> list[tuple[str, bytes]]:
     if not files:
         raise DataError(f"{archive}: archive holds no reut2-*.sgm files")
     return sorted(files)
-
-
-def _sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def _checksum_mismatches(files: list[tuple[str, bytes]]) -> list[str]:
