@@ -3,9 +3,11 @@
     python3 bench/gpu_job.py --out $OUT                 # on the GPU machine, with .device/ carried (see below)
     .venv/bin/python bench/gpu_job.py --out /tmp/gj --dry   # here on CPU: the same steps on a tiny config
 
-Steps, in this order, so a cut-off run still leaves figures:
+Steps, in the order --steps gives (default: this one), so a cut-off run still leaves figures:
   1. bench/train_throughput.py: seed profile against default profile, small-bert-random (Small BERT's exact
      compute; random weights need no network).
+  shapes (not by default): bench/shape_warmup.py, the one-off cost of a new batch shape, with and without cuDNN
+     attention, and the attention kernels that run.
   2. jobs/cv.py: the default config with model.name small-bert-random, all Reuters-18 wires, max_length 300,
      20 epochs with early stopping off (patience 20), the folds sharing the GPU (the single-GPU default).
   3. the same with --cv.gpus_per_fold 1 (folds one after another) and --train.max_epochs 4, until the time runs
@@ -167,6 +169,10 @@ def main() -> None:
         return pack_tokenizer()
     if not a.out:
         p.error("--out is required")
+    steps = a.steps.split(",")
+    unknown = set(steps) - {"throughput", "shapes", "concurrent", "sequential"}
+    if unknown:
+        p.error(f"--steps: unknown {sorted(unknown)}")
     clock = Clock(a.budget)
     out = Path(a.out)
     logs = out / "logs"
@@ -235,8 +241,11 @@ def main() -> None:
         bench = ["--model", "tiny-bert-random", "--steps", "3", "--epochs", "2"]
     else:
         bench = ["--model", "small-bert-random", "--steps", "60", "--epochs", "3"]
-    steps = a.steps.split(",")
-    if "throughput" in steps:
+
+    def throughput() -> None:
+        if clock.left() < 45:
+            figures["throughput"] = {"skipped": "no time left"}
+            return
         figures["throughput"] = run_step(
             "throughput",
             [
@@ -255,8 +264,20 @@ def main() -> None:
         if (logs / "throughput.json").exists():
             figures["throughput"].update(json.loads((logs / "throughput.json").read_text()))
 
+    def shapes() -> None:
+        model = "tiny-bert-random" if a.dry else "small-bert-random"
+        figures["shapes"] = run_step(
+            "shapes",
+            [py, "bench/shape_warmup.py", "--model", model, "--json", str(logs / "shapes.json")],
+            env,
+            logs,
+            min(90, clock.left() - 20),
+        )
+        if (logs / "shapes.json").exists():
+            figures["shapes"].update(json.loads((logs / "shapes.json").read_text()))
+
     # 2. and 3. the whole job, folds sharing the GPU, then one after another
-    job = [
+    cv_flags = [
         "--model.name",
         "small-bert-random",
         "--data.path",
@@ -270,18 +291,19 @@ def main() -> None:
         *a.job_flags.split(),
     ]
     if a.dry:
-        job += ["--config", "configs/tiny-cpu.yaml", "--model.name", "tiny-bert-random", "--data.path", data]
+        cv_flags += ["--config", "configs/tiny-cpu.yaml", "--model.name", "tiny-bert-random", "--data.path", data]
     sequential = ["--cv.gpus_per_fold", "1"] if not a.dry else ["--cv.cpus_per_fold", "1.5"]
-    variants = [("concurrent", []), ("sequential", [*sequential, "--train.max_epochs", str(a.sequential_epochs)])]
-    for name, extra in [v for v in variants if v[0] in steps]:
+    variants = {"concurrent": [], "sequential": [*sequential, "--train.max_epochs", str(a.sequential_epochs)]}
+
+    def job(name: str, extra: list[str]) -> None:
         if clock.left() < 40:
             figures[name] = {"skipped": "no time left"}
-            continue
+            return
         storage = Path("/tmp/gpu-job-runs") / name
         shutil.rmtree(storage, ignore_errors=True)
         step = run_step(
             f"job_{name}",
-            [py, "jobs/cv.py", *job, *extra, "--cv.name", name, "--cv.storage_path", str(storage)],
+            [py, "jobs/cv.py", *cv_flags, *extra, "--cv.name", name, "--cv.storage_path", str(storage)],
             env,
             logs,
             clock.left() - 20,
@@ -295,6 +317,14 @@ def main() -> None:
                     if f.is_file():
                         tar.add(f, arcname=f"{name}/{f.name}")
         shutil.rmtree(storage, ignore_errors=True)  # disk for the next step
+
+    for name in steps:
+        if name == "throughput":
+            throughput()
+        elif name == "shapes":
+            shapes()
+        else:
+            job(name, variants[name])
 
     if monitor:
         monitor.terminate()
@@ -337,6 +367,20 @@ def summarize(f: dict) -> str:
             f"throughput: seed {t['seed']['examples_per_s']:.1f} ex/s, default {t['default']['examples_per_s']:.1f} ex/s "
             f"({t['default']['tokens_per_s']:.0f} tokens/s): default/seed {t['default_over_seed']:.2f}x"
         )
+    sh = f.get("shapes", {})
+    if "train_default" in sh:
+        line = (
+            f"shapes: first use of a new width costs {sh['train_default']['extra_per_width_s'] * 1e3:.0f} ms (train step), "
+            f"{sh['eval_default']['extra_per_width_s'] * 1e3:.0f} ms (eval batch 256)"
+        )
+        if "train_cudnn_sdp_off" in sh:
+            line += (
+                f"; cuDNN attention off: {sh['train_cudnn_sdp_off']['extra_per_width_s'] * 1e3:.0f} / "
+                f"{sh['eval_cudnn_sdp_off']['extra_per_width_s'] * 1e3:.0f} ms"
+            )
+        lines.append(line + f"; steady step at width 64: {sh['steady_step_s_at_64'] * 1e3:.1f} ms")
+        if sh.get("attention_kernels"):
+            lines.append(f"  attention kernels: {sh['attention_kernels']}")
     for name in ("concurrent", "sequential"):
         j = f.get(name, {})
         if "rc" not in j:

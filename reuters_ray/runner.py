@@ -53,7 +53,7 @@ from reuters_ray.storage import (
 # what is fitted after the folds, from their kept results: a finished run resumed with another value scores again.)
 RESUME_FREE_KEYS = {
     "cv": ("name", "storage_path", "gpus_per_fold", "cpus_per_fold", "max_failures", "baseline", "blend"),
-    "train": ("eval_batch_size", "compile", "keep_checkpoints", "checkpoint_every"),
+    "train": ("eval_batch_size", "pad_multiple", "compile", "keep_checkpoints", "checkpoint_every"),
 }
 
 

@@ -62,7 +62,7 @@ class FoldResult:
 class Profile:
     """How a fold computes, not what: both profiles make the same updates from the same examples."""
 
-    pad_to: str  # "max_length" (every batch padded to max_length) or "longest" (to the batch's longest, x8)
+    pad_to: str  # "max_length" (every batch padded to max_length) or "longest" (to the batch's longest, rounded up)
     group_by_length: bool  # batches of similar lengths (random within buckets), so padding stays small
     merge_accumulation: bool  # one micro-batch of batch_size x grad_accum instead of grad_accum small ones
     gradient_checkpointing: bool | None  # None: decided by memory (see decide_checkpointing)
@@ -169,13 +169,25 @@ def length_grouped_batches(
     return [batches[i] for i in rng.permutation(len(batches))]
 
 
+def pad_multiple(requested: int | None, device: torch.device) -> int:
+    """What padded-to-longest widths round up to (train.pad_multiple): 32 on a GPU (few shapes), 8 on CPU."""
+    return requested or (32 if device.type == "cuda" else 8)
+
+
 def collate(
-    tokens: TokenArrays, labels: np.ndarray, idx: np.ndarray, pad_to: str, device: torch.device
+    tokens: TokenArrays,
+    labels: np.ndarray,
+    idx: np.ndarray,
+    pad_to: str,
+    device: torch.device,
+    multiple: int | None = None,
 ) -> dict[str, torch.Tensor]:
-    """Input ids, attention mask and labels for rows `idx`, padded as the profile says."""
+    """Input ids, attention mask and labels for rows `idx`, padded as the profile says ("longest": to the batch's
+    longest rounded up to `multiple`, by default pad_multiple's for the device)."""
     max_length = tokens.ids.shape[1]
     lengths = tokens.lengths[idx]
-    width = max_length if pad_to == "max_length" else min(max_length, -(-int(lengths.max()) // 8) * 8)
+    m = pad_multiple(multiple, device)
+    width = max_length if pad_to == "max_length" else min(max_length, -(-int(lengths.max()) // m) * m)
     ids = torch.from_numpy(tokens.ids[idx, :width].astype(np.int64))
     mask = torch.arange(width)[None, :] < torch.from_numpy(lengths)[:, None]
     batch = {"input_ids": ids, "attention_mask": mask, "labels": torch.from_numpy(labels[idx])}
@@ -203,7 +215,14 @@ def _autocast(device: torch.device, precision: str):
 
 @torch.inference_mode()
 def predict_logits(
-    model, tokens: TokenArrays, idx: np.ndarray, batch_size: int, pad_to: str, device: torch.device, precision: str
+    model,
+    tokens: TokenArrays,
+    idx: np.ndarray,
+    batch_size: int,
+    pad_to: str,
+    device: torch.device,
+    precision: str,
+    multiple: int | None = None,
 ) -> np.ndarray:
     """Float32 logits for rows `idx`, in that order. Rows are batched longest-first, so padding stays small."""
     model.eval()
@@ -212,7 +231,7 @@ def predict_logits(
     dummy = np.zeros(len(tokens), dtype=np.int64)
     for start in range(0, len(idx), batch_size):
         rows = order[start : start + batch_size]
-        batch = collate(tokens, dummy, idx[rows], pad_to, device)
+        batch = collate(tokens, dummy, idx[rows], pad_to, device, multiple)
         with _autocast(device, precision):
             logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
         out[rows] = logits.float().cpu().numpy()
@@ -366,7 +385,7 @@ def train_fold(
             group = batches[g : g + accum]
             n = sum(len(b) for b in group)  # the loss is a mean over the step's examples: 8x4 == 32x1
             for rows in group:
-                batch = collate(data.tokens, data.labels, rows, profile.pad_to, device)
+                batch = collate(data.tokens, data.labels, rows, profile.pad_to, device, tc.pad_multiple)
                 with _autocast(device, precision):
                     logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
                 loss = focal_loss(logits, batch["labels"], alpha, tc.focal_gamma, tc.label_smoothing, reduction="sum")
@@ -392,6 +411,7 @@ def train_fold(
             profile.pad_to,
             device,
             precision,
+            tc.pad_multiple,
         )
         y_val = data.labels[data.val_idx]
         val_loss = focal_loss(
