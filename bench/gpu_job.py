@@ -83,7 +83,7 @@ def stop_ray(env: dict[str, str]) -> None:
 
 def job_figures(jsonl: Path) -> dict:
     """Figures of one cv job from its JSON-lines console: per-fold epoch rows (complete or not) and the result."""
-    epochs, done = [], None
+    epochs, done, data_at = [], None, None
     for line in jsonl.read_text().splitlines() if jsonl.exists() else []:
         try:
             ev = json.loads(line)
@@ -93,6 +93,8 @@ def job_figures(jsonl: Path) -> dict:
             epochs.append(ev)
         elif ev.get("event") == "done":
             done = ev
+        elif ev.get("event") == "info" and "train" in ev and "folds" in ev:  # the data line: data phase over
+            data_at = ev["time"]
     folds = {}
     for ev in epochs:
         f = folds.setdefault(
@@ -109,6 +111,11 @@ def job_figures(jsonl: Path) -> dict:
                 "first_t": ev["time"],
             },
         )
+        if f["epochs"] == 0:  # a fold's start-up: Ray starting its worker, then the worker's imports and set-up
+            f["first_step_at"] = ev["time"] - ev["time/epoch_s"] - (ev.get("time/report_s") or 0.0)
+            f["worker_started_at"] = ev.get("time/worker_started_at")
+            f["setup_s"] = ev.get("time/setup_s")
+            f["epoch1_train_s"], f["epoch1_val_s"] = ev["time/train_s"], ev["time/val_s"]
         f["epochs"] += 1
         for k in ("train", "val", "checkpoint", "report"):
             f[f"{k}_s"] += ev.get(f"time/{k}_s") or 0.0
@@ -124,6 +131,13 @@ def job_figures(jsonl: Path) -> dict:
         f["tokens_per_s"] = sum(tok[1:]) / len(tok[1:]) if len(tok) > 1 else tok[0]
         f["epoch_wall_s"] = (f["train_s"] + f["val_s"] + f["checkpoint_s"] + f["report_s"]) / f["epochs"]
     out = {"folds": folds, "finished": done is not None}
+    if data_at is not None and done:  # the folds' phase starts once Ray is up (ray_start_s after the data line)
+        start = data_at + done["timing"]["ray_start_s"]
+        for f in folds.values():
+            f["to_first_step_s"] = f["first_step_at"] - start
+            if f.get("worker_started_at"):
+                f["ray_to_worker_s"] = f["worker_started_at"] - start
+                f["worker_to_first_step_s"] = f["first_step_at"] - f["worker_started_at"]
     if done:
         out.update({k: done[k] for k in ("accuracy", "f1_weighted", "f1_macro", "timing") if k in done})
     out["epochs_done"] = len(epochs)
@@ -396,6 +410,12 @@ def summarize(f: dict) -> str:
                 f"  fold {k}: {fo['epochs']} epochs, per epoch {fo['epoch_wall_s']:.2f} s (train {fo['train_s'] / fo['epochs']:.2f}, "
                 f"val {fo['val_s'] / fo['epochs']:.2f}, ckpt {fo['checkpoint_s'] / fo['epochs']:.2f}, report {fo['report_s'] / fo['epochs']:.2f}), "
                 f"{fo['examples_per_s']:.0f} ex/s, {fo['tokens_per_s']:.0f} tok/s, peak {fo['peak_gpu_gib']} GiB"
+            )
+            lines.append(
+                f"    start-up: first step {fo.get('to_first_step_s', float('nan')):.1f} s into the folds' phase "
+                f"(Ray to the worker {fo.get('ray_to_worker_s', float('nan')):.1f} s, worker to first step "
+                f"{fo.get('worker_to_first_step_s', float('nan')):.1f} s, of which model set-up {fo.get('setup_s') or 0:.1f} s); "
+                f"epoch 1: train {fo['epoch1_train_s']:.1f} s, val {fo['epoch1_val_s']:.1f} s"
             )
     if "concurrent_over_sequential" in f:
         lines.append(

@@ -120,10 +120,6 @@ class TrainConfig:
     # Validation/ensemble batch (length-sorted, no gradients). Unset: 256 on a GPU, 16 on CPU, where small
     # batches ran faster (cache-sized; bench/inference.py).
     eval_batch_size: int | None = None
-    # Padded-to-longest batches round their width up to this multiple. Unset: 32 on a GPU, where each new batch
-    # shape costs a one-off setup (H100: epoch 1 took ~0.4 s more per new width) and x32 gives 10 widths instead
-    # of x8's 37 for 6% more tokens (bench/padding.py); 8 on CPU, where every padded token costs compute.
-    pad_multiple: int | None = None
     keep_checkpoints: int = 5  # latest epoch checkpoints kept per fold; the best model is always kept
     # Write a resumable checkpoint every this many epochs, and always after the last. Each one holds the weights,
     # the optimizer state and the best model so far (about 440 MB for Small BERT); a resume replays the epochs
@@ -152,7 +148,6 @@ class TrainConfig:
                 (self.max_grad_norm >= 0, "max_grad_norm", ">= 0"),
                 (self.precision in ("auto", "bf16", "fp16", "fp32"), "precision", "auto, bf16, fp16 or fp32"),
                 (self.eval_batch_size is None or self.eval_batch_size >= 1, "eval_batch_size", ">= 1 or unset"),
-                (self.pad_multiple is None or self.pad_multiple >= 1, "pad_multiple", ">= 1 or unset"),
                 (self.keep_checkpoints >= 1, "keep_checkpoints", ">= 1"),
                 (self.checkpoint_every >= 1, "checkpoint_every", ">= 1"),
             ],

@@ -188,7 +188,7 @@ def wall_time(m: dict[str, Any]) -> str:
         ("Ray start-up", "ray_start_s"),
         ("folds", "folds_s"),
         ("ensemble", "ensemble_s"),
-        ("linear model (baseline, blend)", "baseline_s"),
+        ("linear model (baseline, blend; fitted while the folds train)", "baseline_s"),
     ]
     timing = m.get("timing") or {}
     if timing:
@@ -350,6 +350,7 @@ def build_sections(run: dict[str, Any]) -> tuple[str, list[tuple[str, list[Block
         [
             "fold",
             "wall",
+            "set-up",
             "training",
             "validation",
             "checkpoint write",
@@ -362,17 +363,18 @@ def build_sections(run: dict[str, Any]) -> tuple[str, list[tuple[str, list[Block
             [
                 f["fold"],
                 duration(f.get("wall_s", f["train_s"])),
-                *(_seconds(f.get(k)) for k in ("train_s", "val_s", "checkpoint_s", "report_s")),
+                *(_seconds(f.get(k)) for k in ("setup_s", "train_s", "val_s", "checkpoint_s", "report_s")),
                 _number(f.get("examples_per_s"), ".1f"),
                 _number(f.get("tokens_per_s"), ",.0f"),
                 "n/a" if f.get("peak_gpu_gib") is None else f"{f['peak_gpu_gib']:.2f} GiB",
             ]
             for f in folds
         ],
-        (0, 1, 2, 3, 4, 5, 6, 7, 8),
+        (0, 1, 2, 3, 4, 5, 6, 7, 8, 9),
     )
     time_note = (
-        "Where each fold's time went, summed over its epochs: training steps, validation, writing checkpoints "
+        "Where each fold's time went, summed over its epochs: set-up (the model built and moved to its device, "
+        "a checkpoint loaded; once per worker start), training steps, validation, writing checkpoints "
         "(weights, optimizer state, best model) and reporting them into Ray storage (the last epoch's report is "
         "not counted: it happens after its own checkpoint is written). Throughput is training examples and "
         "real (non-pad) tokens per second of training time."

@@ -53,7 +53,7 @@ from reuters_ray.storage import (
 # what is fitted after the folds, from their kept results: a finished run resumed with another value scores again.)
 RESUME_FREE_KEYS = {
     "cv": ("name", "storage_path", "gpus_per_fold", "cpus_per_fold", "max_failures", "baseline", "blend"),
-    "train": ("eval_batch_size", "pad_multiple", "compile", "keep_checkpoints", "checkpoint_every"),
+    "train": ("eval_batch_size", "compile", "keep_checkpoints", "checkpoint_every"),
 }
 
 
@@ -141,8 +141,8 @@ def place_folds(cv, cluster: dict[str, float]) -> float:
 
 
 def fold_timing(history: list[dict[str, Any]]) -> dict[str, Any]:
-    """Where a fold's time went, from its epoch rows: seconds of training, validation, checkpoint writing and
-    reporting (the upload into storage; the last epoch's is not in its own checkpoint), throughput, peak GPU
+    """Where a fold's time went, from its epoch rows: seconds of set-up (model, device), training, validation,
+    checkpoint writing and reporting (the upload into storage; the last epoch's is not in its own checkpoint), throughput, peak GPU
     memory."""
 
     def total(key: str) -> float:
@@ -154,11 +154,12 @@ def fold_timing(history: list[dict[str, Any]]) -> dict[str, Any]:
 
     peaks = [r["memory/peak_gib"] for r in history if r.get("memory/peak_gib") is not None]
     return {
+        "setup_s": total("time/setup_s"),
         "train_s": total("time/train_s"),
         "val_s": total("time/val_s"),
         "checkpoint_s": total("time/checkpoint_s"),
         "report_s": total("time/report_s"),
-        "wall_s": total("time/epoch_s") + total("time/report_s"),
+        "wall_s": total("time/setup_s") + total("time/epoch_s") + total("time/report_s"),
         "examples_per_s": mean("train/examples_per_s"),
         "tokens_per_s": mean("train/tokens_per_s"),
         "peak_gpu_gib": max(peaks) if peaks else None,
@@ -253,18 +254,28 @@ def read_fold_checkpoint(fs: pafs.FileSystem, path: str) -> dict[str, Any]:
     return json.loads(text)
 
 
-def blend_phase(cfg: RunConfig, ds, folds, oof_logits, ensemble, ensemble_probs, timing, console: Console):
-    """Fits the linear model on each fold's training rows and on the whole training split; adds the baseline's
-    test figures (cv.baseline) and, with cv.blend, blends its probabilities with the ensemble's by the weight the
-    out-of-fold predictions chose. Returns (the run's test metrics, its test probabilities, the linear model)."""
-    from reuters_ray.baseline import NAME, baseline_metrics
-    from reuters_ray.blend import combine, fit_blend
-    from reuters_ray.metrics import evaluate_scores
+def fit_linear(ds, folds) -> tuple[Any, np.ndarray, float]:
+    """The linear model fitted on each fold's training rows and on the whole training split (baseline.fit_cv),
+    and its seconds. CPU work on the driver: run_cv runs it in a thread while the folds train."""
+    from reuters_ray.baseline import fit_cv
 
     t = time.perf_counter()
-    linear, blend = fit_blend(ds, folds, oof_logits)
+    linear, oof_scores = fit_cv(ds.train_texts, ds.train_labels, folds, ds.num_classes)
+    return linear, oof_scores, time.perf_counter() - t
+
+
+def blend_phase(cfg: RunConfig, ds, fitted, oof_logits, ensemble, ensemble_probs, timing, console: Console):
+    """With the linear model (`fitted`: fit_linear's result), adds the baseline's test figures (cv.baseline) and,
+    with cv.blend, blends its probabilities with the ensemble's by the weight the out-of-fold predictions chose.
+    Returns (the run's test metrics, its test probabilities, the linear model)."""
+    from reuters_ray.baseline import NAME, baseline_metrics
+    from reuters_ray.blend import blend_fitted, combine
+    from reuters_ray.metrics import evaluate_scores
+
+    linear, oof_scores, fit_s = fitted
+    linear, blend = blend_fitted(ds, (linear, oof_scores), oof_logits)
     scores = linear.scores(ds.test_texts)
-    timing["baseline_s"] = time.perf_counter() - t  # the linear model's fits: one per fold and one on everything
+    timing["baseline_s"] = fit_s  # the linear model's fits (one per fold, one on everything), during the folds
     metrics, probs = dict(ensemble), ensemble_probs
     if cfg.cv.blend:
         probs = combine(ensemble_probs, linear.proba_of_scores(scores), blend["weight"])
@@ -299,6 +310,7 @@ def predictor_line(m: dict[str, Any]) -> str:
 
 def _fold_worker(config: dict[str, Any]) -> None:
     """Ray Train worker: one fold's training loop, each epoch (and its checkpoint) reported into Ray storage."""
+    started_at = time.time()  # against the driver's clock: how long Ray took to start this worker
     import ray
     import ray.train
     import ray.train.torch
@@ -317,7 +329,7 @@ def _fold_worker(config: dict[str, Any]) -> None:
     def report(metrics: dict[str, Any], checkpoint_dir: Path | None) -> None:
         print(format_row(metrics), flush=True)
         checkpoint = ray.train.Checkpoint.from_directory(str(checkpoint_dir)) if checkpoint_dir else None
-        ray.train.report(metrics, checkpoint=checkpoint)
+        ray.train.report({**metrics, "time/worker_started_at": started_at}, checkpoint=checkpoint)
 
     with tempfile.TemporaryDirectory() as tmp:
         resume = None
@@ -614,6 +626,11 @@ def _run_cv(cfg: RunConfig, console: Console) -> dict[str, Any]:
             f"run {name}: resuming (finished folds are kept, unfinished ones continue from their last checkpoint)",
             resuming=True,
         )
+    linear_fit = None  # CPU work on the driver while the folds train: it then costs the run no wall time
+    if cfg.cv.blend or cfg.cv.baseline:
+        pool = ThreadPoolExecutor(1, thread_name_prefix="linear-model")
+        linear_fit = pool.submit(fit_linear, ds, folds)
+        pool.shutdown(wait=False)
     fold_rows, best_paths, history = [], [], []
     for k, folder in enumerate(_run_folds(cfg, run_path, run_uri, fs, gpu_share, train_ref, console, name)):
         # Each fold's summary, from its last checkpoint as Ray Train registered it (a checkpoint folder uploaded
@@ -645,7 +662,7 @@ def _run_cv(cfg: RunConfig, console: Console) -> dict[str, Any]:
     # The linear model inside the same folds: the baseline's figures, and the blend's weight chosen out of fold.
     metrics, probs, linear = dict(ensemble), softmax(mean), None
     if cfg.cv.blend or cfg.cv.baseline:
-        metrics, probs, linear = blend_phase(cfg, ds, folds, oof_logits, ensemble, probs, timing, console)
+        metrics, probs, linear = blend_phase(cfg, ds, linear_fit.result(), oof_logits, ensemble, probs, timing, console)
     metrics["ensemble"] = ensemble
     metrics["out_of_fold"] = out_of_fold_metrics(ds.train_labels, oof_logits, ds.label_names, fold_rows)
     metrics.update(

@@ -6,6 +6,7 @@ a `report` function that forwards each epoch's metrics and checkpoint folder.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import socket
@@ -17,6 +18,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from reuters_ray.checkpoint import (
     cpu_state,
@@ -62,7 +64,7 @@ class FoldResult:
 class Profile:
     """How a fold computes, not what: both profiles make the same updates from the same examples."""
 
-    pad_to: str  # "max_length" (every batch padded to max_length) or "longest" (to the batch's longest, rounded up)
+    pad_to: str  # "max_length" (every batch padded to max_length) or "longest" (to the batch's longest, x8)
     group_by_length: bool  # batches of similar lengths (random within buckets), so padding stays small
     merge_accumulation: bool  # one micro-batch of batch_size x grad_accum instead of grad_accum small ones
     gradient_checkpointing: bool | None  # None: decided by memory (see decide_checkpointing)
@@ -169,25 +171,13 @@ def length_grouped_batches(
     return [batches[i] for i in rng.permutation(len(batches))]
 
 
-def pad_multiple(requested: int | None, device: torch.device) -> int:
-    """What padded-to-longest widths round up to (train.pad_multiple): 32 on a GPU (few shapes), 8 on CPU."""
-    return requested or (32 if device.type == "cuda" else 8)
-
-
 def collate(
-    tokens: TokenArrays,
-    labels: np.ndarray,
-    idx: np.ndarray,
-    pad_to: str,
-    device: torch.device,
-    multiple: int | None = None,
+    tokens: TokenArrays, labels: np.ndarray, idx: np.ndarray, pad_to: str, device: torch.device
 ) -> dict[str, torch.Tensor]:
-    """Input ids, attention mask and labels for rows `idx`, padded as the profile says ("longest": to the batch's
-    longest rounded up to `multiple`, by default pad_multiple's for the device)."""
+    """Input ids, attention mask and labels for rows `idx`, padded as the profile says."""
     max_length = tokens.ids.shape[1]
     lengths = tokens.lengths[idx]
-    m = pad_multiple(multiple, device)
-    width = max_length if pad_to == "max_length" else min(max_length, -(-int(lengths.max()) // m) * m)
+    width = max_length if pad_to == "max_length" else min(max_length, -(-int(lengths.max()) // 8) * 8)
     ids = torch.from_numpy(tokens.ids[idx, :width].astype(np.int64))
     mask = torch.arange(width)[None, :] < torch.from_numpy(lengths)[:, None]
     batch = {"input_ids": ids, "attention_mask": mask, "labels": torch.from_numpy(labels[idx])}
@@ -208,21 +198,23 @@ def _device_name(device: torch.device) -> str:
     return f"cpu ({n} thread{'s' if n > 1 else ''})"
 
 
-def _autocast(device: torch.device, precision: str):
+# cuDNN's attention builds a plan for every new batch shape: 0.33 s each on the H100, 17 s of a fold's first epoch
+# with length-grouped batches. Flash and memory-efficient attention need none and step as fast
+# (bench/shape_warmup.py, docs/results.md).
+ATTENTION_BACKENDS = [SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH]
+
+
+@contextlib.contextmanager
+def forward_mode(device: torch.device, precision: str):
+    """Mixed precision as `precision` says (bf16/fp16 autocast, or none), attention without cuDNN's backend."""
     dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision)
-    return torch.autocast(device.type, dtype=dtype, enabled=dtype is not None)
+    with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None), sdpa_kernel(ATTENTION_BACKENDS):
+        yield
 
 
 @torch.inference_mode()
 def predict_logits(
-    model,
-    tokens: TokenArrays,
-    idx: np.ndarray,
-    batch_size: int,
-    pad_to: str,
-    device: torch.device,
-    precision: str,
-    multiple: int | None = None,
+    model, tokens: TokenArrays, idx: np.ndarray, batch_size: int, pad_to: str, device: torch.device, precision: str
 ) -> np.ndarray:
     """Float32 logits for rows `idx`, in that order. Rows are batched longest-first, so padding stays small."""
     model.eval()
@@ -231,8 +223,8 @@ def predict_logits(
     dummy = np.zeros(len(tokens), dtype=np.int64)
     for start in range(0, len(idx), batch_size):
         rows = order[start : start + batch_size]
-        batch = collate(tokens, dummy, idx[rows], pad_to, device, multiple)
-        with _autocast(device, precision):
+        batch = collate(tokens, dummy, idx[rows], pad_to, device)
+        with forward_mode(device, precision):
             logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
         out[rows] = logits.float().cpu().numpy()
     return out
@@ -306,6 +298,7 @@ def train_fold(
     Raises CheckpointError when a single resume_from is damaged, or when the one resumed from belongs to another
     model or data set.
     """
+    t_setup = time.perf_counter()
     tc, mc = cfg.train, cfg.model
     seed = tc.seed + fold
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
@@ -370,6 +363,7 @@ def train_fold(
             f"{steps_per_epoch} steps/epoch of {micro}x{accum}, device {device}"
         )
 
+    setup_s = time.perf_counter() - t_setup  # model built and moved to the device (CUDA start-up), resume loaded
     for epoch in range(start_epoch, tc.max_epochs + 1):
         if finished or (stop_after_epoch is not None and epoch > stop_after_epoch):
             break
@@ -385,8 +379,8 @@ def train_fold(
             group = batches[g : g + accum]
             n = sum(len(b) for b in group)  # the loss is a mean over the step's examples: 8x4 == 32x1
             for rows in group:
-                batch = collate(data.tokens, data.labels, rows, profile.pad_to, device, tc.pad_multiple)
-                with _autocast(device, precision):
+                batch = collate(data.tokens, data.labels, rows, profile.pad_to, device)
+                with forward_mode(device, precision):
                     logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
                 loss = focal_loss(logits, batch["labels"], alpha, tc.focal_gamma, tc.label_smoothing, reduction="sum")
                 scaler.scale(loss / n).backward()
@@ -411,7 +405,6 @@ def train_fold(
             profile.pad_to,
             device,
             precision,
-            tc.pad_multiple,
         )
         y_val = data.labels[data.val_idx]
         val_loss = focal_loss(
@@ -433,6 +426,7 @@ def train_fold(
             # where the epoch's time goes: epoch_s = train + val + checkpoint (the write); report_s (the caller's
             # report, for Ray the upload into storage) is filled in once it returns, so it reaches later checkpoints
             "time/epoch_s": train_s + val_s,
+            "time/setup_s": setup_s if epoch == start_epoch else 0.0,  # before this process's first epoch
             "time/train_s": train_s,
             "time/val_s": val_s,
             "time/checkpoint_s": 0.0,

@@ -53,7 +53,7 @@ def row(epoch, f1, **extra):
 
 
 def test_a_fold_summary_from_its_last_checkpoint():
-    progress = {"finished": True, "epoch": 3, "history": [row(1, 0.5), row(2, 0.7), row(3, 0.6)],
+    progress = {"finished": True, "epoch": 3, "history": [row(1, 0.5, **{"time/setup_s": 4.0}), row(2, 0.7), row(3, 0.6)],
                 "early_stopping": {"best": 0.7, "best_epoch": 2, "bad_epochs": 1},
                 "setup": {"precision": "fp32", "gradient_checkpointing": False},
                 "restarts": [{"after_epoch": 1, "kind": "worker restart"}]}  # fmt: skip
@@ -66,8 +66,8 @@ def test_a_fold_summary_from_its_last_checkpoint():
         True,
     )
     assert s["val_accuracy"] == pytest.approx(0.71) and s["val_f1_macro"] == pytest.approx(0.6)
-    assert (s["train_s"], s["val_s"], s["checkpoint_s"]) == (6.0, 1.5, 0.75)
-    assert s["wall_s"] == pytest.approx(3 * 2.75 + 3 * 0.1) and s["device"] == "cpu (1 thread)"
+    assert (s["setup_s"], s["train_s"], s["val_s"], s["checkpoint_s"]) == (4.0, 6.0, 1.5, 0.75)
+    assert s["wall_s"] == pytest.approx(4.0 + 3 * 2.75 + 3 * 0.1) and s["device"] == "cpu (1 thread)"
     assert s["precision"] == "fp32" and s["restarts"] == progress["restarts"]
     assert summarize_fold(1, progress, patience=2)["stopped_early"] is False
     with pytest.raises(RuntimeError, match="fold 0's last checkpoint is not finished"):

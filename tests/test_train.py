@@ -14,7 +14,7 @@ from reuters_ray.errors import CheckpointError, ConfigError
 from reuters_ray.features import class_weights, tokenize
 from reuters_ray.models import build_model
 from reuters_ray.preprocess import preprocess
-from reuters_ray.train import EarlyStopping, FoldData, collate, lr_factor, pad_multiple, predict_logits, train_fold
+from reuters_ray.train import EarlyStopping, FoldData, collate, lr_factor, predict_logits, train_fold
 
 
 def best_val_logits(checkpoint):
@@ -110,23 +110,7 @@ def test_padding_to_max_length_or_longest_gives_the_same_logits(reuters, minilm_
     model = build_model("tiny-bert-random", data.label_names)
     a = predict_logits(model, data.tokens, data.val_idx, 8, "max_length", torch.device("cpu"), "fp32")
     b = predict_logits(model, data.tokens, data.val_idx, 8, "longest", torch.device("cpu"), "fp32")
-    c = predict_logits(model, data.tokens, data.val_idx, 8, "longest", torch.device("cpu"), "fp32", multiple=32)
     np.testing.assert_allclose(a, b, atol=1e-5)
-    np.testing.assert_allclose(a, c, atol=1e-5)
-
-
-def test_longest_padding_rounds_widths_up_to_the_pad_multiple(reuters, minilm_tokenizer):
-    data = fold_data(reuters, minilm_tokenizer, 60, max_length=128)
-    rows = data.train_idx[:5]
-    longest = int(data.tokens.lengths[rows].max())
-    cpu = torch.device("cpu")
-    assert pad_multiple(None, cpu) == 8 and pad_multiple(None, torch.device("cuda")) == 32
-    assert pad_multiple(16, torch.device("cuda")) == 16
-    for multiple, width in ((None, -(-longest // 8) * 8), (1, longest), (32, min(128, -(-longest // 32) * 32))):
-        batch = collate(data.tokens, data.labels, rows, "longest", cpu, multiple)
-        assert batch["input_ids"].shape == (5, width)
-        assert batch["attention_mask"].sum(1).tolist() == data.tokens.lengths[rows].tolist()
-    assert collate(data.tokens, data.labels, rows, "max_length", cpu, 32)["input_ids"].shape == (5, 128)
 
 
 def test_resume_after_epoch_k_ends_with_the_same_weights(reuters, minilm_tokenizer, tmp_path):
@@ -323,6 +307,7 @@ def test_checkpoint_every_n_epochs_and_where_each_epochs_time_goes(reuters, mini
     for r in res.history:
         assert r["time/train_s"] > 0 and r["time/val_s"] > 0 and r["time/report_s"] is not None
         assert (r["time/checkpoint_s"] > 0) == (r["epoch"] in (2, 4, 5))
+        assert (r["time/setup_s"] > 0) == (r["epoch"] == 1)  # the model's set-up, once per call
         assert r["time/epoch_s"] == pytest.approx(r["time/train_s"] + r["time/val_s"] + r["time/checkpoint_s"])
         assert r["memory/peak_gib"] is None  # CPU
     # a checkpoint's history has the reports of earlier epochs, not its own (that happens after it is written)
@@ -330,6 +315,7 @@ def test_checkpoint_every_n_epochs_and_where_each_epochs_time_goes(reuters, mini
     assert [r["time/report_s"] is None for r in progress["history"]] == [False, False, False, True]
     # resuming from epoch 2 replays epochs 3-5 and ends where the uninterrupted run ended
     resumed = train_fold(cfg, data, tmp_path / "part", resume_from=tmp_path / "every2" / "epoch_002", log=quiet)
+    assert [r["time/setup_s"] > 0 for r in resumed.history] == [True, False, True, False, False]
     for (k, a), b in zip(res.model.state_dict().items(), resumed.model.state_dict().values()):
         assert torch.equal(a, b), k
 
