@@ -88,10 +88,18 @@ def test_report_files_figures_and_numbers_equal_metrics_json(finished_run):
     ]
     # where each fold's time went, as folds.csv / metrics.json say, and the run's phases
     times = md_table(md, "| fold | wall |")
-    assert [[int(r[0]), r[2], r[3], r[4]] for r in times] == [
-        [f["fold"], f"{f['train_s']:.1f} s", f"{f['val_s']:.1f} s", f"{f['checkpoint_s']:.1f} s"] for f in m["folds"]
+    assert [[int(r[0]), r[2], r[3], r[4], r[5]] for r in times] == [
+        [
+            f["fold"],
+            f"{f['setup_s']:.1f} s",
+            f"{f['train_s']:.1f} s",
+            f"{f['val_s']:.1f} s",
+            f"{f['checkpoint_s']:.1f} s",
+        ]
+        for f in m["folds"]
     ]
-    assert all(f["train_s"] > 0 and f["checkpoint_s"] > 0 and f["examples_per_s"] > 0 for f in m["folds"])
+    assert all(f["setup_s"] > 0 and f["train_s"] > 0 and f["checkpoint_s"] > 0 for f in m["folds"])
+    assert all(f["examples_per_s"] > 0 for f in m["folds"])
     assert set(m["timing"]) == {"data_s", "ray_start_s", "folds_s", "ensemble_s", "baseline_s"}
     assert f"folds {m['timing']['folds_s']:.1f} s" in md
     per_class = md_table(md, "| class |")
