@@ -109,6 +109,7 @@ def job_figures(jsonl: Path) -> dict:
                 "tokens_per_s": [],
                 "peak_gpu_gib": None,
                 "first_t": ev["time"],
+                "walls": [],
             },
         )
         if f["epochs"] == 0:  # a fold's start-up: Ray starting its worker, then the worker's imports and set-up
@@ -119,6 +120,7 @@ def job_figures(jsonl: Path) -> dict:
         f["epochs"] += 1
         for k in ("train", "val", "checkpoint", "report"):
             f[f"{k}_s"] += ev.get(f"time/{k}_s") or 0.0
+        f["walls"].append(sum(ev.get(f"time/{k}_s") or 0.0 for k in ("train", "val", "checkpoint", "report")))
         f["examples_per_s"].append(ev["train/examples_per_s"])
         f["tokens_per_s"].append(ev["train/tokens_per_s"])
         if ev.get("memory/peak_gib") is not None:
@@ -130,6 +132,8 @@ def job_figures(jsonl: Path) -> dict:
         f["examples_per_s"] = sum(ex[1:]) / len(ex[1:]) if len(ex) > 1 else ex[0]
         f["tokens_per_s"] = sum(tok[1:]) / len(tok[1:]) if len(tok) > 1 else tok[0]
         f["epoch_wall_s"] = (f["train_s"] + f["val_s"] + f["checkpoint_s"] + f["report_s"]) / f["epochs"]
+        walls = f.pop("walls")  # steady epochs: all but the first (start-up, first use of each batch shape)
+        f["steady_epoch_s"] = sum(walls[1:]) / len(walls[1:]) if len(walls) > 1 else walls[0]
     out = {"folds": folds, "finished": done is not None}
     if data_at is not None and done:  # the folds' phase starts once Ray is up (ray_start_s after the data line)
         start = data_at + done["timing"]["ray_start_s"]
@@ -143,8 +147,11 @@ def job_figures(jsonl: Path) -> dict:
     out["epochs_done"] = len(epochs)
     if done:  # seconds of the folds' phase per fold epoch, start-up of each fold included
         out["s_per_fold_epoch"] = done["timing"]["folds_s"] / len(epochs)
-    if folds:  # steady state: the mean wall time of one fold epoch (train, val, checkpoint, report)
+    if folds:  # the mean wall time of one fold epoch (train, val, checkpoint, report): all epochs, steady ones
         out["epoch_wall_s"] = sum(f["epoch_wall_s"] for f in folds.values()) / len(folds)
+        out["steady_epoch_s"] = sum(f["steady_epoch_s"] for f in folds.values()) / len(folds)
+        out["examples_per_s"] = sum(f["examples_per_s"] for f in folds.values())  # all folds' steady throughput
+        out["epochs_per_fold"] = max(f["epochs"] for f in folds.values())
     return out
 
 
@@ -350,17 +357,16 @@ def main() -> None:
             "mean_utilization_pct": sum(util) / len(util) if util else None,
         }
 
-    # Folds at once against one after another: seconds per fold epoch of the whole folds' phase when both runs
-    # finished; otherwise the sequential run's steady epoch time (a fold alone on the GPU) against the concurrent
-    # run's folds' phase per fold epoch (its folds' start-up included, so this favours sequential slightly).
+    # Folds at once against one after another. Steady state (epochs 2+): training examples per second of all folds
+    # together against one fold alone, and fold epochs per second. The whole folds' phase only when both runs ran
+    # the same epochs per fold (start-up is paid once at once, once per fold in a row).
     c, s = figures.get("concurrent", {}), figures.get("sequential", {})
-    if c.get("s_per_fold_epoch") and (s.get("s_per_fold_epoch") or s.get("epoch_wall_s")):
-        figures["concurrent_over_sequential"] = (s.get("s_per_fold_epoch") or s["epoch_wall_s"]) / c["s_per_fold_epoch"]
-        figures["concurrent_over_sequential_basis"] = (
-            "folds' phase" if s.get("s_per_fold_epoch") else "sequential steady epochs"
-        )
-    if c.get("epoch_wall_s") and s.get("epoch_wall_s"):  # steady state only: n folds' epochs at once against one alone
-        figures["concurrent_over_sequential_steady"] = len(c["folds"]) * s["epoch_wall_s"] / c["epoch_wall_s"]
+    if c.get("folds") and s.get("folds"):
+        n_seq = len(s["folds"])
+        figures["concurrent_over_sequential_throughput"] = c["examples_per_s"] / (s["examples_per_s"] / n_seq)
+        figures["concurrent_over_sequential_steady"] = len(c["folds"]) * s["steady_epoch_s"] / c["steady_epoch_s"]
+        if c.get("s_per_fold_epoch") and s.get("s_per_fold_epoch") and c["epochs_per_fold"] == s["epochs_per_fold"]:
+            figures["concurrent_over_sequential_folds_phase"] = s["s_per_fold_epoch"] / c["s_per_fold_epoch"]
     (out / "figures.json").write_text(json.dumps(figures, indent=1, default=str))
     summary = summarize(figures)
     (out / "summary.txt").write_text(summary)
@@ -417,12 +423,13 @@ def summarize(f: dict) -> str:
                 f"{fo.get('worker_to_first_step_s', float('nan')):.1f} s, of which model set-up {fo.get('setup_s') or 0:.1f} s); "
                 f"epoch 1: train {fo['epoch1_train_s']:.1f} s, val {fo['epoch1_val_s']:.1f} s"
             )
-    if "concurrent_over_sequential" in f:
-        lines.append(
-            f"concurrent/sequential throughput: {f['concurrent_over_sequential']:.2f}x ({f['concurrent_over_sequential_basis']})"
-        )
-    if "concurrent_over_sequential_steady" in f:
-        lines.append(f"concurrent/sequential, steady epochs only: {f['concurrent_over_sequential_steady']:.2f}x")
+    for key, what in (
+        ("concurrent_over_sequential_throughput", "steady training examples/s, all folds at once against one alone"),
+        ("concurrent_over_sequential_steady", "steady fold epochs per second"),
+        ("concurrent_over_sequential_folds_phase", "the whole folds' phase, same epochs per fold"),
+    ):
+        if key in f:
+            lines.append(f"concurrent/sequential, {what}: {f[key]:.2f}x")
     if "nvidia_smi" in f:
         lines.append(f"nvidia-smi: {f['nvidia_smi']}")
     return "\n".join(lines) + "\n"

@@ -142,8 +142,8 @@ def place_folds(cv, cluster: dict[str, float]) -> float:
 
 def fold_timing(history: list[dict[str, Any]]) -> dict[str, Any]:
     """Where a fold's time went, from its epoch rows: seconds of set-up (model, device), training, validation,
-    checkpoint writing and reporting (the upload into storage; the last epoch's is not in its own checkpoint), throughput, peak GPU
-    memory."""
+    checkpoint writing and reporting (the upload into storage; the last epoch's is not in its own checkpoint),
+    throughput, peak GPU memory."""
 
     def total(key: str) -> float:
         return float(sum(r.get(key) or 0.0 for r in history))
@@ -434,31 +434,23 @@ def check_nodes_can_write(storage_path: str, run_uri: str) -> None:
             )
 
 
-TRAIN_STATE_ACTOR = "train_v2_state_actor"  # Ray Train's (2.60) detached actor behind its state tracking
+# Detached actors that every Train controller of Ray 2.60 gets or creates (they outlive jobs): the state actor behind
+# Train's state tracking, and the autoscaling coordinator. Controllers started at once race to create them, and
+# the losers' creations are FAILED tasks in a healthy run's job.
+TRAIN_SHARED_ACTORS = ("train_v2_state_actor", "AutoscalingCoordinator")
 
 
-def _create_train_state_actor() -> bool:
-    """Creates Ray Train's state actor from the driver, with Ray Train's own function (Ray 2.60), so that the
-    folds' controllers find it and all folds start at once (on the H100 the wait below held folds 1 and 2 back 4 s).
-    A named actor's name is registered before .remote() returns. False where that internal function is gone."""
-    try:
-        from ray.train.v2._internal.state.state_actor import get_or_create_state_actor
-    except ImportError:
-        return False
-    get_or_create_state_actor()
-    return True
-
-
-def _await_train_state_actor(first_fold, timeout: float = 30.0) -> None:
-    """Waits until the first fold's Train controller has created Ray Train's state actor (at most `timeout`
-    seconds, and not past that fold's end), unless it exists already (it outlives jobs). The other folds start
-    after: started at once, their controllers race to create it and the losers' creations are FAILED tasks in a
-    healthy run's job. Seen through Ray's public list of named actors; if Ray renames it, this only waits."""
+def _await_train_shared_actors(first_fold, timeout: float = 30.0) -> None:
+    """Waits until the first fold's Train controller has created Ray Train's shared actors (at most `timeout`
+    seconds, and not past that fold's end), unless they exist already; the other folds start after. Seen through
+    Ray's public list of named actors; if Ray renames them, this only waits. (Creating them from the driver
+    instead was tried: the folds then raced for the coordinator; docs/results.md.)"""
     import ray
 
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline and not first_fold.done():
-        if any(a["name"] == TRAIN_STATE_ACTOR for a in ray.util.list_named_actors(all_namespaces=True)):
+        names = {a["name"] for a in ray.util.list_named_actors(all_namespaces=True)}
+        if names.issuperset(TRAIN_SHARED_ACTORS):
             return
         time.sleep(0.2)
 
@@ -747,16 +739,13 @@ def _run_folds(cfg: RunConfig, run_path, run_uri, fs, gpu_share, train_ref, cons
     progress = ray.remote(num_cpus=0)(_Progress).options(name=f"{name}:progress").remote()
     errors: dict[int, BaseException] = {}
     console.expected = {k for k in range(cfg.cv.folds) if k not in folders}
-    # Ray Train's state actor (state tracking on): made here, or the first fold makes it while the others wait
-    tracking = os.environ.get("RAY_TRAIN_ENABLE_STATE_TRACKING") == "1"
-    state_actor = not tracking or _create_train_state_actor()
     with ThreadPoolExecutor(max_workers=cfg.cv.folds) as pool:
         futures = {}
         for k in [k for k in range(cfg.cv.folds) if k not in folders]:
             task = FoldTask(cfg, k, gpu_share, cfg.cv.cpus_per_fold, uuid.uuid4().hex[:12])
             futures[pool.submit(_fit_fold, task, [train_ref], run_uri, progress)] = k
-            if len(futures) == 1 and not state_actor:
-                _await_train_state_actor(next(iter(futures)))
+            if len(futures) == 1:
+                _await_train_shared_actors(next(iter(futures)))
         pending = set(futures)
         while pending:
             for row in ray.get(progress.take.remote(1.0)):
