@@ -225,30 +225,29 @@ class OnnxFolds:
         return out
 
 
-def export_cache_dir(run_dir: str | Path) -> Path:
+def export_cache_dir(run_dir: str | Path, local: Path | None = None) -> Path:
     """Where cached_export keeps the export of run `run_dir`: $REUTERS_RAY_CACHE (default ~/.cache/reuters-ray)
     /exports/<hash of the run's location, the export RECIPE and the run's metrics.json>, so a resumed or rerun run,
-    or a newer way of exporting, gets a new export."""
-    from reuters_ray.storage import CACHE_ENV, fetch_run
+    or a newer way of exporting, gets a new export. `local`: the run's local copy, when the caller has it already.
+    Raises DataError naming `run_dir` when it is not a finished run."""
+    from reuters_ray.storage import CACHE_ENV, finished_run
 
-    try:
-        metrics = (fetch_run(str(run_dir)) / "metrics.json").read_bytes()
-    except (OSError, ValueError):
-        raise DataError(f"{run_dir}: no metrics.json; is it a finished reuters-ray run folder?") from None
+    metrics = ((local or finished_run(str(run_dir))) / "metrics.json").read_bytes()
     key = hashlib.sha256(f"{run_dir}\0{RECIPE}\0".encode() + metrics).hexdigest()[:16]
     return Path(os.environ.get(CACHE_ENV) or "~/.cache/reuters-ray").expanduser() / "exports" / key
 
 
 def cached_export(run_dir: str | Path, backend: str) -> Path:
     """The export of run `run_dir` with the graph for `backend`, made once into export_cache_dir and reused."""
-    from reuters_ray.storage import fetch_run
+    from reuters_ray.storage import finished_run
 
     if backend not in GRAPHS:
         raise DataError(f"backend {backend!r}: choose one of {', '.join(BACKENDS)}")
-    folder = export_cache_dir(run_dir)
+    local = finished_run(str(run_dir))  # a run in a bucket: fetched once (and its metrics.json read once)
+    folder = export_cache_dir(run_dir, local)
     try:
         read_manifest(folder, backend)
         return folder
     except DataError:  # not made yet, made without INT8, or damaged: made again
         shutil.rmtree(folder, ignore_errors=True)
-    return export_run(fetch_run(str(run_dir)), folder, int8=backend == "onnx-int8")
+    return export_run(local, folder, int8=backend == "onnx-int8")
