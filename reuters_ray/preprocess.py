@@ -106,13 +106,13 @@ def preprocess(ds: TextDataset, min_samples: int = 50, min_tokens: int = 3) -> T
 
 def subsample(ds: TextDataset, train: int | None, test: int | None, seed: int = 113) -> TextDataset:
     """A stratified, seeded sample of `train` training and `test` test examples (None keeps a split whole)."""
-    from sklearn.model_selection import train_test_split
-
     masks = {}
     for split, n in (("train", train), ("test", test)):
         labels = getattr(ds, f"{split}_labels")
         keep = np.ones(len(labels), dtype=bool)
         if n is not None and n < len(labels):
+            from sklearn.model_selection import train_test_split  # here: importing sklearn costs seconds
+
             try:
                 rows, _ = train_test_split(np.arange(len(labels)), train_size=n, stratify=labels, random_state=seed)
             except ValueError as e:
