@@ -26,6 +26,8 @@ made by `../shared/tools/device-pack.sh ray` and `... data`, plus .device/tokeni
 from __future__ import annotations
 
 import argparse
+import csv
+import io
 import json
 import os
 import shutil
@@ -81,8 +83,10 @@ def stop_ray(env: dict[str, str]) -> None:
     )
 
 
-def job_figures(jsonl: Path) -> dict:
-    """Figures of one cv job from its JSON-lines console: per-fold epoch rows (complete or not) and the result."""
+def job_figures(jsonl: Path, folds_csv: str | None = None) -> dict:
+    """Figures of one cv job from its JSON-lines console: per-fold epoch rows (complete or not) and the result.
+    An epoch row reaches the console before its report into Ray storage has been timed, so the reports' seconds
+    come from the finished run's folds.csv (its text, `folds_csv`), when there is one."""
     epochs, done, data_at = [], None, None
     for line in jsonl.read_text().splitlines() if jsonl.exists() else []:
         try:
@@ -108,7 +112,6 @@ def job_figures(jsonl: Path) -> dict:
                 "examples_per_s": [],
                 "tokens_per_s": [],
                 "peak_gpu_gib": None,
-                "first_t": ev["time"],
                 "walls": [],
             },
         )
@@ -125,15 +128,17 @@ def job_figures(jsonl: Path) -> dict:
         f["tokens_per_s"].append(ev["train/tokens_per_s"])
         if ev.get("memory/peak_gib") is not None:
             f["peak_gpu_gib"] = max(f["peak_gpu_gib"] or 0.0, ev["memory/peak_gib"])
-        f["last_t"] = ev["time"]
     for f in folds.values():
         # the first epoch carries the start-up (CUDA context, kernel selection): throughput over the later ones
         ex, tok = f.pop("examples_per_s"), f.pop("tokens_per_s")
         f["examples_per_s"] = sum(ex[1:]) / len(ex[1:]) if len(ex) > 1 else ex[0]
         f["tokens_per_s"] = sum(tok[1:]) / len(tok[1:]) if len(tok) > 1 else tok[0]
-        f["epoch_wall_s"] = (f["train_s"] + f["val_s"] + f["checkpoint_s"] + f["report_s"]) / f["epochs"]
         walls = f.pop("walls")  # steady epochs: all but the first (start-up, first use of each batch shape)
+        f["epoch_wall_s"] = sum(walls) / len(walls)
         f["steady_epoch_s"] = sum(walls[1:]) / len(walls[1:]) if len(walls) > 1 else walls[0]
+    for row in csv.DictReader(io.StringIO(folds_csv or "")):
+        if int(row["fold"]) in folds:
+            folds[int(row["fold"])]["report_s"] = float(row["report_s"])
     out = {"folds": folds, "finished": done is not None}
     if data_at is not None and done:  # the folds' phase starts once Ray is up (ray_start_s after the data line)
         start = data_at + done["timing"]["ray_start_s"]
@@ -185,9 +190,12 @@ def main() -> None:
         default=4,
         help="max_epochs of the sequential job: its steady epochs give the ratio, the whole schedule does not fit",
     )
+    p.add_argument("--from-logs", help="print the figures again from an unpacked logs.tar.gz's logs folder and exit")
     a = p.parse_args()
     if a.pack_tokenizer:
         return pack_tokenizer()
+    if a.from_logs:
+        return from_logs(Path(a.from_logs))
     if not a.out:
         p.error("--out is required")
     steps = a.steps.split(",")
@@ -263,39 +271,23 @@ def main() -> None:
     else:
         bench = ["--model", "small-bert-random", "--steps", "60", "--epochs", "3"]
 
-    def throughput() -> None:
+    def bench_step(name: str, script: str, args: list[str], cap: float) -> None:
+        """One bench script with --json into logs/<name>.json, its figures under figures[name]."""
         if clock.left() < 45:
-            figures["throughput"] = {"skipped": "no time left"}
+            figures[name] = {"skipped": "no time left"}
             return
-        figures["throughput"] = run_step(
-            "throughput",
-            [
-                py,
-                "bench/train_throughput.py",
-                *bench,
-                "--tokenizer",
-                tokenizer,
-                "--json",
-                str(logs / "throughput.json"),
-            ],
-            env,
-            logs,
-            min(120, clock.left() - 20),
-        )
-        if (logs / "throughput.json").exists():
-            figures["throughput"].update(json.loads((logs / "throughput.json").read_text()))
+        out_json = logs / f"{name}.json"
+        cmd = [py, script, *args, "--json", str(out_json)]
+        figures[name] = run_step(name, cmd, env, logs, min(cap, clock.left() - 20))
+        if out_json.exists():
+            figures[name].update(json.loads(out_json.read_text()))
+
+    def throughput() -> None:
+        bench_step("throughput", "bench/train_throughput.py", [*bench, "--tokenizer", tokenizer], 120)
 
     def shapes() -> None:
         model = "tiny-bert-random" if a.dry else "small-bert-random"
-        figures["shapes"] = run_step(
-            "shapes",
-            [py, "bench/shape_warmup.py", "--model", model, "--json", str(logs / "shapes.json")],
-            env,
-            logs,
-            min(90, clock.left() - 20),
-        )
-        if (logs / "shapes.json").exists():
-            figures["shapes"].update(json.loads((logs / "shapes.json").read_text()))
+        bench_step("shapes", "bench/shape_warmup.py", ["--model", model], 90)
 
     # 2. and 3. the whole job, folds sharing the GPU, then one after another
     cv_flags = [
@@ -330,8 +322,9 @@ def main() -> None:
             clock.left() - 20,
         )
         stop_ray(env)
-        figures[name] = {**step, **job_figures(logs / f"job_{name}.out")}
         run = storage / name
+        folds_csv = (run / "folds.csv").read_text() if (run / "folds.csv").exists() else None
+        figures[name] = {**step, **job_figures(logs / f"job_{name}.out", folds_csv)}
         if run.exists():  # the run folder without its checkpoints and models (gigabytes)
             with tarfile.open(logs / f"run_{name}.tar.gz", "w:gz") as tar:
                 for f in sorted(run.iterdir()):
@@ -357,16 +350,7 @@ def main() -> None:
             "mean_utilization_pct": sum(util) / len(util) if util else None,
         }
 
-    # Folds at once against one after another. Steady state (epochs 2+): training examples per second of all folds
-    # together against one fold alone, and fold epochs per second. The whole folds' phase only when both runs ran
-    # the same epochs per fold (start-up is paid once at once, once per fold in a row).
-    c, s = figures.get("concurrent", {}), figures.get("sequential", {})
-    if c.get("folds") and s.get("folds"):
-        n_seq = len(s["folds"])
-        figures["concurrent_over_sequential_throughput"] = c["examples_per_s"] / (s["examples_per_s"] / n_seq)
-        figures["concurrent_over_sequential_steady"] = len(c["folds"]) * s["steady_epoch_s"] / c["steady_epoch_s"]
-        if c.get("s_per_fold_epoch") and s.get("s_per_fold_epoch") and c["epochs_per_fold"] == s["epochs_per_fold"]:
-            figures["concurrent_over_sequential_folds_phase"] = s["s_per_fold_epoch"] / c["s_per_fold_epoch"]
+    figures.update(concurrency(figures))
     (out / "figures.json").write_text(json.dumps(figures, indent=1, default=str))
     summary = summarize(figures)
     (out / "summary.txt").write_text(summary)
@@ -374,6 +358,36 @@ def main() -> None:
         tar.add(logs, arcname="logs")
     shutil.rmtree(logs)
     print(summary, flush=True)
+
+
+def concurrency(figures: dict) -> dict:
+    """Folds at once against one after another. Steady state (epochs 2+): training examples per second of all folds
+    together against one fold alone, and fold epochs per second. The whole folds' phase only when both runs ran
+    the same epochs per fold (start-up is paid once at once, once per fold in a row)."""
+    c, s, out = figures.get("concurrent", {}), figures.get("sequential", {}), {}
+    if c.get("folds") and s.get("folds"):
+        out["concurrent_over_sequential_throughput"] = c["examples_per_s"] / (s["examples_per_s"] / len(s["folds"]))
+        out["concurrent_over_sequential_steady"] = len(c["folds"]) * s["steady_epoch_s"] / c["steady_epoch_s"]
+        if c.get("s_per_fold_epoch") and s.get("s_per_fold_epoch") and c["epochs_per_fold"] == s["epochs_per_fold"]:
+            out["concurrent_over_sequential_folds_phase"] = s["s_per_fold_epoch"] / c["s_per_fold_epoch"]
+    return out
+
+
+def from_logs(logs: Path) -> None:
+    """Prints the jobs' figures again from a finished call's logs folder (logs.tar.gz unpacked): its job_*.out."""
+
+    def folds_csv(name: str) -> str | None:  # from the run folder job() packed
+        try:
+            with tarfile.open(logs / f"run_{name}.tar.gz") as tar:
+                return tar.extractfile(f"{name}/folds.csv").read().decode()
+        except (OSError, KeyError):
+            return None
+
+    figures = {name: job_figures(logs / f"job_{name}.out", folds_csv(name)) for name in ("concurrent", "sequential")}
+    figures = {k: {"rc": "(logs)", "wall_s": v.get("timing", {}).get("total_s", float("nan")), **v}
+               for k, v in figures.items() if v["folds"]}  # fmt: skip
+    figures.update(concurrency(figures))
+    print(summarize({"machine": f"(figures from {logs})", "budget_s": 0, **figures}), end="")
 
 
 def summarize(f: dict) -> str:
@@ -415,7 +429,8 @@ def summarize(f: dict) -> str:
             lines.append(
                 f"  fold {k}: {fo['epochs']} epochs, per epoch {fo['epoch_wall_s']:.2f} s (train {fo['train_s'] / fo['epochs']:.2f}, "
                 f"val {fo['val_s'] / fo['epochs']:.2f}, ckpt {fo['checkpoint_s'] / fo['epochs']:.2f}, report {fo['report_s'] / fo['epochs']:.2f}), "
-                f"{fo['examples_per_s']:.0f} ex/s, {fo['tokens_per_s']:.0f} tok/s, peak {fo['peak_gpu_gib']} GiB"
+                f"steady epoch {fo['steady_epoch_s']:.2f} s, {fo['examples_per_s']:.0f} ex/s, {fo['tokens_per_s']:.0f} tok/s, "
+                f"peak {fo['peak_gpu_gib']} GiB"
             )
             lines.append(
                 f"    start-up: first step {fo.get('to_first_step_s', float('nan')):.1f} s into the folds' phase "

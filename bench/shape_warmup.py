@@ -45,34 +45,40 @@ def main() -> None:
     opt = torch.optim.AdamW(model.parameters(), lr=3e-5, fused=device.type == "cuda" or None)
     alpha = torch.ones(18, device=device)
 
-    def sync() -> None:
+    def timed(fn) -> float:
+        """Seconds of fn(), the device's queued work included."""
         if device.type == "cuda":
             torch.cuda.synchronize()
-
-    def step(width: int) -> float:
-        ids, mask, y = batch(32, width, device)
-        sync()
         t = time.perf_counter()
-        model.train()
-        with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
-            logits = model(input_ids=ids, attention_mask=mask).logits
-        (focal_loss(logits, y, alpha, 0.5, 0.05, reduction="sum") / 32).backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        opt.step()
-        opt.zero_grad(set_to_none=True)
-        sync()
+        fn()
+        if device.type == "cuda":
+            torch.cuda.synchronize()
         return time.perf_counter() - t
+
+    def step(width: int) -> float:  # one training step: forward, focal loss, backward, clipping, AdamW
+        ids, mask, y = batch(32, width, device)
+
+        def run() -> None:
+            model.train()
+            with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
+                logits = model(input_ids=ids, attention_mask=mask).logits
+            (focal_loss(logits, y, alpha, 0.5, 0.05, reduction="sum") / 32).backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            opt.step()
+            opt.zero_grad(set_to_none=True)
+
+        return timed(run)
 
     @torch.inference_mode()
-    def evaluate(width: int) -> float:
+    def evaluate(width: int) -> float:  # one validation batch of 256
         ids, mask, _ = batch(256, width, device)
-        sync()
-        t = time.perf_counter()
-        model.eval()
-        with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
-            model(input_ids=ids, attention_mask=mask).logits.float().cpu()
-        sync()
-        return time.perf_counter() - t
+
+        def run() -> None:
+            model.eval()
+            with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
+                model(input_ids=ids, attention_mask=mask).logits.float().cpu()
+
+        return timed(run)
 
     fig: dict = {
         "device": torch.cuda.get_device_name() if device.type == "cuda" else "cpu",

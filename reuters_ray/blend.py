@@ -63,11 +63,11 @@ def fit_blend(ds, folds, oof_logits: np.ndarray):
     split of `ds` (a TextDataset). Returns (LinearModel, choose_weight's dict with the linear model's temperature)."""
     from reuters_ray.baseline import fit_cv
 
-    return blend_fitted(ds, fit_cv(ds.train_texts, ds.train_labels, folds, ds.num_classes), oof_logits)
+    linear, oof_scores = fit_cv(ds.train_texts, ds.train_labels, folds, ds.num_classes)
+    return linear, blend_of_fitted(ds, linear, oof_scores, oof_logits)
 
 
-def blend_fitted(ds, fitted, oof_logits: np.ndarray):
-    """fit_blend for a linear model already fitted: `fitted` is baseline.fit_cv's (model, out-of-fold scores)."""
-    linear, oof_scores = fitted
+def blend_of_fitted(ds, linear, oof_scores: np.ndarray, oof_logits: np.ndarray) -> dict:
+    """fit_blend's weight for a linear model already fitted (baseline.fit_cv's model and out-of-fold scores)."""
     chosen = choose_weight(ds.train_labels, softmax(oof_logits), linear.proba_of_scores(oof_scores))
-    return linear, {**chosen, "temperature": linear.temperature}
+    return {**chosen, "temperature": linear.temperature}

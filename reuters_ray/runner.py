@@ -269,11 +269,11 @@ def blend_phase(cfg: RunConfig, ds, fitted, oof_logits, ensemble, ensemble_probs
     with cv.blend, blends its probabilities with the ensemble's by the weight the out-of-fold predictions chose.
     Returns (the run's test metrics, its test probabilities, the linear model)."""
     from reuters_ray.baseline import NAME, baseline_metrics
-    from reuters_ray.blend import blend_fitted, combine
+    from reuters_ray.blend import blend_of_fitted, combine
     from reuters_ray.metrics import evaluate_scores
 
     linear, oof_scores, fit_s = fitted
-    linear, blend = blend_fitted(ds, (linear, oof_scores), oof_logits)
+    blend = blend_of_fitted(ds, linear, oof_scores, oof_logits)
     scores = linear.scores(ds.test_texts)
     timing["baseline_s"] = fit_s  # the linear model's fits (one per fold, one on everything), during the folds
     metrics, probs = dict(ensemble), ensemble_probs

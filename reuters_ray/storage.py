@@ -44,10 +44,11 @@ def unreachable_endpoint(uri: str, timeout: float = 3.0) -> str | None:
     from urllib.parse import parse_qs, urlsplit
 
     parts = urlsplit(uri)
-    endpoint = parse_qs(parts.query).get("endpoint_override", [""])[0]
+    query = parse_qs(parts.query)
+    endpoint = query.get("endpoint_override", [""])[0]
     if parts.scheme != "s3" or not endpoint:
         return None
-    scheme = parse_qs(parts.query).get("scheme", ["https"])[0]
+    scheme = query.get("scheme", ["https"])[0]
     where = urlsplit(endpoint if "://" in endpoint else f"{scheme}://{endpoint}")
     try:
         port = where.port or (80 if where.scheme == "http" else 443)
