@@ -730,13 +730,17 @@ def _run_folds(cfg: RunConfig, run_path, run_uri, fs, gpu_share, train_ref, cons
     rows; returns each fold's last checkpoint folder. Raises RuntimeError naming the folds that failed, once the
     others are done (their results are kept: the rerun resumes only what failed)."""
     import ray
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
     folders: dict[int, str] = {}
     for k in range(cfg.cv.folds):
         done = read_text(fs, f"{run_path}/fold_{k}/{FOLD_RESULT}")
         if done is not None:
             folders[k] = json.loads(done)["checkpoint"]
-    progress = ray.remote(num_cpus=0)(_Progress).options(name=f"{name}:progress").remote()
+    # On the driver's node: the driver lives only as long as that node does, the progress actor no longer
+    # (on a lost worker node it would take every fold's reports with it).
+    here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=True)
+    progress = ray.remote(num_cpus=0)(_Progress).options(name=f"{name}:progress", scheduling_strategy=here).remote()
     errors: dict[int, BaseException] = {}
     console.expected = {k for k in range(cfg.cv.folds) if k not in folders}
     with ThreadPoolExecutor(max_workers=cfg.cv.folds) as pool:

@@ -1,6 +1,7 @@
 """Shared fixtures. Tests read the real Reuters-21578 files from ../shared/data/reuters21578
 (override with $REUTERS21578_PATH) and never touch the network."""
 
+import contextlib
 import json
 import os
 import shutil
@@ -128,7 +129,9 @@ def ray_head(tmp_path_factory):
     finally:
         for k, v in saved.items():
             os.environ.pop(k) if v is None else os.environ.__setitem__(k, v)
-        stop_processes(processes_naming(temp_dir), grace_s=2.0)  # a throwaway cluster: no need to wait longer
+        # its processes: those below its temp dir, and those naming its GCS port (Ray's client server is neither's child)
+        pids = sorted(set(processes_naming(temp_dir) + processes_naming(f":{port} ")))
+        stop_processes(pids, grace_s=2.0)  # a throwaway cluster: no need to wait longer
         shutil.rmtree(temp_dir, ignore_errors=True)
 
 
@@ -141,6 +144,29 @@ def dashboard_get(dashboard: str, path: str):
     request = urllib.request.Request(dashboard + path, headers={"Authorization": f"Bearer {token}"})
     with urllib.request.urlopen(request, timeout=60) as response:
         return json.loads(response.read())
+
+
+@contextlib.contextmanager
+def moto_bucket(bucket="bkt"):
+    """moto's S3 server (the `test` extra) on 127.0.0.1 at a free port, with `bucket` made in it, and the AWS
+    variables moto takes set in this process meanwhile (processes started from here inherit them). Yields (URI
+    maker: "bkt/runs" -> s3://bkt/runs?endpoint_override=..., the server's S3FileSystem)."""
+    import pyarrow.fs as pafs
+    from moto.server import ThreadedMotoServer
+
+    saved = {k: os.environ.get(k) for k in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")}
+    os.environ.update(AWS_ACCESS_KEY_ID="testing", AWS_SECRET_ACCESS_KEY="testing")  # moto takes any
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    endpoint = f"127.0.0.1:{server.get_host_and_port()[1]}"
+    fs = pafs.S3FileSystem(endpoint_override=endpoint, scheme="http", region="us-east-1", allow_bucket_creation=True)
+    fs.create_dir(bucket)
+    try:
+        yield (lambda path: f"s3://{path}?endpoint_override={endpoint}&scheme=http&region=us-east-1"), fs
+    finally:
+        server.stop()
+        for k, v in saved.items():
+            os.environ.pop(k) if v is None else os.environ.__setitem__(k, v)
 
 
 # --- the tiny CV run that several test files share -----------------------------------------------------------
@@ -173,17 +199,29 @@ def run_dir_of(storage):
     return run
 
 
+def _on(where):
+    """(filesystem, path) of a local Path or of a (filesystem, path) pair: a bucket's run folder."""
+    from reuters_ray.storage import LOCAL
+
+    return where if isinstance(where, tuple) else (LOCAL, str(where))
+
+
 def read_json(path, wait_s=0.0):
-    """The JSON file at `path`, None if it is not there or (after wait_s) still being written: a test polling a
-    running fold may catch Ray writing a snapshot, or copying a checkpoint, mid-way."""
+    """The JSON file at `path` (a local Path, or a bucket's (filesystem, path)), None if it is not there or (after
+    wait_s) still being written: a test polling a running fold may catch Ray writing a snapshot, or copying a
+    checkpoint, mid-way."""
     import time
 
+    from reuters_ray.storage import read_bytes
+
+    fs, where = _on(path)
     deadline = time.monotonic() + wait_s
     while True:
-        try:
-            return json.loads(Path(path).read_text())
-        except FileNotFoundError:
+        data = read_bytes(fs, where)
+        if data is None:
             return None
+        try:
+            return json.loads(data)
         except json.JSONDecodeError:
             if time.monotonic() >= deadline:
                 return None
@@ -191,18 +229,24 @@ def read_json(path, wait_s=0.0):
 
 
 def checkpoints(run_dir, fold):
-    """{checkpoint folder name: its progress.json} of one fold in Ray storage (registered or not)."""
+    """{checkpoint folder name: its progress.json} of one fold in Ray storage (registered or not); `run_dir` a local
+    Path or a bucket's (filesystem, path)."""
+    import pyarrow.fs as pafs
+
+    fs, run = _on(run_dir)
+    found = fs.get_file_info(pafs.FileSelector(f"{run}/fold_{fold}", allow_not_found=True))
     out = {}
-    for ck in (p for p in (run_dir / f"fold_{fold}").glob("checkpoint_*") if p.is_dir()):
-        progress = read_json(ck / "progress.json")
+    for ck in (i for i in found if i.type == pafs.FileType.Directory and i.base_name.startswith("checkpoint_")):
+        progress = read_json((fs, f"{ck.path}/progress.json"))
         if progress is not None:
-            out[ck.name] = progress
+            out[ck.base_name] = progress
     return out
 
 
 def registered(run_dir, fold):
     """{checkpoint folder name: metrics} of the checkpoints Ray Train registered for a fold (its snapshot file)."""
-    snap = read_json(run_dir / f"fold_{fold}" / "checkpoint_manager_snapshot.json", wait_s=5.0) or {}
+    fs, run = _on(run_dir)
+    snap = read_json((fs, f"{run}/fold_{fold}/checkpoint_manager_snapshot.json"), wait_s=5.0) or {}
     return {c["checkpoint_dir_name"]: c["metrics"] for c in snap.get("checkpoint_results", [])}
 
 
@@ -225,13 +269,17 @@ def finished_run(ray_head, tiny_yaml, tmp_path_factory):
 
 def settle(run_dir, quiet_s=3.0, timeout=60.0):
     """Waits until no fold's checkpoint snapshot has changed for quiet_s seconds: after a kill, Ray processes that
-    outlive the driver for a moment may still register a checkpoint."""
+    outlive the driver for a moment may still register a checkpoint. `run_dir` as for checkpoints()."""
     import time
 
+    import pyarrow.fs as pafs
+
+    fs, run = _on(run_dir)
+
     def state():
-        return sorted(
-            (p.name, p.stat().st_mtime_ns) for p in Path(run_dir).glob("fold_*/checkpoint_manager_snapshot.json")
-        )
+        folds = [i.path for i in fs.get_file_info(pafs.FileSelector(run)) if i.base_name.startswith("fold_")]
+        infos = fs.get_file_info([f"{f}/checkpoint_manager_snapshot.json" for f in sorted(folds)])
+        return [(i.path, i.mtime_ns, i.size) for i in infos if i.type == pafs.FileType.File]
 
     deadline, last, since = time.monotonic() + timeout, None, time.monotonic()
     while time.monotonic() < deadline:
@@ -241,7 +289,7 @@ def settle(run_dir, quiet_s=3.0, timeout=60.0):
         elif time.monotonic() - since >= quiet_s:
             return
         time.sleep(0.2)
-    raise AssertionError(f"{run_dir}: checkpoints still changing after {timeout} s")
+    raise AssertionError(f"{run}: checkpoints still changing after {timeout} s")
 
 
 # --- helpers shared by several test files ----------------------------------------------------------------------

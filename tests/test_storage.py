@@ -1,12 +1,10 @@
 """Run storage on a real S3 API: moto's server on 127.0.0.1 (the `test` extra), its bucket made here. No Ray: the
 storage layer the driver, the ensemble actor and the outputs use, and bad storage refused before anything runs."""
 
-import os
-
 import numpy as np
 import pyarrow.fs as pafs
 import pytest
-from conftest import tiny_config
+from conftest import moto_bucket, tiny_config
 
 from reuters_ray.runner import check_writable, publish_outputs
 from reuters_ray.storage import LOCAL, copy_dir, read_bytes, read_text, storage_location, uri_join, write_atomic
@@ -15,21 +13,8 @@ from reuters_ray.storage import LOCAL, copy_dir, read_bytes, read_text, storage_
 @pytest.fixture(scope="module")
 def s3():
     """(bucket URI maker, the server's S3FileSystem): s3://<bucket>/<path>?endpoint_override=127.0.0.1:<port>..."""
-    from moto.server import ThreadedMotoServer
-
-    saved = {k: os.environ.get(k) for k in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")}
-    os.environ.update(AWS_ACCESS_KEY_ID="testing", AWS_SECRET_ACCESS_KEY="testing")  # moto takes any
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    endpoint = f"127.0.0.1:{server.get_host_and_port()[1]}"
-    fs = pafs.S3FileSystem(endpoint_override=endpoint, scheme="http", region="us-east-1", allow_bucket_creation=True)
-    fs.create_dir("bkt")
-    try:
-        yield (lambda path: f"s3://{path}?endpoint_override={endpoint}&scheme=http&region=us-east-1"), fs
-    finally:
-        server.stop()
-        for k, v in saved.items():
-            os.environ.pop(k) if v is None else os.environ.__setitem__(k, v)
+    with moto_bucket() as bucket:
+        yield bucket
 
 
 def test_uri_join_keeps_the_query_last():

@@ -1,0 +1,330 @@
+"""Beyond one node, and the faults a run must survive (marker `cluster`, left out of the suite's default selection:
+`.venv/bin/python -m pytest -m cluster`; CI runs it after the suite). Two Ray nodes on this machine, each with room
+for one tiny fold: a head (`ray start --head` on 127.0.0.1, token authentication) and a second node (`ray start
+--address ...`, its own `second_node` resource). Every run stores into a real S3 API: moto's server on 127.0.0.1, its
+bucket made here; both nodes are started with its credentials, as a user's nodes need the bucket's.
+
+In file order (the last test loses the second node):
+1. an undisturbed 2-fold run: everything in the bucket, nothing written locally, one fold on each node; it is the
+   reference the faults must end like;
+2. five folds on room for two: queued by Ray, never more than two at once, all finish;
+3. the faults, in one `ray job submit` job: a fold's worker SIGKILLed, the second node lost (its raylet SIGKILLed)
+   while the other fold trains there, a hung worker, the job stopped once one fold has finished; submitted again it
+   resumes from the bucket and ends with the reference's metrics."""
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import pyarrow.fs as pafs
+import pytest
+import yaml
+from conftest import (
+    BIN,
+    REPO,
+    RUN_TIMEOUT,
+    checkpoints,
+    dashboard_get,
+    free_port,
+    moto_bucket,
+    processes_naming,
+    read_json,
+    registered,
+    same_model_metrics,
+    settle,
+    stop_processes,
+    tiny_config,
+)
+
+from reuters_ray.storage import LOCAL, copy_dir
+
+pytestmark = pytest.mark.cluster
+
+EPOCHS = 3  # a fault lands after epoch 1 is registered, and the fold still has epochs left after it resumes
+SECOND = "second_node"  # the second node's own resource: it names the node in `ray start` and in /proc
+
+
+@dataclass
+class Cluster:
+    dashboard: str  # http://127.0.0.1:<port>
+    head: str  # node ids
+    second: str
+    uri: object  # "bkt/runs" -> s3://bkt/runs?endpoint_override=...
+    fs: pafs.S3FileSystem  # the bucket's server
+
+    def run(self, name):
+        """(filesystem, path) of run `name` in the bucket, as conftest's readers take it."""
+        return self.fs, f"bkt/runs/{name}"
+
+    def fetch(self, name, dst):
+        """A local copy of run `name` (its outputs and its folds' Ray storage)."""
+        copy_dir(f"bkt/runs/{name}", str(dst), self.fs, LOCAL)
+        return Path(dst)
+
+
+def nodes(dashboard):
+    """The alive nodes, from the state API (what `ray list nodes` asks)."""
+    answer = dashboard_get(
+        dashboard, "/api/v0/nodes?limit=100&filter_keys=state&filter_predicates=%3D&filter_values=ALIVE"
+    )
+    return answer["data"]["result"]["result"]
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    with moto_bucket() as (uri, fs):
+        env = {**os.environ, "RAY_AUTH_MODE": "token", "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.25"}
+        env["PATH"] = f"{BIN}{os.pathsep}{env['PATH']}"  # as conftest.ray_head, whose docstring says why
+        if not (Path.home() / ".ray" / "auth_token").exists():
+            subprocess.run([str(BIN / "ray"), "get-auth-token", "--generate"], env=env, capture_output=True, check=True)
+        port, dashboard = free_port(), free_port()
+        temp_dir = f"/tmp/reuters-ray-nodes-{port}"
+        ray = str(BIN / "ray")
+        head = [ray, "start", "--head", "--node-ip-address", "127.0.0.1", "--port", str(port), "--dashboard-host",
+                "127.0.0.1", "--dashboard-port", str(dashboard), "--num-cpus", "1", "--temp-dir", temp_dir,
+                "--disable-usage-stats"]  # fmt: skip
+        second = [ray, "start", "--address", f"127.0.0.1:{port}", "--node-ip-address", "127.0.0.1", "--num-cpus", "1",
+                  "--resources", json.dumps({SECOND: 1}), "--dashboard-agent-listen-port=0",
+                  "--disable-usage-stats"]  # fmt: skip
+        saved = {k: os.environ.get(k) for k in ("RAY_AUTH_MODE", "RAY_ADDRESS")}
+        try:
+            for cmd in (head, second):
+                out = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=180)
+                assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-2000:]
+            os.environ.update(RAY_AUTH_MODE="token", RAY_ADDRESS=f"127.0.0.1:{port}")
+            url = f"http://127.0.0.1:{dashboard}"
+            deadline = time.monotonic() + 60
+            while len(alive := nodes(url)) < 2:
+                assert time.monotonic() < deadline, alive
+                time.sleep(0.5)
+            (b,) = [n["node_id"] for n in alive if SECOND in n["resources_total"]]
+            (a,) = [n["node_id"] for n in alive if n["node_id"] != b]
+            yield Cluster(url, a, b, uri, fs)
+        finally:
+            for k, v in saved.items():
+                os.environ.pop(k) if v is None else os.environ.__setitem__(k, v)
+            # the nodes' processes: below its temp dir, the second node's, and any naming the cluster's GCS port (an
+            # orphan of the lost node, e.g. Ray's client server)
+            pids = processes_naming(temp_dir) + processes_naming(SECOND) + processes_naming(f":{port} ")
+            stop_processes(sorted(set(pids)), grace_s=2.0)
+            shutil.rmtree(temp_dir, ignore_errors=True)
+
+
+def config_yaml(reuters_dir, tmp_path, epochs=EPOCHS, train_sample=500, **cv):
+    """configs/tiny-cpu.yaml with `epochs` epochs and a whole CPU (a node's room) per fold."""
+    cfg = tiny_config(reuters_dir, cpus_per_fold=1, **cv)
+    cfg["train"]["max_epochs"] = epochs
+    cfg["data"]["train_sample"] = train_sample
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    return path
+
+
+def run_cv(cluster, config, name, cwd):
+    """`python jobs/cv.py` as a driver on the cluster (RAY_ADDRESS), from the empty folder `cwd`."""
+    cmd = [sys.executable, str(REPO / "jobs" / "cv.py"), "--config", str(config), "--cv.name", name,
+           "--cv.storage_path", cluster.uri("bkt/runs"), "--no-baseline", "--cv.blend", "false", "--quiet"]  # fmt: skip
+    out = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=RUN_TIMEOUT)
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    return out
+
+
+@pytest.fixture(scope="module")
+def reference(cluster, reuters_dir, tmp_path_factory):
+    """The undisturbed 2-fold run in the bucket, and a local copy of it."""
+    tmp = tmp_path_factory.mktemp("reference")
+    (tmp / "cwd").mkdir()
+    config = config_yaml(reuters_dir, tmp, folds=2)
+    run_cv(cluster, config, "reference", tmp / "cwd")
+    return config, tmp / "cwd", cluster.fetch("reference", tmp / "copy")
+
+
+def files(fs, path):
+    return sorted(
+        i.path.removeprefix(path + "/")
+        for i in fs.get_file_info(pafs.FileSelector(path, recursive=True))
+        if i.type == pafs.FileType.File
+    )
+
+
+def test_a_whole_run_lives_in_the_bucket_with_a_fold_on_each_node(cluster, reference):
+    _, cwd, copy = reference
+    assert list(cwd.iterdir()) == []  # nothing written where the driver ran
+    stored = files(*cluster.run("reference"))
+    for name in ("config.yaml", "fold_assignment.json", "metrics.json", "report.md", "report.html",
+                 "predictions.parquet", "oof_predictions.parquet"):  # fmt: skip
+        assert name in stored, name
+    for k in range(2):
+        assert f"fold_{k}/fold_result.json" in stored and f"fold_{k}/checkpoint_manager_snapshot.json" in stored
+        assert f"models/fold_{k}/model.safetensors" in stored
+        progress = [p for p in stored if p.startswith(f"fold_{k}/checkpoint_") and p.endswith("/progress.json")]
+        assert len(progress) == EPOCHS  # one Ray Train checkpoint per epoch
+    metrics = json.loads((copy / "metrics.json").read_text())
+    assert [f["restarts"] for f in metrics["folds"]] == [[], []]
+    # each node has room for one fold: they ran at once, one on each
+    assert sorted(f["node_ids"] for f in metrics["folds"]) == sorted([[cluster.head], [cluster.second]])
+    report = (copy / "report.md").read_text()
+    assert f"| {cluster.head[:12]} |" in report and f"| {cluster.second[:12]} |" in report
+
+
+def test_five_folds_on_room_for_two_are_queued_and_all_finish(cluster, reuters_dir, tmp_path):
+    (tmp_path / "cwd").mkdir()
+    # one epoch: the queue is the point here; 1,000 wires: five folds need five of each class
+    config = config_yaml(reuters_dir, tmp_path, epochs=1, train_sample=1000, folds=5)
+    run_cv(cluster, config, "five", tmp_path / "cwd")
+    run = cluster.run("five")
+    metrics = read_json((cluster.fs, f"{run[1]}/metrics.json"))
+    assert [f["fold"] for f in metrics["folds"]] == list(range(5))
+    spans = []  # when each fold's worker ran: from its start to the end of its one epoch
+    for k in range(5):
+        (m,) = registered(run, k).values()
+        assert m["finished"] and m["restarts"] == 0
+        start = m["time/worker_started_at"]
+        spans.append((start, start + m["time/setup_s"] + m["time/epoch_s"]))
+    at_once = max(sum(s <= t < e for s, e in spans) for t, _ in spans)
+    assert at_once == 2, spans  # queued by Ray: two at a time, never more
+    assert {n for f in metrics["folds"] for n in f["node_ids"]} == {cluster.head, cluster.second}
+
+
+def raylet_of(marker):
+    """The pid of the raylet whose command line holds `marker`."""
+    (pid,) = [
+        p for p in processes_naming(marker) if b"raylet" in Path(f"/proc/{p}/cmdline").read_bytes().split(b"\0")[0]
+    ]
+    return pid
+
+
+def test_a_job_that_loses_a_worker_and_a_node_stopped_and_submitted_again_ends_like_the_undisturbed_run(
+    cluster, reference, tmp_path
+):
+    """The reference's config as a `ray job submit` job (JSON-lines output), its two folds training at once, one on
+    each node, and four faults:
+    1. SIGKILL the worker of the fold on the head once its epoch 1 is registered: Ray Train restarts the worker
+       (cv.max_failures) from that checkpoint;
+    2. SIGKILL the second node's raylet once the fold there has its epoch 1 registered: the node is lost with the
+       worker; Ray Train restarts that fold on the head, once the other fold frees its CPU, from its checkpoint in the
+       bucket;
+    3. SIGSTOP the worker of whichever fold is still training once the other has finished and it has registered an
+       epoch after its restart: a hung worker;
+    4. `ray job stop` then: Ray ends the job's actors (fold controllers, workers) with its driver.
+    The same job submitted again resumes from the bucket: the finished fold is kept, the other continues from its
+    checkpoint. The metrics equal the reference's; the report records each fold's restarts and nodes."""
+    config, _, ref_copy = reference
+    run = cluster.run("faults")
+    ray, address = str(BIN / "ray"), cluster.dashboard
+    flags = ["--log-format", "json", "--no-baseline", "--cv.blend", "false", "--cv.name", "faults"]
+
+    def submit(job):
+        cmd = [ray, "job", "submit", "--address", address, "--no-wait", "--submission-id", job,
+               "--working-dir", str(REPO), "--", "python", "jobs/cv.py", "--config", str(config),
+               "--cv.storage_path", cluster.uri("bkt/runs"), *flags]  # fmt: skip
+        subprocess.run(cmd, capture_output=True, check=True, timeout=120)
+
+    def job_status(job):
+        return dashboard_get(address, f"/api/jobs/{job}")["status"]
+
+    def job_logs(job):
+        return dashboard_get(address, f"/api/jobs/{job}/logs")["logs"]
+
+    def wait_terminal(job):
+        deadline = time.monotonic() + RUN_TIMEOUT
+        while (status := job_status(job)) not in ("SUCCEEDED", "FAILED", "STOPPED"):
+            assert time.monotonic() < deadline, f"job {job}: still {status}"
+            time.sleep(0.2)
+        return status
+
+    def events(job):  # the driver's JSON lines (the job's log also holds Ray's own lines on stderr)
+        return [json.loads(line) for line in job_logs(job).splitlines() if line.startswith("{")]
+
+    def fold_done(k):
+        return read_json((run[0], f"{run[1]}/fold_{k}/fold_result.json")) is not None
+
+    submit("rr-faults-1")
+    deadline = time.monotonic() + RUN_TIMEOUT
+    killed, lost, frozen = None, None, None  # fold numbers: worker killed, node lost; and the frozen pid
+    while frozen is None:
+        assert time.monotonic() < deadline, job_logs("rr-faults-1")[-3000:]
+        time.sleep(0.1)
+        reports = {k: sorted(registered(run, k).values(), key=lambda m: m["epoch"]) for k in range(2)}
+        for k, rows in reports.items():
+            if k in (killed, lost) or not rows:
+                continue
+            assert [m["epoch"] for m in rows] == [1], f"fold {k}: its epoch 1 went by unseen ({len(rows)} registered)"
+            if rows[0]["worker/node_id"] == cluster.second:
+                os.kill(raylet_of(SECOND), signal.SIGKILL)
+                lost = k
+            else:
+                assert rows[0]["worker/node_id"] == cluster.head
+                os.kill(rows[0]["worker/pid"], signal.SIGKILL)
+                killed = k
+        done = [k for k in range(2) if fold_done(k)]
+        if killed is not None and lost is not None and len(done) == 1:
+            (other,) = {0, 1} - set(done)
+            latest = reports[other][-1] if reports[other] else None
+            if latest is not None and latest["restarts"] >= 1:  # an epoch registered since its restart
+                assert not latest["finished"], "both folds finished before the job could be stopped"
+                frozen = latest["worker/pid"]
+                os.kill(frozen, signal.SIGSTOP)
+    subprocess.run(
+        [ray, "job", "stop", "--address", address, "rr-faults-1"], capture_output=True, check=True, timeout=120
+    )
+    assert wait_terminal("rr-faults-1") == "STOPPED"
+    if os.path.exists(f"/proc/{frozen}"):
+        os.kill(frozen, signal.SIGKILL)  # not left behind frozen
+    settle(run)  # the job's actors go with its driver; one may register a last checkpoint first
+    deadline = time.monotonic() + 60  # Ray marks a node dead after its missed health checks
+    while [n["node_id"] for n in nodes(address)] != [cluster.head]:
+        assert time.monotonic() < deadline, nodes(address)
+        time.sleep(0.5)
+    (finished,) = done
+    assert [k for k in range(2) if any(m["finished"] for m in registered(run, k).values())] == [finished]
+    stored = files(*run)
+    assert "metrics.json" not in stored and "report.md" not in stored
+    assert not [p for p in stored if p.endswith(".tmp")]  # nothing half-written
+    before = {k: set(checkpoints(run, k)) for k in range(2)}
+    resumed_after = max(m["epoch"] for m in registered(run, other).values())
+
+    def worker_restarts(k):  # (fold, after epoch) of each worker restart on record in the fold's registered state
+        latest = max(registered(run, k).items(), key=lambda item: item[1]["epoch"])[0]
+        records = checkpoints(run, k)[latest]["restarts"]
+        return [(k, r["after_epoch"]) for r in records if r["kind"] == "worker restart"]
+
+    on_record = worker_restarts(killed) + worker_restarts(lost)
+    assert [k for k, _ in on_record] == [killed, lost] and all(e in (1, 2) for _, e in on_record), on_record
+    assert sorted((e["fold"], e["after_epoch"]) for e in events("rr-faults-1") if e["event"] == "restart") == sorted(
+        on_record
+    )
+
+    submit("rr-faults-2")
+    status = wait_terminal("rr-faults-2")
+    assert status == "SUCCEEDED", job_logs("rr-faults-2")[-4000:]
+    second = events("rr-faults-2")
+    assert any(e.get("resuming") for e in second if e["event"] == "info")
+    for k in range(2):
+        after = checkpoints(run, k)
+        epochs = [c["epoch"] for c in after.values()]
+        assert sorted(m["epoch"] for m in registered(run, k).values()) == list(range(1, EPOCHS + 1))
+        if k == finished:
+            assert set(after) == before[k]  # a finished fold gained no epochs
+        else:  # kept its checkpoints and continued, never from the start
+            assert before[k] <= set(after) and epochs.count(1) == 1
+    copy = cluster.fetch("faults", tmp_path / "faults")
+    metrics = same_model_metrics(copy, ref_copy)
+    folds = metrics["folds"]
+    assert folds[lost]["node_ids"] == [cluster.second, cluster.head]  # trained on the second node, then the head
+    assert folds[killed]["node_ids"] == [cluster.head]
+    for k in range(2):  # the report records each fold's restarts, in order
+        expected = [("worker restart", e) for f, e in on_record if f == k]
+        expected += [("resumed by a new run", resumed_after)] if k == other else []
+        assert [(r["kind"], r["after_epoch"]) for r in folds[k]["restarts"]] == expected, k
+    report = (copy / "report.md").read_text()
+    assert f"fold {lost}: worker restart after epoch" in report
+    assert f"{cluster.second[:12]}, {cluster.head[:12]}" in report  # the fold table's node(s) column
+    assert second[-1]["event"] == "done" and second[-1]["f1_weighted"] == metrics["f1_weighted"]
+    assert not [p for p in files(*run) if p.endswith(".tmp")]
