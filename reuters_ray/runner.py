@@ -737,9 +737,10 @@ def _run_folds(cfg: RunConfig, run_path, run_uri, fs, gpu_share, train_ref, cons
         done = read_text(fs, f"{run_path}/fold_{k}/{FOLD_RESULT}")
         if done is not None:
             folders[k] = json.loads(done)["checkpoint"]
-    # On the driver's node: the driver lives only as long as that node does, the progress actor no longer
-    # (on a lost worker node it would take every fold's reports with it).
-    here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=True)
+    # On the driver's node, as Ray Train attaches each fold's controller: the driver lives only as long as that node
+    # does, and elsewhere a lost node would take the folds' reports with it. Hard: a soft preference was seen
+    # spilled to another node (no CPU asked, so the driver's node always has room).
+    here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False)
     progress = ray.remote(num_cpus=0)(_Progress).options(name=f"{name}:progress", scheduling_strategy=here).remote()
     errors: dict[int, BaseException] = {}
     console.expected = {k for k in range(cfg.cv.folds) if k not in folders}
