@@ -99,40 +99,56 @@ def stop_processes(pids: list[int], grace_s: float = 10.0) -> None:
             time.sleep(0.2)
 
 
-@pytest.fixture(scope="session")
-def ray_head(tmp_path_factory):
-    """A real local Ray head, started once (`ray start --head` on 127.0.0.1, token authentication, 2 CPUs) and
-    shared by every test that runs Ray: each run's driver joins it through RAY_ADDRESS, as under `ray job submit`.
-    Starting Ray costs 10-20 s on 2 cores; once per session instead of once per run. Yields the dashboard's URL.
-    It has a temp dir of its own, and only its processes are stopped at the end (`ray stop` would stop every Ray
-    on the machine, a developer's running job included)."""
+@contextlib.contextmanager
+def local_cluster(cpus: int, aws: bool = False, second_node: str | None = None):
+    """A throwaway Ray cluster on 127.0.0.1: `ray start --head` with `cpus` CPUs and token authentication, and with
+    `second_node` a second node joined to it (`ray start --address`, `cpus` CPUs and a resource of that name). This
+    process joins it meanwhile (RAY_ADDRESS, as under `ray job submit`). Yields (GCS port, dashboard URL). It has a
+    temp dir of its own, and only its processes are stopped at the end (`ray stop` would stop every Ray on the
+    machine, a developer's running job included)."""
     # Ray Train's controllers collect their workers' reports every RAY_TRAIN_HEALTH_CHECK_INTERVAL_S (2 s by
     # default): 0.25 s here, so that the fault tests see an epoch registered while the next one trains.
-    # Its nodes get no AWS credentials, whatever this process has (test_storage's moto fixture sets some): a
-    # driver's credentials are not its cluster's.
-    env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
+    # The nodes get this process's AWS credentials only with `aws`: a driver's credentials are not its cluster's.
+    env = {k: v for k, v in os.environ.items() if aws or not k.startswith("AWS_")}
     env.update(RAY_AUTH_MODE="token", RAY_TRAIN_HEALTH_CHECK_INTERVAL_S="0.25", PATH=f"{BIN}{os.pathsep}{env['PATH']}")
+    ray = str(BIN / "ray")
     if not (Path.home() / ".ray" / "auth_token").exists():
-        subprocess.run([str(BIN / "ray"), "get-auth-token", "--generate"], env=env, capture_output=True, check=True)
+        subprocess.run([ray, "get-auth-token", "--generate"], env=env, capture_output=True, check=True)
     port, dashboard = free_port(), free_port()
     temp_dir = f"/tmp/reuters-ray-test-{port}"  # short: Ray's socket paths live below it (107 characters at most)
-    start = [str(BIN / "ray"), "start", "--head", "--node-ip-address", "127.0.0.1", "--port", str(port),
-             "--dashboard-host", "127.0.0.1", "--dashboard-port", str(dashboard), "--num-cpus", "2",
-             "--temp-dir", temp_dir, "--disable-usage-stats"]  # fmt: skip
-    out = subprocess.run(start, env=env, capture_output=True, text=True, timeout=180)
-    assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-2000:]
+    starts = [[ray, "start", "--head", "--node-ip-address", "127.0.0.1", "--port", str(port), "--dashboard-host",
+               "127.0.0.1", "--dashboard-port", str(dashboard), "--num-cpus", str(cpus), "--temp-dir", temp_dir,
+               "--disable-usage-stats"]]  # fmt: skip
+    if second_node:
+        starts.append([ray, "start", "--address", f"127.0.0.1:{port}", "--node-ip-address", "127.0.0.1",
+                       "--num-cpus", str(cpus), "--resources", json.dumps({second_node: 1}),
+                       "--dashboard-agent-listen-port=0", "--disable-usage-stats"])  # fmt: skip
     # Ray reads RAY_AUTH_MODE once per process: set before this process (or any child) imports Ray's client side.
     saved = {k: os.environ.get(k) for k in ("RAY_AUTH_MODE", "RAY_ADDRESS")}
-    os.environ.update(RAY_AUTH_MODE="token", RAY_ADDRESS=f"127.0.0.1:{port}")
     try:
-        yield f"http://127.0.0.1:{dashboard}"
+        for start in starts:
+            out = subprocess.run(start, env=env, capture_output=True, text=True, timeout=180)
+            assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-2000:]
+        os.environ.update(RAY_AUTH_MODE="token", RAY_ADDRESS=f"127.0.0.1:{port}")
+        yield port, f"http://127.0.0.1:{dashboard}"
     finally:
         for k, v in saved.items():
             os.environ.pop(k) if v is None else os.environ.__setitem__(k, v)
-        # its processes: those below its temp dir, and those naming its GCS port (Ray's client server is neither's child)
-        pids = sorted(set(processes_naming(temp_dir) + processes_naming(f":{port} ")))
-        stop_processes(pids, grace_s=2.0)  # a throwaway cluster: no need to wait longer
+        # its processes: below its temp dir, the second node's, and those naming its GCS port (Ray's client server
+        # is no one's child once `ray start` has exited; an orphan of a lost node neither)
+        markers = [temp_dir, f":{port} ", *([second_node] if second_node else [])]
+        stop_processes(sorted({p for m in markers for p in processes_naming(m)}), grace_s=2.0)  # throwaway: 2 s
         shutil.rmtree(temp_dir, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def ray_head():
+    """A real local Ray head (local_cluster: 127.0.0.1, token authentication, 2 CPUs, no AWS credentials whatever
+    this process has: test_storage's moto fixture sets some), started once and shared by every test that runs Ray:
+    each run's driver joins it. Starting Ray costs 10-20 s on 2 cores; once per session instead of once per run.
+    Yields the dashboard's URL."""
+    with local_cluster(2) as (_, dashboard):
+        yield dashboard
 
 
 def dashboard_get(dashboard: str, path: str):

@@ -14,7 +14,6 @@ In file order (the last test loses the second node):
 
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -31,14 +30,13 @@ from conftest import (
     RUN_TIMEOUT,
     checkpoints,
     dashboard_get,
-    free_port,
+    local_cluster,
     moto_bucket,
     processes_naming,
     read_json,
     registered,
     same_model_metrics,
     settle,
-    stop_processes,
     tiny_config,
 )
 
@@ -78,42 +76,14 @@ def nodes(dashboard):
 
 @pytest.fixture(scope="module")
 def cluster():
-    with moto_bucket() as (uri, fs):
-        env = {**os.environ, "RAY_AUTH_MODE": "token", "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.25"}
-        env["PATH"] = f"{BIN}{os.pathsep}{env['PATH']}"  # as conftest.ray_head, whose docstring says why
-        if not (Path.home() / ".ray" / "auth_token").exists():
-            subprocess.run([str(BIN / "ray"), "get-auth-token", "--generate"], env=env, capture_output=True, check=True)
-        port, dashboard = free_port(), free_port()
-        temp_dir = f"/tmp/reuters-ray-nodes-{port}"
-        ray = str(BIN / "ray")
-        head = [ray, "start", "--head", "--node-ip-address", "127.0.0.1", "--port", str(port), "--dashboard-host",
-                "127.0.0.1", "--dashboard-port", str(dashboard), "--num-cpus", "1", "--temp-dir", temp_dir,
-                "--disable-usage-stats"]  # fmt: skip
-        second = [ray, "start", "--address", f"127.0.0.1:{port}", "--node-ip-address", "127.0.0.1", "--num-cpus", "1",
-                  "--resources", json.dumps({SECOND: 1}), "--dashboard-agent-listen-port=0",
-                  "--disable-usage-stats"]  # fmt: skip
-        saved = {k: os.environ.get(k) for k in ("RAY_AUTH_MODE", "RAY_ADDRESS")}
-        try:
-            for cmd in (head, second):
-                out = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=180)
-                assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-2000:]
-            os.environ.update(RAY_AUTH_MODE="token", RAY_ADDRESS=f"127.0.0.1:{port}")
-            url = f"http://127.0.0.1:{dashboard}"
-            deadline = time.monotonic() + 60
-            while len(alive := nodes(url)) < 2:
-                assert time.monotonic() < deadline, alive
-                time.sleep(0.5)
-            (b,) = [n["node_id"] for n in alive if SECOND in n["resources_total"]]
-            (a,) = [n["node_id"] for n in alive if n["node_id"] != b]
-            yield Cluster(url, a, b, uri, fs)
-        finally:
-            for k, v in saved.items():
-                os.environ.pop(k) if v is None else os.environ.__setitem__(k, v)
-            # the nodes' processes: below its temp dir, the second node's, and any naming the cluster's GCS port (an
-            # orphan of the lost node, e.g. Ray's client server)
-            pids = processes_naming(temp_dir) + processes_naming(SECOND) + processes_naming(f":{port} ")
-            stop_processes(sorted(set(pids)), grace_s=2.0)
-            shutil.rmtree(temp_dir, ignore_errors=True)
+    with moto_bucket() as (uri, fs), local_cluster(1, aws=True, second_node=SECOND) as (_, url):
+        deadline = time.monotonic() + 60
+        while len(alive := nodes(url)) < 2:
+            assert time.monotonic() < deadline, alive
+            time.sleep(0.5)
+        (b,) = [n["node_id"] for n in alive if SECOND in n["resources_total"]]
+        (a,) = [n["node_id"] for n in alive if n["node_id"] != b]
+        yield Cluster(url, a, b, uri, fs)
 
 
 def config_yaml(reuters_dir, tmp_path, epochs=EPOCHS, train_sample=500, **cv):
