@@ -134,6 +134,31 @@ class LinearModel:
         return cls(vocabulary, num_classes=num_classes, temperature=temperature, **arrays)
 
 
+def check_fittable(texts: list[str], folds: list[tuple[np.ndarray, np.ndarray]] | None = None) -> None:
+    """Raises DataError unless the model can be fitted on `texts` and on each fold's training rows: TF-IDF needs a
+    term (a word of 2+ characters: scikit-learn's token pattern) in at least 2 texts (min_df), or its vocabulary is
+    empty. Stops at the first such term, so usual data costs a few texts."""
+    analyze = CountVectorizer(lowercase=True).build_analyzer()  # TfidfVectorizer's tokens, its unigrams alone
+
+    def shared_term(rows) -> bool:  # a bigram in 2 texts has its words in them too: unigrams suffice
+        seen: set[str] = set()
+        for i in rows:
+            terms = set(analyze(texts[i]))
+            if seen & terms:
+                return True
+            seen |= terms
+        return False
+
+    parts = [("the training split", range(len(texts)))]
+    parts += [(f"fold {k}'s training rows", train_idx) for k, (train_idx, _) in enumerate(folds or [])]
+    for where, rows in parts:
+        if not shared_term(rows):
+            raise DataError(
+                f"the linear model ({NAME}) cannot be fitted on {where}: no word of 2 or more characters occurs in 2 "
+                f"or more texts (texts of one-character codes give TF-IDF no terms)"
+            )
+
+
 def fit_temperature(scores: np.ndarray, labels: np.ndarray) -> float:
     """The softmax temperature that minimises the log loss of `scores` (out-of-fold decision values): one number,
     so the ranking of classes (the prediction) never changes."""
@@ -167,7 +192,9 @@ def baseline_metrics(ds, scores: np.ndarray) -> dict[str, Any]:
 
 
 def run_baseline(ds) -> dict[str, Any]:
-    """Metrics of the baseline fitted on dataset `ds` (a TextDataset after preprocessing), with its time."""
+    """Metrics of the baseline fitted on dataset `ds` (a TextDataset after preprocessing), with its time. Raises
+    DataError when it cannot be fitted (check_fittable)."""
+    check_fittable(ds.train_texts)
     t0 = time.perf_counter()
     scores = LinearModel.fit(ds.train_texts, ds.train_labels, ds.num_classes).scores(ds.test_texts)
     return {**baseline_metrics(ds, scores), "fit_s": time.perf_counter() - t0}

@@ -49,13 +49,13 @@ def _summary(args: argparse.Namespace) -> int:
             "config": dataclasses.asdict(cfg),
             "classes": rows,
             "dropped_classes": dropped,
-            "notes": ds.dropped_lines(),
+            "notes": ds.notes(),
             "provenance": ds.provenance,
         }
         json.dump(out, sys.stdout, indent=2)
         print()
         return 0
-    for line in ds.dropped_lines():
+    for line in ds.notes():
         print(line)
     width = max(len(r["name"]) for r in rows + dropped + [{"name": "name"}])
     print(f"{'label':>5}  {'name':<{width}}  {'train':>6}  {'test':>6}  {'weight':>7}")

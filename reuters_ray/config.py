@@ -37,7 +37,10 @@ class DataConfig:
     # table only: a separate test file; unset -> a seeded stratified split of `path` by test_size.
     test_path: str | None = None
     text_column: str = "text"  # table only: the column holding the text
-    label_column: str = "label"  # table only: the column holding the label (strings or integers)
+    label_column: str = "label"  # table only: the column holding the label (read as written: '001' stays '001')
+    # table only, CSV/TSV: the delimiter ("\t" or "tab" for a tab). Unset: the one whose split of the header holds
+    # text_column and label_column (the file type's own first, then ; , tab |); the run says which it used.
+    delimiter: str | None = None
     test_size: float = 0.2  # table without test_path: the held-out share
     # Seed of the train/test split: 113 is Keras's, which the reuters21578 source reproduces.
     split_seed: int = 113
@@ -45,7 +48,8 @@ class DataConfig:
     keras_num_words: int | None = 10000
     # Drop classes with fewer training examples than this (the seed: 50 -> 18 Reuters topics).
     min_samples: int = 50
-    # Drop texts with fewer whitespace tokens than this after cleaning (the seed: 3).
+    # Drop texts with fewer words than this after cleaning (the seed: 3 whitespace tokens). In scripts written
+    # without spaces (Chinese, Japanese, Thai, ...) each character counts as a word, as BERT's tokenizer splits them.
     min_tokens: int = 3
     # Tokens per text after WordPiece, [CLS] and [SEP] included; longer texts are truncated.
     max_length: int = 300
@@ -56,6 +60,8 @@ class DataConfig:
     test_sample: int | None = None
 
     def __post_init__(self) -> None:
+        if self.delimiter in ("\\t", "tab"):  # a tab is hard to type in a flag
+            self.delimiter = "\t"
         checks = [
             (self.source in ("reuters21578", "keras", "table"), "source", "one of reuters21578, keras, table"),
             (self.text in ("title+body", "keras"), "text", "title+body or keras"),
@@ -66,6 +72,11 @@ class DataConfig:
             (self.keras_num_words is None or self.keras_num_words > 3, "keras_num_words", "> 3 or unset"),
             (self.train_sample is None or self.train_sample > 0, "train_sample", "> 0 or unset"),
             (self.test_sample is None or self.test_sample > 0, "test_sample", "> 0 or unset"),
+            (
+                self.delimiter is None or (len(self.delimiter) == 1 and self.delimiter not in '"\r\n'),
+                "delimiter",
+                "one character other than a quote or a line break (\\t or tab for a tab), or unset",
+            ),
         ]
         _check(self, "data", checks)
 
@@ -181,9 +192,11 @@ class CVConfig:
                 (self.cpus_per_fold > 0, "cpus_per_fold", "> 0"),
                 (self.max_failures >= 0, "max_failures", ">= 0"),
                 (
-                    self.name is None or (self.name.strip() and "/" not in self.name),
+                    # a folder in storage_path, also inside a URI: no path separators, '?' or '#', not . or ..
+                    self.name is None
+                    or (self.name.strip() and self.name not in (".", "..") and not set(self.name) & set("/\\?#")),
                     "name",
-                    "a folder name without '/'",
+                    "a folder name without / \\ ? # (and not . or ..)",
                 ),
             ],
         )
@@ -227,15 +240,27 @@ def _check(obj: Any, section: str, checks: list[tuple[bool, str, str]]) -> None:
             raise ConfigError(f"config: {section}.{name} must be {want}, got {getattr(obj, name)!r}")
 
 
+def _takes_str(tp: Any) -> bool:
+    """Whether annotation `tp` is str or a union holding str (str | None)."""
+    return tp is str or (typing.get_origin(tp) in (typing.Union, types.UnionType) and str in typing.get_args(tp))
+
+
 def _coerce(value: Any, tp: Any, where: str) -> Any:
-    """Checks `value` against a (simple) annotation; strings from flags are parsed as YAML scalars."""
-    if isinstance(value, str) and tp is not str:
+    """Checks `value` against a (simple) annotation. A string for a string field is taken verbatim (only "" unsets
+    an optional one): "news #2.csv" is a file name, not YAML with a comment. A string for a typed field (a flag's
+    value) is read as a YAML scalar: "1e-4", "null", "true"."""
+    if isinstance(value, str) and _takes_str(tp):
+        return None if value == "" and type(None) in typing.get_args(tp) else value
+    if isinstance(value, str):
         try:  # "1e-4" is a string to YAML 1.1 but a float to everyone else
-            value = float(value) if tp is float else yaml.safe_load(value) if value != "" else None
-        except ValueError:
-            pass
-    origin = typing.get_origin(tp)
-    if origin in (typing.Union, types.UnionType):
+            return _check_type(float(value) if tp is float else yaml.safe_load(value) if value else None, tp, where)
+        except (ValueError, yaml.YAMLError):  # ConfigError too: the message shows what was written, not YAML's reading
+            raise ConfigError(f"config: {where} must be {_type_name(tp)}, got {value!r}") from None
+    return _check_type(value, tp, where)
+
+
+def _check_type(value: Any, tp: Any, where: str) -> Any:
+    if typing.get_origin(tp) in (typing.Union, types.UnionType):
         args = typing.get_args(tp)
         if value is None and type(None) in args:
             return None
@@ -246,12 +271,26 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
                 return _coerce(value, arg, where)
             except ConfigError:
                 pass
-        raise ConfigError(f"config: {where} must be {tp}, got {value!r}")
+        raise ConfigError(f"config: {where} must be {_type_name(tp)}, got {value!r}{_quote_hint(value, tp)}")
     if tp is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
     if tp in (int, float, str, bool) and (type(value) is not tp):
-        raise ConfigError(f"config: {where} must be {tp.__name__}, got {value!r}")
+        raise ConfigError(f"config: {where} must be {_type_name(tp)}, got {value!r}{_quote_hint(value, tp)}")
     return value
+
+
+def _type_name(tp: Any) -> str:
+    """'float', 'str or unset', ...: an annotation as the messages say it."""
+    args = typing.get_args(tp) if typing.get_origin(tp) in (typing.Union, types.UnionType) else (tp,)
+    names = [{"str": "a string"}.get(a.__name__, a.__name__) for a in args if a is not type(None)]
+    return " or ".join(names) + (" or unset" if type(None) in args else "")
+
+
+def _quote_hint(value: Any, tp: Any) -> str:
+    """For a YAML file's number or boolean given to a string field: how to write it as a string."""
+    if _takes_str(tp) and isinstance(value, (int, float, bool)):
+        return " (YAML read it as a number or boolean: quote it in the file)"
+    return ""
 
 
 def from_dict(cls: type, mapping: dict[str, Any] | None, where: str = "") -> Any:

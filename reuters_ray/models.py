@@ -19,6 +19,7 @@ RANDOM_ARCHS = {
     "small-bert-random": dict(num_hidden_layers=4, hidden_size=512, num_attention_heads=8, intermediate_size=2048),
     "tiny-bert-random": dict(num_hidden_layers=2, hidden_size=64, num_attention_heads=2, intermediate_size=256),
 }
+RANDOM_POSITIONS, RANDOM_VOCAB = 512, 30522  # BERT's: the packaged uncased vocabulary, 512 positions
 OFFLINE_ALIASES = ("minilm-offline", *RANDOM_ARCHS)
 
 
@@ -60,16 +61,35 @@ def load_tokenizer(name: str):
     return tok
 
 
-def check_model(name: str) -> None:
-    """Raises ConfigError unless model `name` can be loaded here (reads its config only, no weights)."""
+def check_model(name: str) -> tuple[int, int]:
+    """(max_position_embeddings, vocab_size) of model `name`, read from its config (no weights). Raises ConfigError
+    when the model cannot be loaded here."""
     if name in RANDOM_ARCHS:
-        return
+        return RANDOM_POSITIONS, RANDOM_VOCAB
     from transformers import AutoConfig
 
     try:
-        AutoConfig.from_pretrained(str(packaged_minilm_path()) if name == "minilm-offline" else name)
+        config = AutoConfig.from_pretrained(str(packaged_minilm_path()) if name == "minilm-offline" else name)
     except (OSError, ValueError) as e:
         raise ConfigError(_unreachable(name, e)) from None
+    return int(getattr(config, "max_position_embeddings", 0) or 0), int(getattr(config, "vocab_size", 0) or 0)
+
+
+def check_fits(name: str, max_length: int, tokenizer, tokenizer_name: str | None = None) -> None:
+    """Raises ConfigError when model `name` cannot read what `tokenizer` makes at `max_length` tokens: more positions
+    than the model has (it would die in its first forward pass), or token ids beyond its vocabulary (a tokenizer of
+    another model). Reads the model's config only."""
+    positions, vocab = check_model(name)
+    if positions and max_length > positions:
+        raise ConfigError(
+            f"data.max_length={max_length} but model {name!r} reads at most {positions} tokens "
+            f"(max_position_embeddings); use --data.max_length {positions} or less"
+        )
+    if vocab and len(tokenizer) > vocab:
+        raise ConfigError(
+            f"data.tokenizer {tokenizer_name or name!r} has {len(tokenizer)} tokens but model {name!r} knows "
+            f"{vocab} (vocab_size); use the model's own tokenizer (leave data.tokenizer unset)"
+        )
 
 
 def _unreachable(name: str, e: Exception) -> str:
@@ -102,7 +122,9 @@ def build_model(
         attention_probs_dropout_prob=attention_dropout,
     )
     if name in RANDOM_ARCHS:
-        config = BertConfig(vocab_size=30522, max_position_embeddings=512, **RANDOM_ARCHS[name], **labels)
+        config = BertConfig(
+            vocab_size=RANDOM_VOCAB, max_position_embeddings=RANDOM_POSITIONS, **RANDOM_ARCHS[name], **labels
+        )
         model = AutoModelForSequenceClassification.from_config(config)
     else:
         check_model(name)  # fails fast and clearly when the name is not reachable

@@ -2,7 +2,7 @@
 
     filter_rare_classes  drop classes with < min_samples TRAINING examples; relabel 0..K-1 keeping names
     clean_texts          lowercase, remove [START] [UNK] [PAD] [UNUSED], collapse whitespace
-    drop_short_texts     drop texts with < min_tokens whitespace tokens (after cleaning)
+    drop_short_texts     drop texts with < min_tokens words (after cleaning; count_words)
 
 `preprocess` runs the three in that order, as the seed did.
 """
@@ -19,6 +19,20 @@ from reuters_ray.errors import DataError
 
 _ARTIFACTS = re.compile(r"\[(?:start|unk|pad|unused)\]", re.I)
 _SPACE = re.compile(r"\s+")
+# Scripts written without spaces between words: Thai, Lao, Myanmar, Khmer, kana, CJK ideographs (and their
+# compatibility forms, half-width katakana, the supplementary planes' ideographs). BERT's tokenizer splits each
+# CJK character off on its own; the others have no spaces to split at.
+_NO_SPACE = (
+    "\u0e00-\u0eff\u1000-\u109f\u1780-\u17ff\u3040-\u30ff\u31f0-\u31ff\u3400-\u4dbf\u4e00-\u9fff"
+    "\uf900-\ufaff\uff66-\uff9f\U00020000-\U0003134f"
+)
+_WORD = re.compile(f"[{_NO_SPACE}]|[^\\s{_NO_SPACE}]+")
+
+
+def count_words(text: str) -> int:
+    """Words in `text`: whitespace-separated tokens (the seed's count), except that each character of a script
+    written without spaces counts as one ("Oil 价格上涨" is 5: Oil, 价, 格, 上, 涨)."""
+    return len(_WORD.findall(text))
 
 
 def clean_text(text: str) -> str:
@@ -86,13 +100,15 @@ def clean_texts(ds: TextDataset) -> TextDataset:
 
 
 def drop_short_texts(ds: TextDataset, min_tokens: int = 3) -> TextDataset:
-    """Drops examples whose text has fewer than `min_tokens` whitespace-separated tokens."""
+    """Drops examples whose text has fewer than `min_tokens` words (count_words); their ids are recorded."""
     masks = {
-        s: np.array([len(t.split()) >= min_tokens for t in getattr(ds, f"{s}_texts")], dtype=bool)
+        s: np.array([count_words(t) >= min_tokens for t in getattr(ds, f"{s}_texts")], dtype=bool)
         for s in ("train", "test")
     }
     removed = {s: int((~m).sum()) for s, m in masks.items()}
-    out = ds.with_step("drop_short_texts", {"min_tokens": min_tokens}, removed, **_keep(ds, masks))
+    ids = {s: [getattr(ds, f"{s}_ids")[i] for i in np.flatnonzero(~m)] for s, m in masks.items()}
+    params = {"min_tokens": min_tokens, "unit": "words (a character in scripts without spaces)", "ids": ids}
+    out = ds.with_step("drop_short_texts", params, removed, **_keep(ds, masks))
     missing = [ds.label_names[k] for k in range(ds.num_classes) if out.counts("train")[k] == 0]
     if missing:
         raise DataError(f"data.min_tokens={min_tokens} removes every training example of: {', '.join(missing)}")

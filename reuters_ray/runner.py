@@ -36,7 +36,7 @@ import yaml
 
 from reuters_ray.config import RunConfig
 from reuters_ray.console import Console, duration
-from reuters_ray.errors import ConfigError
+from reuters_ray.errors import ConfigError, DataError
 from reuters_ray.storage import (
     LOCAL,
     copy_dir,
@@ -90,9 +90,15 @@ class FoldTask:
 # --- the driver's phases, each testable without Ray ------------------------------------------------------------
 
 
-def check_resumable(fs: pafs.FileSystem, run_path: str, cfg: RunConfig, name: str) -> bool:
-    """Whether `run_path` holds a run of this config to resume. Raises ConfigError when it holds a run made with
-    another config (what RESUME_FREE_KEYS leaves)."""
+DATA_FILE = "data_fingerprint.json"  # in the run folder from its start: the data's identity (TextDataset.fingerprint)
+
+
+def check_resumable(
+    fs: pafs.FileSystem, run_path: str, cfg: RunConfig, name: str, data: dict[str, Any] | None = None
+) -> bool:
+    """Whether `run_path` holds a run of this config (and of this data: `data`, the data set's fingerprint) to
+    resume. Raises ConfigError when it holds a run made with another config (what RESUME_FREE_KEYS leaves) or on
+    other data. Reads only: a refused run leaves the existing one untouched."""
     previous = read_text(fs, f"{run_path}/config.yaml")
     if previous is None:
         return False
@@ -102,6 +108,16 @@ def check_resumable(fs: pafs.FileSystem, run_path: str, cfg: RunConfig, name: st
         raise ConfigError(
             f"run {name!r} in {cfg.cv.storage_path} was made with another config (differs in {', '.join(diff)}); "
             f"use the same config to resume it, or another cv.name"
+        )
+    kept = read_text(fs, f"{run_path}/{DATA_FILE}")  # absent in runs made before it existed: those resume as before
+    if data is not None and kept is not None and json.loads(kept)["sha256"] != data["sha256"]:
+
+        def said(d: dict[str, Any]) -> str:
+            return f"{d['train']} train / {d['test']} test texts, {d['classes']} classes, sha256 {d['sha256'][:12]}"
+
+        raise ConfigError(
+            f"run {name!r} in {cfg.cv.storage_path} was made with other data ({said(json.loads(kept))}; now "
+            f"{said(data)}); use the same data to resume it, or another cv.name"
         )
     return True
 
@@ -260,7 +276,13 @@ def fit_linear(ds, folds) -> tuple[Any, np.ndarray, float]:
     from reuters_ray.baseline import fit_cv
 
     t = time.perf_counter()
-    linear, oof_scores = fit_cv(ds.train_texts, ds.train_labels, folds, ds.num_classes)
+    try:
+        linear, oof_scores = fit_cv(ds.train_texts, ds.train_labels, folds, ds.num_classes)
+    except ValueError as e:  # checked before the folds (baseline.check_fittable); should anything else fail:
+        raise DataError(
+            f"the linear model could not be fitted ({str(e).splitlines()[0]}); the folds are kept: rerun the same "
+            f"command with --cv.blend false --cv.baseline false to finish the run without it"
+        ) from None
     return linear, oof_scores, time.perf_counter() - t
 
 
@@ -543,10 +565,11 @@ def run_cv(cfg: RunConfig, console: Console | None = None) -> dict[str, Any]:
 
 
 def _run_cv(cfg: RunConfig, console: Console) -> dict[str, Any]:
+    from reuters_ray.baseline import check_fittable
     from reuters_ray.ensemble import Ensemble
     from reuters_ray.features import class_weights, stratified_folds, tokenize
     from reuters_ray.metrics import evaluate_scores, softmax
-    from reuters_ray.models import check_model, load_tokenizer
+    from reuters_ray.models import check_fits, check_model, load_tokenizer
     from reuters_ray.outputs import write_run_outputs
     from reuters_ray.preprocess import prepare
     from reuters_ray.report import write_report
@@ -561,6 +584,14 @@ def _run_cv(cfg: RunConfig, console: Console) -> dict[str, Any]:
     ds = prepare(dc)
     ds.check_folds(cfg.cv.folds)
     tokenizer = load_tokenizer(dc.tokenizer or cfg.model.name)
+    check_fits(cfg.model.name, dc.max_length, tokenizer, dc.tokenizer)
+    folds = stratified_folds(ds.train_labels, cfg.cv.folds, cfg.train.seed)
+    if cfg.cv.blend or cfg.cv.baseline:  # else it would fail only once the folds have trained
+        try:
+            check_fittable(ds.train_texts, folds)
+        except DataError as e:
+            raise DataError(f"{e}; to train without it: --cv.blend false --cv.baseline false") from None
+    data_id = ds.fingerprint()
     try:
         fs, base, base_uri = storage_location(cfg.cv.storage_path)
     except (ValueError, OSError) as e:  # pyarrow's ArrowInvalid is a ValueError: a URI it does not take
@@ -568,16 +599,16 @@ def _run_cv(cfg: RunConfig, console: Console) -> dict[str, Any]:
     if why := unreachable_endpoint(cfg.cv.storage_path):
         raise ConfigError(f"cv.storage_path {cfg.cv.storage_path!r}: {why}")
     run_path, run_uri = f"{base}/{name}", uri_join(base_uri, name)
-    resuming = check_resumable(fs, run_path, cfg, name)
+    resuming = check_resumable(fs, run_path, cfg, name, data_id)
     check_writable(fs, run_path, cfg.cv.storage_path)
     write_atomic(f"{run_path}/config.yaml", yaml.safe_dump(cfg.to_dict(), sort_keys=True), fs)
+    write_atomic(f"{run_path}/{DATA_FILE}", json.dumps(data_id), fs)
     console.info(f"run {name}: {run_uri}", run=name, uri=run_uri)
-    for line in ds.dropped_lines():
+    for line in ds.notes():
         console.info(line)
 
     tokens = tokenize(ds.train_texts + ds.test_texts, tokenizer, dc.max_length)
     n_train = len(ds.train_texts)
-    folds = stratified_folds(ds.train_labels, cfg.cv.folds, cfg.train.seed)
     weights = class_weights(ds.train_labels, ds.num_classes)
     row_fold = fold_of_rows(folds, n_train)
     assignment = dict(zip(ds.train_ids, row_fold.tolist()))
@@ -699,8 +730,8 @@ def _run_cv(cfg: RunConfig, console: Console) -> dict[str, Any]:
         config = cfg.to_dict()
         oof = (ds.train_ids, ds.train_labels, row_fold, softmax(oof_logits))
         write_run_outputs(
-            out, metrics, fold_rows, history, ds.test_ids, ds.test_labels, probs, ds.label_names, config, ds.provenance,
-            oof,
+            out, metrics, fold_rows, history, ds.test_ids, ds.test_labels, probs, ds.label_names, config,
+            {**ds.provenance, "fingerprint": data_id}, oof,
         )  # fmt: skip
         if linear is not None and cfg.cv.blend:
             linear.save(out / "linear")

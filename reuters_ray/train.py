@@ -29,7 +29,7 @@ from reuters_ray.checkpoint import (
     set_rng_state,
 )
 from reuters_ray.config import RunConfig
-from reuters_ray.errors import CheckpointError
+from reuters_ray.errors import CheckpointError, ConfigError
 from reuters_ray.features import TokenArrays
 from reuters_ray.loss import focal_loss
 from reuters_ray.metrics import classification_metrics
@@ -312,6 +312,11 @@ def train_fold(
 
     torch.manual_seed(seed)  # the classifier head (and a random-init model) is drawn from this
     model = build_model(mc.name, data.label_names, mc.hidden_dropout, mc.attention_dropout, checkpointing).to(device)
+    positions = getattr(model.config, "max_position_embeddings", None)
+    if positions and data.tokens.ids.shape[1] > positions:  # else the first forward pass dies on a tensor size
+        raise ConfigError(
+            f"tokens of length {data.tokens.ids.shape[1]} but model {mc.name!r} reads at most {positions}"
+        )
     decay = [p for p in model.parameters() if p.ndim >= 2]  # matrices; no decay on biases and LayerNorm
     no_decay = [p for p in model.parameters() if p.ndim < 2]
     fused = profile.fused_adamw and device.type == "cuda"

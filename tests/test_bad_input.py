@@ -82,6 +82,15 @@ CASES = {
         lambda t, r: ["--data.max_length", "0"],
         "data.max_length must be >= 8 (room for [CLS], [SEP] and some text), got 0",
     ),
+    "max_length beyond the model's positions": (
+        lambda t, r: ["--data.max_length", "600"],
+        "data.max_length=600 but model 'tiny-bert-random' reads at most 512 tokens (max_position_embeddings)",
+    ),
+    "texts that give TF-IDF no terms": (
+        lambda t, r: table(t, "codes.csv", news().assign(text=[f"{i % 4} {i % 3} 1 0" for i in range(36)])),
+        "cannot be fitted on the training split: no word of 2 or more characters occurs in 2 or more texts",
+    ),
+    "a typed flag YAML cannot read": (lambda t, r: ["--train.lr", "*x"], "config: train.lr must be float, got '*x'"),
     "batch size 0": (lambda t, r: ["--train.batch_size", "0"], "train.batch_size must be >= 1, got 0"),
     "one fold": (lambda t, r: ["--cv.folds", "1"], "cv.folds must be >= 2, got 1"),
     "unknown model offline": (

@@ -14,7 +14,7 @@ from reuters_ray.errors import DataError
 
 def frame(n_per_class=10, labels=("sports", "politics", "tech")):
     rows = [
-        {"id": f"d{k}{i}", "text": f"{lab} story number {i} with words", "label": lab}
+        {"id": f"d-{lab}-{i}", "text": f"{lab} story number {i} with words", "label": lab}
         for k, lab in enumerate(labels)
         for i in range(n_per_class)
     ]
@@ -67,7 +67,10 @@ def test_nan_labels_are_named_with_rows_and_empty_texts_dropped_and_counted(tmp_
     assert df.loc[3, "id"] not in ds.train_ids + ds.test_ids and df.loc[9, "id"] not in ds.train_ids + ds.test_ids
     (step,) = ds.provenance["steps"]
     assert step["step"] == "drop_empty_texts" and step["removed"] == {"train": 2, "test": 0}
-    assert ds.dropped_lines() == [f"warning: {path}: dropped 2 empty text(s) in column 'text', data rows 4, 10"]
+    assert ds.notes() == [
+        f"{path}: read as CSV with delimiter comma (the file's own)",
+        f"warning: {path}: dropped 2 empty text(s) in column 'text', data rows 4, 10",
+    ]
     df["text"] = ""
     df.to_csv(path, index=False)
     with pytest.raises(DataError, match=rf"bad.csv: column 'text' holds no text in any of its {len(df)} rows"):

@@ -30,6 +30,7 @@ def load_dataset(cfg: DataConfig) -> TextDataset:
         test_path=cfg.test_path,
         test_size=cfg.test_size,
         seed=cfg.split_seed,
+        delimiter=cfg.delimiter,
     )
 
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import copy
+import hashlib
+import json
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -40,6 +42,22 @@ class TextDataset:
     def num_classes(self) -> int:
         return len(self.label_names)
 
+    def fingerprint(self) -> dict[str, Any]:
+        """The data's identity: the SHA-256 of every text, label and id of both splits and of the label names, with
+        the sizes for messages. Two data sets that train and score alike have the same one; a run resumes only on
+        data with its fingerprint."""
+        h = hashlib.sha256()
+        for part in (self.label_names, self.train_ids, self.test_ids, self.train_texts, self.test_texts):
+            h.update(json.dumps(part, ensure_ascii=False).encode())
+        for labels in (self.train_labels, self.test_labels):
+            h.update(np.ascontiguousarray(labels, dtype=np.int64).tobytes())
+        return {
+            "sha256": h.hexdigest(),
+            "train": len(self.train_texts),
+            "test": len(self.test_texts),
+            "classes": self.num_classes,
+        }
+
     def counts(self, split: str) -> np.ndarray:
         """Examples per class in `split` ("train" or "test")."""
         return np.bincount(getattr(self, f"{split}_labels"), minlength=self.num_classes)
@@ -51,10 +69,11 @@ class TextDataset:
         prov.setdefault("steps", []).append({"step": name, "params": params, "removed": removed, "after": after})
         return replace(self, provenance=prov, **changes)
 
-    def dropped_lines(self) -> list[str]:
-        """What the preprocessing and loading steps dropped, one line each, for a person to read first: each class
-        dropped by data.min_samples with its training count, and empty texts of a table with their rows."""
-        lines = []
+    def notes(self) -> list[str]:
+        """What loading and preprocessing did that a person should read first, one line each: how a table was read
+        and what its labels look like (provenance "notes"), each class dropped by data.min_samples with its training
+        count, empty texts of a table with their rows, and short texts with their ids."""
+        lines = list(self.provenance.get("notes", []))
         for step in self.provenance.get("steps", []):
             params = step["params"]
             if step["step"] == "filter_rare_classes" and params.get("dropped_classes"):
@@ -72,6 +91,15 @@ class TextDataset:
                             f"warning: {file}: dropped {len(rows)} empty text(s) in column "
                             f"{params['column']!r}, data rows {shown}"
                         )
+            elif step["step"] == "drop_short_texts" and sum(step["removed"].values()):
+                ids = params.get("ids", {})
+                listed = [i for split in ("train", "test") for i in ids.get(split, [])]
+                shown = ", ".join(listed[:20]) + (" ..." if len(listed) > 20 else "")
+                lines.append(
+                    f"warning: dropped {sum(step['removed'].values())} text(s) with fewer than data.min_tokens="
+                    f"{params['min_tokens']} words (train {step['removed']['train']}, test {step['removed']['test']})"
+                    + (f": ids {shown}" if shown else "")
+                )
         return lines
 
     def check_folds(self, n_folds: int) -> None:
