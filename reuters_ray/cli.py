@@ -15,6 +15,7 @@ import argparse
 import contextlib
 import dataclasses
 import json
+import os
 import sys
 import typing
 from pathlib import Path
@@ -150,26 +151,49 @@ def _report(args: argparse.Namespace) -> int:
 
 
 def _read_texts(args: argparse.Namespace) -> list[str]:
-    """Texts from the arguments, --file (one per line) or standard input ('-', one per line)."""
+    """Texts from the arguments (one each), --file or standard input ('-'): one per line, lines split only at \\n
+    (a \\r before it dropped), never at the other characters Python counts as line breaks. Blank lines are texts too
+    (each gets the "no text" answer), so answers line up with lines. Bytes that are not UTF-8 are replaced by U+FFFD
+    and named in one warning line on stderr."""
     if args.file and args.texts:
         raise ConfigError("give texts as arguments or --file, not both")
-    if args.file:
+    if args.file or args.texts == ["-"]:
         try:
-            lines = Path(args.file).read_text(encoding="utf-8").splitlines()
-        except (OSError, UnicodeDecodeError) as e:
-            raise ConfigError(f"--file {args.file}: cannot read it ({e})") from None
-    elif args.texts == ["-"]:
-        lines = sys.stdin.read().splitlines()
-    else:
-        lines = args.texts
-    texts = [t for t in lines if t.strip()]
+            data = Path(args.file).read_bytes() if args.file else _stdin_bytes()
+        except OSError as e:
+            raise ConfigError(f"--file {args.file}: cannot read it ({e.strerror or e})") from None
+        data = data.removeprefix(b"\xef\xbb\xbf")  # a byte-order mark is not text
+        lines = data.split(b"\n")
+        if lines and lines[-1] == b"":
+            lines.pop()  # the newline that ends the last line starts no new one
+        lines = [line.removesuffix(b"\r") for line in lines]
+        where = "line"
+    else:  # arguments the shell could not decode reach Python as surrogates: back to their bytes
+        lines = [os.fsencode(t) for t in args.texts]
+        where = "argument"
+    texts, bad = [], []
+    for n, line in enumerate(lines, 1):
+        try:
+            texts.append(line.decode("utf-8"))
+        except UnicodeDecodeError:
+            texts.append(line.decode("utf-8", "replace"))
+            bad.append(n)
+    if bad:
+        shown = ", ".join(map(str, bad[:20])) + (" ..." if len(bad) > 20 else "")
+        where += "s" if len(bad) > 1 else ""
+        print(f"reuters-ray: warning: {where} {shown}: bytes that are not UTF-8 replaced by U+FFFD", file=sys.stderr)
     if not texts:
         raise ConfigError("no texts to predict: give TEXT arguments, --file F or - for standard input")
     return texts
 
 
+def _stdin_bytes() -> bytes:
+    """Standard input as bytes (a text stream without a byte buffer, as tests give, is encoded back)."""
+    buffer = getattr(sys.stdin, "buffer", None)
+    return buffer.read() if buffer is not None else sys.stdin.read().encode("utf-8", "surrogateescape")
+
+
 def _predict(args: argparse.Namespace) -> int:
-    import numpy as np
     from transformers.utils import logging as hf_logging
 
     from reuters_ray.ensemble import Ensemble
@@ -183,22 +207,14 @@ def _predict(args: argparse.Namespace) -> int:
     k = min(args.top_k, len(ens.label_names))
     for start in range(0, len(texts), args.batch_size):
         batch = texts[start : start + args.batch_size]
-        probs = ens.predict_proba(batch)
-        for text, p in zip(batch, probs):
-            top = np.argsort(-p, kind="stable")[:k]
+        for text, answer in zip(batch, ens.answers(batch, k)):
             if args.json:
-                print(
-                    json.dumps(
-                        {
-                            "text": text,
-                            "label": ens.label_names[top[0]],
-                            "top": [{"label": ens.label_names[i], "p": round(float(p[i]), 6)} for i in top],
-                        }
-                    )
-                )
+                print(json.dumps({"text": text, **answer}, ensure_ascii=False))
+            elif answer["label"] is None:
+                print(f"-\t({answer['note']})\t{text[:60]}")
             else:
-                shown = "  ".join(f"{ens.label_names[i]} {p[i]:.3f}" for i in top)
-                print(f"{ens.label_names[top[0]]}\t{shown}\t{text[:60]}")
+                shown = "  ".join(f"{t['label']} {t['p']:.3f}" for t in answer["top"])
+                print(f"{answer['label']}\t{shown}\t{text[:60]}")
     return 0
 
 
@@ -249,18 +265,14 @@ def _serve(args: argparse.Namespace) -> int:
     import ray
     from ray import serve
 
-    from reuters_ray.serve import build_app
+    from reuters_ray.serve import APP_NAME, build_app, serve_running, stop_serve
 
     if not ray.is_initialized():
         ray.init(log_to_driver=False)  # joins RAY_ADDRESS (ray start, ray job submit) or starts a local Ray
-    serve.start(http_options={"host": args.host, "port": args.port})
-    serve.run(build_app(str(args.run), args.backend, export_dir, args.replicas), name="reuters-ray", route_prefix="/")
-    url = f"http://{args.host}:{args.port}"
-    print(
-        f"serving run {args.run} ({args.backend}, {args.replicas} replica(s)) at {url}: POST {url}/predict "
-        '{"texts": [...], "top_k": 3}, GET /labels, GET /healthz; Ctrl-C stops',
-        flush=True,
-    )
+    # A Ray this command started ends with it (Serve with it, in a second); on a cluster it joined, only what it
+    # started goes: its application, and Serve itself if Serve was not running before.
+    owns_ray = getattr(ray._private.worker._global_node, "head", False)
+    started_serve = not serve_running()
 
     def stop(*_):
         raise KeyboardInterrupt  # SIGTERM (ray job stop, kill) ends the service as Ctrl-C does
@@ -268,12 +280,22 @@ def _serve(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)  # also when started in the background by a shell, which ignores SIGINT
     try:
+        serve.start(http_options={"host": args.host, "port": args.port})
+        serve.run(build_app(str(args.run), args.backend, export_dir, args.replicas), name=APP_NAME, route_prefix="/")
+        url = f"http://{args.host}:{args.port}"
+        print(
+            f"serving run {args.run} ({args.backend}, {args.replicas} replica(s)) at {url}: POST {url}/predict "
+            '{"texts": [...], "top_k": 3}, GET /labels, GET /healthz, the API at /docs; Ctrl-C stops',
+            flush=True,
+        )
         while True:
             time.sleep(3600)
     except KeyboardInterrupt:
         pass
     finally:
-        serve.shutdown()  # the deployment, its replicas and the HTTP proxy go with this command
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C does not cut the stop short
+        stop_serve(owns_ray, started_serve)
+    print("stopped", flush=True)
     return 0
 
 
@@ -403,6 +425,9 @@ def main(argv: list[str] | None = None) -> int:
     except ReutersRayError as e:
         print(f"reuters-ray: error: {e}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # the reader went away (`| head`): stop quietly, as other command-line tools do
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # Python's own flush at exit would fail too
+        return 1  # what the Python docs advise (its exit status is not the pipeline's anyway)
 
 
 if __name__ == "__main__":

@@ -6,6 +6,7 @@ them with the linear model (cv.blend), that model and the weight (reuters_ray.bl
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -129,16 +130,77 @@ class Ensemble:
 
     def predict_proba(self, texts: list[str]) -> np.ndarray:
         """[N, K] class probabilities for raw texts, cleaned as in training: the softmax of the averaged logits,
-        blended with the linear model's where the run did."""
+        blended with the linear model's where the run did. A text with nothing left after cleaning (blank_texts)
+        has no probabilities: its row is NaN, never a label. Lone surrogates are replaced (readable_texts)."""
         from reuters_ray.blend import combine
         from reuters_ray.preprocess import clean_text
 
-        cleaned = [clean_text(t) for t in texts]
-        mean = self.mean_logits(tokenize(cleaned, self.tokenizer, self.max_length))
-        if self.linear is None:
-            return softmax(mean)
-        return combine(softmax(mean), self.linear.predict_proba(cleaned), self.blend_weight)
+        if isinstance(texts, str):
+            raise TypeError("texts must be a list of strings, not one string (predict_proba([text]))")
+        if wrong := [i for i, t in enumerate(texts) if not isinstance(t, str)]:
+            raise TypeError(f"texts {_indices(wrong)}: not strings ({type(texts[wrong[0]]).__name__})")
+        cleaned = [clean_text(t) for t in readable_texts(texts)]
+        out = np.full((len(cleaned), len(self.label_names)), np.nan)
+        rows = [i for i, t in enumerate(cleaned) if t]
+        if rows:
+            kept = [cleaned[i] for i in rows]
+            probs = softmax(self.mean_logits(tokenize(kept, self.tokenizer, self.max_length)))
+            out[rows] = (
+                probs if self.linear is None else combine(probs, self.linear.predict_proba(kept), self.blend_weight)
+            )
+        return out
 
-    def predict(self, texts: list[str]) -> list[str]:
-        """The label name predicted for each text."""
-        return [self.label_names[i] for i in self.predict_proba(texts).argmax(axis=1)]
+    def predict(self, texts: list[str]) -> list[str | None]:
+        """The label name predicted for each text; None for a text with no text in it (blank_texts)."""
+        return [answer["label"] for answer in self.answers(texts, k=1)]
+
+    def answers(self, texts: list[str], k: int = 3) -> list[dict]:
+        """One answer per text, in order (the CLI's `predict --json`, the service and Python alike): {"label": the
+        most probable label, "top": the k most probable, each {"label", "p"}}, or for a text with nothing in it
+        {"label": None, "top": [], "note": "no text"}."""
+        return [answer_of(p, self.label_names, k) for p in self.predict_proba(texts)]
+
+
+NO_TEXT = "no text"  # the note of the answer to a blank text (nothing left after clean_text)
+
+
+def answer_of(probs: np.ndarray, label_names: list[str], k: int) -> dict:
+    """One text's answer from its [K] probabilities (NaN: no text); see Ensemble.answers."""
+    if np.isnan(probs).any():
+        return {"label": None, "top": [], "note": NO_TEXT}
+    top = np.argsort(-probs, kind="stable")[:k]
+    return {
+        "label": label_names[top[0]],
+        "top": [{"label": label_names[i], "p": round(float(probs[i]), 6)} for i in top],
+    }
+
+
+def blank_texts(texts: list[str]) -> list[int]:
+    """Indices of the texts with nothing left after the training's cleaning (empty, spaces, only [UNK]/[PAD]
+    markers): they get the "no text" answer."""
+    from reuters_ray.preprocess import clean_text
+
+    return [i for i, t in enumerate(texts) if not clean_text(t)]
+
+
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def unreadable_texts(texts: list[str]) -> list[int]:
+    """Indices of the texts that hold a lone surrogate (e.g. JSON's "\\ud800", or bytes Python kept with
+    surrogateescape): not Unicode any tokenizer can read."""
+    return [i for i, t in enumerate(texts) if _SURROGATE.search(t)]
+
+
+def readable_texts(texts: list[str]) -> list[str]:
+    """`texts` with every lone surrogate replaced by U+FFFD, and a warning naming the texts' indices."""
+    bad = unreadable_texts(texts)
+    if bad:
+        import warnings
+
+        warnings.warn(f"texts {_indices(bad)}: lone surrogates (not Unicode) replaced by U+FFFD", stacklevel=3)
+    return [_SURROGATE.sub("\ufffd", t) for t in texts] if bad else list(texts)
+
+
+def _indices(rows: list[int], shown: int = 20) -> str:
+    return ", ".join(map(str, rows[:shown])) + (" ..." if len(rows) > shown else "")

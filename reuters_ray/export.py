@@ -230,24 +230,37 @@ def export_cache_dir(run_dir: str | Path, local: Path | None = None) -> Path:
     /exports/<hash of the run's location, the export RECIPE and the run's metrics.json>, so a resumed or rerun run,
     or a newer way of exporting, gets a new export. `local`: the run's local copy, when the caller has it already.
     Raises DataError naming `run_dir` when it is not a finished run."""
-    from reuters_ray.storage import CACHE_ENV, finished_run
+    from reuters_ray.storage import cache_root, finished_run
 
     metrics = ((local or finished_run(str(run_dir))) / "metrics.json").read_bytes()
     key = hashlib.sha256(f"{run_dir}\0{RECIPE}\0".encode() + metrics).hexdigest()[:16]
-    return Path(os.environ.get(CACHE_ENV) or "~/.cache/reuters-ray").expanduser() / "exports" / key
+    return cache_root() / "exports" / key
 
 
 def cached_export(run_dir: str | Path, backend: str) -> Path:
-    """The export of run `run_dir` with the graph for `backend`, made once into export_cache_dir and reused."""
-    from reuters_ray.storage import finished_run
+    """The export of run `run_dir` with the graph for `backend`, made once into export_cache_dir and reused. Several
+    processes may ask at once: each exports into a private folder and one rename publishes it; a process that
+    finds another's whole export there uses it."""
+    from reuters_ray.storage import finished_run, publish_dir
 
     if backend not in GRAPHS:
         raise DataError(f"backend {backend!r}: choose one of {', '.join(BACKENDS)}")
     local = finished_run(str(run_dir))  # a run in a bucket: fetched once (and its metrics.json read once)
     folder = export_cache_dir(run_dir, local)
-    try:
-        read_manifest(folder, backend)
+
+    def usable(path: Path) -> bool:
+        try:
+            read_manifest(path, backend)
+            return True
+        except DataError:  # not made yet, made without INT8, or damaged: made again
+            return False
+
+    if usable(folder):
         return folder
-    except DataError:  # not made yet, made without INT8, or damaged: made again
-        shutil.rmtree(folder, ignore_errors=True)
-    return export_run(local, folder, int8=backend == "onnx-int8")
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
+    try:
+        export_run(local, tmp / "export", int8=backend == "onnx-int8")
+        return publish_dir(tmp / "export", folder, usable)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)

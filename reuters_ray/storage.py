@@ -10,6 +10,8 @@ import hashlib
 import os
 import shutil
 import socket
+import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 import pyarrow.fs as pafs
@@ -101,9 +103,41 @@ def copy_dir(src: str, dst: str, src_fs: pafs.FileSystem = LOCAL, dst_fs: pafs.F
 CACHE_ENV = "REUTERS_RAY_CACHE"  # where fetched run folders are kept (default ~/.cache/reuters-ray)
 
 
-def fetch_run(uri: str, cache_root: str | os.PathLike | None = None) -> Path:
+def publish_dir(tmp: Path, final: Path, usable: Callable[[Path], bool]) -> Path:
+    """Moves `tmp`, a folder this process filled privately, to `final` in one rename, for caches that several
+    processes may fill at once. When another process put a folder there first, its copy is kept if `usable` says so
+    (and `tmp` removed); else it is swapped out for ours. Returns `final`."""
+    try:
+        os.rename(tmp, final)  # atomic; refused when `final` is a folder with something in it
+        return final
+    except OSError:
+        if usable(final):
+            shutil.rmtree(tmp, ignore_errors=True)
+            return final
+    old = Path(tempfile.mkdtemp(prefix=f".{final.name}.old.", dir=final.parent))
+    try:
+        os.rename(final, old / "dir")
+    except FileNotFoundError:  # gone meanwhile
+        pass
+    try:
+        os.rename(tmp, final)
+    except OSError:  # another process swapped its copy in meanwhile: use it if it is whole
+        if not usable(final):
+            raise
+        shutil.rmtree(tmp, ignore_errors=True)
+    shutil.rmtree(old, ignore_errors=True)
+    return final
+
+
+def cache_root() -> Path:
+    """Where reuters-ray caches what it fetches or makes: $REUTERS_RAY_CACHE, else ~/.cache/reuters-ray."""
+    return Path(os.environ.get(CACHE_ENV) or "~/.cache/reuters-ray").expanduser()
+
+
+def fetch_run(uri: str, cache_root_dir: str | os.PathLike | None = None) -> Path:
     """A local copy of the outputs of the run folder at `uri` (everything but Ray's fold_<k> checkpoint folders),
     fetched into a cache once and again only when the run's metrics.json changed. A local path is returned as is.
+    Several processes may fetch the same run at once: each fills a private folder, one rename publishes it.
     Raises FileNotFoundError when `uri` holds no metrics.json."""
     if "://" not in uri:
         return Path(uri)
@@ -111,22 +145,27 @@ def fetch_run(uri: str, cache_root: str | os.PathLike | None = None) -> Path:
     metrics = read_bytes(fs, f"{path}/metrics.json")
     if metrics is None:
         raise FileNotFoundError(f"{uri}: no metrics.json there")
-    root = Path(cache_root or os.environ.get(CACHE_ENV) or "~/.cache/reuters-ray").expanduser() / "runs"
+    root = (Path(cache_root_dir).expanduser() if cache_root_dir else cache_root()) / "runs"
     local = root / hashlib.sha256(uri.encode()).hexdigest()[:16]
-    if (local / "metrics.json").is_file() and (local / "metrics.json").read_bytes() == metrics:
+
+    def current(folder: Path) -> bool:  # metrics.json is written last: a copy holding this one is whole
+        return (folder / "metrics.json").is_file() and (folder / "metrics.json").read_bytes() == metrics
+
+    if current(local):
         return local
-    tmp = Path(f"{local}.tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    for info in fs.get_file_info(pafs.FileSelector(path)):
-        if info.type == pafs.FileType.Directory and not info.base_name.startswith("fold_"):
-            copy_dir(info.path, str(tmp / info.base_name), fs, LOCAL)
-        elif info.type == pafs.FileType.File and info.base_name != "metrics.json":
-            (tmp / info.base_name).write_bytes(read_bytes(fs, info.path) or b"")
-    (tmp / "metrics.json").write_bytes(metrics)  # last: the copy is complete when it matches
-    shutil.rmtree(local, ignore_errors=True)
-    tmp.rename(local)
-    return local
+    root.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{local.name}.", dir=root))
+    try:
+        for info in fs.get_file_info(pafs.FileSelector(path)):
+            if info.type == pafs.FileType.Directory and not info.base_name.startswith("fold_"):
+                copy_dir(info.path, str(tmp / info.base_name), fs, LOCAL)
+            elif info.type == pafs.FileType.File and info.base_name != "metrics.json":
+                (tmp / info.base_name).write_bytes(read_bytes(fs, info.path) or b"")
+        (tmp / "metrics.json").write_bytes(metrics)  # last: the copy is complete when it matches
+        tmp.chmod(0o755)  # mkdtemp made it private
+        return publish_dir(tmp, local, current)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def finished_run(run_dir: str) -> Path:

@@ -182,7 +182,7 @@ def test_predict_command_text_json_file_and_stdin(finished_run, tmp_path, capsys
     full = cli(capsys, "predict", "--run", str(finished_run), "--json", "--top-k", "18", *texts)
     for line in full.out.splitlines():  # all classes: the probabilities sum to 1
         assert sum(t["p"] for t in json.loads(line)["top"]) == pytest.approx(1.0, abs=1e-4)
-    (tmp_path / "texts.txt").write_text("\n".join(texts) + "\n\n")
+    (tmp_path / "texts.txt").write_text("\n".join(texts) + "\n")  # blank lines are texts too: test_field_predict
     from_file = cli(capsys, "predict", "--run", str(finished_run), "--file", str(tmp_path / "texts.txt"))
     monkeypatch.setattr("sys.stdin", io.StringIO("\n".join(texts)))
     from_stdin = cli(capsys, "predict", "--run", str(finished_run), "-")
