@@ -39,6 +39,8 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 DEVICE = REPO / ".device"
+sys.path.insert(0, str(REPO))  # the device machine runs this from a checkout, reuters-ray not installed
+from reuters_ray import rows as R  # noqa: E402
 
 
 def pack_tokenizer() -> None:
@@ -116,18 +118,19 @@ def job_figures(jsonl: Path, folds_csv: str | None = None) -> dict:
             },
         )
         if f["epochs"] == 0:  # a fold's start-up: Ray starting its worker, then the worker's imports and set-up
-            f["first_step_at"] = ev["time"] - ev["time/epoch_s"] - (ev.get("time/report_s") or 0.0)
-            f["worker_started_at"] = ev.get("time/worker_started_at")
-            f["setup_s"] = ev.get("time/setup_s")
-            f["epoch1_train_s"], f["epoch1_val_s"] = ev["time/train_s"], ev["time/val_s"]
+            f["first_step_at"] = ev["time"] - ev[R.EPOCH_S] - (ev.get(R.REPORT_S) or 0.0)
+            f["worker_started_at"] = ev.get(R.WORKER_STARTED_AT)
+            f["setup_s"] = ev.get(R.SETUP_S)
+            f["epoch1_train_s"], f["epoch1_val_s"] = ev[R.TRAIN_S], ev[R.VAL_S]
         f["epochs"] += 1
-        for k in ("train", "val", "checkpoint", "report"):
-            f[f"{k}_s"] += ev.get(f"time/{k}_s") or 0.0
-        f["walls"].append(sum(ev.get(f"time/{k}_s") or 0.0 for k in ("train", "val", "checkpoint", "report")))
-        f["examples_per_s"].append(ev["train/examples_per_s"])
-        f["tokens_per_s"].append(ev["train/tokens_per_s"])
-        if ev.get("memory/peak_gib") is not None:
-            f["peak_gpu_gib"] = max(f["peak_gpu_gib"] or 0.0, ev["memory/peak_gib"])
+        parts = {"train_s": R.TRAIN_S, "val_s": R.VAL_S, "checkpoint_s": R.CHECKPOINT_S, "report_s": R.REPORT_S}
+        for name, key in parts.items():
+            f[name] += ev.get(key) or 0.0
+        f["walls"].append(sum(ev.get(key) or 0.0 for key in parts.values()))
+        f["examples_per_s"].append(ev[R.EXAMPLES_PER_S])
+        f["tokens_per_s"].append(ev[R.TOKENS_PER_S])
+        if ev.get(R.PEAK_GIB) is not None:
+            f["peak_gpu_gib"] = max(f["peak_gpu_gib"] or 0.0, ev[R.PEAK_GIB])
     for f in folds.values():
         # the first epoch carries the start-up (CUDA context, kernel selection): throughput over the later ones
         ex, tok = f.pop("examples_per_s"), f.pop("tokens_per_s")

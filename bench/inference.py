@@ -24,6 +24,7 @@ import torch
 from common import machine, reuters18_tokens, sync
 
 from reuters_ray.ensemble import Ensemble
+from reuters_ray.inference import TorchFolds
 from reuters_ray.models import build_model
 
 
@@ -51,7 +52,6 @@ def run_backends(run: str, repeat: int) -> None:
     import yaml
 
     from reuters_ray.config import RunConfig, from_dict
-    from reuters_ray.export import export_run
     from reuters_ray.features import tokenize
     from reuters_ray.preprocess import prepare
 
@@ -61,7 +61,7 @@ def run_backends(run: str, repeat: int) -> None:
     tokens = tokenize(texts, ens.tokenizer, ens.max_length)
     with tempfile.TemporaryDirectory() as tmp:
         t = time.perf_counter()
-        export_run(run, f"{tmp}/export", int8=True)
+        ens.export(f"{tmp}/export", int8=True)
         export_s = time.perf_counter() - t
         print(
             f"machine: {machine()}; run {run}: {len(ens.models)} fold models of {cfg.model.name}, {len(texts)} test "
@@ -97,8 +97,8 @@ def main() -> None:
         d = tempfile.mkdtemp()
         build_model("small-bert-random", names).save_pretrained(d)
         dirs.append(d)
-    ens = Ensemble(dirs, device="cpu")
-    models = [m.eval() for m in ens.models]
+    folds = TorchFolds(dirs, device="cpu")
+    models = [m.eval() for m in folds.models]
     print(
         f"machine: {machine()}; {a.folds} x small-bert-random, {len(tokens)} Reuters-18 test wires (mean {tokens.lengths.mean():.0f} tokens)"
     )
@@ -108,7 +108,8 @@ def main() -> None:
     ref = plain_loop(models, tokens)
     plain_s = time.perf_counter() - t
     t = time.perf_counter()
-    mean, pred = Ensemble.combine(ens.fold_logits(tokens))
+    mean = folds.mean_logits(tokens)
+    pred = mean.argmax(axis=1)
     ens_s = time.perf_counter() - t
     diff = np.abs(mean - ref).max()
     agree = (pred == ref.argmax(1)).mean()

@@ -33,6 +33,7 @@ import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+from reuters_ray import rows as R  # noqa: E402
 
 
 def prepare_step(work: Path, cfg_dict: dict) -> dict:
@@ -151,8 +152,8 @@ def run_steps(steps: list[tuple[str, dict]], work_root: Path, deadline: float) -
     import torch
 
     from reuters_ray.baseline import run_baseline
-    from reuters_ray.ensemble import Ensemble
     from reuters_ray.features import TokenArrays
+    from reuters_ray.inference import TorchFolds
     from reuters_ray.metrics import classification_metrics, evaluate_scores
     from reuters_ray.train import PROFILES, resolve_precision
 
@@ -190,14 +191,14 @@ def run_steps(steps: list[tuple[str, dict]], work_root: Path, deadline: float) -
                     "finished": True,
                     "best_epoch": r["best_epoch"],
                     "epochs_run": len(h),
-                    "val_accuracy": best["val/accuracy"],
-                    "val_f1_weighted": best["val/f1_weighted"],
-                    "val_f1_macro": best["val/f1_macro"],
-                    "train_s": sum(x["time/train_s"] for x in h),
-                    "epoch_s": [round(x["time/epoch_s"], 2) for x in h],
+                    "val_accuracy": best[R.VAL_ACCURACY],
+                    "val_f1_weighted": best[R.VAL_F1],
+                    "val_f1_macro": best[R.VAL_F1_MACRO],
+                    "train_s": sum(x[R.TRAIN_S] for x in h),
+                    "epoch_s": [round(x[R.EPOCH_S], 2) for x in h],
                     "wall_s": r["wall_s"],
                     "peak_gpu_gib": r["peak_gpu_gib"],
-                    "val_f1_by_epoch": [round(x["val/f1_weighted"], 4) for x in h],
+                    "val_f1_by_epoch": [round(x[R.VAL_F1], 4) for x in h],
                     "best_dir": r["best_dir"],
                 }
             )
@@ -209,14 +210,14 @@ def run_steps(steps: list[tuple[str, dict]], work_root: Path, deadline: float) -
         out["mean_val_f1_weighted"] = float(np.mean([f["val_f1_weighted"] for f in folds]))
         t = time.perf_counter()
         device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-        ens = Ensemble(
+        ens = TorchFolds(
             [f["best_dir"] for f in folds],
             device=str(device),
             precision=resolve_precision("auto", PROFILES["default"], device),
         )
         n = spec["n_train"]
         fold_logits = ens.fold_logits(TokenArrays(tokens.ids[n:], tokens.lengths[n:], tokens.pad_id))
-        mean, _ = Ensemble.combine(fold_logits)
+        mean = fold_logits.mean(axis=0)  # the ensemble's vote, as TorchFolds.mean_logits
         out["ensemble"] = evaluate_scores(ds.test_labels, mean, ds.label_names)
         for f, logits in zip(folds, fold_logits):
             f["test"] = classification_metrics(ds.test_labels, logits.argmax(1), len(ds.label_names))

@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 from common import machine, reuters18_tokens, sync
 
+from reuters_ray import rows as R
 from reuters_ray.config import ModelConfig, RunConfig, TrainConfig
 from reuters_ray.features import class_weights
 from reuters_ray.train import FoldData, train_fold
@@ -29,9 +30,9 @@ def run(profile: str, model: str, data: FoldData, epochs: int) -> tuple[float, f
     res = train_fold(cfg, data, tempfile.mkdtemp(), log=lambda s: None)
     rows = res.history
     # the training part of each epoch only (validation and checkpoint time excluded): examples/s as measured in the loop
-    ex = np.mean([r["train/examples_per_s"] for r in rows[1:]] if len(rows) > 1 else [rows[0]["train/examples_per_s"]])
-    tok = np.mean([r["train/tokens_per_s"] for r in rows[1:]] if len(rows) > 1 else [rows[0]["train/tokens_per_s"]])
-    return ex, tok, rows[-1]["val/f1_weighted"]
+    ex = np.mean([r[R.EXAMPLES_PER_S] for r in rows[1:]] if len(rows) > 1 else [rows[0][R.EXAMPLES_PER_S]])
+    tok = np.mean([r[R.TOKENS_PER_S] for r in rows[1:]] if len(rows) > 1 else [rows[0][R.TOKENS_PER_S]])
+    return ex, tok, rows[-1][R.VAL_F1]
 
 
 def main() -> None:

@@ -24,7 +24,7 @@ from sklearn.preprocessing import normalize
 from sklearn.svm import LinearSVC
 
 from reuters_ray.errors import DataError
-from reuters_ray.metrics import softmax
+from reuters_ray.metrics import log_loss, softmax
 
 NAME = "TF-IDF (word 1-2 grams, sublinear tf) + LinearSVC (C=1, balanced class weights)"
 FORMAT = "reuters-ray-linear/1"  # written into the safetensors header; anything else is refused on load
@@ -164,8 +164,7 @@ def fit_temperature(scores: np.ndarray, labels: np.ndarray) -> float:
     so the ranking of classes (the prediction) never changes."""
 
     def nll(log_t: float) -> float:
-        p = softmax(scores / np.exp(log_t))[np.arange(len(labels)), labels]
-        return float(-np.log(np.clip(p, 1e-12, None)).mean())
+        return log_loss(labels, softmax(scores / np.exp(log_t)))
 
     return float(np.exp(minimize_scalar(nll, bounds=(np.log(1e-3), np.log(1e3)), method="bounded").x))
 

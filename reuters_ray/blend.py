@@ -11,18 +11,14 @@ from typing import Any
 
 import numpy as np
 
-from reuters_ray.metrics import classification_metrics, softmax
+from reuters_ray.metrics import classification_metrics, log_loss, softmax
 
 GRID = np.round(np.linspace(0.0, 1.0, 101), 2)  # candidate weights of the ensemble, steps of 0.01
 
 
-def combine(p_ensemble: np.ndarray, p_linear: np.ndarray, weight: float) -> np.ndarray:
-    """[N, K] blended probabilities."""
+def blend_probabilities(p_ensemble: np.ndarray, p_linear: np.ndarray, weight: float) -> np.ndarray:
+    """[N, K] blended probabilities: weight x the ensemble's + (1 - weight) x the linear model's."""
     return weight * p_ensemble + (1.0 - weight) * p_linear
-
-
-def log_loss(y: np.ndarray, probs: np.ndarray) -> float:
-    return float(-np.log(np.clip(probs[np.arange(len(y)), y], 1e-12, None)).mean())
 
 
 def choose_weight(y: np.ndarray, p_ensemble: np.ndarray, p_linear: np.ndarray) -> dict[str, Any]:
@@ -31,7 +27,7 @@ def choose_weight(y: np.ndarray, p_ensemble: np.ndarray, p_linear: np.ndarray) -
     k = p_ensemble.shape[1]
     best = None
     for w in GRID:
-        probs = combine(p_ensemble, p_linear, w)
+        probs = blend_probabilities(p_ensemble, p_linear, w)
         f1 = classification_metrics(y, probs.argmax(axis=1), k)["f1_weighted"]
         key = (-f1, log_loss(y, probs), w)
         if best is None or key < best:
@@ -50,7 +46,7 @@ def choose_weight(y: np.ndarray, p_ensemble: np.ndarray, p_linear: np.ndarray) -
     return {
         "weight": w,
         "out_of_fold": {
-            "blend": figures(combine(p_ensemble, p_linear, w)),
+            "blend": figures(blend_probabilities(p_ensemble, p_linear, w)),
             "ensemble": figures(p_ensemble),
             "linear": figures(p_linear),
         },

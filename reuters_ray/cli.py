@@ -16,6 +16,7 @@ import contextlib
 import dataclasses
 import json
 import os
+import re
 import sys
 import typing
 from pathlib import Path
@@ -157,11 +158,18 @@ def _read_texts(args: argparse.Namespace) -> list[str]:
     and named in one warning line on stderr."""
     if args.file and args.texts:
         raise ConfigError("give texts as arguments or --file, not both")
+    if "-" in args.texts and args.texts != ["-"]:
+        raise ConfigError("- reads the texts from standard input and stands alone; give it without other texts")
     if args.file or args.texts == ["-"]:
+        from reuters_ray.data.table import wide_encoding
+
+        where_from = f"--file {args.file}" if args.file else "standard input"
         try:
             data = Path(args.file).read_bytes() if args.file else _stdin_bytes()
         except OSError as e:
-            raise ConfigError(f"--file {args.file}: cannot read it ({e.strerror or e})") from None
+            raise ConfigError(f"{where_from}: cannot read it ({e.strerror or e})") from None
+        if wide := wide_encoding(data):
+            raise ConfigError(f"{where_from}: {wide}; give UTF-8 text (e.g. iconv -f UTF-16 -t UTF-8)")
         data = data.removeprefix(b"\xef\xbb\xbf")  # a byte-order mark is not text
         lines = data.split(b"\n")
         if lines and lines[-1] == b"":
@@ -182,9 +190,26 @@ def _read_texts(args: argparse.Namespace) -> list[str]:
         shown = ", ".join(map(str, bad[:20])) + (" ..." if len(bad) > 20 else "")
         where += "s" if len(bad) > 1 else ""
         print(f"reuters-ray: warning: {where} {shown}: bytes that are not UTF-8 replaced by U+FFFD", file=sys.stderr)
+    if lone_cr := [n for n, t in enumerate(texts, 1) if "\r" in t]:
+        shown = ", ".join(map(str, lone_cr[:20])) + (" ..." if len(lone_cr) > 20 else "")
+        print(
+            f"reuters-ray: warning: {where}{'s' if len(lone_cr) > 1 else ''} {shown}: a carriage return inside the "
+            f"text (lines end only at \\n; for a file with old Mac line ends: tr '\\r' '\\n')",
+            file=sys.stderr,
+        )
     if not texts:
         raise ConfigError("no texts to predict: give TEXT arguments, --file F or - for standard input")
     return texts
+
+
+_LINE_BREAKS = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+
+
+def _one_line(text: str) -> str:
+    """`text` with every character some reader takes for a line break, a column break (tab) or a control written as
+    a \\u escape: one answer stays one line of three columns for `wc -l`, `cut`, Python's splitlines and a terminal
+    alike (in JSON, the same escapes decode to the same text)."""
+    return _LINE_BREAKS.sub(lambda m: f"\\u{ord(m.group()):04x}", text)
 
 
 def _stdin_bytes() -> bytes:
@@ -197,34 +222,40 @@ def _predict(args: argparse.Namespace) -> int:
     from transformers.utils import logging as hf_logging
 
     from reuters_ray.ensemble import Ensemble
+    from reuters_ray.inference import check_device
 
     for flag, value in (("--top-k", args.top_k), ("--batch-size", args.batch_size)):
         if value < 1:
             raise ConfigError(f"{flag} must be >= 1, got {value}")
     texts = _read_texts(args)
+    if args.device is not None:
+        if args.backend != "torch":
+            raise ConfigError(f"--device is for --backend torch; the {args.backend} export runs on onnxruntime's CPU")
+        check_device(args.device)
     hf_logging.disable_progress_bar()  # one "Loading weights" bar per fold model is noise here
-    ens = Ensemble.from_run(args.run, device=args.device, backend=args.backend)
+    ens = Ensemble.load(args.run, backend=args.backend, device=args.device)
     k = min(args.top_k, len(ens.label_names))
     for start in range(0, len(texts), args.batch_size):
         batch = texts[start : start + args.batch_size]
         for text, answer in zip(batch, ens.answers(batch, k)):
             if args.json:
-                print(json.dumps({"text": text, **answer}, ensure_ascii=False))
+                print(_one_line(json.dumps({"text": text, **answer}, ensure_ascii=False)))
             elif answer["label"] is None:
-                print(f"-\t({answer['note']})\t{text[:60]}")
+                print(f"-\t({answer['note']})\t{_one_line(text[:60])}")
             else:
                 shown = "  ".join(f"{t['label']} {t['p']:.3f}" for t in answer["top"])
-                print(f"{answer['label']}\t{shown}\t{text[:60]}")
+                print(f"{answer['label']}\t{shown}\t{_one_line(text[:60])}")
     return 0
 
 
 def _export(args: argparse.Namespace) -> int:
     from transformers.utils import logging as hf_logging
 
-    from reuters_ray.export import GRAPHS, export_run
+    from reuters_ray.ensemble import Ensemble
+    from reuters_ray.export import GRAPHS
 
     hf_logging.disable_progress_bar()
-    out = export_run(args.run, args.out, int8=args.int8)
+    out = Ensemble.from_run(args.run, device="cpu").export(args.out, int8=args.int8)
     manifest = json.loads((out / "manifest.json").read_text())
     for name in GRAPHS.values():
         if name in manifest["graphs"]:
@@ -241,61 +272,40 @@ def _export(args: argparse.Namespace) -> int:
     return 0
 
 
-def _serve(args: argparse.Namespace) -> int:
-    import signal
-    import time
+def _cannot_listen(host: str, port: int) -> str | None:
+    """Why nothing can listen on host:port here (an address not of this machine, a port in use), or None."""
+    import socket
 
+    try:
+        with socket.create_server((host, port)):
+            return None
+    except OSError as e:
+        return e.strerror or str(e)
+
+
+def _serve(args: argparse.Namespace) -> int:
     from reuters_ray.storage import finished_run
 
     if args.replicas < 1:
         raise ConfigError(f"--replicas must be >= 1, got {args.replicas}")
     if not 0 < args.port < 65536:
         raise ConfigError(f"--port must be from 1 to 65535, got {args.port}")
+    if why := _cannot_listen(args.host, args.port):  # before Ray starts, which would fail only after its start-up
+        raise ConfigError(f"--host {args.host} --port {args.port}: cannot listen there ({why}); choose another")
     export_dir = None
     if args.backend == "torch":  # checked here, before Ray starts: the replicas load the models themselves
         finished_run(args.run)
     else:
         from transformers.utils import logging as hf_logging
 
-        from reuters_ray.export import cached_export
+        from reuters_ray.ensemble import cached_export
 
         hf_logging.disable_progress_bar()
         export_dir = str(cached_export(args.run, args.backend))  # made once; every replica reads the same folder
 
-    import ray
-    from ray import serve
+    from reuters_ray.serve import run_service
 
-    from reuters_ray.serve import APP_NAME, build_app, serve_running, stop_serve
-
-    if not ray.is_initialized():
-        ray.init(log_to_driver=False)  # joins RAY_ADDRESS (ray start, ray job submit) or starts a local Ray
-    # A Ray this command started ends with it (Serve with it, in a second); on a cluster it joined, only what it
-    # started goes: its application, and Serve itself if Serve was not running before.
-    owns_ray = getattr(ray._private.worker._global_node, "head", False)
-    started_serve = not serve_running()
-
-    def stop(*_):
-        raise KeyboardInterrupt  # SIGTERM (ray job stop, kill) ends the service as Ctrl-C does
-
-    signal.signal(signal.SIGTERM, stop)
-    signal.signal(signal.SIGINT, stop)  # also when started in the background by a shell, which ignores SIGINT
-    try:
-        serve.start(http_options={"host": args.host, "port": args.port})
-        serve.run(build_app(str(args.run), args.backend, export_dir, args.replicas), name=APP_NAME, route_prefix="/")
-        url = f"http://{args.host}:{args.port}"
-        print(
-            f"serving run {args.run} ({args.backend}, {args.replicas} replica(s)) at {url}: POST {url}/predict "
-            '{"texts": [...], "top_k": 3}, GET /labels, GET /healthz, the API at /docs; Ctrl-C stops',
-            flush=True,
-        )
-        while True:
-            time.sleep(3600)
-    except KeyboardInterrupt:
-        pass
-    finally:
-        signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C does not cut the stop short
-        stop_serve(owns_ray, started_serve)
-    print("stopped", flush=True)
+    run_service(str(args.run), args.backend, export_dir, host=args.host, port=args.port, replicas=args.replicas)
     return 0
 
 
@@ -316,16 +326,26 @@ def _baseline(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The `reuters-ray` command: one sub-parser per verb."""
     parser = argparse.ArgumentParser(
         prog="reuters-ray", description="Fine-tune small BERT encoders for news-topic classification with Ray."
     )
     sub = parser.add_subparsers(dest="command", required=True)
+    for add in (_add_data, _add_cv, _add_report, _add_predict, _add_export, _add_serve, _add_baseline):
+        add(sub)
+    return parser
+
+
+def _add_data(sub) -> None:
     data = sub.add_parser("data", help="inspect a data set").add_subparsers(dest="data_command", required=True)
     summary = data.add_parser("summary", help="class table (name, train, test, weight) and provenance of any source")
     _add_run_flags(summary, sections=("data",))
     summary.add_argument("--raw", action="store_true", help="show the data as loaded, before the preprocessing steps")
     summary.add_argument("--json", action="store_true", help="print JSON instead of a table")
     summary.set_defaults(func=_summary)
+
+
+def _add_cv(sub) -> None:
     cv = sub.add_parser(
         "cv",
         help="k-fold cross-validation and the ensemble as a Ray job (same as python jobs/cv.py)",
@@ -346,6 +366,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     cv.set_defaults(func=_cv)
 
+
+def _add_report(sub) -> None:
     report = sub.add_parser(
         "report",
         help="rebuild report.md and report.html (with figures) from a run folder",
@@ -354,6 +376,8 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("run_dir", metavar="RUN_DIR", help="a run folder: <cv.storage_path>/<run name>")
     report.set_defaults(func=_report)
 
+
+def _add_predict(sub) -> None:
     predict = sub.add_parser(
         "predict",
         help="predict labels for new texts with a finished run's ensemble",
@@ -376,6 +400,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     predict.set_defaults(func=_predict)
 
+
+def _add_export(sub) -> None:
     export = sub.add_parser(
         "export",
         help="export a finished run's predictor as ONNX (optionally INT8) with its tokenizer and a manifest",
@@ -388,6 +414,8 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--int8", action="store_true", help="also write model.int8.onnx: dynamic INT8 weights")
     export.set_defaults(func=_export)
 
+
+def _add_serve(sub) -> None:
     serve = sub.add_parser(
         "serve",
         help="serve a finished run's predictor over HTTP with Ray Serve (POST /predict, GET /labels, GET /healthz)",
@@ -406,6 +434,8 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--replicas", type=int, default=1, metavar="N", help="copies of the predictor (default: 1)")
     serve.set_defaults(func=_serve)
 
+
+def _add_baseline(sub) -> None:
     baseline = sub.add_parser(
         "baseline",
         help="fit and score the TF-IDF + linear SVM baseline alone (no Ray, seconds)",
@@ -415,7 +445,6 @@ def build_parser() -> argparse.ArgumentParser:
     _add_run_flags(baseline, sections=("data",))
     baseline.add_argument("--json", action="store_true", help="print all metrics (per class, confusion matrix) as JSON")
     baseline.set_defaults(func=_baseline)
-    return parser
 
 
 def main(argv: list[str] | None = None) -> int:

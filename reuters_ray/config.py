@@ -6,7 +6,10 @@ Unknown keys and values of the wrong type are errors that name the key, never si
 from __future__ import annotations
 
 import dataclasses
+import datetime
+import math
 import os
+import re
 import types
 import typing
 from dataclasses import dataclass
@@ -192,14 +195,23 @@ class CVConfig:
                 (self.cpus_per_fold > 0, "cpus_per_fold", "> 0"),
                 (self.max_failures >= 0, "max_failures", ">= 0"),
                 (
-                    # a folder in storage_path, also inside a URI: no path separators, '?' or '#', not . or ..
-                    self.name is None
-                    or (self.name.strip() and self.name not in (".", "..") and not set(self.name) & set("/\\?#")),
+                    # a folder in storage_path, also inside a URI and on one line of the console: no path separators,
+                    # no ? # % (a URI's), no control characters, no spaces at either end, not . or ..
+                    self.name is None or _folder_name(self.name),
                     "name",
-                    "a folder name without / \\ ? # (and not . or ..)",
+                    "a folder name without / \\ ? # %, control characters or spaces at its ends (and not . or ..)",
                 ),
             ],
         )
+
+
+def _folder_name(name: str) -> bool:
+    return (
+        bool(name)
+        and name == name.strip()
+        and name not in (".", "..")
+        and not re.search(r"[/\\?#%\x00-\x1f\x7f]", name)
+    )
 
 
 @dataclass
@@ -252,11 +264,27 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
     if isinstance(value, str) and _takes_str(tp):
         return None if value == "" and type(None) in typing.get_args(tp) else value
     if isinstance(value, str):
-        try:  # "1e-4" is a string to YAML 1.1 but a float to everyone else
-            return _check_type(float(value) if tp is float else yaml.safe_load(value) if value else None, tp, where)
-        except (ValueError, yaml.YAMLError):  # ConfigError too: the message shows what was written, not YAML's reading
+        try:
+            return _check_type(_scalar(value), tp, where)
+        except ValueError:  # ConfigError too: the message shows what was written, not how it was read
             raise ConfigError(f"config: {where} must be {_type_name(tp)}, got {value!r}") from None
     return _check_type(value, tp, where)
+
+
+_INT, _FLOAT = re.compile(r"[+-]?[0-9]+"), re.compile(r"[+-]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][+-]?[0-9]+)?")
+_WORDS = {"true": True, "false": False, "yes": True, "no": False, "on": True, "off": False, "null": None,
+          "none": None, "~": None, "": None}  # fmt: skip
+
+
+def _scalar(text: str) -> Any:
+    """A flag's value for a typed field: a decimal integer ("010" is 10, not YAML 1.1's octal 8), a decimal float
+    ("1e-4"), true/false/yes/no/on/off, null/none/~ or nothing; else the text itself (refused by the type check)."""
+    t = text.strip()
+    if _INT.fullmatch(t):
+        return int(t)
+    if _FLOAT.fullmatch(t):
+        return float(t)
+    return _WORDS.get(t.lower(), text)
 
 
 def _check_type(value: Any, tp: Any, where: str) -> Any:
@@ -274,6 +302,8 @@ def _check_type(value: Any, tp: Any, where: str) -> Any:
         raise ConfigError(f"config: {where} must be {_type_name(tp)}, got {value!r}{_quote_hint(value, tp)}")
     if tp is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
+    if tp is float and isinstance(value, float) and not math.isfinite(value):
+        raise ConfigError(f"config: {where} must be a finite float, got {value!r}")
     if tp in (int, float, str, bool) and (type(value) is not tp):
         raise ConfigError(f"config: {where} must be {_type_name(tp)}, got {value!r}{_quote_hint(value, tp)}")
     return value
@@ -288,8 +318,8 @@ def _type_name(tp: Any) -> str:
 
 def _quote_hint(value: Any, tp: Any) -> str:
     """For a YAML file's number or boolean given to a string field: how to write it as a string."""
-    if _takes_str(tp) and isinstance(value, (int, float, bool)):
-        return " (YAML read it as a number or boolean: quote it in the file)"
+    if _takes_str(tp) and isinstance(value, (int, float, bool, datetime.date)):
+        return " (YAML read it as a number, boolean or date: quote it in the file)"
     return ""
 
 

@@ -14,20 +14,22 @@ import sys
 import time
 from typing import Any, TextIO
 
+from reuters_ray import rows as R
+
 MODES = ("text", "json", "quiet")
 
-# The per-epoch table: the columns of the seed's callback. (title, width, format, key in train_fold's metrics)
+# The per-epoch table: the columns of the seed's callback. (title, width, format, key of the epoch row)
 TABLE = [
-    ("fold", 4, "d", "fold"),
-    ("epoch", 5, "d", "epoch"),
-    ("train loss", 10, ".4f", "train/loss"),
-    ("val loss", 8, ".4f", "val/loss"),
-    ("accuracy", 8, ".4f", "val/accuracy"),
-    ("precision", 9, ".4f", "val/precision_weighted"),
-    ("recall", 7, ".4f", "val/recall_weighted"),
-    ("F1", 7, ".4f", "val/f1_weighted"),
-    ("macro F1", 8, ".4f", "val/f1_macro"),
-    ("s", 6, ".1f", "time/epoch_s"),
+    ("fold", 4, "d", R.FOLD),
+    ("epoch", 5, "d", R.EPOCH),
+    ("train loss", 10, ".4f", R.TRAIN_LOSS),
+    ("val loss", 8, ".4f", R.VAL_LOSS),
+    ("accuracy", 8, ".4f", R.VAL_ACCURACY),
+    ("precision", 9, ".4f", R.VAL_PRECISION),
+    ("recall", 7, ".4f", R.VAL_RECALL),
+    ("F1", 7, ".4f", R.VAL_F1),
+    ("macro F1", 8, ".4f", R.VAL_F1_MACRO),
+    ("s", 6, ".1f", R.EPOCH_S),
 ]
 
 
@@ -36,7 +38,7 @@ def format_row(m: dict[str, Any] | None = None) -> str:
     if m is None:
         return " | ".join(title.rjust(width) for title, width, _, _ in TABLE)
     line = " | ".join(format(m[key], spec).rjust(width) for _, width, spec, key in TABLE)
-    return line + (" *" if m["best/epoch"] == m["epoch"] else "")
+    return line + (" *" if m[R.BEST_EPOCH] == m[R.EPOCH] else "")
 
 
 class Console:
@@ -62,19 +64,19 @@ class Console:
         self._emit("info", text, {"message": text, **fields})
 
     def epoch(self, row: dict[str, Any]) -> None:
-        """One fold's epoch row (train_fold's metrics) and, in text mode, the progress of all folds."""
-        last = self.folds.get(row["fold"])
-        if last is not None and row.get("restarts", 0) > last.get("restarts", 0):
+        """One fold's epoch row (reuters_ray.rows) and, in text mode, the progress of all folds."""
+        last = self.folds.get(row[R.FOLD])
+        if last is not None and row.get(R.RESTARTS, 0) > last.get(R.RESTARTS, 0):
             self._emit(
                 "restart",
-                f"fold {row['fold']}: restarted from its checkpoint after epoch {row['epoch'] - 1}",
-                {"fold": row["fold"], "after_epoch": row["epoch"] - 1},
+                f"fold {row[R.FOLD]}: restarted from its checkpoint after epoch {row[R.EPOCH] - 1}",
+                {"fold": row[R.FOLD], "after_epoch": row[R.EPOCH] - 1},
             )
-        self.folds[row["fold"]] = row
+        self.folds[row[R.FOLD]] = row
         if self.mode == "text" and not self._header_shown:
             self._header_shown = True
             print(format_row(), file=self.stream)
-        self._emit("epoch", format_row(row), {k: v for k, v in row.items() if not k.startswith("worker/")})
+        self._emit("epoch", format_row(row), {k: v for k, v in row.items() if not k.startswith(R.WORKER)})
         if self.mode == "text":
             print(self.progress_line(), file=self.stream, flush=True)
 
@@ -85,14 +87,14 @@ class Console:
         for k in sorted(self.folds):
             r = self.folds[k]
             parts.append(
-                f"fold {k} {r['epoch']}/{r['max_epochs']}{' done' if r['finished'] else ''} F1 {r['best/f1_weighted']:.4f}"
+                f"fold {k} {r[R.EPOCH]}/{r[R.MAX_EPOCHS]}{' done' if r[R.FINISHED] else ''} F1 {r[R.BEST_F1]:.4f}"
             )
-            if not r["finished"]:  # folds run at once: the slowest one decides; early stopping may end it sooner
-                left = max(left, r["time/epoch_s"] * (r["max_epochs"] - r["epoch"]))
+            if not r[R.FINISHED]:  # folds run at once: the slowest one decides; early stopping may end it sooner
+                left = max(left, r[R.EPOCH_S] * (r[R.MAX_EPOCHS] - r[R.EPOCH]))
         waiting = sorted(self.expected - set(self.folds))
         if waiting:
             parts.append(f"{'folds' if len(waiting) > 1 else 'fold'} {', '.join(map(str, waiting))} waiting")
-        if any(not r["finished"] for r in self.folds.values()):
+        if any(not r[R.FINISHED] for r in self.folds.values()):
             end = f"at most {duration(left)} left" + (" for the running folds" if waiting else "")
         else:
             end = "waiting for the other folds" if waiting else "all folds done"

@@ -1,157 +1,173 @@
-"""The fold ensemble: average the fold models' logits, take the argmax. Plain torch; the Ray runner wraps it
-in an actor, and `Ensemble.from_run` loads a finished run's predictor: its fold models and, when the run blended
-them with the linear model (cv.blend), that model and the weight (reuters_ray.blend). With backend "onnx" or
-"onnx-int8" the fold models are the run's ONNX export (reuters_ray.export) scored by onnxruntime instead."""
+"""A run's predictor: the fold models' averaged logits (the ensemble's vote), blended with the linear model where
+the run did (cv.blend, reuters_ray.blend), answering texts. One loader builds it from a run folder, a run in a
+bucket, or an export; the CLI (`predict`, `serve`, `export`), Python and the service all use it.
+
+    Ensemble.load(source, backend="torch")   source: a run folder, a storage URI, or an export folder
+    ens.predict(texts) / ens.predict_proba(texts) / ens.answers(texts, k)
+
+The fold scorer is reuters_ray.inference's TorchFolds (backend "torch") or OnnxFolds (an export's graph, fp32 or
+INT8: "onnx", "onnx-int8"); a run asked for an ONNX backend is exported once into a local cache (cached_export).
+"""
 
 from __future__ import annotations
 
 import json
-import re
+import shutil
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from reuters_ray.errors import DataError
-from reuters_ray.features import TokenArrays, tokenize
+from reuters_ray.features import tokenize
 from reuters_ray.metrics import softmax
-from reuters_ray.train import eval_batch_size, predict_logits
+from reuters_ray.preprocess import clean_text
+from reuters_ray.text import readable_texts
+
+NO_TEXT = "no text"  # the note of the answer to a blank text (nothing left after clean_text)
 
 
 class Ensemble:
-    """Fold models that vote by averaging logits.
+    """The predictor. folds: a fold scorer (`mean_logits(tokens) -> [N, K]`: inference.TorchFolds or OnnxFolds);
+    tokenizer: the run's (Hugging Face, fast); label_names: the K labels in output order; max_length: tokens per text
+    ([CLS] and [SEP] included); linear (baseline.LinearModel) and blend_weight: the blend, w x ensemble +
+    (1 - w) x linear on probabilities, for a blended run; run_dir: the (local copy of the) run folder, if any."""
 
-    model_dirs: Hugging Face folders (config.json with label names + model.safetensors), one per fold.
-    """
+    def __init__(self, folds, tokenizer, label_names, max_length, linear=None, blend_weight=1.0, run_dir=None):
+        self.folds, self.tokenizer, self.label_names, self.max_length = folds, tokenizer, list(label_names), max_length
+        self.linear, self.blend_weight = linear, float(blend_weight)
+        self.run_dir: Path | None = run_dir
 
-    def __init__(
-        self,
-        model_dirs: list[str | Path],
-        device: str | None = None,
-        precision: str = "fp32",
-        batch_size: int | None = None,
-    ):
-        from transformers import AutoModelForSequenceClassification
+    # --- loading ------------------------------------------------------------------------------------------------
 
-        self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-        self.precision = precision if self.device.type == "cuda" else "fp32"
-        self.batch_size = eval_batch_size(batch_size, self.device)
-        self.models = [
-            AutoModelForSequenceClassification.from_pretrained(str(d), dtype=torch.float32).to(self.device).eval()
-            for d in model_dirs
-        ]
-        names = [[m.config.id2label[i] for i in range(m.config.num_labels)] for m in self.models]
-        if any(n != names[0] for n in names):
-            raise ValueError(f"fold models disagree on their labels: {names}")
-        self.label_names: list[str] = names[0] if names else []
-        self.tokenizer = None  # set by from_run; predict_proba needs it
-        self.max_length = 512
-        self.linear = None  # a baseline.LinearModel to blend with (from_run, for a run with cv.blend) ...
-        self.blend_weight = 1.0  # ... and the ensemble's weight in the blend
-        self.onnx = None  # an export.OnnxFolds scoring in place of self.models (from_export)
-        self.run_dir: Path | None = None  # the (local copy of the) run folder, for from_run
+    @classmethod
+    def load(cls, source: str | Path, backend: str = "torch", device: str | None = None) -> Ensemble:
+        """The predictor at `source`: an export folder (it holds manifest.json; backend "onnx" or "onnx-int8",
+        "torch" meaning "onnx" there), else a finished run folder or storage URI, scored by its fold models (backend
+        "torch", on `device`) or by its ONNX export, made once into the cache. Raises DataError naming what is
+        missing."""
+        from reuters_ray.export import BACKENDS
 
-    def fold_logits(self, tokens: TokenArrays, idx: np.ndarray | None = None) -> np.ndarray:
-        """[folds, N, K] float32 logits of every fold model for rows `idx` (default: all)."""
-        idx = np.arange(len(tokens)) if idx is None else idx
-        return np.stack(
-            [
-                predict_logits(m, tokens, idx, self.batch_size, "longest", self.device, self.precision)
-                for m in self.models
-            ]
-        )
-
-    @staticmethod
-    def combine(fold_logits: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """(mean logits [N, K], predicted labels [N]) from [folds, N, K] logits."""
-        mean = fold_logits.mean(axis=0)
-        return mean, mean.argmax(axis=1)
+        if backend not in BACKENDS:
+            raise DataError(f"backend {backend!r}: choose one of {', '.join(BACKENDS)}")
+        if "://" not in str(source) and (Path(source) / "manifest.json").is_file():
+            return cls.from_export(source, "onnx" if backend == "torch" else backend)
+        if backend == "torch":
+            return cls.from_run(source, device=device)
+        return cls.from_export(cached_export(source, backend), backend)
 
     @classmethod
     def from_run(cls, run_dir: str | Path, device: str | None = None, backend: str = "torch") -> Ensemble:
-        """The predictor of a finished run folder: its models/fold_* folders, their tokenizer and max_length, and
-        for a blended run linear/ and the weight in metrics.json. Raises DataError naming what is missing.
-        backend "onnx" / "onnx-int8": the run's ONNX export, made once into a local cache (export.cached_export)."""
+        """The predictor of a finished run folder (or storage URI: fetched once into a local cache): its
+        models/fold_* folders, their tokenizer, metrics.json's max_length, and for a blended run linear/ and the
+        weight. Another backend than "torch": Ensemble.load. Raises DataError naming what is missing."""
         from transformers import AutoTokenizer
 
-        if backend != "torch":
-            from reuters_ray.export import cached_export
-
-            return cls.from_export(cached_export(run_dir, backend), backend)
-
         from reuters_ray.baseline import LinearModel
+        from reuters_ray.inference import TorchFolds
         from reuters_ray.storage import finished_run
 
-        run_dir = finished_run(str(run_dir))  # a run in a bucket: its outputs fetched once into a local cache
-        dirs = sorted((run_dir / "models").glob("fold_*"))
-        ens = cls(dirs, device=device)
-        ens.run_dir = run_dir
-        ens.tokenizer = AutoTokenizer.from_pretrained(str(dirs[0]))
-        metrics = json.loads((run_dir / "metrics.json").read_text())
-        ens.max_length = metrics["max_length"]
+        if backend != "torch":
+            return cls.load(run_dir, backend, device)
+        local = finished_run(str(run_dir))
+        dirs = sorted((local / "models").glob("fold_*"))
+        folds = TorchFolds(dirs, device=device)
+        metrics = json.loads((local / "metrics.json").read_text())
+        linear, weight = None, 1.0
         if metrics.get("predictor") == "blend":
-            ens.linear = LinearModel.load(run_dir / "linear")
-            if ens.linear.num_classes != len(ens.label_names):
-                n, k = ens.linear.num_classes, len(ens.label_names)
-                raise DataError(f"{run_dir / 'linear'}: a linear model of {n} classes, fold models of {k}")
-            ens.blend_weight = float(metrics["blend"]["weight"])
-        return ens
+            linear, weight = LinearModel.load(local / "linear"), metrics["blend"]["weight"]
+            if linear.num_classes != len(folds.label_names):
+                n, k = linear.num_classes, len(folds.label_names)
+                raise DataError(f"{local / 'linear'}: a linear model of {n} classes, fold models of {k}")
+        tokenizer = AutoTokenizer.from_pretrained(str(dirs[0]))
+        return cls(folds, tokenizer, folds.label_names, metrics["max_length"], linear, weight, run_dir=local)
 
     @classmethod
     def from_export(cls, export_dir: str | Path, backend: str = "onnx") -> Ensemble:
         """The predictor of an export folder (`reuters-ray export`): its ONNX graph (fp32, or INT8 for backend
-        "onnx-int8"), tokenizer, labels and, for a blended run, linear model. Raises DataError for a folder that
-        is not a whole export."""
+        "onnx-int8"), tokenizer, labels and, for a blended run, linear model. Raises DataError for a folder that is
+        not a whole export."""
         from transformers import AutoTokenizer
 
         from reuters_ray.baseline import LinearModel
-        from reuters_ray.export import OnnxFolds
+        from reuters_ray.export import GRAPHS, read_manifest
+        from reuters_ray.inference import OnnxFolds
 
         folder = Path(export_dir)
-        onnx = OnnxFolds(folder, backend)
-        m = onnx.manifest
-        ens = cls([])
-        ens.onnx, ens.label_names, ens.max_length = onnx, list(m["label_names"]), int(m["max_length"])
-        ens.batch_size = 64  # onnxruntime on CPU: larger batches than torch's 16 measured no slower
+        m = read_manifest(folder, backend)
+        folds = OnnxFolds(folder / GRAPHS[backend], len(m["label_names"]))
         try:
-            ens.tokenizer = AutoTokenizer.from_pretrained(str(folder / "tokenizer"))
+            tokenizer = AutoTokenizer.from_pretrained(str(folder / "tokenizer"))
         except (OSError, ValueError) as e:
             raise DataError(f"{folder / 'tokenizer'}: cannot load the tokenizer ({e})") from None
-        if m["predictor"] == "blend":
-            ens.linear = LinearModel.load(folder / "linear")
-            ens.blend_weight = float(m["blend_weight"])
-        return ens
+        blended = m["predictor"] == "blend"
+        linear = LinearModel.load(folder / "linear") if blended else None
+        return cls(
+            folds, tokenizer, m["label_names"], int(m["max_length"]), linear, m["blend_weight"] if blended else 1.0
+        )
 
-    def mean_logits(self, tokens: TokenArrays) -> np.ndarray:
+    def export(self, out_dir: str | Path, int8: bool = False) -> Path:
+        """This (torch) predictor as an export folder (reuters_ray.export.export_predictor)."""
+        from reuters_ray.export import export_predictor
+
+        return export_predictor(self, out_dir, int8=int8)
+
+    # --- answering ----------------------------------------------------------------------------------------------
+
+    @property
+    def models(self) -> list:
+        """The fold models (backend "torch")."""
+        return self.folds.models
+
+    @property
+    def onnx(self):
+        """The OnnxFolds scorer of an export's predictor, else None."""
+        return self.folds if hasattr(self.folds, "session") else None
+
+    @property
+    def batch_size(self) -> int:
+        return self.folds.batch_size
+
+    def mean_logits(self, tokens) -> np.ndarray:
         """[N, K] logits averaged over the fold models, by torch or by the ONNX graph."""
-        if self.onnx is not None:
-            return self.onnx.mean_logits(tokens, self.batch_size)
-        return self.combine(self.fold_logits(tokens))[0]
+        return self.folds.mean_logits(tokens)
 
     def predict_proba(self, texts: list[str]) -> np.ndarray:
-        """[N, K] class probabilities for raw texts, cleaned as in training: the softmax of the averaged logits,
-        blended with the linear model's where the run did. A text with nothing left after cleaning (blank_texts)
-        has no probabilities: its row is NaN, never a label. Lone surrogates are replaced (readable_texts)."""
-        from reuters_ray.blend import combine
-        from reuters_ray.preprocess import clean_text
+        """[N, K] class probabilities for raw texts (any iterable of strings), cleaned as in training: the softmax of
+        the averaged logits, blended with the linear model's where the run did. A text the model reads nothing of
+        (blank_texts) has no probabilities: its row is NaN, never a label. Lone surrogates are replaced, with a
+        warning. Raises TypeError for one string instead of a list, or for items that are not strings."""
+        from reuters_ray.blend import blend_probabilities
+        from reuters_ray.features import TokenArrays
 
-        if isinstance(texts, str):
-            raise TypeError("texts must be a list of strings, not one string (predict_proba([text]))")
-        if wrong := [i for i, t in enumerate(texts) if not isinstance(t, str)]:
-            raise TypeError(f"texts {_indices(wrong)}: not strings ({type(texts[wrong[0]]).__name__})")
-        cleaned = [clean_text(t) for t in readable_texts(texts)]
+        cleaned, tokens = self._read(texts)
         out = np.full((len(cleaned), len(self.label_names)), np.nan)
-        rows = [i for i, t in enumerate(cleaned) if t]
-        if rows:
-            kept = [cleaned[i] for i in rows]
-            probs = softmax(self.mean_logits(tokenize(kept, self.tokenizer, self.max_length)))
-            out[rows] = (
-                probs if self.linear is None else combine(probs, self.linear.predict_proba(kept), self.blend_weight)
-            )
+        rows = np.flatnonzero(tokens.lengths > 2)  # more than [CLS] and [SEP]
+        if len(rows):
+            kept = TokenArrays(tokens.ids[rows], tokens.lengths[rows], tokens.pad_id)
+            probs = softmax(self.mean_logits(kept))
+            if self.linear is not None:
+                linear = self.linear.predict_proba([cleaned[i] for i in rows])
+                probs = blend_probabilities(probs, linear, self.blend_weight)
+            out[rows] = probs
         return out
 
+    def blank_texts(self, texts: list[str]) -> list[int]:
+        """Indices of the texts the model reads nothing of: empty, spaces, only Keras's markers, or only characters
+        its tokenizer drops (control characters, zero-width spaces, soft hyphens). They get the "no text" answer."""
+        return np.flatnonzero(self._read(texts)[1].lengths <= 2).tolist()
+
+    def _read(self, texts) -> tuple[list[str], object]:
+        """(the texts cleaned as in training, their tokens)."""
+        if isinstance(texts, (str, bytes)):
+            raise TypeError("texts must be a list of strings, not one string (predict_proba([text]))")
+        texts = list(texts)  # a generator too
+        if wrong := [i for i, t in enumerate(texts) if not isinstance(t, str)]:
+            raise TypeError(f"texts {', '.join(map(str, wrong[:20]))}: not strings ({type(texts[wrong[0]]).__name__})")
+        cleaned = [clean_text(t) for t in readable_texts(texts)]
+        return cleaned, tokenize(cleaned, self.tokenizer, self.max_length)
+
     def predict(self, texts: list[str]) -> list[str | None]:
-        """The label name predicted for each text; None for a text with no text in it (blank_texts)."""
+        """The label name predicted for each text; None for a text with no text in it."""
         return [answer["label"] for answer in self.answers(texts, k=1)]
 
     def answers(self, texts: list[str], k: int = 3) -> list[dict]:
@@ -159,9 +175,6 @@ class Ensemble:
         most probable label, "top": the k most probable, each {"label", "p"}}, or for a text with nothing in it
         {"label": None, "top": [], "note": "no text"}."""
         return [answer_of(p, self.label_names, k) for p in self.predict_proba(texts)]
-
-
-NO_TEXT = "no text"  # the note of the answer to a blank text (nothing left after clean_text)
 
 
 def answer_of(probs: np.ndarray, label_names: list[str], k: int) -> dict:
@@ -175,32 +188,30 @@ def answer_of(probs: np.ndarray, label_names: list[str], k: int) -> dict:
     }
 
 
-def blank_texts(texts: list[str]) -> list[int]:
-    """Indices of the texts with nothing left after the training's cleaning (empty, spaces, only [UNK]/[PAD]
-    markers): they get the "no text" answer."""
-    from reuters_ray.preprocess import clean_text
+def cached_export(run_dir: str | Path, backend: str) -> Path:
+    """The export of run `run_dir` with the graph for `backend`, made once into export.export_cache_dir and reused.
+    Several processes may ask at once: each exports into a private folder and one rename publishes it; a process
+    that finds another's whole export there uses it. Raises DataError naming a run that is not a finished one."""
+    from reuters_ray.export import GRAPHS, export_cache_dir, read_manifest
+    from reuters_ray.storage import finished_run, private_dir, publish_dir
 
-    return [i for i, t in enumerate(texts) if not clean_text(t)]
+    if backend not in GRAPHS:
+        raise DataError(f"backend {backend!r}: choose one of {', '.join(GRAPHS)}")
+    local = finished_run(str(run_dir))  # a run in a bucket: fetched once (and its metrics.json read once)
+    folder = export_cache_dir(run_dir, local)
 
+    def usable(path: Path) -> bool:
+        try:
+            read_manifest(path, backend)
+            return True
+        except DataError:  # not made yet, made without INT8, or damaged: made again
+            return False
 
-_SURROGATE = re.compile("[\ud800-\udfff]")
-
-
-def unreadable_texts(texts: list[str]) -> list[int]:
-    """Indices of the texts that hold a lone surrogate (e.g. JSON's "\\ud800", or bytes Python kept with
-    surrogateescape): not Unicode any tokenizer can read."""
-    return [i for i, t in enumerate(texts) if _SURROGATE.search(t)]
-
-
-def readable_texts(texts: list[str]) -> list[str]:
-    """`texts` with every lone surrogate replaced by U+FFFD, and a warning naming the texts' indices."""
-    bad = unreadable_texts(texts)
-    if bad:
-        import warnings
-
-        warnings.warn(f"texts {_indices(bad)}: lone surrogates (not Unicode) replaced by U+FFFD", stacklevel=3)
-    return [_SURROGATE.sub("\ufffd", t) for t in texts] if bad else list(texts)
-
-
-def _indices(rows: list[int], shown: int = 20) -> str:
-    return ", ".join(map(str, rows[:shown])) + (" ..." if len(rows) > shown else "")
+    if usable(folder):
+        return folder
+    tmp = private_dir(folder)
+    try:
+        Ensemble.from_run(local, device="cpu").export(tmp / "export", int8=backend == "onnx-int8")
+        return publish_dir(tmp / "export", folder, usable)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)

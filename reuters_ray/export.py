@@ -1,4 +1,4 @@
-"""ONNX export of a finished run's predictor, and its loader.
+"""ONNX export of a finished run's predictor (reuters_ray.ensemble loads it back: Ensemble.load).
 
     reuters-ray export --run RUN --out DIR [--int8]
 
@@ -22,8 +22,6 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
-
-import numpy as np
 
 from reuters_ray.errors import DataError
 from reuters_ray.storage import sha256_file
@@ -124,37 +122,37 @@ def _quantize(fp32: Path, int8: Path, num_heads: int, hidden_size: int) -> None:
         root.setLevel(level)
 
 
-def export_run(run_dir: str | Path, out_dir: str | Path, int8: bool = False) -> Path:
-    """Exports the predictor of finished run `run_dir` (a folder or a storage URI) into `out_dir`, which must not
-    exist yet (or be empty). Written under a temporary name and renamed: a failed export leaves nothing."""
-    from reuters_ray.ensemble import Ensemble
-
+def export_predictor(predictor, out_dir: str | Path, int8: bool = False) -> Path:
+    """Exports `predictor` (a torch ensemble.Ensemble of a finished run: Ensemble.from_run) into `out_dir`, which
+    must not exist yet (or be empty). Written under a temporary name and renamed: a failed export leaves nothing.
+    Raises DataError when `out_dir` holds something."""
     out = Path(out_dir)
-    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+    if out.exists() and not out.is_dir():
+        raise DataError(f"{out}: already exists and is a file; export into a new folder")
+    if out.exists() and any(out.iterdir()):
         raise DataError(f"{out}: already exists and is not empty; export into a new folder")
-    ens = Ensemble.from_run(run_dir, device="cpu")
-    run = ens.run_dir
+    run = predictor.run_dir
     metrics = json.loads((run / "metrics.json").read_text())
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     try:
-        _export_graph(ens.models, tmp / GRAPHS["onnx"])
+        models = predictor.models
+        _export_graph(models, tmp / GRAPHS["onnx"])
         if int8:
-            arch = ens.models[0].config
+            arch = models[0].config
             _quantize(tmp / GRAPHS["onnx"], tmp / GRAPHS["onnx-int8"], arch.num_attention_heads, arch.hidden_size)
-        ens.tokenizer.save_pretrained(str(tmp / "tokenizer"))
-        if ens.linear is not None:
+        predictor.tokenizer.save_pretrained(str(tmp / "tokenizer"))
+        if predictor.linear is not None:
             shutil.copytree(run / "linear", tmp / "linear")
-        config = (run / "config.yaml").read_bytes()
         manifest = {
             "format": FORMAT,
             "run": metrics.get("run", run.name),
-            "config_sha256": hashlib.sha256(config).hexdigest(),
+            "config_sha256": hashlib.sha256((run / "config.yaml").read_bytes()).hexdigest(),
             "predictor": metrics.get("predictor", "ensemble"),
-            "blend_weight": ens.blend_weight if ens.linear is not None else None,
-            "label_names": ens.label_names,
-            "max_length": ens.max_length,
-            "folds": len(ens.models),
+            "blend_weight": predictor.blend_weight if predictor.linear is not None else None,
+            "label_names": predictor.label_names,
+            "max_length": predictor.max_length,
+            "folds": len(models),
             "test_metrics": {k: metrics[k] for k in ("accuracy", "f1_weighted", "f1_macro") if k in metrics},
             "opset": OPSET,
             "recipe": RECIPE,
@@ -194,37 +192,6 @@ def read_manifest(export_dir: str | Path, backend: str) -> dict:
     return manifest
 
 
-class OnnxFolds:
-    """The averaged fold logits of an export, scored by onnxruntime on CPU, batched longest-first as
-    train.predict_logits does."""
-
-    def __init__(self, export_dir: str | Path, backend: str = "onnx", threads: int | None = None):
-        import onnxruntime as ort
-
-        self.manifest = read_manifest(export_dir, backend)
-        options = ort.SessionOptions()
-        if threads:
-            options.intra_op_num_threads = threads
-        self.session = ort.InferenceSession(
-            str(Path(export_dir) / GRAPHS[backend]), options, providers=["CPUExecutionProvider"]
-        )
-
-    def mean_logits(self, tokens, batch_size: int = 64) -> np.ndarray:
-        """[N, K] float32 averaged logits for every row of a features.TokenArrays."""
-        n = len(tokens)
-        order = np.argsort(-tokens.lengths, kind="stable")
-        out = np.empty((n, len(self.manifest["label_names"])), dtype=np.float32)
-        for start in range(0, n, batch_size):
-            rows = order[start : start + batch_size]
-            width = max(int(tokens.lengths[rows].max()), 2)
-            ids = tokens.ids[rows, :width].astype(np.int64)
-            mask = (np.arange(width)[None, :] < tokens.lengths[rows, None]).astype(np.int64)
-            ids[mask == 0] = tokens.pad_id
-            (logits,) = self.session.run(["logits"], {"input_ids": ids, "attention_mask": mask})
-            out[rows] = logits
-        return out
-
-
 def export_cache_dir(run_dir: str | Path, local: Path | None = None) -> Path:
     """Where cached_export keeps the export of run `run_dir`: $REUTERS_RAY_CACHE (default ~/.cache/reuters-ray)
     /exports/<hash of the run's location, the export RECIPE and the run's metrics.json>, so a resumed or rerun run,
@@ -235,32 +202,3 @@ def export_cache_dir(run_dir: str | Path, local: Path | None = None) -> Path:
     metrics = ((local or finished_run(str(run_dir))) / "metrics.json").read_bytes()
     key = hashlib.sha256(f"{run_dir}\0{RECIPE}\0".encode() + metrics).hexdigest()[:16]
     return cache_root() / "exports" / key
-
-
-def cached_export(run_dir: str | Path, backend: str) -> Path:
-    """The export of run `run_dir` with the graph for `backend`, made once into export_cache_dir and reused. Several
-    processes may ask at once: each exports into a private folder and one rename publishes it; a process that
-    finds another's whole export there uses it."""
-    from reuters_ray.storage import finished_run, publish_dir
-
-    if backend not in GRAPHS:
-        raise DataError(f"backend {backend!r}: choose one of {', '.join(BACKENDS)}")
-    local = finished_run(str(run_dir))  # a run in a bucket: fetched once (and its metrics.json read once)
-    folder = export_cache_dir(run_dir, local)
-
-    def usable(path: Path) -> bool:
-        try:
-            read_manifest(path, backend)
-            return True
-        except DataError:  # not made yet, made without INT8, or damaged: made again
-            return False
-
-    if usable(folder):
-        return folder
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
-    try:
-        export_run(local, tmp / "export", int8=backend == "onnx-int8")
-        return publish_dir(tmp / "export", folder, usable)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)

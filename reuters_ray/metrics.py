@@ -55,3 +55,9 @@ def softmax(logits: np.ndarray) -> np.ndarray:
     """Row-wise softmax of [N, K] logits, computed stably."""
     e = np.exp(logits - logits.max(axis=1, keepdims=True))
     return e / e.sum(axis=1, keepdims=True)
+
+
+def log_loss(y: np.ndarray, probs: np.ndarray) -> float:
+    """Mean negative log probability of the true labels `y` under [N, K] `probs`, clipped at 1e-12 (a zero would be
+    infinite): the blend's tie-break and the linear model's calibration alike."""
+    return float(-np.log(np.clip(probs[np.arange(len(y)), y], 1e-12, None)).mean())

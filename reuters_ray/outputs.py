@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 import json
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -19,52 +20,62 @@ import yaml
 from reuters_ray.storage import write_atomic
 
 
+@dataclass(frozen=True)
+class Predictions:
+    """A split's predictions: ids, true labels (indices), probabilities [N, K], and for out-of-fold ones the fold of
+    each row."""
+
+    ids: list[str]
+    labels: np.ndarray
+    probs: np.ndarray
+    fold: np.ndarray | None = None
+
+
 def write_run_outputs(
     run_dir: Path,
     metrics: dict[str, Any],
-    fold_rows: list[dict[str, Any]],
+    *,
     history: list[dict[str, Any]],
-    ids: list[str],
-    y_true: np.ndarray,
-    probs: np.ndarray,
-    label_names: list[str],
+    test: Predictions,
     config: dict[str, Any],
     provenance: dict[str, Any],
-    oof: tuple[list[str], np.ndarray, np.ndarray, np.ndarray] | None = None,
+    oof: Predictions | None = None,
 ) -> None:
-    """Writes the run folder's data files: config.yaml, provenance.json, folds.csv, history.csv (every fold's
-    epoch rows), per_class.csv, confusion_matrix.csv, predictions.parquet (the run's test `probs`), oof_predictions.parquet (when
-    `oof`, (ids, labels, fold, probabilities) of the training split, is given), and metrics.json last of them.
-    The report (reuters_ray.report.write_report) is built from these files."""
-    run_dir = Path(run_dir)
+    """Writes the run folder's data files: config.yaml, provenance.json, folds.csv (metrics["folds"]), history.csv
+    (every fold's epoch rows), per_class.csv, confusion_matrix.csv, predictions.parquet (the run's `test`
+    predictions), oof_predictions.parquet (the training split's out-of-fold ones, when given), and metrics.json last
+    of them. The report (reuters_ray.report.write_report) is built from these files."""
+    run_dir, names = Path(run_dir), metrics["label_names"]
     write_atomic(run_dir / "config.yaml", yaml.safe_dump(config, sort_keys=True))
     write_atomic(run_dir / "provenance.json", json.dumps(provenance, indent=2))
-    folds = pd.DataFrame(fold_rows)
-    folds["restarts"] = [len(r.get("restarts", [])) for r in fold_rows]
+    folds = pd.DataFrame(metrics["folds"])
+    folds["restarts"] = [len(r.get("restarts", [])) for r in metrics["folds"]]
     write_atomic(run_dir / "folds.csv", folds.to_csv(index=False))
     write_atomic(run_dir / "history.csv", pd.DataFrame(history).to_csv(index=False))
     write_atomic(run_dir / "per_class.csv", pd.DataFrame(metrics["per_class"]).to_csv(index=False))
-    cm = pd.DataFrame(metrics["confusion_matrix"], index=label_names, columns=label_names)
+    cm = pd.DataFrame(metrics["confusion_matrix"], index=names, columns=names)
     cm.index.name = "true \\ predicted"
     write_atomic(run_dir / "confusion_matrix.csv", cm.to_csv())
-    write_atomic(run_dir / "predictions.parquet", _predictions(ids, y_true, probs, label_names))
+    write_atomic(run_dir / "predictions.parquet", _parquet(test, names))
     if oof is not None:
-        oof_ids, oof_y, oof_fold, oof_probs = oof
-        data = _predictions(oof_ids, oof_y, oof_probs, label_names, fold=oof_fold)
-        write_atomic(run_dir / "oof_predictions.parquet", data)
+        write_atomic(run_dir / "oof_predictions.parquet", _parquet(oof, names))
     write_atomic(run_dir / "metrics.json", json.dumps(metrics, indent=2))
 
 
-def _predictions(ids, y_true, probs, label_names, fold=None) -> bytes:
+def _parquet(p: Predictions, label_names: list[str]) -> bytes:
     """Parquet bytes: id, true and predicted label, [fold,] one probability column per class."""
-    pred = probs.argmax(axis=1)
+    pred = p.probs.argmax(axis=1)
     df = pd.DataFrame(
-        {"id": ids, "true_label": [label_names[i] for i in y_true], "predicted_label": [label_names[i] for i in pred]}
+        {
+            "id": p.ids,
+            "true_label": [label_names[i] for i in p.labels],
+            "predicted_label": [label_names[i] for i in pred],
+        }
     )
-    if fold is not None:
-        df["fold"] = fold
+    if p.fold is not None:
+        df["fold"] = p.fold
     for j, name in enumerate(label_names):
-        df[f"p_{name}"] = probs[:, j].astype(np.float32)
+        df[f"p_{name}"] = p.probs[:, j].astype(np.float32)
     buf = io.BytesIO()
     df.to_parquet(buf, index=False)
     return buf.getvalue()

@@ -19,11 +19,11 @@ from reuters_ray.errors import DataError
 
 _ARTIFACTS = re.compile(r"\[(?:start|unk|pad|unused)\]", re.I)
 _SPACE = re.compile(r"\s+")
-# Scripts written without spaces between words: Thai, Lao, Myanmar, Khmer, kana, CJK ideographs (and their
+# Scripts written without spaces between words: Thai, Lao, Tibetan, Myanmar, Khmer, kana, CJK ideographs (and their
 # compatibility forms, half-width katakana, the supplementary planes' ideographs). BERT's tokenizer splits each
 # CJK character off on its own; the others have no spaces to split at.
 _NO_SPACE = (
-    "\u0e00-\u0eff\u1000-\u109f\u1780-\u17ff\u3040-\u30ff\u31f0-\u31ff\u3400-\u4dbf\u4e00-\u9fff"
+    "\u0e00-\u0fff\u1000-\u109f\u1780-\u17ff\u3040-\u30ff\u31f0-\u31ff\u3400-\u4dbf\u4e00-\u9fff"
     "\uf900-\ufaff\uff66-\uff9f\U00020000-\U0003134f"
 )
 _WORD = re.compile(f"[{_NO_SPACE}]|[^\\s{_NO_SPACE}]+")

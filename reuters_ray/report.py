@@ -21,6 +21,7 @@ import numpy as np
 import pandas as pd
 import yaml
 
+from reuters_ray import rows as R
 from reuters_ray.console import duration
 from reuters_ray.errors import DataError
 
@@ -74,6 +75,13 @@ def load_run(run_dir: Path) -> dict[str, Any]:
 # --- figures --------------------------------------------------------------------------------------------------
 
 
+def _save(fig, path) -> None:
+    """A figure as a PNG into `path` (a file or a binary stream), closed after."""
+    fig.tight_layout()
+    fig.savefig(path, dpi=110, format="png")
+    _plt().close(fig)
+
+
 def _plt():
     import matplotlib
 
@@ -109,9 +117,7 @@ def confusion_figure(cm: np.ndarray, names: list[str], path: Path, predictor: st
                 )
     fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04, label="share of the true class")
     ax.set_title(f"Confusion matrix of the {predictor} on the test split")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110, format="png")
-    plt.close(fig)
+    _save(fig, path)
 
 
 def f1_support_figure(per_class: list[dict], baseline: list[dict] | None, path: Path, predictor: str) -> None:
@@ -138,23 +144,21 @@ def f1_support_figure(per_class: list[dict], baseline: list[dict] | None, path: 
     ax.set_title("Per-class F1 against support")
     ax.grid(alpha=0.3)
     ax.legend(loc="lower right")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110, format="png")
-    plt.close(fig)
+    _save(fig, path)
 
 
 def curves_figure(history: pd.DataFrame, path: Path) -> None:
     """Training and validation loss, and validation weighted F1, per epoch; one colour per fold."""
     plt = _plt()
     fig, (a, b) = plt.subplots(1, 2, figsize=(11, 4.2))
-    for k, h in history.groupby("fold"):
-        h = h.drop_duplicates("epoch", keep="last").sort_values("epoch")  # an epoch retrained after a restart
+    for k, h in history.groupby(R.FOLD):
+        h = h.drop_duplicates(R.EPOCH, keep="last").sort_values(R.EPOCH)  # an epoch retrained after a restart
         color = f"C{int(k)}"
-        a.plot(h["epoch"], h["train/loss"], color=color, marker="o", ms=3, label=f"fold {k} train")
-        a.plot(h["epoch"], h["val/loss"], color=color, ls="--", marker="o", ms=3, label=f"fold {k} val")
-        b.plot(h["epoch"], h["val/f1_weighted"], color=color, marker="o", ms=3, label=f"fold {k}")
-        best = h.loc[h["val/f1_weighted"].idxmax()]
-        b.scatter([best["epoch"]], [best["val/f1_weighted"]], color=color, marker="*", s=140, zorder=3)
+        a.plot(h[R.EPOCH], h[R.TRAIN_LOSS], color=color, marker="o", ms=3, label=f"fold {k} train")
+        a.plot(h[R.EPOCH], h[R.VAL_LOSS], color=color, ls="--", marker="o", ms=3, label=f"fold {k} val")
+        b.plot(h[R.EPOCH], h[R.VAL_F1], color=color, marker="o", ms=3, label=f"fold {k}")
+        best = h.loc[h[R.VAL_F1].idxmax()]
+        b.scatter([best[R.EPOCH]], [best[R.VAL_F1]], color=color, marker="*", s=140, zorder=3)
     a.set_title("Focal loss per epoch (solid: train, dashed: validation)")
     b.set_title("Validation weighted F1 per epoch (star: best epoch)")
     for ax in (a, b):
@@ -164,9 +168,7 @@ def curves_figure(history: pd.DataFrame, path: Path) -> None:
         ax.legend(fontsize=7)
     a.set_ylabel("loss")
     b.set_ylabel("weighted F1")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110, format="png")
-    plt.close(fig)
+    _save(fig, path)
 
 
 # --- content --------------------------------------------------------------------------------------------------
@@ -203,31 +205,55 @@ def confused_pairs(cm: np.ndarray, names: list[str], top: int = 10) -> list[tupl
     return [(names[i], names[j], n, n / cm[i].sum()) for n, i, j in cells[:top]]
 
 
-def build_sections(run: dict[str, Any]) -> tuple[str, list[tuple[str, list[Block]]]]:
-    m, cfg, prov = run["metrics"], run["config"], run["provenance"]
-    names, folds, base = m["label_names"], m["folds"], m.get("baseline")
-    cm = np.array(m["confusion_matrix"])
-    title = f"reuters-ray run {m['run']}"
+Section = tuple[str, list[Block]]
 
-    # Result
-    result = Table(
+
+def build_sections(run: dict[str, Any]) -> tuple[str, list[Section]]:
+    """(title, sections) of a run's report, from load_run's files: one function per section, in this order."""
+    sections = [result_section, folds_section, per_class_section, confusion_section, setup_section, config_section]
+    return f"reuters-ray run {run['metrics']['run']}", [section(run) for section in sections]
+
+
+def _blend(m: dict[str, Any]) -> dict[str, Any] | None:
+    return m.get("blend") if m.get("predictor") == "blend" else None
+
+
+def result_section(run: dict[str, Any]) -> Section:
+    """The test figures of the predictor, the ensemble and the baseline, what they mean, and the restarts."""
+    m, cfg = run["metrics"], run["config"]
+    folds, base, blend, ens = m["folds"], m.get("baseline"), _blend(m), m.get("ensemble", m)
+    keys = ("accuracy", "f1_weighted", "f1_macro", "precision_weighted", "recall_weighted")
+    table = Table(
         ["model", "accuracy", "weighted F1", "macro F1", "weighted precision", "weighted recall"], [], (1, 2, 3, 4, 5)
     )
-    keys = ("accuracy", "f1_weighted", "f1_macro", "precision_weighted", "recall_weighted")
-    ens, blend = m.get("ensemble", m), m.get("blend") if m.get("predictor") == "blend" else None
     if blend:
         w = blend["weight"]
-        result.rows.append([f"blend: {w:.2f} x ensemble + {1 - w:.2f} x linear model", *(fmt(m[k]) for k in keys)])
-    result.rows.append([f"ensemble of {len(folds)} fold models ({cfg['model']['name']})", *(fmt(ens[k]) for k in keys)])
+        table.rows.append([f"blend: {w:.2f} x ensemble + {1 - w:.2f} x linear model", *(fmt(m[k]) for k in keys)])
+    table.rows.append([f"ensemble of {len(folds)} fold models ({cfg['model']['name']})", *(fmt(ens[k]) for k in keys)])
     if base:
-        result.rows.append([f"baseline: {base['name']}", *(fmt(base[k]) for k in keys)])
-    summary = (
-        f"{m['n_test']} test texts, {len(names)} classes. The ensemble averages the logits of the {len(folds)} fold "
-        f"models; each was trained on {len(folds) - 1}/{len(folds)} of the training split."
+        table.rows.append([f"baseline: {base['name']}", *(fmt(base[k]) for k in keys)])
+    restarts = [(f["fold"], r) for f in folds for r in f.get("restarts", [])]
+    if restarts:
+        said = "; ".join(f"fold {k}: {r['kind']} after epoch {r['after_epoch']}" for k, r in restarts)
+        restarts_note = (
+            f"**Restarts:** {said}. Each continued from its last checkpoint (or started over where none loaded)."
+        )
+    else:
+        restarts_note = "Restarts: none; every fold trained in one go."
+    return "Result", [table, _summary(m), restarts_note]
+
+
+def _summary(m: dict[str, Any]) -> str:
+    """What the result table means: the ensemble, the blend and how its weight was chosen, the baseline's gap, and
+    the out-of-fold figures."""
+    folds, base, blend = m["folds"], m.get("baseline"), _blend(m)
+    text = (
+        f"{m['n_test']} test texts, {len(m['label_names'])} classes. The ensemble averages the logits of the "
+        f"{len(folds)} fold models; each was trained on {len(folds) - 1}/{len(folds)} of the training split."
     )
     if blend:
-        o = blend["out_of_fold"]
-        summary += (
+        o, w = blend["out_of_fold"], blend["weight"]
+        text += (
             f" The run's predictions (predictions.parquet, the per-class figures below) are the blend: {w:.2f} times"
             f" the ensemble's probabilities plus {1 - w:.2f} times those of the linear model (the baseline's TF-IDF +"
             f" linear SVM, calibrated by a softmax temperature of {blend['temperature']:.3g}). The weight was chosen"
@@ -238,32 +264,109 @@ def build_sections(run: dict[str, Any]) -> tuple[str, list[tuple[str, list[Block
         )
     if base:
         delta = m["f1_weighted"] - base["f1_weighted"]
-        summary += (
+        text += (
             f" Weighted F1 of the {'blend' if blend else 'ensemble'} {'above' if delta >= 0 else 'below'} the"
             f" baseline's by {fmt(abs(delta))}."
         )
-    oof = m.get("out_of_fold")
-    if oof:
+    if oof := m.get("out_of_fold"):
         mean = oof["folds_mean"]
-        summary += (
+        text += (
             f" Out of fold (each of the {oof['n']} training texts scored by the fold model that did not train on it,"
             f" oof_predictions.parquet): accuracy {fmt(oof['accuracy'])}, weighted F1 {fmt(oof['f1_weighted'])},"
             f" macro F1 {fmt(oof['f1_macro'])}; the folds' mean validation figures: {fmt(mean['accuracy'])},"
             f" {fmt(mean['f1_weighted'])}, {fmt(mean['f1_macro'])}."
         )
-    restarts = [(f["fold"], r) for f in folds for r in f.get("restarts", [])]
-    notes = [summary]
-    if restarts:
-        notes.append(
-            "**Restarts:** "
-            + "; ".join(f"fold {k}: {r['kind']} after epoch {r['after_epoch']}" for k, r in restarts)
-            + ". Each continued from its last checkpoint (or started over where none loaded)."
-        )
-    else:
-        notes.append("Restarts: none; every fold trained in one go.")
+    return text
 
-    # Setup and provenance
-    dc, tc = cfg["data"], cfg["train"]
+
+def folds_section(run: dict[str, Any]) -> Section:
+    """The seed's section 5: each fold's figures and nodes, the training curves, where each fold's time went."""
+    m = run["metrics"]
+    folds, ens = m["folds"], m.get("ensemble", m)
+    table = Table(
+        ["fold", "best epoch", "epochs run", "val accuracy", "val weighted F1", "val macro F1",
+         "test weighted F1 alone", "restarts", "node(s)"],
+        [
+            [f["fold"], f["best_epoch"], f["epochs_run"], fmt(f["val_accuracy"]), fmt(f["val_f1_weighted"]),
+             fmt(f["val_f1_macro"]), fmt(f["test_f1_weighted"]), len(f.get("restarts", [])),
+             # Ray's node ids, shortened as the dashboard shows them: every node the fold trained on
+             ", ".join(n[:12] for n in f.get("node_ids") or [f.get("node_id") or "n/a"])]
+            for f in folds
+        ],
+        (0, 1, 2, 3, 4, 5, 6, 7),
+    )  # fmt: skip
+    note = (
+        f"Mean validation weighted F1 {fmt(np.mean([f['val_f1_weighted'] for f in folds]))}; the ensemble's test "
+        f"weighted F1 {fmt(ens['f1_weighted'])} against {fmt(max(f['test_f1_weighted'] for f in folds))} for the best "
+        f"single fold."
+    )
+    curves = Figure(
+        "training_curves.png", "Training curves: loss and validation weighted F1 per epoch, one colour per fold."
+    )
+    time_note = (
+        "Where each fold's time went, summed over its epochs: set-up (the model built and moved to its device, "
+        "a checkpoint loaded; once per worker start), training steps, validation, writing checkpoints "
+        "(weights, optimizer state, best model) and reporting them into Ray storage (the last epoch's report is "
+        "not counted: it happens after its own checkpoint is written). Throughput is training examples and "
+        "real (non-pad) tokens per second of training time."
+    )
+    return "Folds", [table, note, curves, _time_table(folds), time_note]
+
+
+def _time_table(folds: list[dict[str, Any]]) -> Table:
+    return Table(
+        ["fold", "wall", "set-up", "training", "validation", "checkpoint write", "checkpoint report", "examples/s",
+         "tokens/s", "peak GPU memory"],
+        [
+            [f["fold"], duration(f.get("wall_s", f["train_s"])),
+             *(_seconds(f.get(k)) for k in ("setup_s", "train_s", "val_s", "checkpoint_s", "report_s")),
+             _number(f.get("examples_per_s"), ".1f"), _number(f.get("tokens_per_s"), ",.0f"),
+             "n/a" if f.get("peak_gpu_gib") is None else f"{f['peak_gpu_gib']:.2f} GiB"]
+            for f in folds
+        ],
+        (0, 1, 2, 3, 4, 5, 6, 7, 8, 9),
+    )  # fmt: skip
+
+
+def per_class_section(run: dict[str, Any]) -> Section:
+    """Each class's precision, recall, F1 and support (and the ensemble's and the baseline's F1 beside them)."""
+    m = run["metrics"]
+    ens, base, blend = m.get("ensemble", m), m.get("baseline"), _blend(m)
+    headers = ["class", "precision", "recall", "F1", "support"]
+    headers += (["ensemble F1"] if blend else []) + (["baseline F1"] if base else [])
+    table = Table(headers, [], tuple(range(1, len(headers))))
+    for i, c in enumerate(m["per_class"]):
+        table.rows.append(
+            [c["name"], fmt(c["precision"]), fmt(c["recall"]), fmt(c["f1"]), c["support"]]
+            + ([fmt(ens["per_class"][i]["f1"])] if blend else [])
+            + ([fmt(base["per_class"][i]["f1"])] if base else [])
+        )
+    return "Per class", [table, Figure("f1_vs_support.png", "Per-class F1 against the number of test examples.")]
+
+
+def confusion_section(run: dict[str, Any]) -> Section:
+    """The confusion matrix and the most confused pairs."""
+    m = run["metrics"]
+    pairs = Table(
+        ["true class", "predicted as", "count", "share of the true class"],
+        [
+            [t, p, n, f"{share:.1%}"]
+            for t, p, n, share in confused_pairs(np.array(m["confusion_matrix"]), m["label_names"])
+        ],
+        (2, 3),
+    )
+    caption = "Confusion matrix: rows are true classes, columns predictions; colour is the share of the row."
+    return "Confusion", [
+        Figure("confusion_matrix.png", caption),
+        "Most confused pairs (largest off-diagonal cells):",
+        pairs if pairs.rows else "none: every test text was classified correctly.",
+    ]
+
+
+def setup_section(run: dict[str, Any]) -> Section:
+    """Where the data came from, how the folds computed and on what, and the preprocessing steps."""
+    m, cfg, prov = run["metrics"], run["config"], run["provenance"]
+    dc, tc, folds = cfg["data"], cfg["train"], m["folds"]
     setup = Table(
         ["", ""],
         [
@@ -292,153 +395,33 @@ def build_sections(run: dict[str, Any]) -> tuple[str, list[tuple[str, list[Block
     )
     steps = Table(
         ["step", "parameters", "removed train", "removed test", "train after", "test after"],
-        [
-            [
-                s["step"],
-                ", ".join(f"{k}={v}" for k, v in s["params"].items() if k not in ("dropped_classes", "rows"))
-                + (
-                    f", dropped {len(s['params']['dropped_classes'])} classes"
-                    if "dropped_classes" in s["params"]
-                    else ""
-                )
-                + "".join(
-                    f", {Path(file).name} rows {', '.join(map(str, rows[:10]))}{' ...' if len(rows) > 10 else ''}"
-                    for file, rows in s["params"].get("rows", {}).items()
-                    if rows
-                ),
-                s["removed"]["train"],
-                s["removed"]["test"],
-                s["after"]["train"],
-                s["after"]["test"],
-            ]
-            for s in prov.get("steps", [])
-        ],
+        [[s["step"], _step_params(s["params"]), s["removed"]["train"], s["removed"]["test"], s["after"]["train"],
+          s["after"]["test"]] for s in prov.get("steps", [])],
         (2, 3, 4, 5),
-    )
+    )  # fmt: skip
+    return "Setup and provenance", [setup, "Preprocessing steps, in order:", steps]
 
-    # Folds (the seed's section 5)
-    fold_table = Table(
-        [
-            "fold",
-            "best epoch",
-            "epochs run",
-            "val accuracy",
-            "val weighted F1",
-            "val macro F1",
-            "test weighted F1 alone",
-            "restarts",
-            "node(s)",
-        ],
-        [
-            [
-                f["fold"],
-                f["best_epoch"],
-                f["epochs_run"],
-                fmt(f["val_accuracy"]),
-                fmt(f["val_f1_weighted"]),
-                fmt(f["val_f1_macro"]),
-                fmt(f["test_f1_weighted"]),
-                len(f.get("restarts", [])),
-                # Ray's node ids, shortened as the dashboard shows them: every node the fold trained on
-                ", ".join(n[:12] for n in f.get("node_ids") or [f.get("node_id") or "n/a"]),
-            ]
-            for f in folds
-        ],
-        (0, 1, 2, 3, 4, 5, 6, 7),
-    )
-    time_table = Table(
-        [
-            "fold",
-            "wall",
-            "set-up",
-            "training",
-            "validation",
-            "checkpoint write",
-            "checkpoint report",
-            "examples/s",
-            "tokens/s",
-            "peak GPU memory",
-        ],
-        [
-            [
-                f["fold"],
-                duration(f.get("wall_s", f["train_s"])),
-                *(_seconds(f.get(k)) for k in ("setup_s", "train_s", "val_s", "checkpoint_s", "report_s")),
-                _number(f.get("examples_per_s"), ".1f"),
-                _number(f.get("tokens_per_s"), ",.0f"),
-                "n/a" if f.get("peak_gpu_gib") is None else f"{f['peak_gpu_gib']:.2f} GiB",
-            ]
-            for f in folds
-        ],
-        (0, 1, 2, 3, 4, 5, 6, 7, 8, 9),
-    )
-    time_note = (
-        "Where each fold's time went, summed over its epochs: set-up (the model built and moved to its device, "
-        "a checkpoint loaded; once per worker start), training steps, validation, writing checkpoints "
-        "(weights, optimizer state, best model) and reporting them into Ray storage (the last epoch's report is "
-        "not counted: it happens after its own checkpoint is written). Throughput is training examples and "
-        "real (non-pad) tokens per second of training time."
-    )
-    mean_val = np.mean([f["val_f1_weighted"] for f in folds])
-    fold_note = (
-        f"Mean validation weighted F1 {fmt(mean_val)}; the ensemble's test weighted F1 {fmt(ens['f1_weighted'])} "
-        f"against {fmt(max(f['test_f1_weighted'] for f in folds))} for the best single fold."
-    )
 
-    # Per class
-    headers = ["class", "precision", "recall", "F1", "support"]
-    headers += (["ensemble F1"] if blend else []) + (["baseline F1"] if base else [])
-    per_class = Table(headers, [], tuple(range(1, len(headers))))
-    for i, c in enumerate(m["per_class"]):
-        per_class.rows.append(
-            [c["name"], fmt(c["precision"]), fmt(c["recall"]), fmt(c["f1"]), c["support"]]
-            + ([fmt(ens["per_class"][i]["f1"])] if blend else [])
-            + ([fmt(base["per_class"][i]["f1"])] if base else [])
-        )
+def _step_params(params: dict[str, Any]) -> str:
+    """A preprocessing step's parameters in one cell: long lists (dropped classes, rows, ids) counted or cut."""
+    text = ", ".join(f"{k}={v}" for k, v in params.items() if k not in ("dropped_classes", "rows", "ids"))
+    if "dropped_classes" in params:
+        text += f", dropped {len(params['dropped_classes'])} classes"
+    for file, rows in params.get("rows", {}).items():
+        if rows:
+            text += f", {Path(file).name} rows {', '.join(map(str, rows[:10]))}{' ...' if len(rows) > 10 else ''}"
+    dropped = [i for ids in params.get("ids", {}).values() for i in ids]
+    if dropped:
+        text += f", ids {', '.join(dropped[:10])}{' ...' if len(dropped) > 10 else ''}"
+    return text
 
-    pairs = Table(
-        ["true class", "predicted as", "count", "share of the true class"],
-        [[t, p, n, f"{share:.1%}"] for t, p, n, share in confused_pairs(cm, names)],
-        (2, 3),
-    )
 
-    sections: list[tuple[str, list[Block]]] = [
-        ("Result", [result, *notes]),
-        (
-            "Folds",
-            [
-                fold_table,
-                fold_note,
-                Figure(
-                    "training_curves.png",
-                    "Training curves: loss and validation weighted F1 per epoch, one colour per fold.",
-                ),
-                time_table,
-                time_note,
-            ],
-        ),
-        ("Per class", [per_class, Figure("f1_vs_support.png", "Per-class F1 against the number of test examples.")]),
-        (
-            "Confusion",
-            [
-                Figure(
-                    "confusion_matrix.png",
-                    "Confusion matrix: rows are true classes, columns predictions; colour is the share of the row.",
-                ),
-                "Most confused pairs (largest off-diagonal cells):",
-                pairs if pairs.rows else "none: every test text was classified correctly.",
-            ],
-        ),
-        ("Setup and provenance", [setup, "Preprocessing steps, in order:", steps]),
-        (
-            "Config",
-            [
-                "The resolved config of this run (`reuters-ray cv --config` takes it back):",
-                Code(yaml.safe_dump(cfg, sort_keys=True)),
-            ],
-        ),
+def config_section(run: dict[str, Any]) -> Section:
+    """The resolved config, as `--config` takes it back."""
+    return "Config", [
+        "The resolved config of this run (`reuters-ray cv --config` takes it back):",
+        Code(yaml.safe_dump(run["config"], sort_keys=True)),
     ]
-    return title, sections
 
 
 # --- rendering ------------------------------------------------------------------------------------------------
@@ -448,7 +431,7 @@ def _md_cell(x: Any) -> str:
     return str(x).replace("|", "\\|").replace("\n", " ")
 
 
-def render_markdown(title: str, sections: list[tuple[str, list[Block]]]) -> str:
+def render_markdown(title: str, sections: list[Section]) -> str:
     out = [f"# {title}", ""]
     for name, blocks in sections:
         out += [f"## {name}", ""]
@@ -488,7 +471,7 @@ def _inline(text: str) -> str:
     return "".join(f"<strong>{p}</strong>" if i % 2 else p for i, p in enumerate(parts))
 
 
-def render_html(title: str, sections: list[tuple[str, list[Block]]], run_dir: Path) -> str:
+def render_html(title: str, sections: list[Section], run_dir: Path) -> str:
     def anchor(name: str) -> str:
         return name.lower().replace(" ", "-")
 

@@ -31,7 +31,7 @@ EXAMPLE = '{"texts": ["..."], "top_k": 3}'
 
 def _unicode(text: str) -> str:
     """A text holding a lone surrogate (JSON "\\ud800") is not Unicode a tokenizer can read: refused by index."""
-    from reuters_ray.ensemble import unreadable_texts
+    from reuters_ray.text import unreadable_texts
 
     if unreadable_texts([text]):
         raise ValueError("not valid Unicode (it holds a lone surrogate); send UTF-8 text")
@@ -176,30 +176,17 @@ class BodyLimit:
     async def _refuse(self, scope, send, size: int, more: bool = False) -> None:
         from starlette.responses import JSONResponse
 
-        shown = f"over {size}" if more else str(size)
-        line = f"request body is {shown} bytes; at most {self.limit}"
+        line = f"request body is {'over ' + str(self.limit) if more else size} bytes; at most {self.limit}"
         await JSONResponse({"error": line}, status_code=400)(scope, None, send)
 
 
-def build_app(run: str, backend: str = "torch", export_dir: str | None = None, replicas: int = 1):
-    """The Serve application: `replicas` copies of the predictor deployment, its FastAPI ingress at /."""
-    import asyncio
-
-    from fastapi import FastAPI, Request
+def _answer_errors_in_one_line(app) -> None:
+    """The service's error answers, {"error": one line} on `app`: FastAPI's validation errors as 400 naming the
+    field, BadRequest as 400, an unknown path 404 and a wrong method 405 in the same shape."""
+    from fastapi import Request
     from fastapi.exceptions import RequestValidationError
     from fastapi.responses import JSONResponse
-    from ray import serve
     from starlette.exceptions import HTTPException
-
-    from reuters_ray.ensemble import NO_TEXT, answer_of, blank_texts
-
-    app = FastAPI(
-        title="reuters-ray",
-        summary=f"The predictor of run {run} ({backend})",
-        version="1",
-    )
-    app.add_middleware(BodyLimit, limit=MAX_BODY_BYTES)
-    errors = {400: {"model": ErrorResponse, "description": "a bad request, one line naming the field"}}
 
     @app.exception_handler(RequestValidationError)
     async def invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -216,9 +203,31 @@ def build_app(run: str, backend: str = "torch", export_dir: str | None = None, r
             line, status = f"no such path {path}; use {', '.join(routes)} (the API: /docs)", 404
         elif exc.status_code == 405 and path in routes:
             line, status = f"{path} takes {routes[path]}, not {request.method}", 405
+        elif exc.status_code == 400 and "parsing the body" in str(exc.detail):  # FastAPI's words for bad bytes
+            line, status = f"body is not UTF-8 JSON; send {EXAMPLE} as UTF-8", 400
         else:
             line, status = str(exc.detail), exc.status_code
         return JSONResponse({"error": line}, status_code=status, headers=getattr(exc, "headers", None))
+
+
+def build_app(run: str, backend: str = "torch", export_dir: str | None = None, replicas: int = 1):
+    """The Serve application: `replicas` copies of the predictor deployment, its FastAPI ingress at /."""
+    import asyncio
+
+    from fastapi import FastAPI, Request
+    from fastapi.responses import JSONResponse
+    from ray import serve
+
+    from reuters_ray.ensemble import NO_TEXT, answer_of
+
+    app = FastAPI(
+        title="reuters-ray",
+        summary=f"The predictor of run {run} ({backend})",
+        version="1",
+    )
+    app.add_middleware(BodyLimit, limit=MAX_BODY_BYTES)
+    errors = {400: {"model": ErrorResponse, "description": "a bad request, one line naming the field"}}
+    _answer_errors_in_one_line(app)
 
     @serve.deployment(name="reuters-ray-predictor", num_replicas=replicas, ray_actor_options={"num_cpus": 1})
     @serve.ingress(app)
@@ -226,8 +235,8 @@ def build_app(run: str, backend: str = "torch", export_dir: str | None = None, r
         def __init__(self):
             from reuters_ray.ensemble import Ensemble
 
-            # an export made by the driver (onnx backends), else the run's own models
-            self.ens = Ensemble.from_export(export_dir, backend) if export_dir else Ensemble.from_run(run, device="cpu")
+            # an export the driver made (onnx backends), else the run's own models: one loader for both
+            self.ens = Ensemble.load(export_dir or run, backend, device="cpu")
             self.health = Health(status="ok", run=run, backend=backend)
             app.state.num_labels = len(self.ens.label_names)
 
@@ -245,10 +254,12 @@ def build_app(run: str, backend: str = "torch", export_dir: str | None = None, r
                 return out
 
         @app.post("/predict", response_model=PredictResponse, response_model_exclude_unset=True, responses=errors)
-        async def predict(self, body: PredictRequest):
+        async def predict(self, body: PredictRequest, request: Request):
             """Each text's label and top_k most probable labels, in order."""
+            if request.query_params:  # e.g. ?top_k=1: never read, so never silently ignored
+                raise BadRequest(f"query parameters are not read ({request.url.query}); send top_k in the JSON body")
             check_top_k(body, len(self.ens.label_names))
-            blank = set(blank_texts(body.texts))  # never scored: the "no text" answer
+            blank = set(self.ens.blank_texts(body.texts))  # never scored: the "no text" answer
             probs = await asyncio.gather(*(self._probs(t) for i, t in enumerate(body.texts) if i not in blank))
             failed = next((p for p in probs if isinstance(p, Exception)), None)
             if failed is not None:  # a 500 for this request alone
@@ -273,6 +284,46 @@ def build_app(run: str, backend: str = "torch", export_dir: str | None = None, r
             return self.health
 
     return Predictor.bind()
+
+
+def run_service(run: str, backend: str, export_dir: str | None, host: str, port: int, replicas: int) -> None:
+    """`reuters-ray serve`: the application on Ray Serve at http://host:port until Ctrl-C or SIGTERM, then stopped
+    (stop_serve). Joins RAY_ADDRESS (ray start, ray job submit) or starts a local Ray."""
+    import signal
+    import time
+
+    import ray
+    from ray import serve
+
+    if not ray.is_initialized():
+        ray.init(log_to_driver=False)
+    # A Ray this command started ends with it (Serve with it, in a second); on a cluster it joined, only what it
+    # started goes: its application, and Serve itself if Serve was not running before.
+    owns_ray = getattr(ray._private.worker._global_node, "head", False)
+    started_serve = not serve_running()
+
+    def stop(*_):
+        raise KeyboardInterrupt  # SIGTERM (ray job stop, kill) ends the service as Ctrl-C does
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)  # also when started in the background by a shell, which ignores SIGINT
+    try:
+        serve.start(http_options={"host": host, "port": port})
+        serve.run(build_app(run, backend, export_dir, replicas), name=APP_NAME, route_prefix="/")
+        url = f"http://{host}:{port}"
+        print(
+            f"serving run {run} ({backend}, {replicas} replica(s)) at {url}: POST {url}/predict "
+            '{"texts": [...], "top_k": 3}, GET /labels, GET /healthz, the API at /docs; Ctrl-C stops',
+            flush=True,
+        )
+        while True:
+            time.sleep(3600)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C does not cut the stop short
+        stop_serve(owns_ray, started_serve)
+    print("stopped", flush=True)
 
 
 def serve_running() -> bool:

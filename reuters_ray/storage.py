@@ -129,6 +129,27 @@ def publish_dir(tmp: Path, final: Path, usable: Callable[[Path], bool]) -> Path:
     return final
 
 
+def private_dir(final: Path) -> Path:
+    """A new folder of this process's own beside `final` (.<name>.<pid>.<random>), to fill and then publish_dir;
+    such folders left by processes that died (killed mid-export) are removed first."""
+    final.parent.mkdir(parents=True, exist_ok=True)
+    for old in final.parent.glob(f".{final.name}.*"):
+        pid = old.name.split(".")[2]
+        if pid.isdigit() and not _alive(int(pid)):
+            shutil.rmtree(old, ignore_errors=True)
+    return Path(tempfile.mkdtemp(prefix=f".{final.name}.{os.getpid()}.", dir=final.parent))
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's
+        return True
+    return True
+
+
 def cache_root() -> Path:
     """Where reuters-ray caches what it fetches or makes: $REUTERS_RAY_CACHE, else ~/.cache/reuters-ray."""
     return Path(os.environ.get(CACHE_ENV) or "~/.cache/reuters-ray").expanduser()
@@ -153,8 +174,7 @@ def fetch_run(uri: str, cache_root_dir: str | os.PathLike | None = None) -> Path
 
     if current(local):
         return local
-    root.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{local.name}.", dir=root))
+    tmp = private_dir(local)
     try:
         for info in fs.get_file_info(pafs.FileSelector(path)):
             if info.type == pafs.FileType.Directory and not info.base_name.startswith("fold_"):

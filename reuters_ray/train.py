@@ -6,7 +6,7 @@ a `report` function that forwards each epoch's metrics and checkpoint folder.
 
 from __future__ import annotations
 
-import contextlib
+import functools
 import math
 import os
 import socket
@@ -18,8 +18,8 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch.nn.attention import SDPBackend, sdpa_kernel
 
+from reuters_ray import rows as R
 from reuters_ray.checkpoint import (
     cpu_state,
     first_loadable,
@@ -31,6 +31,7 @@ from reuters_ray.checkpoint import (
 from reuters_ray.config import RunConfig
 from reuters_ray.errors import CheckpointError, ConfigError
 from reuters_ray.features import TokenArrays
+from reuters_ray.inference import collate, default_device, eval_batch_size, forward_mode, predict_logits
 from reuters_ray.loss import focal_loss
 from reuters_ray.metrics import classification_metrics
 from reuters_ray.models import build_model
@@ -171,24 +172,18 @@ def length_grouped_batches(
     return [batches[i] for i in rng.permutation(len(batches))]
 
 
-def collate(
-    tokens: TokenArrays, labels: np.ndarray, idx: np.ndarray, pad_to: str, device: torch.device
-) -> dict[str, torch.Tensor]:
-    """Input ids, attention mask and labels for rows `idx`, padded as the profile says."""
-    max_length = tokens.ids.shape[1]
-    lengths = tokens.lengths[idx]
-    width = max_length if pad_to == "max_length" else min(max_length, -(-int(lengths.max()) // 8) * 8)
-    ids = torch.from_numpy(tokens.ids[idx, :width].astype(np.int64))
-    mask = torch.arange(width)[None, :] < torch.from_numpy(lengths)[:, None]
-    batch = {"input_ids": ids, "attention_mask": mask, "labels": torch.from_numpy(labels[idx])}
-    if device.type == "cuda":  # pinned host memory lets the copy overlap with the previous step's kernels
-        return {k: v.pin_memory().to(device, non_blocking=True) for k, v in batch.items()}
-    return {k: v.to(device) for k, v in batch.items()}
+def _identity(cfg: RunConfig, data: FoldData) -> dict[str, Any]:
+    return {
+        "model": cfg.model.name,
+        "label_names": data.label_names,
+        "train_rows": len(data.train_idx),
+        "val_rows": len(data.val_idx),
+    }
 
 
-def eval_batch_size(requested: int | None, device: torch.device) -> int:
-    """Inference batch: large on a GPU (fewer launches), small on CPU (cache-sized batches measured faster)."""
-    return requested or (256 if device.type == "cuda" else 16)
+def _where(device: torch.device, worker_info: dict[str, Any] | None) -> dict[str, Any]:
+    """Where the fold runs, for every epoch row: host, pid, device, and what the caller adds (the Ray node id)."""
+    return {"host": socket.gethostname(), "pid": os.getpid(), "device": _device_name(device), **(worker_info or {})}
 
 
 def _device_name(device: torch.device) -> str:
@@ -196,38 +191,6 @@ def _device_name(device: torch.device) -> str:
         return torch.cuda.get_device_name(device)
     n = torch.get_num_threads()
     return f"cpu ({n} thread{'s' if n > 1 else ''})"
-
-
-# cuDNN's attention builds a plan for every new batch shape: 0.33 s each on the H100, 17 s of a fold's first epoch
-# with length-grouped batches. Flash and memory-efficient attention need none; steady epochs were within 3% of
-# cuDNN's there (bench/shape_warmup.py, docs/results.md).
-ATTENTION_BACKENDS = [SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH]
-
-
-@contextlib.contextmanager
-def forward_mode(device: torch.device, precision: str):
-    """Mixed precision as `precision` says (bf16/fp16 autocast, or none), attention without cuDNN's backend."""
-    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision)
-    with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None), sdpa_kernel(ATTENTION_BACKENDS):
-        yield
-
-
-@torch.inference_mode()
-def predict_logits(
-    model, tokens: TokenArrays, idx: np.ndarray, batch_size: int, pad_to: str, device: torch.device, precision: str
-) -> np.ndarray:
-    """Float32 logits for rows `idx`, in that order. Rows are batched longest-first, so padding stays small."""
-    model.eval()
-    order = np.argsort(-tokens.lengths[idx], kind="stable")
-    out = np.empty((len(idx), model.config.num_labels), dtype=np.float32)
-    dummy = np.zeros(len(tokens), dtype=np.int64)
-    for start in range(0, len(idx), batch_size):
-        rows = order[start : start + batch_size]
-        batch = collate(tokens, dummy, idx[rows], pad_to, device)
-        with forward_mode(device, precision):
-            logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
-        out[rows] = logits.float().cpu().numpy()
-    return out
 
 
 def _resume(
@@ -264,6 +227,236 @@ def _resume(
     return loaded
 
 
+# --- builders: each takes explicit arguments and returns one object --------------------------------------------
+
+
+@dataclass(frozen=True)
+class Plan:
+    """How a fold computes, derived once from the config and the device (torchtune's set-up step)."""
+
+    seed: int  # train.seed + fold
+    device: torch.device
+    profile: Profile
+    precision: str  # resolved: bf16, fp16 or fp32
+    checkpointing: bool
+    why_checkpointing: str
+    micro: int  # examples per forward pass
+    accum: int  # forward passes per optimizer step
+    steps_per_epoch: int
+
+
+def plan_fold(cfg: RunConfig, n_train: int, fold: int, device: torch.device, gpu_share: float) -> Plan:
+    tc = cfg.train
+    profile = PROFILES[tc.profile]
+    checkpointing, why = decide_checkpointing(profile, cfg.model.gradient_checkpointing, device, gpu_share)
+    # Same math either way: the loss of a step is a mean over its batch_size x grad_accum examples.
+    micro, accum = (tc.batch_size * tc.grad_accum, 1) if profile.merge_accumulation else (tc.batch_size, tc.grad_accum)
+    return Plan(
+        seed=tc.seed + fold,
+        device=device,
+        profile=profile,
+        precision=resolve_precision(tc.precision, profile, device),
+        checkpointing=checkpointing,
+        why_checkpointing=why,
+        micro=micro,
+        accum=accum,
+        steps_per_epoch=math.ceil(math.ceil(n_train / micro) / accum),
+    )
+
+
+def build_fold_model(cfg: RunConfig, label_names: list[str], plan: Plan, max_length: int) -> torch.nn.Module:
+    """The fold's classifier on its device; its head (and a random-init model) drawn from the fold's seed. Raises
+    ConfigError when the model reads fewer positions than `max_length` (its first forward pass would fail)."""
+    mc = cfg.model
+    torch.manual_seed(plan.seed)
+    model = build_model(mc.name, label_names, mc.hidden_dropout, mc.attention_dropout, plan.checkpointing)
+    positions = getattr(model.config, "max_position_embeddings", None)
+    if positions and max_length > positions:
+        raise ConfigError(f"tokens of length {max_length} but model {mc.name!r} reads at most {positions}")
+    if cfg.train.compile:
+        model.forward = torch.compile(model.forward, dynamic=True)  # lengths vary per batch; keeps state_dict keys
+    return model.to(plan.device)
+
+
+def build_optimizer(model: torch.nn.Module, lr: float, weight_decay: float, fused: bool) -> torch.optim.AdamW:
+    """AdamW with decay on matrices only (none on biases and LayerNorm weights)."""
+    decay = [p for p in model.parameters() if p.ndim >= 2]
+    no_decay = [p for p in model.parameters() if p.ndim < 2]
+    groups = [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    return torch.optim.AdamW(groups, lr=lr, fused=fused or None)
+
+
+def build_scheduler(optimizer, total_steps: int, warmup_ratio: float) -> torch.optim.lr_scheduler.LambdaLR:
+    """Linear warmup over warmup_ratio of all steps, then cosine decay to 0 (lr_factor)."""
+    warmup_steps = math.ceil(total_steps * warmup_ratio)
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, functools.partial(_lr_at, warmup_steps, total_steps))
+
+
+def _lr_at(warmup_steps: int, total_steps: int, step: int) -> float:
+    return lr_factor(step, warmup_steps, total_steps)
+
+
+@dataclass
+class FoldState:
+    """What the loop updates and a checkpoint holds: the model and its optimizer, schedule and scaler, early
+    stopping, the epoch rows so far, the best model's weights and validation logits."""
+
+    model: torch.nn.Module
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LambdaLR
+    scaler: torch.amp.GradScaler
+    stopper: EarlyStopping
+    best_state: dict[str, torch.Tensor]
+    best_val_logits: np.ndarray | None = None  # the fold's out-of-fold predictions
+    history: list[dict[str, Any]] = field(default_factory=list)
+    restarts: list[dict[str, Any]] = field(default_factory=list)
+    next_epoch: int = 1
+    finished: bool = False
+
+
+def build_fold_state(cfg: RunConfig, data: FoldData, plan: Plan) -> FoldState:
+    tc = cfg.train
+    model = build_fold_model(cfg, data.label_names, plan, data.tokens.ids.shape[1])
+    optimizer = build_optimizer(model, tc.lr, tc.weight_decay, plan.profile.fused_adamw and plan.device.type == "cuda")
+    return FoldState(
+        model=model,
+        optimizer=optimizer,
+        scheduler=build_scheduler(optimizer, plan.steps_per_epoch * tc.max_epochs, tc.warmup_ratio),
+        scaler=torch.amp.GradScaler(plan.device.type, enabled=plan.precision == "fp16"),
+        stopper=EarlyStopping(tc.patience, tc.min_delta),
+        best_state=cpu_state(model),
+    )
+
+
+def restore(state: FoldState, loaded: tuple[dict, dict, dict, dict]) -> None:
+    """Puts a loaded checkpoint (load_checkpoint's weights, best weights, training state, progress) into `state`."""
+    weights, state.best_state, training, progress = loaded
+    state.model.load_state_dict(weights)
+    state.optimizer.load_state_dict(training["optimizer"])
+    state.scheduler.load_state_dict(training["scheduler"])
+    if training["scaler"]:
+        state.scaler.load_state_dict(training["scaler"])
+    set_rng_state(training["rng"])
+    for k, v in progress["early_stopping"].items():
+        setattr(state.stopper, k, v)
+    state.best_val_logits = training["best_val_logits"]
+    state.history, state.finished, state.next_epoch = progress["history"], progress["finished"], progress["epoch"] + 1
+
+
+# --- one epoch: training, validation, its row, its checkpoint --------------------------------------------------
+
+
+def train_epoch(state: FoldState, data: FoldData, plan: Plan, tc, epoch: int) -> tuple[float, int, int]:
+    """One pass over the fold's training rows; (mean training loss, examples, real tokens)."""
+    state.model.train()
+    epoch_seed = plan.seed * 100_003 + epoch  # batches are a pure function of (seed, epoch): resumable
+    if plan.profile.group_by_length:
+        batches = length_grouped_batches(data.train_idx, data.tokens.lengths, plan.micro, epoch_seed)
+    else:
+        batches = micro_batches(data.train_idx, plan.micro, epoch_seed)
+    alpha = torch.tensor(data.class_weights, dtype=torch.float32, device=plan.device)
+    loss_sum, seen, tokens = torch.zeros((), device=plan.device), 0, 0  # summed on the device: no sync per step
+    for g in range(0, len(batches), plan.accum):
+        group = batches[g : g + plan.accum]
+        n = sum(len(b) for b in group)  # the loss is a mean over the step's examples: 8x4 == 32x1
+        for rows in group:
+            batch = collate(data.tokens, data.labels, rows, plan.profile.pad_to, plan.device)
+            with forward_mode(plan.device, plan.precision):
+                logits = state.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+            loss = focal_loss(logits, batch["labels"], alpha, tc.focal_gamma, tc.label_smoothing, reduction="sum")
+            state.scaler.scale(loss / n).backward()
+            loss_sum += loss.detach()
+            seen += len(rows)
+            tokens += int(data.tokens.lengths[rows].sum())
+        if tc.max_grad_norm:
+            state.scaler.unscale_(state.optimizer)
+            torch.nn.utils.clip_grad_norm_(state.model.parameters(), tc.max_grad_norm)
+        state.scaler.step(state.optimizer)
+        state.scaler.update()
+        state.scheduler.step()
+        state.optimizer.zero_grad(set_to_none=True)
+    return loss_sum.item() / seen, seen, tokens
+
+
+def validate(model, data: FoldData, plan: Plan, tc) -> tuple[dict[str, float], float, np.ndarray]:
+    """(metrics.classification_metrics, focal loss, logits [n_val, K]) on the fold's validation rows."""
+    batch_size = eval_batch_size(tc.eval_batch_size, plan.device)
+    logits = predict_logits(
+        model, data.tokens, data.val_idx, batch_size, plan.profile.pad_to, plan.device, plan.precision
+    )
+    y = data.labels[data.val_idx]
+    alpha = torch.tensor(data.class_weights, dtype=torch.float32)
+    loss = focal_loss(torch.from_numpy(logits), torch.from_numpy(y), alpha, tc.focal_gamma, tc.label_smoothing)
+    return classification_metrics(y, logits.argmax(1), len(data.label_names)), float(loss), logits
+
+
+def epoch_row(
+    fold: int, plan: Plan, epoch: int, state: FoldState, train: tuple, val: tuple, seconds: dict, max_epochs: int
+) -> dict[str, Any]:
+    """The epoch's row (keys: reuters_ray.rows). train: (loss, examples, tokens); val: (metrics, loss);
+    seconds: setup, train, val."""
+    (loss, seen, tokens), (metrics, val_loss) = train, val
+    device = plan.device
+    return {
+        R.FOLD: fold,
+        R.SEED: plan.seed,
+        R.EPOCH: epoch,
+        R.TRAIN_LOSS: loss,
+        R.VAL_LOSS: val_loss,
+        **{R.VAL + k: v for k, v in metrics.items()},
+        R.LR: state.scheduler.get_last_lr()[0],
+        R.EPOCH_S: seconds["train"] + seconds["val"],  # the checkpoint's write is added once it is written
+        R.SETUP_S: seconds["setup"],
+        R.TRAIN_S: seconds["train"],
+        R.VAL_S: seconds["val"],
+        R.CHECKPOINT_S: 0.0,
+        R.REPORT_S: None,
+        R.EXAMPLES_PER_S: seen / seconds["train"],
+        R.TOKENS_PER_S: tokens / seconds["train"],
+        R.PEAK_GIB: torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else None,
+        R.BEST_F1: state.stopper.best,
+        R.BEST_EPOCH: state.stopper.best_epoch,
+        R.FINISHED: state.finished,
+        R.MAX_EPOCHS: max_epochs,
+        R.RESTARTS: len(state.restarts),
+    }
+
+
+def write_checkpoint(folder: Path, state: FoldState, row: dict[str, Any], progress: dict[str, Any]) -> Path:
+    """The epoch's checkpoint (reuters_ray.checkpoint); its write time goes into `row` before progress.json, which
+    holds the rows, is written."""
+    t = time.perf_counter()
+
+    def progress_after_the_weights() -> dict[str, Any]:
+        row[R.CHECKPOINT_S] = time.perf_counter() - t
+        row[R.EPOCH_S] += row[R.CHECKPOINT_S]
+        return {**progress, "history": state.history}
+
+    training = {
+        "optimizer": state.optimizer.state_dict(),
+        "scheduler": state.scheduler.state_dict(),
+        "scaler": state.scaler.state_dict() if state.scaler.is_enabled() else None,
+    }
+    return save_checkpoint(
+        folder, state.model, state.best_state, training, progress_after_the_weights, state.best_val_logits
+    )
+
+
+def progress_of(state: FoldState, epoch: int, cfg: RunConfig, identity: dict, attempt: str | None, plan: Plan) -> dict:
+    """progress.json of a checkpoint after `epoch` (its history is added as it is written)."""
+    stopper = state.stopper
+    return {
+        "epoch": epoch,
+        "finished": state.finished,
+        "identity": identity,
+        "early_stopping": {"best": stopper.best, "best_epoch": stopper.best_epoch, "bad_epochs": stopper.bad_epochs},
+        "config": cfg.to_dict(),
+        "attempt": attempt,
+        "restarts": state.restarts,
+        "setup": {"precision": plan.precision, "gradient_checkpointing": plan.checkpointing},
+    }
+
+
 # --- the loop -------------------------------------------------------------------------------------------------
 
 
@@ -282,218 +475,74 @@ def train_fold(
     log: Callable[[str], None] = print,
     worker_info: dict[str, Any] | None = None,
 ) -> FoldResult:
-    """Trains one fold and returns its history and best model.
+    """Trains one fold; returns its epoch rows (reuters_ray.rows) and its best model.
 
-    Writes a checkpoint folder out_dir/epoch_NNN every train.checkpoint_every epochs and after the last one (the
-    latest train.keep_checkpoints are kept), and calls report(metrics, checkpoint_folder or None) after every epoch.
-    Each epoch's metrics say where its time went (time/train_s, val_s, checkpoint_s, report_s).
-    resume_from: a checkpoint folder to continue from exactly
-    (weights, optimizer, schedule, scaler, RNG, early-stopping state); a finished fold returns at once. Several
-    folders, newest first: the first that loads is used and damaged ones are skipped; when none loads the fold
-    starts over (both logged and recorded in the checkpoints' "restarts").
-    attempt: an id of the process that runs this call (the Ray trial's): a resume from a checkpoint written under
-    the same id is a worker restart, otherwise a new run continuing an old one. Recorded for the report.
-    stop_after_epoch: return after that epoch as if interrupted (for time-boxed runs and resume tests).
-    gpu_share: the share of the GPU this fold has (folds sharing a card), for the checkpointing decision.
-    Raises CheckpointError when a single resume_from is damaged, or when the one resumed from belongs to another
-    model or data set.
-    """
-    t_setup = time.perf_counter()
-    tc, mc = cfg.train, cfg.model
-    seed = tc.seed + fold
-    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    profile = PROFILES[tc.profile]
-    precision = resolve_precision(tc.precision, profile, device)
-    checkpointing, why_checkpointing = decide_checkpointing(profile, mc.gradient_checkpointing, device, gpu_share)
-    # Same math either way: the loss of a step is a mean over its batch_size x grad_accum examples.
-    micro, accum = (tc.batch_size * tc.grad_accum, 1) if profile.merge_accumulation else (tc.batch_size, tc.grad_accum)
+    Writes out_dir/epoch_NNN every train.checkpoint_every epochs and after the last (train.keep_checkpoints kept)
+    and calls report(row, checkpoint folder or None) after every epoch. resume_from: a checkpoint folder to continue
+    from exactly (weights, optimizer, schedule, scaler, RNG, early stopping), or several, newest first: the first
+    that loads is used, damaged ones skipped; none: the fold starts over (logged, and recorded in "restarts").
+    attempt: the id of the process running this call (the Ray run's): a resume from a checkpoint of the same id is
+    a worker restart, else a new run continuing an old one. stop_after_epoch: return after it as if interrupted.
+    gpu_share: this fold's share of the GPU (for the checkpointing decision). worker_info: in every row, worker/.
+    Raises CheckpointError for a single damaged resume_from or one of another model or data set, ConfigError when
+    the model reads fewer positions than the tokens hold."""
+    t_setup, tc = time.perf_counter(), cfg.train
+    plan = plan_fold(cfg, len(data.train_idx), fold, default_device(device), gpu_share)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-
-    torch.manual_seed(seed)  # the classifier head (and a random-init model) is drawn from this
-    model = build_model(mc.name, data.label_names, mc.hidden_dropout, mc.attention_dropout, checkpointing).to(device)
-    positions = getattr(model.config, "max_position_embeddings", None)
-    if positions and data.tokens.ids.shape[1] > positions:  # else the first forward pass dies on a tensor size
-        raise ConfigError(
-            f"tokens of length {data.tokens.ids.shape[1]} but model {mc.name!r} reads at most {positions}"
-        )
-    decay = [p for p in model.parameters() if p.ndim >= 2]  # matrices; no decay on biases and LayerNorm
-    no_decay = [p for p in model.parameters() if p.ndim < 2]
-    fused = profile.fused_adamw and device.type == "cuda"
-    optimizer = torch.optim.AdamW(
-        [{"params": decay, "weight_decay": tc.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
-        lr=tc.lr,
-        fused=fused or None,
-    )
-    if tc.compile:
-        model.forward = torch.compile(model.forward, dynamic=True)  # lengths vary per batch; keeps state_dict keys
-    steps_per_epoch = math.ceil(math.ceil(len(data.train_idx) / micro) / accum)
-    total_steps = steps_per_epoch * tc.max_epochs
-    warmup_steps = math.ceil(total_steps * tc.warmup_ratio)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, warmup_steps, total_steps))
-    scaler = torch.amp.GradScaler(device.type, enabled=precision == "fp16")
-    alpha = torch.tensor(data.class_weights, dtype=torch.float32, device=device)
-    stopper = EarlyStopping(tc.patience, tc.min_delta)
-    history: list[dict[str, Any]] = []
-    best_state = cpu_state(model)
-    identity = {
-        "model": mc.name,
-        "label_names": data.label_names,
-        "train_rows": len(data.train_idx),
-        "val_rows": len(data.val_idx),
-    }
-    start_epoch, finished, restarts = 1, False, []
-    # Where the fold ran, in every epoch row (worker_info: what the caller adds, e.g. the Ray node id).
-    worker = {"host": socket.gethostname(), "pid": os.getpid(), "device": _device_name(device), **(worker_info or {})}
-
-    found = _resume(resume_from, identity, fold, attempt, restarts, log)
-    best_val_logits = None  # the best model's validation logits: the fold's out-of-fold predictions
-    if found is not None:
-        weights, best_state, state, progress = found
-        best_val_logits = state["best_val_logits"]
-        model.load_state_dict(weights)
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        if state["scaler"]:
-            scaler.load_state_dict(state["scaler"])
-        set_rng_state(state["rng"])
-        for k, v in progress["early_stopping"].items():
-            setattr(stopper, k, v)
-        history, finished, start_epoch = progress["history"], progress["finished"], progress["epoch"] + 1
-    if found is None:
-        log(
-            f"fold {fold}: {mc.name}, {len(data.train_idx)} train / {len(data.val_idx)} val, {tc.profile} profile, "
-            f"{precision}, gradient checkpointing {'on' if checkpointing else 'off'} ({why_checkpointing}), "
-            f"pad to {profile.pad_to}{', length-grouped batches' if profile.group_by_length else ''}, "
-            f"{steps_per_epoch} steps/epoch of {micro}x{accum}, device {device}"
-        )
-
+    state = build_fold_state(cfg, data, plan)
+    identity = _identity(cfg, data)  # what a checkpoint must match to be resumed
+    worker = {R.WORKER + k: v for k, v in _where(plan.device, worker_info).items()}
+    loaded = _resume(resume_from, identity, fold, attempt, state.restarts, log)
+    if loaded is not None:
+        restore(state, loaded)
+    else:
+        log(_plan_line(fold, cfg, data, plan))
     setup_s = time.perf_counter() - t_setup  # model built and moved to the device (CUDA start-up), resume loaded
-    for epoch in range(start_epoch, tc.max_epochs + 1):
-        if finished or (stop_after_epoch is not None and epoch > stop_after_epoch):
+
+    for epoch in range(state.next_epoch, tc.max_epochs + 1):
+        if state.finished or (stop_after_epoch is not None and epoch > stop_after_epoch):
             break
         t0 = time.perf_counter()
-        model.train()
-        epoch_seed = seed * 100_003 + epoch  # batches are a pure function of (seed, epoch): resumable
-        if profile.group_by_length:
-            batches = length_grouped_batches(data.train_idx, data.tokens.lengths, micro, epoch_seed)
-        else:
-            batches = micro_batches(data.train_idx, micro, epoch_seed)
-        loss_sum, seen, tokens = torch.zeros((), device=device), 0, 0  # summed on the device: no sync per step
-        for g in range(0, len(batches), accum):
-            group = batches[g : g + accum]
-            n = sum(len(b) for b in group)  # the loss is a mean over the step's examples: 8x4 == 32x1
-            for rows in group:
-                batch = collate(data.tokens, data.labels, rows, profile.pad_to, device)
-                with forward_mode(device, precision):
-                    logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
-                loss = focal_loss(logits, batch["labels"], alpha, tc.focal_gamma, tc.label_smoothing, reduction="sum")
-                scaler.scale(loss / n).backward()
-                loss_sum += loss.detach()
-                seen += len(rows)
-                tokens += int(data.tokens.lengths[rows].sum())
-            if tc.max_grad_norm:
-                scaler.unscale_(optimizer)
-                torch.nn.utils.clip_grad_norm_(model.parameters(), tc.max_grad_norm)
-            scaler.step(optimizer)
-            scaler.update()
-            scheduler.step()
-            optimizer.zero_grad(set_to_none=True)
-        train_s = time.perf_counter() - t0
-
+        trained = train_epoch(state, data, plan, tc, epoch)
         t1 = time.perf_counter()
-        logits = predict_logits(
-            model,
-            data.tokens,
-            data.val_idx,
-            eval_batch_size(tc.eval_batch_size, device),
-            profile.pad_to,
-            device,
-            precision,
-        )
-        y_val = data.labels[data.val_idx]
-        val_loss = focal_loss(
-            torch.from_numpy(logits), torch.from_numpy(y_val), alpha.cpu(), tc.focal_gamma, tc.label_smoothing
-        )
-        val = classification_metrics(y_val, logits.argmax(1), len(data.label_names))
-        if stopper.update(val["f1_weighted"], epoch):
-            best_state, best_val_logits = cpu_state(model), logits
-        finished = stopper.should_stop or epoch == tc.max_epochs
-        val_s = time.perf_counter() - t1
-        row = {
-            "fold": fold,
-            "seed": seed,
-            "epoch": epoch,
-            "train/loss": loss_sum.item() / seen,
-            "val/loss": float(val_loss),
-            **{f"val/{k}": v for k, v in val.items()},
-            "lr": scheduler.get_last_lr()[0],
-            # where the epoch's time goes: epoch_s = train + val + checkpoint (the write); report_s (the caller's
-            # report, for Ray the upload into storage) is filled in once it returns, so it reaches later checkpoints
-            "time/epoch_s": train_s + val_s,
-            "time/setup_s": setup_s if epoch == start_epoch else 0.0,  # before this process's first epoch
-            "time/train_s": train_s,
-            "time/val_s": val_s,
-            "time/checkpoint_s": 0.0,
-            "time/report_s": None,
-            "train/examples_per_s": seen / train_s,
-            "train/tokens_per_s": tokens / train_s,
-            "memory/peak_gib": torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else None,
-            "best/f1_weighted": stopper.best,
-            "best/epoch": stopper.best_epoch,
-            "finished": finished,
-            "max_epochs": tc.max_epochs,
-            "restarts": len(restarts),
-            **{f"worker/{k}": v for k, v in worker.items()},
+        metrics, val_loss, logits = validate(state.model, data, plan, tc)
+        if state.stopper.update(metrics["f1_weighted"], epoch):
+            state.best_state, state.best_val_logits = cpu_state(state.model), logits
+        state.finished = state.stopper.should_stop or epoch == tc.max_epochs
+        seconds = {
+            "setup": setup_s if epoch == state.next_epoch else 0.0,
+            "train": t1 - t0,
+            "val": time.perf_counter() - t1,
         }
-        history.append(row)
-
-        ckpt_now = None
-        if finished or epoch % tc.checkpoint_every == 0:
-            t2 = time.perf_counter()
-
-            # called after the weights are written, so the row records their cost (defaults bind this epoch's values)
-            def progress(row=row, t2=t2, epoch=epoch, finished=finished) -> dict[str, Any]:
-                row["time/checkpoint_s"] = time.perf_counter() - t2
-                row["time/epoch_s"] += row["time/checkpoint_s"]
-                return {
-                    "epoch": epoch,
-                    "finished": finished,
-                    "identity": identity,
-                    "history": history,
-                    "early_stopping": {
-                        "best": stopper.best,
-                        "best_epoch": stopper.best_epoch,
-                        "bad_epochs": stopper.bad_epochs,
-                    },
-                    "config": cfg.to_dict(),
-                    "attempt": attempt,
-                    "restarts": restarts,
-                    "setup": {"precision": precision, "gradient_checkpointing": checkpointing},
-                }
-
-            ckpt_now = save_checkpoint(
-                out_dir / f"epoch_{epoch:03d}",
-                model,
-                best_state,
-                {
-                    "optimizer": optimizer.state_dict(),
-                    "scheduler": scheduler.state_dict(),
-                    "scaler": scaler.state_dict() if scaler.is_enabled() else None,
-                },
-                progress,
-                best_val_logits,
-            )
+        row = epoch_row(fold, plan, epoch, state, trained, (metrics, val_loss), seconds, tc.max_epochs)
+        row.update(worker)
+        state.history.append(row)
+        checkpoint = None
+        if state.finished or epoch % tc.checkpoint_every == 0:
+            progress = progress_of(state, epoch, cfg, identity, attempt, plan)
+            checkpoint = write_checkpoint(out_dir / f"epoch_{epoch:03d}", state, row, progress)
         if report is not None:
             t3 = time.perf_counter()
-            report(row, ckpt_now)
-            row["time/report_s"] = time.perf_counter() - t3
-        if ckpt_now is not None:
+            report(row, checkpoint)
+            row[R.REPORT_S] = time.perf_counter() - t3  # reaches the next checkpoint's history
+        if checkpoint is not None:
             prune_checkpoints(out_dir, tc.keep_checkpoints)
-        if finished and stopper.should_stop:
+        if state.finished and state.stopper.should_stop:
             log(
                 f"fold {fold}: early stop after epoch {epoch}: no val F1 gain over {tc.min_delta} for {tc.patience} epochs"
             )
 
-    model.load_state_dict(best_state)
-    return FoldResult(history, stopper.best_epoch, stopper.best, model)
+    state.model.load_state_dict(state.best_state)
+    return FoldResult(state.history, state.stopper.best_epoch, state.stopper.best, state.model)
+
+
+def _plan_line(fold: int, cfg: RunConfig, data: FoldData, plan: Plan) -> str:
+    """What a fresh fold logs first: how it will compute."""
+    profile = plan.profile
+    return (
+        f"fold {fold}: {cfg.model.name}, {len(data.train_idx)} train / {len(data.val_idx)} val, {cfg.train.profile} "
+        f"profile, {plan.precision}, gradient checkpointing {'on' if plan.checkpointing else 'off'} "
+        f"({plan.why_checkpointing}), pad to {profile.pad_to}{', length-grouped batches' if profile.group_by_length else ''}, "
+        f"{plan.steps_per_epoch} steps/epoch of {plan.micro}x{plan.accum}, device {plan.device}"
+    )

@@ -44,14 +44,18 @@ def test_every_line_gets_its_answer_in_order(finished_run, tmp_path, capsys, mon
     assert [expected[i] for i in BLANK] == [None] * 3 and None not in [expected[i] for i in (0, 2, 5, 6)]
     as_json = predict(capsys, monkeypatch, finished_run, "--json", "--file", str(tmp_path / "texts.txt"))
     assert as_json.code == 0 and as_json.err == ""
-    rows = [json.loads(line) for line in as_json.out.split("\n")[:-1]]  # split at \n only: texts hold U+2028
+    rows = [json.loads(line) for line in as_json.out.splitlines()]  # U+2028, NEL... escaped: one line each
     assert [r["text"] for r in rows] == LINES and [r["label"] for r in rows] == expected
     assert [r for i, r in enumerate(rows) if i in BLANK] == [
         {"text": LINES[i], "label": None, "top": [], "note": "no text"} for i in BLANK
     ]
     as_text = predict(capsys, monkeypatch, finished_run, "--file", str(tmp_path / "texts.txt"))
-    lines = as_text.out.split("\n")[:-1]
-    assert len(lines) == 7 and [line.split("\t")[0] for line in lines] == [e or "-" for e in expected]
+    lines = as_text.out.splitlines()
+    assert (
+        len(lines) == 7
+        and all(line.count("\t") == 2 for line in lines)
+        and [line.split("\t")[0] for line in lines] == [e or "-" for e in expected]
+    )
     assert all(lines[i].startswith("-\t(no text)\t") for i in BLANK)
     from_stdin = predict(capsys, monkeypatch, finished_run, "-", stdin=RAW)
     assert from_stdin.code == 0 and from_stdin.out == as_text.out  # standard input reads the same lines
@@ -149,3 +153,48 @@ def test_piping_into_a_reader_that_stops_early_is_quiet(finished_run, tmp_path):
     line = f"{BIN / 'reuters-ray'} predict --run {finished_run} --file {tmp_path / 'many.txt'} | head -1"
     out = subprocess.run(["bash", "-c", line], capture_output=True, text=True, timeout=300)
     assert out.stdout.count("\n") == 1 and "Oil prices rose" in out.stdout and out.stderr == ""
+
+
+def test_texts_the_model_reads_nothing_of_get_no_text(finished_run, capsys, monkeypatch):
+    """Control characters, zero-width spaces, a soft hyphen: the tokenizer drops them all, so the model would read
+    only [CLS] [SEP] (was: a label, the same as for an empty input)."""
+    texts = ["\x01\x02", "\u200b\u200b", "\u00ad", "\x00", "oil prices rose"]
+    out = predict(capsys, monkeypatch, finished_run, "--json", *texts[:3], texts[4])
+    assert [json.loads(line)["label"] for line in out.out.splitlines()][:3] == [None, None, None]
+    ens = Ensemble.from_run(finished_run, device="cpu")
+    assert ens.blank_texts(texts) == [0, 1, 2, 3]
+    assert ens.predict(t for t in texts) == [None] * 4 + ens.predict(texts[4:])  # any iterable, a generator too
+
+
+def test_input_predict_cannot_read_is_one_line(finished_run, tmp_path, capsys, monkeypatch):
+    (tmp_path / "wide.txt").write_bytes("oil prices\nwheat\n".encode("utf-16"))
+    out = predict(capsys, monkeypatch, finished_run, "--file", str(tmp_path / "wide.txt"))
+    assert out.code == 2 and out.err.strip() == (
+        f"reuters-ray: error: --file {tmp_path / 'wide.txt'}: UTF-16 text (it starts with a UTF-16 byte-order mark); "
+        "give UTF-8 text (e.g. iconv -f UTF-16 -t UTF-8)"
+    )
+    out = predict(capsys, monkeypatch, finished_run, "oil", "-", stdin=b"a b c\n")
+    assert out.code == 2 and "- reads the texts from standard input and stands alone" in out.err
+    for device in ("cuda", "cuda:1", "tpu"):
+        out = predict(capsys, monkeypatch, finished_run, "--device", device, "oil")
+        assert out.code == 2 and out.err.startswith(f"reuters-ray: error: --device {device!r}: "), out.err
+    out = predict(capsys, monkeypatch, finished_run, "--backend", "onnx", "--device", "cpu", "oil")
+    assert out.code == 2 and "--device is for --backend torch" in out.err
+    out = predict(capsys, monkeypatch, finished_run, "-", stdin=b"oil prices rose\rwheat harvest\r")
+    assert out.code == 0 and len(out.out.splitlines()) == 1  # one line: lines end only at \n; the \r is escaped
+    assert out.out.split("\t")[-1] == "oil prices rose\\u000dwheat harvest\n"
+    assert out.err.startswith("reuters-ray: warning: line 1: a carriage return inside the text")
+
+
+def test_a_private_cache_folder_left_by_a_dead_process_is_removed(tmp_path):
+    import os
+
+    from reuters_ray.storage import private_dir
+
+    final = tmp_path / "exports" / "key"
+    final.parent.mkdir()
+    dead, mine = final.parent / ".key.99999999.x1", final.parent / f".key.{os.getpid()}.x2"
+    dead.mkdir()
+    mine.mkdir()
+    made = private_dir(final)
+    assert not dead.exists() and mine.exists() and made.name.startswith(f".key.{os.getpid()}.")

@@ -72,12 +72,52 @@ def test_json_numbers_keep_their_spelling_and_a_number_written_like_a_string_is_
     rows = [{"text": f"wheat story {i} here", "label": 1} for i in range(10)]
     rows += [{"text": f"wheat story {i} there", "label": "1"} for i in range(10)]
     rows += [{"text": f"gold story {i} here", "label": 1.0} for i in range(10)]
+    path.write_text("\n".join(json.dumps(r) for r in rows))  # numbers and strings only (pandas loses the types)
+    ds = load_table(str(path), test_size=0.25)
+    assert ds.label_names == ["1", "1.0"] and (ds.counts("train") + ds.counts("test")).tolist() == [20, 10]
+    assert ds.notes() == [f"{path}: column 'label' holds the number 1 and the string \"1\": one class '1'"]
     rows += [{"text": f"bank story {i} here", "label": True} for i in range(10)]
+    rows += [{"text": f"bank story {i} there", "label": "true"} for i in range(10)]
     path.write_text("\n".join(json.dumps(r) for r in rows))
     ds = load_table(str(path), test_size=0.25)
     assert ds.label_names == ["1", "1.0", "true"]
-    assert (ds.counts("train") + ds.counts("test")).tolist() == [20, 10, 10]
-    assert ds.notes()[0] == f"{path}: column 'label' holds the number 1 and the string \"1\": one class '1'"
+    assert (ds.counts("train") + ds.counts("test")).tolist() == [20, 10, 20]
+    assert ds.notes()[1] == f"{path}: column 'label' holds the boolean true and the string \"true\": one class 'true'"
+
+
+def test_cells_that_are_no_text_are_refused_or_read_as_written(tmp_path):
+    """A list as a text, bytes that are not UTF-8, a lone surrogate: refused naming the rows. Parquet's binary texts
+    are UTF-8, its float32 labels print as written (was: texts "['crop', 'wheat']" and "b'...'", a label
+    0.10000000149011612)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    rows = [{"text": ["crop", "wheat"] if i == 3 else f"story {i} of wheat", "label": "ab"[i % 2]} for i in range(10)]
+    (tmp_path / "list.jsonl").write_text("\n".join(json.dumps(r) for r in rows))
+    with pytest.raises(DataError, match=r"list.jsonl: column 'text' holds a list or mapping in data rows 4$"):
+        load_table(str(tmp_path / "list.jsonl"))
+    texts = pa.array([f"story {i} of wheat".encode() for i in range(20)], pa.binary())
+    pq.write_table(pa.table({"text": texts, "label": pa.array([0.1, 0.2] * 10, pa.float32())}), tmp_path / "b.parquet")
+    ds = load_table(str(tmp_path / "b.parquet"))
+    assert ds.label_names == ["0.1", "0.2"] and sorted(ds.train_texts + ds.test_texts)[0] == "story 0 of wheat"
+    bad = pa.array([b"\xff\xfe" if i == 2 else b"x" for i in range(20)], pa.binary())
+    pq.write_table(pa.table({"text": texts, "label": bad}), tmp_path / "bad.parquet")
+    with pytest.raises(DataError, match=r"bad.parquet: column 'label' holds bytes that are not UTF-8 in data rows 3$"):
+        load_table(str(tmp_path / "bad.parquet"))
+    (tmp_path / "s.jsonl").write_text('{"text": "a b c", "label": "x"}\n{"text": "a b c", "label": "\\ud800"}\n')
+    with pytest.raises(
+        DataError, match=r"s.jsonl: line 2: 'label' holds text that is not Unicode \(a lone surrogate\)"
+    ):
+        load_table(str(tmp_path / "s.jsonl"))
+
+
+def test_a_label_is_one_line(tmp_path):
+    df = codes_table(("a", "b"))
+    df.loc[[4, 7], "label"] = ["a\nb", "x\ty"]
+    with pytest.raises(
+        DataError, match=r"lines.csv: column 'label' holds a line break, tab or other control .* rows 5, 8$"
+    ):
+        load_table(str(write(df, tmp_path / "lines.csv")))
 
 
 def test_parquet_integer_labels_are_ordered_by_value_and_spelled_as_json_writes_them(tmp_path):
@@ -94,16 +134,24 @@ def test_labels_that_differ_only_in_case_or_spaces_stay_apart_and_are_named(tmp_
     ds = load_table(str(path))
     assert ds.label_names == [" sports", "Sports", "news", "sports"]
     assert ds.notes()[1] == (
-        f"warning: {path}: column 'label' has labels that differ only in case or surrounding spaces, ' sports', "
-        "'Sports', 'sports': kept as 3 classes (fix the table if they are one)"
+        f"warning: {path}: column 'label' has labels that differ only in case, spaces, invisible characters or "
+        "Unicode form, ' sports', 'Sports', 'sports': kept as 3 classes (fix the table if they are one)"
     )
+    # the same for Unicode's forms: NFC and NFD, a full-width letter, a zero-width space (shown escaped)
+    path = write(codes_table(("caf\u00e9", "cafe\u0301", "\uff43af\u00e9", "\u200bcaf\u00e9")), tmp_path / "u.jsonl")
+    (note,) = load_table(str(path)).notes()
+    assert note.endswith(
+        "'cafe\\u0301', 'caf\u00e9', '\\u200bcaf\u00e9', '\uff43af\u00e9': kept as 4 classes (fix the table if they are one)"
+    )
+    numbers = write(codes_table(("10.0", "2.0", "1.5", "1.0")), tmp_path / "floats.csv")
+    assert load_table(str(numbers)).label_names == ["1.0", "1.5", "2.0", "10.0"]  # by value
 
 
 def test_a_list_as_a_label_and_repeated_ids_are_refused_naming_the_rows(tmp_path):
     path = tmp_path / "tags.jsonl"
     rows = [{"text": f"story {i} words", "label": "a" if i % 2 else ["a", "b"]} for i in range(8)]
     path.write_text("\n".join(json.dumps(r) for r in rows))
-    with pytest.raises(DataError, match=r"tags.jsonl: column 'label' holds a list or mapping in data rows 1, 3, 5, 7;"):
+    with pytest.raises(DataError, match=r"tags.jsonl: column 'label' holds a list or mapping in data rows 1, 3, 5, 7$"):
         load_table(str(path))
     df = codes_table(("a", "b"), n=4)
     df["id"] = [f"x{i % 5}" for i in range(8)]
@@ -291,7 +339,7 @@ def test_without_the_linear_model_such_texts_pass_the_check(ray_head, tmp_path, 
 
 def test_a_linear_model_that_fails_after_the_folds_says_they_are_kept():
     from reuters_ray.data.dataset import TextDataset
-    from reuters_ray.runner import fit_linear
+    from reuters_ray.phases import fit_linear
 
     ds = TextDataset(["a b", "c d", "e f", "g h"], np.array([0, 1, 0, 1]), [], np.array([], int), ["x", "y"],
                      ["0", "1", "2", "3"], [])  # fmt: skip
@@ -355,10 +403,11 @@ def test_a_semicolon_csv_is_read_with_its_delimiter_and_says_so(tmp_path):
 
 @pytest.mark.parametrize("fmt", ["csv", "tsv", "jsonl"])
 def test_every_text_format_reads_a_byte_order_mark(tmp_path, fmt):
-    df = codes_table(("a", "b"))
-    plain = load_table(str(write(df, tmp_path / f"plain.{fmt}")), test_path=str(write(df, tmp_path / f"t.{fmt}")))
+    df, held_out = codes_table(("a", "b")), codes_table(("a", "b"), n=10, seed=1)
+    plain = load_table(str(write(df, tmp_path / f"plain.{fmt}")), test_path=str(write(held_out, tmp_path / f"t.{fmt}")))
     marked = load_table(
-        str(write(df, tmp_path / f"bom.{fmt}", bom=True)), test_path=str(write(df, tmp_path / f"tb.{fmt}", bom=True))
+        str(write(df, tmp_path / f"bom.{fmt}", bom=True)),
+        test_path=str(write(held_out, tmp_path / f"tb.{fmt}", bom=True)),
     )
     for field in ("train_texts", "test_texts", "label_names", "train_ids", "test_ids"):
         assert getattr(marked, field) == getattr(plain, field), field
@@ -382,6 +431,24 @@ def test_utf16_and_a_line_that_is_not_json_are_named(tmp_path):
         load_table(str(latin))
 
 
+def test_utf16_without_a_mark_utf32_a_repeated_column_and_the_training_file_as_test_file_are_named(tmp_path):
+    csv_text = codes_table(("a", "b")).to_csv(index=False)
+    (tmp_path / "le.csv").write_bytes(csv_text.encode("utf-16-le"))
+    with pytest.raises(DataError, match=r"le.csv: UTF-16 or UTF-32 text \(every other byte of its start is NUL\)"):
+        load_table(str(tmp_path / "le.csv"))
+    (tmp_path / "wide.csv").write_bytes(csv_text.encode("utf-32"))
+    with pytest.raises(DataError, match=r"wide.csv: UTF-32 text \(it starts with a UTF-32 byte-order mark\)"):
+        load_table(str(tmp_path / "wide.csv"))
+    (tmp_path / "twice.csv").write_text(
+        csv_text.replace("text,label", "text,label,label", 1).replace("\n", ",x\n")[:-2]
+    )
+    with pytest.raises(DataError, match=r"twice.csv: the header repeats the column name\(s\) 'label' \(columns 2, 3\)"):
+        load_table(str(tmp_path / "twice.csv"))
+    path = write(codes_table(("a", "b")), tmp_path / "train.csv")
+    with pytest.raises(DataError, match=r"train.csv: data.test_path holds the same bytes as data.path"):
+        load_table(str(path), test_path=str(path))
+
+
 def test_a_json_string_with_a_unicode_line_separator_is_one_row(tmp_path):
     path = tmp_path / "sep.jsonl"
     rows = [{"text": f"oil\u2028prices {i} rose", "label": "ab"[i % 2]} for i in range(10)]
@@ -394,3 +461,28 @@ def test_the_config_a_run_saves_reads_back_verbatim(tmp_path):
     cfg = run_config_from_args(build_parser().parse_args(["cv", "--data.path", "news #2.csv", "--cv.name", "a: b"]))
     back = yaml.safe_load(yaml.safe_dump(cfg.to_dict(), sort_keys=True))
     assert back["data"]["path"] == "news #2.csv" and back["cv"]["name"] == "a: b"
+
+
+def test_typed_flags_are_decimal_and_finite_and_run_names_one_line():
+    parse = build_parser().parse_args
+    cfg = run_config_from_args(parse(["cv", "--train.seed", "010", "--train.lr", "3e-5", "--train.compile", "yes"]))
+    assert (cfg.train.seed, cfg.train.lr, cfg.train.compile) == (10, 3e-5, True)  # not YAML 1.1's octal 8
+    for flag, value in (("--train.max_epochs", "1:00"), ("--train.lr", "inf"), ("--train.lr", "nan")):
+        with pytest.raises(ConfigError, match=rf"^config: train.{flag.split('.')[1]} must be"):
+            run_config_from_args(parse(["cv", flag, value]))
+    with pytest.raises(ConfigError, match=r"lr must be a finite float, got inf"):
+        from reuters_ray.config import TrainConfig, from_dict
+
+        from_dict(TrainConfig, {"lr": float("inf")})
+    for name in ("a\nb", " padded", "a%2Fb", "tab\there"):
+        with pytest.raises(ConfigError, match=r"cv.name must be a folder name without"):
+            run_config_from_args(parse(["cv", "--cv.name", name]))
+
+
+def test_a_derived_run_name_follows_the_data():
+    from reuters_ray.phases import run_name
+
+    cfg = RunConfig()
+    assert run_name(cfg, "a" * 64) != run_name(cfg, "b" * 64) and run_name(cfg, "a" * 64) == run_name(cfg, "a" * 64)
+    named = RunConfig(cv=dataclasses.replace(cfg.cv, name="mine"))
+    assert run_name(named, "a" * 64) == run_name(named, "b" * 64) == "mine"  # a cv.name is the user's: refused there

@@ -4,7 +4,7 @@ import pytest
 
 from reuters_ray.config import CVConfig, RunConfig, TrainConfig
 from reuters_ray.errors import ConfigError
-from reuters_ray.runner import RESUME_FREE_KEYS, check_resumable, place_folds, result_config, run_name, summarize_fold
+from reuters_ray.phases import RESUME_FREE_KEYS, check_resumable, place_folds, result_config, run_name, summarize_fold
 from reuters_ray.storage import LOCAL, write_atomic
 
 

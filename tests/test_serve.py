@@ -169,6 +169,29 @@ def test_blank_texts_get_the_no_text_answer_in_place(service):
     assert "note" not in p[1] and len(p[1]["top"]) == 2
 
 
+def test_odd_bodies_get_one_line_each(service):
+    status, answer = call(service, "/predict", {"texts": ["\u0000", "\u200b"]})
+    assert status == 200 and [p["note"] for p in answer["predictions"]] == ["no text", "no text"]
+    assert call(service, "/predict", b'{"texts": ["caf\xe9"]}') == (
+        400,
+        {"error": 'body is not UTF-8 JSON; send {"texts": ["..."], "top_k": 3} as UTF-8'},
+    )
+    status, answer = call(service, "/predict?top_k=1", {"texts": ["oil"]})
+    assert status == 400 and answer["error"].startswith("query parameters are not read (top_k=1)")
+
+
+def test_a_port_in_use_is_refused_before_ray_starts(finished_run, capsys):
+    import socket
+
+    from reuters_ray.cli import main
+
+    with socket.create_server(("127.0.0.1", 0)) as taken:
+        port = taken.getsockname()[1]
+        assert main(["serve", "--run", str(finished_run), "--port", str(port)]) == 2
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert line.startswith(f"reuters-ray: error: --host 127.0.0.1 --port {port}: cannot listen there (")
+
+
 def test_the_api_documents_itself(service):
     status, spec = call(service, "/openapi.json")
     assert status == 200 and spec["info"]["title"] == "reuters-ray"

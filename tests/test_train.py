@@ -321,7 +321,7 @@ def test_checkpoint_every_n_epochs_and_where_each_epochs_time_goes(reuters, mini
 
 
 def test_fold_timing_sums_the_epoch_rows():
-    from reuters_ray.runner import fold_timing
+    from reuters_ray.phases import fold_timing
 
     rows = [
         {

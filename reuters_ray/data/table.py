@@ -26,6 +26,7 @@ import pandas as pd
 
 from reuters_ray.data.dataset import TextDataset
 from reuters_ray.errors import DataError
+from reuters_ray.text import unreadable_texts
 
 FORMATS = {".csv": "csv", ".tsv": "tsv", ".parquet": "parquet", ".pq": "parquet", ".jsonl": "jsonl", ".ndjson": "jsonl"}
 
@@ -56,14 +57,40 @@ def _fetch(path: str) -> tuple[str, str, bytes, str]:
     return name, str(local.resolve()), local.read_bytes(), fmt
 
 
-class _JsonNumber(str):
-    """A JSON number kept as it is written (`1`, `1.0`, `001` is not JSON): a label's spelling is its identity."""
+class _JsonNumber:
+    """A JSON number kept as it is written (`1`, `1.0`; `001` is not JSON): a label's spelling is its identity. Not a
+    str subclass: pandas turns those into plain strings, and then a number and a string written alike look the same."""
+
+    __slots__ = ("text",)
+
+    def __init__(self, text: str):
+        self.text = text
+
+    def __repr__(self) -> str:
+        return self.text
+
+
+WIDE_BOMS = [(b"\xff\xfe\x00\x00", "UTF-32"), (b"\x00\x00\xfe\xff", "UTF-32"), (b"\xff\xfe", "UTF-16"),
+             (b"\xfe\xff", "UTF-16")]  # fmt: skip
+
+
+def wide_encoding(data: bytes) -> str | None:
+    """ "UTF-16" or "UTF-32" when `data` is text in one of them (its byte-order mark, or, without one, a NUL in every
+    second or fourth byte of its start: what ASCII looks like there), else None."""
+    for bom, name in WIDE_BOMS:
+        if data.startswith(bom):
+            return f"{name} text (it starts with a {name} byte-order mark)"
+    head = data[:4000]
+    if len(head) >= 8 and head.count(0) >= len(head) // 3:
+        return "UTF-16 or UTF-32 text (every other byte of its start is NUL)"
+    return None
 
 
 def _decode(name: str, data: bytes) -> str:
-    """The file's text: UTF-8, with or without a byte-order mark. Raises DataError naming the line of a bad byte."""
-    if data.startswith((b"\xff\xfe", b"\xfe\xff")):
-        raise DataError(f"{name}: UTF-16 text (it starts with a UTF-16 byte-order mark); re-save it as UTF-8")
+    """The file's text: UTF-8, with or without a byte-order mark. Raises DataError naming UTF-16/32 text, or the line
+    of a byte that is not UTF-8."""
+    if wide := wide_encoding(data):
+        raise DataError(f"{name}: {wide}; re-save it as UTF-8")
     try:
         return data.decode("utf-8-sig")  # a UTF-8 byte-order mark (spreadsheets write one) is not part of the text
     except UnicodeDecodeError as e:
@@ -103,6 +130,8 @@ def _read_jsonl(name: str, text: str) -> pd.DataFrame:
             raise DataError(f"{name}: line {number} is not JSON ({e.msg}, column {e.colno})") from None
         if not isinstance(row, dict):
             raise DataError(f'{name}: line {number} is not a JSON object (one object per line, e.g. {{"text": ...}})')
+        if bad := [k for k, v in row.items() if isinstance(v, str) and unreadable_texts([v])]:
+            raise DataError(f"{name}: line {number}: {bad[0]!r} holds text that is not Unicode (a lone surrogate)")
         rows.append(row)
     return pd.DataFrame.from_records(rows) if rows else pd.DataFrame()
 
@@ -119,14 +148,17 @@ def _read(
             table = pq.read_table(io.BytesIO(data))
         except (OSError, ValueError) as e:  # pyarrow's ArrowInvalid is a ValueError
             raise DataError(f"{name}: cannot parse as parquet: {str(e).splitlines()[0]}") from None
-        # Python values column by column: an integer column with a gap stays integers (pandas would make floats)
-        return pd.DataFrame({c: pd.Series(table.column(c).to_pylist(), dtype=object) for c in table.column_names}), {
-            "format": "parquet"
-        }
+        return pd.DataFrame({c: _parquet_column(table.column(c)) for c in table.column_names}), {"format": "parquet"}
     text = _decode(name, data)
     if fmt == "jsonl":
         return _read_jsonl(name, text), {"format": "jsonl"}
     sep, how = _delimiter(name, text, fmt, delimiter, columns)
+    header = next(csv.reader(io.StringIO(text), delimiter=sep), [])
+    if repeated := sorted({c for c in header if header.count(c) > 1 and c}):
+        at = ", ".join(str(i + 1) for i, c in enumerate(header) if c in repeated)
+        raise DataError(
+            f"{name}: the header repeats the column name(s) {', '.join(map(repr, repeated))} (columns {at})"
+        )
     try:
         # keep_default_na=False: the text "NA" is a word, not a missing value; only empty cells are missing.
         df = pd.read_csv(io.StringIO(text), sep=sep, dtype=str, keep_default_na=False, na_values=[""])
@@ -135,18 +167,66 @@ def _read(
     return df, {"format": fmt, "delimiter": sep, "delimiter_from": how}
 
 
+def _parquet_column(column) -> pd.Series:
+    """A Parquet column as Python values (an integer column with a gap stays integers: pandas would make floats);
+    float32 values as numpy's float32, so that they print as written (0.1, not 0.10000000149011612)."""
+    import pyarrow as pa
+
+    values = column.to_pylist()
+    if column.type == pa.float32():
+        values = [None if v is None else np.float32(v) for v in values]
+    return pd.Series(values, dtype=object)
+
+
 def _label_text(value) -> str:
-    """A label cell as a string, spelled as in the file: strings as they are, JSON numbers as written, Parquet's
-    integers and booleans as JSON writes them."""
+    """A cell as a string, spelled as in the file: strings as they are, JSON numbers as written, Parquet's integers
+    and booleans as JSON writes them, its floats in their shortest form, its binary values as UTF-8."""
     if isinstance(value, str):
-        return str.__str__(value)
+        return value
+    if isinstance(value, _JsonNumber):
+        return value.text
     if isinstance(value, (bool, np.bool_)):
         return "true" if value else "false"
     if isinstance(value, (int, np.integer)):
         return str(int(value))
-    if isinstance(value, (float, np.floating)):
-        return repr(float(value))
+    if isinstance(value, np.floating):
+        return str(value)  # numpy's shortest form for the value's own precision
+    if isinstance(value, float):
+        return repr(value)
+    if isinstance(value, bytes):
+        return value.decode("utf-8")  # not UTF-8: refused by _cells first
     return str(value)
+
+
+def _cells(shown: str, column: str, values: list, labels: bool) -> list[str | None]:
+    """Each cell of `column` as text (_label_text), None where it is missing. Raises DataError naming the data rows of
+    cells that are no text: a list or mapping, bytes that are not UTF-8, a lone surrogate (JSON "\\ud800"); and for a
+    label, a line break, tab or other control character (a label is one line in every output)."""
+
+    def refuse(rows: list[int], what: str) -> None:
+        if rows:
+            raise DataError(f"{shown}: column {column!r} holds {what} in data rows {_rows(rows)}")
+
+    refuse([i for i, v in enumerate(values) if isinstance(v, (list, dict, np.ndarray))], "a list or mapping")
+    refuse([i for i, v in enumerate(values) if isinstance(v, bytes) and not _utf8(v)], "bytes that are not UTF-8")
+    out = [None if _missing(v) else _label_text(v) for v in values]
+    shown_texts = [t or "" for t in out]
+    refuse(unreadable_texts(shown_texts), "text that is not Unicode (a lone surrogate)")
+    if labels:
+        what = "a line break, tab or other control character (a label is one line in every output)"
+        refuse([i for i, t in enumerate(shown_texts) if _CONTROL.search(t)], what)
+    return out
+
+
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+
+
+def _utf8(data: bytes) -> bool:
+    try:
+        data.decode("utf-8")
+        return True
+    except UnicodeDecodeError:
+        return False
 
 
 def _missing(value) -> bool:
@@ -194,19 +274,14 @@ def _read_file(path: str, text_column: str, label_column: str, delimiter: str | 
     if df.empty:
         raise DataError(f"{shown}: the table has no rows")
     cells = df[label_column].tolist()
-    absent = [i for i, v in enumerate(cells) if _missing(v)]
+    labels = _cells(shown, label_column, cells, labels=True)
+    absent = [i for i, v in enumerate(labels) if v is None]
     if absent:
         raise DataError(
             f"{shown}: column {label_column!r} has {len(absent)} missing label(s), data rows {_rows(absent)}"
         )
-    nested = [i for i, v in enumerate(cells) if isinstance(v, (list, dict, np.ndarray))]
-    if nested:
-        raise DataError(
-            f"{shown}: column {label_column!r} holds a list or mapping in data rows {_rows(nested)}; one label per row"
-        )
-    labels = [_label_text(v) for v in cells]
-    texts = df[text_column].tolist()
-    empty = np.array([_missing(t) for t in texts])
+    texts = _cells(shown, text_column, df[text_column].tolist(), labels=False)
+    empty = np.array([t is None for t in texts])
     if empty.all():
         raise DataError(f"{shown}: column {text_column!r} holds no text in any of its {len(df)} rows")
     ids = [_label_text(i) for i in df["id"]] if "id" in df.columns else [str(i) for i in range(len(df))]
@@ -225,7 +300,7 @@ def _read_file(path: str, text_column: str, label_column: str, delimiter: str | 
         where=where,
         sha256=hashlib.sha256(data).hexdigest(),
         read=read,
-        texts=[str(texts[i]) for i in keep],
+        texts=[texts[i] for i in keep],
         labels=[labels[i] for i in keep],
         ids=[ids[i] for i in keep],
         empty_rows=[int(i) + 1 for i in np.flatnonzero(empty)],
@@ -245,27 +320,75 @@ def _read_notes(shown: str, read: dict) -> list[str]:
 
 
 def _label_notes(shown: str, column: str, cells: list) -> list[str]:
-    """What a person should know about the label spellings: a JSON number and a JSON string written alike (one
-    class), and labels that differ only in case or surrounding spaces (kept apart)."""
+    """What a person should know about the label spellings: a JSON number or boolean and a JSON string written alike
+    (one class), and labels that differ only in case, surrounding spaces, invisible characters or Unicode form (NFC
+    and NFD, full-width letters), which are kept apart."""
     notes = []
-    numbers = {str.__str__(v) for v in cells if isinstance(v, _JsonNumber)}
-    strings = {v for v in cells if type(v) is str}
-    for both in sorted(numbers & strings, key=_natural):
-        notes.append(f'{shown}: column {column!r} holds the number {both} and the string "{both}": one class {both!r}')
+    typed = {_label_text(v): "number" if isinstance(v, _JsonNumber) else "boolean" for v in cells if _typed(v)}
+    strings = {v for v in cells if isinstance(v, str)}
+    for both in sorted(set(typed) & strings, key=_natural):
+        notes.append(
+            f'{shown}: column {column!r} holds the {typed[both]} {both} and the string "{both}": one class {both!r}'
+        )
     groups: dict[str, set[str]] = {}
     for v in {_label_text(c) for c in cells}:
-        groups.setdefault(v.strip().casefold(), set()).add(v)
+        groups.setdefault(_look(v), set()).add(v)
     for spellings in sorted((sorted(g) for g in groups.values() if len(g) > 1), key=lambda g: _natural(g[0])):
         notes.append(
-            f"warning: {shown}: column {column!r} has labels that differ only in case or surrounding spaces, "
-            f"{', '.join(map(repr, spellings))}: kept as {len(spellings)} classes (fix the table if they are one)"
+            f"warning: {shown}: column {column!r} has labels that differ only in case, spaces, invisible characters "
+            f"or Unicode form, {', '.join(map(_shown, spellings))}: kept as {len(spellings)} classes (fix the table if "
+            f"they are one)"
         )
     return notes
 
 
+def _shown(label: str) -> str:
+    """A label in quotes, its invisible characters (format characters, combining marks, odd spaces) as \\u escapes."""
+    import unicodedata
+
+    def ch_shown(ch: str) -> str:
+        return f"\\u{ord(ch):04x}" if ch != " " and unicodedata.category(ch) in ("Cf", "Mn", "Zs") else ch
+
+    return "'" + "".join(map(ch_shown, label)) + "'"
+
+
+def _typed(value) -> bool:
+    return isinstance(value, (_JsonNumber, bool, np.bool_))
+
+
+def _look(label: str) -> str:
+    """What a label looks like to a person: NFKC form, no invisible (format) characters, no surrounding spaces, case
+    folded."""
+    import unicodedata
+
+    folded = unicodedata.normalize("NFKC", label)
+    return "".join(ch for ch in folded if unicodedata.category(ch) != "Cf").strip().casefold()
+
+
 def _natural(label: str) -> tuple:
-    """Sort key of label names: integer codes by value (then spelling: '01' before '1'), then the rest."""
-    return (0, int(label), label) if re.fullmatch(r"[+-]?\d+", label) else (1, 0, label)
+    """Sort key of label names: numbers by value (then spelling: '01' before '1'; 2.0 before 10.0), then the rest."""
+    if re.fullmatch(r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?", label):
+        return (0, float(label), label)
+    return (1, 0.0, label)
+
+
+def _split(train: _File, test_size: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """(train rows, test rows) of one file: a seeded split stratified by label. Raises DataError naming the file."""
+    from sklearn.model_selection import train_test_split
+
+    counts = pd.Series(train.labels).value_counts()
+    if (counts < 2).any():
+        raise DataError(
+            f"{train.shown}: a stratified test split needs at least 2 examples per class; only 1 for "
+            f"{', '.join(repr(str(k)) for k in counts[counts < 2].index)}. Add examples or give data.test_path"
+        )
+    try:
+        train_idx, test_idx = train_test_split(
+            np.arange(len(train.texts)), test_size=test_size, random_state=seed, stratify=train.labels
+        )
+    except ValueError as e:
+        raise DataError(f"{train.shown}: cannot split with data.test_size={test_size}: {e}") from None
+    return np.sort(train_idx), np.sort(test_idx)
 
 
 def load_table(
@@ -285,31 +408,21 @@ def load_table(
         raise DataError("data.path is required for source 'table' (a .csv, .tsv, .parquet or .jsonl file)")
     train = _read_file(path, text_column, label_column, delimiter)
     test = _read_file(test_path, text_column, label_column, delimiter) if test_path is not None else None
+    if test is not None and test.sha256 == train.sha256:
+        raise DataError(
+            f"{test.shown}: data.test_path holds the same bytes as data.path {train.shown}: testing on the training "
+            f"rows measures nothing; give the held-out file, or leave data.test_path unset for a split"
+        )
     if test is not None:
         train_idx = np.arange(len(train.texts))
         test_texts, test_labels, test_ids = test.texts, test.labels, test.ids
     else:
-        from sklearn.model_selection import train_test_split
-
-        counts = pd.Series(train.labels).value_counts()
-        if (counts < 2).any():
-            raise DataError(
-                f"{train.shown}: a stratified test split needs at least 2 examples per class; only 1 for "
-                f"{', '.join(repr(str(k)) for k in counts[counts < 2].index)}. Add examples or give data.test_path"
-            )
-        try:
-            train_idx, test_idx = train_test_split(
-                np.arange(len(train.texts)), test_size=test_size, random_state=seed, stratify=train.labels
-            )
-        except ValueError as e:
-            raise DataError(f"{train.shown}: cannot split with data.test_size={test_size}: {e}") from None
-        train_idx, test_idx = np.sort(train_idx), np.sort(test_idx)
+        train_idx, test_idx = _split(train, test_size, seed)
         test_texts, test_labels, test_ids = (
             [train.texts[i] for i in test_idx],
             [train.labels[i] for i in test_idx],
             [train.ids[i] for i in test_idx],
         )
-
     train_labels = [train.labels[i] for i in train_idx]
     names = sorted(set(train_labels), key=_natural)
     if len(names) < 2:

@@ -1,0 +1,549 @@
+"""The cv driver's phases, without Ray: each a function, with small records at the boundaries. reuters_ray.runner
+calls them in order (run_cv) and holds only what needs Ray: connecting, the folds' Ray Train runs, the ensemble actor.
+
+    check_input      config, model, data, folds, what the linear model needs: checked before anything is written
+    open_run         the run's place in storage (RunPlace): a new run, or the same run (config and data) resumed
+    collect_folds    each fold's summary, epoch rows and best model, from its last checkpoint in storage
+    score_ensemble   the ensemble's test metrics from the fold models' test logits
+    blend_phase      the linear model's baseline figures and the blend, its weight chosen out of fold
+    run_metrics      metrics.json
+    write_outputs    the run folder's files, written locally and then copied into storage, report.md last
+
+Storage: <cv.storage_path>/<run name>/ holds config.yaml and data_fingerprint.json from the start, fold_<k>/ (Ray
+Train's run of fold k: its checkpoints, its JSON checkpoint snapshot, and fold_result.json once the fold finished),
+and at the end the run's outputs (reuters_ray.outputs, reuters_ray.report) and models/fold_<k>/. Nothing read back
+from storage is unpickled: JSON and safetensors only.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import tempfile
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow.fs as pafs
+import yaml
+
+from reuters_ray import rows as R
+from reuters_ray.config import RunConfig
+from reuters_ray.console import Console
+from reuters_ray.errors import ConfigError, DataError
+from reuters_ray.storage import (
+    LOCAL,
+    copy_dir,
+    read_bytes,
+    read_text,
+    storage_location,
+    unreachable_endpoint,
+    uri_join,
+    write_atomic,
+)
+
+# Settings free to differ when a run is resumed, and left out of the derived run name: they change where a run
+# goes, how fast, or how often it checkpoints, but not what any fold computes. (cv.baseline and cv.blend change
+# what is fitted after the folds, from their kept results: a finished run resumed with another value scores again.)
+RESUME_FREE_KEYS = {
+    "cv": ("name", "storage_path", "gpus_per_fold", "cpus_per_fold", "max_failures", "baseline", "blend"),
+    "train": ("eval_batch_size", "compile", "keep_checkpoints", "checkpoint_every"),
+}
+DATA_FILE = "data_fingerprint.json"  # in the run folder from its start: the data's identity (TextDataset.fingerprint)
+FOLD_RESULT = "fold_result.json"  # in fold_<k>/ once the fold finished: {"checkpoint": its last checkpoint's folder}
+# Copy order into storage: metrics.json, then the report, report.md last (its presence means the run is complete).
+OUTPUT_ORDER = {"metrics.json": 1, "report.html": 2, "report.md": 3}
+
+
+# --- records at the phases' boundaries ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RunPlace:
+    """Where a run lives: its name, the filesystem, its path on it, and the URI Ray is given."""
+
+    name: str
+    fs: pafs.FileSystem
+    path: str
+    uri: str
+
+    def at(self, *parts: str) -> str:
+        """A path inside the run folder."""
+        return "/".join([self.path, *parts])
+
+
+@dataclass
+class Prepared:
+    """The input of a run, checked: the data set, its tokens (train rows first, then test), the folds (train rows,
+    validation rows) and class weights, and the data's fingerprint."""
+
+    ds: Any  # TextDataset
+    tokenizer: Any
+    tokens: Any  # TokenArrays [n_train + n_test, max_length]
+    folds: list[tuple[np.ndarray, np.ndarray]]
+    weights: np.ndarray
+    fingerprint: dict[str, Any]
+
+    @property
+    def n_train(self) -> int:
+        return len(self.ds.train_texts)
+
+    def fold_of_row(self) -> np.ndarray:
+        """For each training row, the fold whose validation split holds it."""
+        return fold_of_rows(self.folds, self.n_train)
+
+
+@dataclass
+class Folds:
+    """What the folds left: the fold table (a row per fold), every epoch row, and each fold's best model."""
+
+    table: list[dict[str, Any]]
+    history: list[dict[str, Any]]
+    best_paths: list[str]  # best/ of each fold's last checkpoint, in storage
+
+
+@dataclass
+class Scored:
+    """The run's test figures: metrics.json's top level (the predictor's), its test probabilities [N, K], the
+    linear model when the run blends, and the seconds the linear model's fits took."""
+
+    metrics: dict[str, Any]
+    probs: np.ndarray
+    linear: Any = None
+    linear_s: float | None = None
+
+
+@dataclass
+class Stopwatch:
+    """Wall seconds by phase (metrics.json "timing")."""
+
+    started: float = field(default_factory=time.perf_counter)
+    last: float = field(default_factory=time.perf_counter)
+    laps: dict[str, float] = field(default_factory=dict)
+
+    def lap(self, name: str) -> None:
+        now = time.perf_counter()
+        self.laps[name], self.last = now - self.last, now
+
+    def total(self) -> float:
+        return time.perf_counter() - self.started
+
+
+# --- names and resuming ------------------------------------------------------------------------------------------
+
+
+def result_config(cfg_dict: dict[str, Any]) -> dict[str, Any]:
+    """The config without RESUME_FREE_KEYS: what must match for a run to be resumed."""
+    d = json.loads(json.dumps(cfg_dict))
+    for section, keys in RESUME_FREE_KEYS.items():
+        for k in keys:
+            d.get(section, {}).pop(k, None)
+    return d
+
+
+def run_name(cfg: RunConfig, data_sha256: str | None = None) -> str:
+    """cv.name, else a name derived from everything that changes the result, the data's fingerprint included: same
+    config and data, same name (a changed table gets a run of its own; under a cv.name it is refused)."""
+    if cfg.cv.name:
+        return cfg.cv.name
+    d = result_config(cfg.to_dict())
+    if data_sha256 is not None:
+        d["data_sha256"] = data_sha256
+    digest = hashlib.sha1(json.dumps(d, sort_keys=True).encode()).hexdigest()[:8]
+    model = re.sub(r"[^A-Za-z0-9]+", "-", cfg.model.name.split("/")[-1]).strip("-").lower()
+    return f"{model}-{cfg.data.source}-{cfg.train.profile}-{cfg.cv.folds}fold-{digest}"
+
+
+def check_resumable(
+    fs: pafs.FileSystem, run_path: str, cfg: RunConfig, name: str, data: dict[str, Any] | None = None
+) -> bool:
+    """Whether `run_path` holds a run of this config (and of this data: `data`, the data set's fingerprint) to
+    resume. Raises ConfigError when it holds a run made with another config (what RESUME_FREE_KEYS leaves) or on
+    other data. Reads only: a refused run leaves the existing one untouched."""
+    previous = read_text(fs, f"{run_path}/config.yaml")
+    if previous is None:
+        return False
+    old, new = result_config(yaml.safe_load(previous)), result_config(cfg.to_dict())
+    if old != new:
+        diff = [f"{s}.{k}" for s in new for k in new[s] if old.get(s, {}).get(k) != new[s][k]]
+        raise ConfigError(
+            f"run {name!r} in {cfg.cv.storage_path} was made with another config (differs in {', '.join(diff)}); "
+            f"use the same config to resume it, or another cv.name"
+        )
+    kept = read_text(fs, f"{run_path}/{DATA_FILE}")  # absent in runs made before it existed: those resume as before
+    if data is not None and kept is not None and json.loads(kept)["sha256"] != data["sha256"]:
+
+        def said(d: dict[str, Any]) -> str:
+            return f"{d['train']} train / {d['test']} test texts, {d['classes']} classes, sha256 {d['sha256'][:12]}"
+
+        raise ConfigError(
+            f"run {name!r} in {cfg.cv.storage_path} was made with other data ({said(json.loads(kept))}; now "
+            f"{said(data)}); use the same data to resume it, or another cv.name"
+        )
+    return True
+
+
+def write_test(fs: pafs.FileSystem, run_path: str) -> str | None:
+    """Why folder `run_path` on `fs` cannot be written (a probe file written, moved and deleted), or None. The
+    probe's name is unique: the nodes of a cluster test the same folder at once."""
+    probe = f"{run_path}/.write_test_{uuid.uuid4().hex[:8]}"
+    try:
+        write_atomic(probe, "ok", fs)
+        fs.delete_file(probe)
+    except OSError as e:
+        return str(e)
+    return None
+
+
+def check_writable(fs: pafs.FileSystem, run_path: str, storage_path: str) -> None:
+    if (why := write_test(fs, run_path)) is not None:
+        raise ConfigError(f"cv.storage_path {storage_path!r} cannot be written: {why}")
+
+
+def place_folds(cv, cluster: dict[str, float]) -> float:
+    """The GPU share of each fold on a cluster with resources `cluster` (ray.cluster_resources()).
+
+    cv.gpus_per_fold unset: a whole GPU per fold when there are enough, else GPUs / folds so the folds share them
+    and run at once (on one H100 that pays the minute of fold start-up once, not per fold: docs/results.md), 0
+    without GPUs. Raises ConfigError when a fold could never be placed (it would wait forever)."""
+    gpus = cv.gpus_per_fold
+    have_gpu, have_cpu = cluster.get("GPU", 0), cluster.get("CPU", 0)
+    if gpus is None:
+        gpus = min(1.0, int(have_gpu) / cv.folds) if have_gpu >= 1 else 0.0
+    if cv.cpus_per_fold > have_cpu + 1e-9:
+        raise ConfigError(f"cv.cpus_per_fold={cv.cpus_per_fold} does not fit this Ray cluster's {have_cpu:g} CPUs")
+    if gpus > have_gpu + 1e-9:
+        raise ConfigError(f"cv.gpus_per_fold={gpus} but this Ray cluster has {have_gpu:g} GPUs")
+    return gpus
+
+
+# --- before Ray: the input and the run's place ---------------------------------------------------------------------
+
+
+def check_input(cfg: RunConfig) -> Prepared:
+    """The run's input, checked and tokenized, before anything is written: the model (its config only), the data,
+    the folds, the tokenizer against the model, and what the linear model needs when the run fits it. Raises
+    ConfigError or DataError naming the file, field or flag."""
+    from reuters_ray.baseline import check_fittable
+    from reuters_ray.features import class_weights, stratified_folds, tokenize
+    from reuters_ray.models import check_fits, check_model, load_tokenizer
+    from reuters_ray.preprocess import prepare
+
+    dc = cfg.data
+    check_model(cfg.model.name)
+    ds = prepare(dc)
+    ds.check_folds(cfg.cv.folds)
+    tokenizer = load_tokenizer(dc.tokenizer or cfg.model.name)
+    check_fits(cfg.model.name, dc.max_length, tokenizer, dc.tokenizer)
+    folds = stratified_folds(ds.train_labels, cfg.cv.folds, cfg.train.seed)
+    if cfg.cv.blend or cfg.cv.baseline:  # else it would fail only once the folds have trained
+        try:
+            check_fittable(ds.train_texts, folds)
+        except DataError as e:
+            raise DataError(f"{e}; to train without it: --cv.blend false --cv.baseline false") from None
+    tokens = tokenize(ds.train_texts + ds.test_texts, tokenizer, dc.max_length)
+    weights = class_weights(ds.train_labels, ds.num_classes)
+    return Prepared(ds, tokenizer, tokens, folds, weights, ds.fingerprint())
+
+
+def open_run(cfg: RunConfig, prep: Prepared) -> tuple[RunPlace, bool]:
+    """(the run's place, whether it is resumed): the storage path checked (a URI pyarrow takes, an endpoint that
+    answers, a folder this process can write), an existing run of the same name checked to be this config and this
+    data, then config.yaml, data_fingerprint.json and fold_assignment.json written. Raises ConfigError before
+    anything is written."""
+    try:
+        fs, base, base_uri = storage_location(cfg.cv.storage_path)
+    except (ValueError, OSError) as e:  # pyarrow's ArrowInvalid is a ValueError: a URI it does not take
+        raise ConfigError(f"cv.storage_path {cfg.cv.storage_path!r}: {e}") from None
+    if why := unreachable_endpoint(cfg.cv.storage_path):
+        raise ConfigError(f"cv.storage_path {cfg.cv.storage_path!r}: {why}")
+    name = run_name(cfg, prep.fingerprint["sha256"])
+    place = RunPlace(name, fs, f"{base}/{name}", uri_join(base_uri, name))
+    resuming = check_resumable(fs, place.path, cfg, name, prep.fingerprint)
+    check_writable(fs, place.path, cfg.cv.storage_path)
+    write_atomic(place.at("config.yaml"), yaml.safe_dump(cfg.to_dict(), sort_keys=True), fs)
+    write_atomic(place.at(DATA_FILE), json.dumps(prep.fingerprint), fs)
+    assignment = dict(zip(prep.ds.train_ids, prep.fold_of_row().tolist()))
+    write_atomic(place.at("fold_assignment.json"), json.dumps(assignment), fs)
+    return place, resuming
+
+
+def announce(console: Console, place: RunPlace, prep: Prepared, cfg: RunConfig) -> None:
+    """The run's first lines: where it lives, what loading and preprocessing did, the data's size."""
+    ds, tokens = prep.ds, prep.tokens
+    console.info(f"run {place.name}: {place.uri}", run=place.name, uri=place.uri)
+    for line in ds.notes():
+        console.info(line)
+    console.info(
+        f"data: {prep.n_train} train / {len(ds.test_texts)} test texts, {ds.num_classes} classes, {cfg.cv.folds} "
+        f"folds, tokens {tokens.ids.shape} {tokens.ids.dtype} ({tokens.ids.nbytes / 2**20:.1f} MiB)",
+        train=prep.n_train,
+        test=len(ds.test_texts),
+        classes=ds.num_classes,
+        folds=cfg.cv.folds,
+    )
+
+
+def finished_folds(place: RunPlace, n_folds: int) -> dict[int, str]:
+    """{fold: its last checkpoint's folder} of the folds a previous run of this one finished (fold_result.json)."""
+    done = {}
+    for k in range(n_folds):
+        if (text := read_text(place.fs, place.at(f"fold_{k}", FOLD_RESULT))) is not None:
+            done[k] = json.loads(text)["checkpoint"]
+    return done
+
+
+def mark_finished(place: RunPlace, fold: int, folder: str) -> None:
+    write_atomic(place.at(f"fold_{fold}", FOLD_RESULT), json.dumps({"checkpoint": folder}), place.fs)
+
+
+# --- after the folds ---------------------------------------------------------------------------------------------
+
+
+def fold_timing(history: list[dict[str, Any]]) -> dict[str, Any]:
+    """Where a fold's time went, from its epoch rows: seconds of set-up (model, device), training, validation,
+    checkpoint writing and reporting (the upload into storage; the last epoch's is not in its own checkpoint),
+    throughput, peak GPU memory."""
+
+    def total(key: str) -> float:
+        return float(sum(r.get(key) or 0.0 for r in history))
+
+    def mean(key: str) -> float | None:
+        values = [r[key] for r in history if r.get(key) is not None]
+        return float(np.mean(values)) if values else None
+
+    peaks = [r[R.PEAK_GIB] for r in history if r.get(R.PEAK_GIB) is not None]
+    return {
+        "setup_s": total(R.SETUP_S),
+        "train_s": total(R.TRAIN_S),
+        "val_s": total(R.VAL_S),
+        "checkpoint_s": total(R.CHECKPOINT_S),
+        "report_s": total(R.REPORT_S),
+        "wall_s": total(R.SETUP_S) + total(R.EPOCH_S) + total(R.REPORT_S),
+        "examples_per_s": mean(R.EXAMPLES_PER_S),
+        "tokens_per_s": mean(R.TOKENS_PER_S),
+        "peak_gpu_gib": max(peaks) if peaks else None,
+    }
+
+
+def summarize_fold(fold: int, progress: dict[str, Any], patience: int) -> dict[str, Any]:
+    """A fold's row of the fold table, from the progress.json of its last checkpoint.
+    Raises RuntimeError when that checkpoint is not the fold's last epoch."""
+    if not progress["finished"]:
+        raise RuntimeError(f"fold {fold}'s last checkpoint is not finished (epoch {progress['epoch']})")
+    hist, es = progress["history"], progress["early_stopping"]
+    best, last = hist[es["best_epoch"] - 1], hist[-1]
+    return {
+        "fold": fold,
+        "best_epoch": es["best_epoch"],
+        "val_f1_weighted": best[R.VAL_F1],
+        "val_accuracy": best[R.VAL_ACCURACY],
+        "val_f1_macro": best[R.VAL_F1_MACRO],
+        "epochs_run": len(hist),
+        "stopped_early": es["bad_epochs"] >= patience,
+        **fold_timing(hist),
+        "device": last.get(R.WORKER + "device", ""),
+        "host": last.get(R.WORKER + "host", ""),
+        "node_id": last.get(R.WORKER + "node_id", ""),  # the Ray node of the fold's last epoch
+        # every Ray node the fold trained on, in order: two after a restart on another node (a node lost)
+        "node_ids": list(dict.fromkeys(r[R.WORKER + "node_id"] for r in hist if r.get(R.WORKER + "node_id"))),
+        **progress.get("setup", {}),
+        "restarts": progress.get("restarts", []),
+    }
+
+
+def read_fold_checkpoint(fs: pafs.FileSystem, path: str) -> dict[str, Any]:
+    """progress.json of the fold checkpoint at `path` (a folder in storage)."""
+    text = read_text(fs, f"{path}/progress.json")
+    if text is None:
+        raise RuntimeError(f"fold checkpoint {path} has no progress.json")
+    return json.loads(text)
+
+
+def collect_folds(place: RunPlace, folders: list[str], patience: int) -> Folds:
+    """Each fold's summary, epoch rows (without the worker/ keys) and best model, from its last checkpoint as Ray
+    Train registered it (a checkpoint folder uploaded but not registered when a driver died is never used: Ray
+    trained that epoch again)."""
+    folds = Folds([], [], [])
+    for k, folder in enumerate(folders):
+        path = place.at(f"fold_{k}", folder)
+        progress = read_fold_checkpoint(place.fs, path)
+        folds.table.append(summarize_fold(k, progress, patience))
+        folds.history += [{c: v for c, v in r.items() if not c.startswith(R.WORKER)} for r in progress["history"]]
+        folds.best_paths.append(f"{path}/best")
+    return folds
+
+
+def fold_of_rows(folds: list[tuple[np.ndarray, np.ndarray]], n: int) -> np.ndarray:
+    """For each of the n training rows, the fold whose validation split holds it."""
+    fold = np.full(n, -1, dtype=np.int64)
+    for k, (_, val_idx) in enumerate(folds):
+        fold[val_idx] = k
+    return fold
+
+
+def out_of_fold_logits(fs: pafs.FileSystem, best_paths: list[str], folds, n: int) -> np.ndarray:
+    """The training split's out-of-fold logits: each row scored by the best model of the fold that validated on it
+    (best/val_logits.safetensors in storage). Raises RuntimeError when a fold's file is missing or does not fit."""
+    from reuters_ray.checkpoint import VAL_LOGITS_FILE, read_val_logits
+
+    out = None
+    for k, (best, (_, val_idx)) in enumerate(zip(best_paths, folds)):
+        data = read_bytes(fs, f"{best}/{VAL_LOGITS_FILE}")
+        if data is None:
+            raise RuntimeError(f"fold {k}: {best}/{VAL_LOGITS_FILE} is missing")
+        logits = read_val_logits(data, f"{best}/{VAL_LOGITS_FILE}")
+        if logits.shape[0] != len(val_idx):
+            raise RuntimeError(f"fold {k}: {logits.shape[0]} validation logits for {len(val_idx)} validation rows")
+        if out is None:
+            out = np.full((n, logits.shape[1]), np.nan, dtype=np.float32)
+        out[val_idx] = logits
+    return out
+
+
+def out_of_fold_metrics(y, oof_logits, label_names, fold_table) -> dict[str, Any]:
+    """Accuracy, weighted and macro F1 of the out-of-fold predictions, beside the folds' mean validation figures."""
+    from reuters_ray.metrics import evaluate_scores
+
+    m = evaluate_scores(y, oof_logits, label_names)
+    keys = {"accuracy": "val_accuracy", "f1_weighted": "val_f1_weighted", "f1_macro": "val_f1_macro"}
+    return {
+        **{k: m[k] for k in keys},
+        "n": int(len(y)),
+        "folds_mean": {k: float(np.mean([r[v] for r in fold_table])) for k, v in keys.items()},
+    }
+
+
+def score_ensemble(ds, fold_logits: np.ndarray, table: list[dict[str, Any]]) -> dict[str, Any]:
+    """The ensemble's test metrics from the fold models' test logits [folds, N, K] (their mean votes); each fold's own
+    test F1 goes into its row of the fold table."""
+    from reuters_ray.metrics import evaluate_scores
+
+    for row, logits in zip(table, fold_logits):
+        row["test_f1_weighted"] = evaluate_scores(ds.test_labels, logits, ds.label_names)["f1_weighted"]
+    return evaluate_scores(ds.test_labels, fold_logits.mean(axis=0), ds.label_names)
+
+
+def fit_linear(ds, folds) -> tuple[Any, np.ndarray, float]:
+    """The linear model fitted on each fold's training rows and on the whole training split (baseline.fit_cv),
+    and its seconds. CPU work on the driver: run_cv runs it in a thread while the folds train. Raises DataError
+    when it cannot be fitted, saying that the folds are kept."""
+    from reuters_ray.baseline import fit_cv
+
+    t = time.perf_counter()
+    try:
+        linear, oof_scores = fit_cv(ds.train_texts, ds.train_labels, folds, ds.num_classes)
+    except ValueError as e:  # checked before the folds (baseline.check_fittable); should anything else fail:
+        raise DataError(
+            f"the linear model could not be fitted ({str(e).splitlines()[0]}); the folds are kept: rerun the same "
+            f"command with --cv.blend false --cv.baseline false to finish the run without it"
+        ) from None
+    return linear, oof_scores, time.perf_counter() - t
+
+
+def blend_phase(cfg: RunConfig, ds, fitted, oof_logits, ensemble, ensemble_probs, console: Console) -> Scored:
+    """The run's test figures. With the linear model (`fitted`: fit_linear's result, or None when neither the blend
+    nor the baseline is asked for), the baseline's test figures (cv.baseline) and, with cv.blend, the blend of its
+    probabilities with the ensemble's by the weight the out-of-fold predictions chose."""
+    from reuters_ray.baseline import NAME, baseline_metrics
+    from reuters_ray.blend import blend_of_fitted, blend_probabilities
+    from reuters_ray.metrics import evaluate_scores
+
+    if fitted is None:
+        return Scored(dict(ensemble), ensemble_probs)
+    linear, oof_scores, fit_s = fitted
+    blend = blend_of_fitted(ds, linear, oof_scores, oof_logits)
+    scores = linear.scores(ds.test_texts)
+    scored = Scored(dict(ensemble), ensemble_probs, linear if cfg.cv.blend else None, fit_s)
+    if cfg.cv.blend:
+        scored.probs = blend_probabilities(ensemble_probs, linear.proba_of_scores(scores), blend["weight"])
+        scored.metrics = {**evaluate_scores(ds.test_labels, scored.probs, ds.label_names), "blend": blend}
+        oof = blend["out_of_fold"]
+        console.info(
+            f"blend: weight {blend['weight']:.2f} on the ensemble, {1 - blend['weight']:.2f} on the linear model, "
+            f"chosen out of fold (weighted F1 {oof['blend']['f1_weighted']:.4f} against the ensemble's "
+            f"{oof['ensemble']['f1_weighted']:.4f} and the linear model's {oof['linear']['f1_weighted']:.4f})",
+            blend_weight=blend["weight"],
+        )
+    if cfg.cv.baseline:
+        scored.metrics["baseline"] = baseline_metrics(ds, scores)
+        console.info(
+            f"baseline ({NAME}): weighted F1 {scored.metrics['baseline']['f1_weighted']:.4f}",
+            baseline_f1_weighted=scored.metrics["baseline"]["f1_weighted"],
+        )
+    return scored
+
+
+def run_metrics(cfg, place, prep, folds: Folds, ensemble, scored: Scored, oof_logits, timing, cluster) -> dict:
+    """metrics.json: the predictor's test figures at the top, the ensemble's, the baseline's and the blend's beside
+    them, the out-of-fold figures, the fold table, the timing and the cluster."""
+    ds = prep.ds
+    if scored.linear_s is not None:
+        timing.laps["baseline_s"] = scored.linear_s  # the linear model's fits, in a thread during the folds
+    return {
+        **scored.metrics,
+        "ensemble": ensemble,
+        "out_of_fold": out_of_fold_metrics(ds.train_labels, oof_logits, ds.label_names, folds.table),
+        "predictor": "blend" if cfg.cv.blend else "ensemble",  # what the top-level figures are of
+        "run": place.name,
+        "label_names": ds.label_names,
+        "max_length": cfg.data.max_length,
+        "folds": folds.table,
+        "wall_s": timing.total(),
+        "timing": dict(timing.laps),
+        "class_weights": prep.weights.tolist(),
+        "cluster": cluster,
+    }
+
+
+def write_outputs(place: RunPlace, cfg: RunConfig, prep: Prepared, folds: Folds, metrics, scored: Scored, oof_logits):
+    """The run folder's outputs, written locally and then copied into storage: models/fold_<k>/ (each fold's best
+    model with the tokenizer), the data files (reuters_ray.outputs), linear/ for a blended run, and the report."""
+    from reuters_ray.metrics import softmax
+    from reuters_ray.outputs import Predictions, write_run_outputs
+    from reuters_ray.report import write_report
+
+    ds = prep.ds
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp)
+        for k, path in enumerate(folds.best_paths):
+            dst = out / "models" / f"fold_{k}"
+            dst.mkdir(parents=True)
+            copy_dir(path, str(dst), place.fs, LOCAL)
+            prep.tokenizer.save_pretrained(str(dst))
+        write_run_outputs(
+            out,
+            metrics,
+            history=folds.history,
+            test=Predictions(ds.test_ids, ds.test_labels, scored.probs),
+            oof=Predictions(ds.train_ids, ds.train_labels, softmax(oof_logits), fold=prep.fold_of_row()),
+            config=cfg.to_dict(),
+            provenance={**ds.provenance, "fingerprint": prep.fingerprint},
+        )
+        if scored.linear is not None:
+            scored.linear.save(out / "linear")
+        write_report(out)
+        publish_outputs(out, place.fs, place.path)
+
+
+def publish_outputs(local: Path, fs: pafs.FileSystem, run_path: str) -> None:
+    """Copies a locally written run folder into storage, report.md last."""
+    for item in sorted(local.iterdir(), key=lambda p: OUTPUT_ORDER.get(p.name, 0)):
+        dst = f"{run_path}/{item.name}"
+        if item.is_dir():
+            copy_dir(str(item), dst, LOCAL, fs)
+        else:
+            write_atomic(dst, item.read_bytes(), fs)
+
+
+def predictor_line(m: dict[str, Any]) -> str:
+    """What the run's test figures are of, with the others' weighted F1 for comparison."""
+    blend = m.get("predictor") == "blend"
+    others = [f"ensemble {m['ensemble']['f1_weighted']:.4f}"] if blend else []
+    others += [f"baseline {m['baseline']['f1_weighted']:.4f}"] if "baseline" in m else []
+    what = f"blend, weight {m['blend']['weight']:.2f} on the ensemble" if blend else "ensemble"
+    return what + (f"; weighted F1 of the {' and the '.join(others)}" if others else "")
