@@ -2,6 +2,7 @@
 
 reuters-ray data summary [--data.KEY V ...]          class table and provenance of any source
 reuters-ray cv [--config YAML] [--SECTION.KEY V ...]  k-fold CV + ensemble as a Ray job (= python jobs/cv.py)
+reuters-ray tune --search S [--config YAML] [...]     a hyperparameter search, every trial a k-fold run (= jobs/tune.py)
 reuters-ray report RUN_DIR                            rebuild report.md / report.html of a run folder
 reuters-ray predict --run RUN_DIR [TEXT ... | --file F | -]   labels and top-k probabilities for new texts
 reuters-ray export --run RUN_DIR --out DIR [--int8]           the run's predictor as ONNX (+ INT8), tokenizer, manifest
@@ -130,6 +131,18 @@ def _cv(args: argparse.Namespace) -> int:
     return 0
 
 
+def _tune(args: argparse.Namespace) -> int:
+    from reuters_ray.console import Console
+    from reuters_ray.runner import run_search
+
+    cfg = run_config_from_args(args)
+    console = Console("quiet" if args.quiet else args.log_format)
+    name = Path(args.search).stem if args.search_name is None else args.search_name
+    with contextlib.redirect_stdout(sys.stderr):  # Ray's and Tune's notices; the console keeps stdout
+        run_search(cfg, args.search, name, console)
+    return 0
+
+
 def _report(args: argparse.Namespace) -> int:
     from reuters_ray.report import write_report
 
@@ -138,8 +151,9 @@ def _report(args: argparse.Namespace) -> int:
             print(path)
         return 0
     # A run in a bucket: its outputs fetched into the local cache, the report built there and written back.
-    from reuters_ray.storage import fetch_run, storage_location, uri_join, write_atomic
+    from reuters_ray.storage import fetch_run, follow_pointer, storage_location, uri_join, write_atomic
 
+    args.run_dir = follow_pointer(args.run_dir)  # a search's `best`: the report goes to the trial's folder
     try:
         local = fetch_run(args.run_dir)
     except (OSError, ValueError) as e:
@@ -331,7 +345,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="reuters-ray", description="Fine-tune small BERT encoders for news-topic classification with Ray."
     )
     sub = parser.add_subparsers(dest="command", required=True)
-    for add in (_add_data, _add_cv, _add_report, _add_predict, _add_export, _add_serve, _add_baseline):
+    for add in (_add_data, _add_cv, _add_tune, _add_report, _add_predict, _add_export, _add_serve, _add_baseline):
         add(sub)
     return parser
 
@@ -365,6 +379,26 @@ def _add_cv(sub) -> None:
         help="text: a table row per fold epoch and a progress line; json: one JSON object per line (default: text)",
     )
     cv.set_defaults(func=_cv)
+
+
+def _add_tune(sub) -> None:
+    tune = sub.add_parser(
+        "tune",
+        help="hyperparameter search on Ray Tune: every trial a whole k-fold cross-validation (same as python jobs/tune.py)",
+        description="Draws the trials of a search file from its seed, runs each as a k-fold cross-validation in "
+        "<cv.storage_path>/<search name>/trial_<i> (folds at once, trials as many at once as the cluster has room "
+        "for), ends bad trials early (ASHA on the folds' mean validation F1), and writes trials.csv, search.json, "
+        "report.html and `best`. The same command again continues the search.",
+    )
+    tune.add_argument("--search", required=True, metavar="YAML", help="the search file: which keys vary and how")
+    tune.add_argument("--search-name", metavar="NAME", help="the search's folder (default: the search file's name)")
+    _add_run_flags(tune)
+    out = tune.add_argument_group("output")
+    out.add_argument("--quiet", action="store_true", help="print only the result line (errors still go to stderr)")
+    out.add_argument(
+        "--log-format", choices=("text", "json"), default="text", help="text or JSON lines (default: text)"
+    )
+    tune.set_defaults(func=_tune)
 
 
 def _add_report(sub) -> None:

@@ -226,6 +226,25 @@ class RunConfig:
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
+    def with_absolute_paths(self) -> RunConfig:
+        """This config with its local paths made absolute from the current folder: the data and test files, the
+        caches, the storage path, and a model or tokenizer given as a local folder. For a config run by a process
+        whose working folder differs (a search's trial: Ray Tune runs each trial in a folder of its own)."""
+
+        def absolute(path: str | None, must_exist: bool = False) -> str | None:
+            if path is None or "://" in path or (must_exist and not os.path.exists(os.path.expanduser(path))):
+                return path
+            return os.path.abspath(os.path.expanduser(path))
+
+        d = self.data
+        data = dataclasses.replace(
+            d, path=absolute(d.resolved_path()), test_path=absolute(d.test_path), cache_dir=absolute(d.cache_dir),
+            tokenizer=absolute(d.tokenizer, must_exist=True),
+        )  # fmt: skip
+        model = dataclasses.replace(self.model, name=absolute(self.model.name, must_exist=True))
+        cv = dataclasses.replace(self.cv, storage_path=absolute(self.cv.storage_path))
+        return dataclasses.replace(self, data=data, model=model, cv=cv)
+
 
 def field_docs(cls: type) -> dict[str, str]:
     """Each field's comment in the class source (the lines above it and its trailing comment): the --help text."""
@@ -345,14 +364,20 @@ def from_dict(cls: type, mapping: dict[str, Any] | None, where: str = "") -> Any
     return cls(**kwargs)
 
 
-def load_yaml(path: str | Path) -> dict[str, Any]:
-    """Reads a YAML config file into a mapping (an empty file is an empty mapping)."""
+def load_yaml(path: str | Path, what: str = "config") -> dict[str, Any]:
+    """Reads a YAML file (a config, or what `what` names) into a mapping (an empty file is an empty mapping).
+    Raises ConfigError in one line naming the file, and the line and column of a YAML error."""
     try:
         data = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
     except OSError as e:
-        raise ConfigError(f"config: cannot read {path}: {e.strerror}") from None
+        raise ConfigError(f"{what}: cannot read {path}: {e.strerror}") from None
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"{what}: {path} is not UTF-8 text (byte {e.start})") from None
     except yaml.YAMLError as e:
-        raise ConfigError(f"config: {path} is not valid YAML: {e}") from None
+        mark = getattr(e, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        problem = " ".join(str(getattr(e, "problem", None) or e).split())
+        raise ConfigError(f"{what}: {path} is not valid YAML: {problem}{where}") from None
     if data is not None and not isinstance(data, dict):
-        raise ConfigError(f"config: {path} must hold a mapping of keys to values")
+        raise ConfigError(f"{what}: {path} must hold a mapping of keys to values")
     return data or {}

@@ -67,10 +67,14 @@ def _fold_worker(config: dict[str, Any]) -> None:
     data = FoldData(tokens, arrays["labels"], train_idx, val_idx, arrays["class_weights"], arrays["label_names"])
     print(format_row(), flush=True)  # the epoch table in the worker's log too (dashboard, Ray's log files)
 
-    def report(metrics: dict[str, Any], checkpoint_dir: Path | None) -> None:
+    def report(metrics: dict[str, Any], checkpoint_dir: Path | None) -> bool:
+        """Reports the epoch into Ray storage; True when the driver asks the fold to stop (a search ended it)."""
         print(format_row(metrics), flush=True)
         checkpoint = ray.train.Checkpoint.from_directory(str(checkpoint_dir)) if checkpoint_dir else None
         ray.train.report({**metrics, R.WORKER_STARTED_AT: started_at}, checkpoint=checkpoint)
+        while (answer := ray.get(config["progress"].gate.remote(metrics[R.EPOCH]))) == "wait":  # a search's trial
+            time.sleep(0.1)
+        return answer == "stop"
 
     with tempfile.TemporaryDirectory() as tmp:
         resume = None
@@ -127,7 +131,7 @@ def _fit_fold(task: FoldTask, data_ref: list, run_uri: str, progress) -> str:
     resources = {"CPU": task.cpus, **({"GPU": task.gpu_share} if task.gpu_share else {})}
     trainer = TorchTrainer(
         _fold_worker,
-        train_loop_config={"task": task, "data_ref": data_ref},
+        train_loop_config={"task": task, "data_ref": data_ref, "progress": progress},
         scaling_config=ray.train.ScalingConfig(
             num_workers=1, use_gpu=bool(task.gpu_share), resources_per_worker=resources
         ),
@@ -234,6 +238,23 @@ class _Progress:
         self._arrived.clear()
         return rows
 
+    # A search's trial gates its folds by epoch rounds: a fold that reported epoch e waits until the scheduler asked
+    # for more than the rounds it has seen (allow), or ended the trial (stop). A plain run never gates.
+
+    async def gate(self, epoch: int) -> str:
+        """For the fold that reported `epoch`: "stop", "go" or "wait" (ask again). Answered at once: a call that
+        waited here would be a FAILED task in the dashboard when the actor goes at the run's end."""
+        if getattr(self, "_stopping", False):
+            return "stop"
+        return "wait" if getattr(self, "_allowed", epoch) < epoch else "go"
+
+    async def allow(self, epoch: int) -> None:
+        self._allowed = max(epoch, getattr(self, "_allowed", 0))
+
+    async def stop(self) -> None:
+        """Every fold stops after the epoch it is in (a search's scheduler ended the trial)."""
+        self._stopping = True
+
 
 class _EnsembleActor:
     """Holds the fold models (copied from storage) on this actor's device and scores token arrays."""
@@ -262,25 +283,27 @@ class _EnsembleActor:
 # --- the driver -----------------------------------------------------------------------------------------------
 
 
-def run_cv(cfg: RunConfig, console: Console | None = None) -> dict[str, Any]:
+def run_cv(cfg: RunConfig, console: Console | None = None, control=None) -> dict[str, Any] | None:
     """Runs (or resumes) k-fold CV plus the ensemble on a local or remote Ray cluster; returns metrics.json's dict.
 
     Everything about the input (model name, data, folds, storage path, a run name used by another config or other
     data) is checked before anything is written, and raises ConfigError or DataError. RuntimeError when a fold fails
     (the run then resumes when started again). Connects to Ray (or starts it) only when not connected already, and
-    then disconnects at the end.
+    then disconnects at the end. `control` (TrialControl, a search's trial) gates the folds by epoch rounds; once it
+    says stop, the folds stop after their current epoch and run_cv returns None, writing no outputs (a rerun
+    continues the folds from their checkpoints).
     """
     ray = sys.modules.get("ray")  # not imported here: bad input is refused without importing Ray at all
     connected_before = ray is not None and ray.is_initialized()
     try:
-        return _run_cv(cfg, console or Console())
+        return _run_cv(cfg, console or Console(), control)
     finally:
         ray = sys.modules.get("ray")
         if not connected_before and ray is not None and ray.is_initialized():
             ray.shutdown()  # also ends Ray's message thread, which would print after the result otherwise
 
 
-def _run_cv(cfg: RunConfig, console: Console) -> dict[str, Any]:
+def _run_cv(cfg: RunConfig, console: Console, control=None) -> dict[str, Any] | None:
     timing = phases.Stopwatch()
     prep = phases.check_input(cfg)  # nothing is written before the input passed: a bad run leaves nothing behind
     place, resuming = phases.open_run(cfg, prep)
@@ -294,7 +317,9 @@ def _run_cv(cfg: RunConfig, console: Console) -> dict[str, Any]:
             resuming=True,
         )
     linear = _start_linear_fit(cfg, prep)  # CPU work on the driver while the folds train: no wall time of the run
-    folders = _run_folds(cfg, place, gpu_share, _put_train_split(prep), console)
+    folders = _run_folds(cfg, place, gpu_share, _put_train_split(prep), console, control)
+    if folders is None:
+        return None  # stopped: no outputs
     folds = phases.collect_folds(place, folders, cfg.train.patience)
     oof_logits = phases.out_of_fold_logits(place.fs, folds.best_paths, prep.folds, prep.n_train)
     timing.lap("folds_s")
@@ -370,8 +395,12 @@ def _score_test_split(cfg: RunConfig, place: RunPlace, prep, best_paths: list[st
     n = prep.n_train
     test = {"ids": prep.tokens.ids[n:], "lengths": prep.tokens.lengths[n:], "pad_id": prep.tokens.pad_id}
     actor_gpus = 1 if ray.cluster_resources().get("GPU", 0) >= 1 else 0
-    actor_cls = ray.remote(num_cpus=1, num_gpus=actor_gpus)(_EnsembleActor)
-    actor = actor_cls.options(name=f"{place.name}:ensemble").remote(
+    # at most the CPUs the run's folds held, which are free now: a search's trial actors hold a sliver of CPU on
+    # each node, so a whole CPU might never be free on any node of a small cluster while their trials wait here
+    cpus = min(1.0, cfg.cv.folds * cfg.cv.cpus_per_fold)
+    actor_cls = ray.remote(num_cpus=cpus, num_gpus=actor_gpus)(_EnsembleActor)
+    # DEFAULT: not in the placement group of whatever runs this driver (a search's trial), which holds no room for it
+    actor = actor_cls.options(name=f"{place.name}:ensemble", scheduling_strategy="DEFAULT").remote(
         place.uri, best_paths, cfg.train.precision, cfg.train.profile
     )
     fold_logits = ray.get(actor.fold_logits.remote(ray.put(test)))
@@ -407,10 +436,12 @@ def _say_done(console: Console, place: RunPlace, metrics: dict[str, Any], timing
     )
 
 
-def _run_folds(cfg: RunConfig, place: RunPlace, gpu_share: float, train_ref, console: Console) -> list[str]:
+def _run_folds(cfg: RunConfig, place: RunPlace, gpu_share: float, train_ref, console: Console, control=None):
     """Fits the unfinished folds at once (a thread per fold waits on its TorchTrainer) while printing their epoch
-    rows; returns each fold's last checkpoint folder. Raises RuntimeError naming the folds that failed, once the
-    others are done (their results are kept: the rerun resumes only what failed)."""
+    rows; returns each fold's last checkpoint folder. A search's trial passes `control` (TrialControl): its folds go
+    past epoch e only once control.allowed >= e, and once control.stop is set they stop after their current epoch,
+    as if interrupted, and None is returned. Raises RuntimeError naming the folds that failed, once the others are
+    done (their results are kept: the rerun resumes only what failed)."""
     import ray
     from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
@@ -421,6 +452,8 @@ def _run_folds(cfg: RunConfig, place: RunPlace, gpu_share: float, train_ref, con
     here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False)
     progress = ray.remote(num_cpus=0)(_Progress).options(name=f"{place.name}:progress", scheduling_strategy=here)
     progress = progress.remote()
+    if control is not None:
+        progress.allow.remote(0)  # gated: each fold waits after its first epoch for the trial's next round
     errors: dict[int, BaseException] = {}
     console.expected = {k for k in range(cfg.cv.folds) if k not in folders}
     with ThreadPoolExecutor(max_workers=cfg.cv.folds) as pool:
@@ -430,25 +463,344 @@ def _run_folds(cfg: RunConfig, place: RunPlace, gpu_share: float, train_ref, con
             futures[pool.submit(_fit_fold, task, [train_ref], place.uri, progress)] = k
             if len(futures) == 1:
                 _await_train_shared_actors(next(iter(futures)))
-        pending = set(futures)
+        pending, stopping, allowed = set(futures), False, 0
         while pending:
-            for row in ray.get(progress.take.remote(1.0)):
+            if control is not None and control.stop.is_set() and not stopping:
+                progress.stop.remote()  # the workers ask after each epoch
+                stopping = True
+            if control is not None and control.allowed > allowed:
+                allowed = control.allowed
+                progress.allow.remote(allowed)
+            for row in ray.get(progress.take.remote(1.0 if control is None else 0.2)):
                 console.epoch(row)
             for future in [f for f in pending if f.done()]:
                 pending.discard(future)
                 k = futures[future]
                 if future.exception() is not None:
                     errors[k] = future.exception()
-                    continue
-                folders[k] = future.result()
-                phases.mark_finished(place, k, folders[k])
+                elif not stopping:  # a stopped fold's last checkpoint is not its end
+                    folders[k] = future.result()
+                    phases.mark_finished(place, k, folders[k])
     for row in ray.get(progress.take.remote(0)):  # the last rows, sent just before their fold's fit returned
         console.epoch(row)
-    ray.kill(progress)
+    progress.__ray_terminate__.remote()  # gracefully, after any call still queued (a kill would fail it)
     if errors:
         k, first = min(errors.items())
         raise RuntimeError(
             f"run {place.name}: fold(s) {', '.join(map(str, sorted(errors)))} failed; rerun the same command to "
             f"resume. Fold {k}: {first}"
         )
-    return [folders[k] for k in range(cfg.cv.folds)]
+    return None if stopping else [folders[k] for k in range(cfg.cv.folds)]
+
+
+@dataclass
+class TrialControl:
+    """How a search's trial steers its run (run_cv's `control`): the epoch rounds the scheduler has allowed, and
+    whether it ended the trial."""
+
+    allowed: int = 0
+    stop: Any = None  # a threading.Event
+
+    def __post_init__(self):
+        import threading
+
+        self.stop = self.stop or threading.Event()
+
+
+# --- hyperparameter search: every trial a whole k-fold run, on Ray Tune ---------------------------------------
+
+
+class _RoundConsole(Console):
+    """A trial's console: no output of its own (the trial's log has the workers' tables); it turns the folds'
+    epoch rows into rounds for Tune: round r is complete when every fold has reported epoch r or finished, and its
+    score is the folds' mean best validation weighted F1 up to epoch r."""
+
+    def __init__(self, rounds, folds: int):
+        import io
+
+        super().__init__("quiet", io.StringIO())
+        self.rounds, self.n_folds, self.sent = rounds, folds, 0
+        self.best: dict[int, dict[int, float]] = {}  # fold -> epoch -> best validation F1 so far
+        self.finished: dict[int, bool] = {}
+
+    def epoch(self, row: dict[str, Any]) -> None:
+        k = row[R.FOLD]
+        self.best.setdefault(k, {})[row[R.EPOCH]] = row[R.BEST_F1]
+        self.finished[k] = row[R.FINISHED]
+        while self._complete(self.sent + 1):
+            self.sent += 1
+            score = float(np.mean([_best_at(b, self.sent) for b in self.best.values()]))
+            self.rounds.put({"score": score, "epoch": self.sent})
+
+    def _complete(self, r: int) -> bool:
+        if len(self.best) < self.n_folds:
+            return False
+        if all(self.finished.values()) and all(max(b) < r for b in self.best.values()):
+            return False  # every fold is done and reported: no round r
+        return all(max(b) >= r or self.finished[k] for k, b in self.best.items())
+
+    def done(self, text: str, **fields: Any) -> None:  # the run's result line: the search prints its own
+        pass
+
+
+def _best_at(best: dict[int, float], epoch: int) -> float:
+    """A fold's best validation F1 up to `epoch` (a resumed fold reports from its first new epoch on)."""
+    earlier = [e for e in best if e <= epoch]
+    return best[max(earlier)] if earlier else best[min(best)]
+
+
+def _trial_trainable():
+    """The Tune trainable class of a search (a function: Ray Tune is imported only when a search runs). Each trial
+    runs run_cv in a thread of its actor; step() returns its next epoch round; cleanup(), called when the scheduler
+    or the search ends the trial, stops its folds after their current epoch and waits for them: the trial's Ray
+    Train runs end as FINISHED, with nothing left behind and no task failed."""
+    import queue
+    import threading
+
+    from ray import tune
+
+    from reuters_ray.config import from_dict
+    from reuters_ray.search import mark_stopped, search_place
+
+    class Trial(tune.Trainable):
+        def setup(self, config: dict[str, Any]) -> None:
+            self.index, self.place = config["trial"], search_place(config["storage"], config["search"])
+            self.cfg = from_dict(RunConfig, config["configs"][str(self.index)])
+            self.rounds, self.control, self.started = queue.Queue(), TrialControl(), time.time()
+            self.console = _RoundConsole(self.rounds, self.cfg.cv.folds)
+            self.metrics, self.error, self.last = None, None, {"score": 0.0, "epoch": 0}
+            self.thread = threading.Thread(target=self._run, name=f"trial-{self.index}", daemon=True)
+            self.thread.start()
+
+        def _run(self) -> None:
+            try:
+                self.metrics = run_cv(self.cfg, self.console, self.control)
+            except BaseException as e:  # noqa: BLE001 (re-raised by step: Tune records the trial's error)
+                self.error = e
+            finally:
+                self.rounds.put(None)
+
+        def step(self) -> dict[str, Any]:
+            self.control.allowed = self.last["epoch"]  # asked for more: the folds may go past the rounds seen
+            item = self.rounds.get()
+            if item is None:
+                if self.error is not None:
+                    raise self.error
+                from reuters_ray.search import score_of_folds
+
+                return {**self.last, "score": score_of_folds(self.metrics["folds"]), "done": True}
+            self.last = item
+            return item
+
+        def save_checkpoint(self, checkpoint_dir: str) -> None:
+            return None  # a trial's state is its run folder (its folds' checkpoints): nothing for Tune to keep
+
+        def load_checkpoint(self, checkpoint) -> None:
+            return None  # never restored through Tune: a rerun derives the trials and resumes their run folders
+
+        def cleanup(self) -> None:
+            if self.thread.is_alive():  # ended by the scheduler (or the search): folds stop after this epoch
+                self.control.stop.set()
+                self.thread.join()
+            if self.metrics is None and self.error is None:  # the epochs its folds ran: the last may follow the stop
+                epochs = max((max(b) for b in self.console.best.values()), default=0)
+                mark_stopped(self.place, self.index, self.last["score"], epochs, time.time() - self.started)
+
+    return Trial
+
+
+def run_search(base: RunConfig, search_file: str, name: str, console: Console) -> dict[str, Any]:
+    """Runs (or continues) the search in `search_file` (reuters_ray.search) over the run config `base`: every trial
+    a k-fold cross-validation in <cv.storage_path>/<name>/trial_<i>, at most as many at once as the cluster has
+    room for, bad trials ended by ASHA on their folds' mean validation F1 after each epoch round. Returns the
+    results (search.json's). Raises ConfigError or DataError, before Ray starts, for a bad search file or input;
+    RuntimeError when trials failed. Like run_cv, connects to Ray (or starts it) only when not connected already,
+    and then disconnects at the end."""
+    ray = sys.modules.get("ray")
+    connected_before = ray is not None and ray.is_initialized()
+    try:
+        return _run_search(base, search_file, name, console)
+    finally:
+        ray = sys.modules.get("ray")
+        if not connected_before and ray is not None and ray.is_initialized():
+            ray.shutdown()
+
+
+def _run_search(base: RunConfig, search_file: str, name: str, console: Console) -> dict[str, Any]:
+    from reuters_ray.search import (
+        check_search,
+        read_search,
+        search_place,
+        trial_config,
+        trial_rows,
+        trial_status,
+        write_results,
+        write_search,
+    )
+
+    search_place(base.cv.storage_path, name)  # a bad search name or storage path, before the data is read
+    if base.cv.name is not None:
+        raise ConfigError(
+            "cv.name: a search names its trials' run folders (trial_<i>); name the search with --search-name"
+        )
+    search = read_search(search_file, base)
+    phases.check_input(base)  # the data, the model, the folds, what the linear model needs
+    _check_lengths(base, search, search_file)
+    base = base.with_absolute_paths()  # checked as given; the trials run where Tune puts them, not in this folder
+    place, trials, resumed = check_search(base, search, name)
+    configs = {str(i): trial_config(base, v, name, base.cv.storage_path, i).to_dict() for i, v in enumerate(trials)}
+    todo = [i for i in range(len(trials)) if trial_status(place, i) == "to run"]
+    room = _connect_for_trials(base, search.max_concurrent) if todo else 0  # refused here: nothing written yet
+    write_search(place, search, base, trials)
+    console.info(
+        f"search {name}: {place.uri}; {len(trials)} trials, {len(trials) - len(todo)} done before"
+        + (" (continuing)" if resumed else ""),
+        search=name,
+        uri=place.uri,
+    )
+    if todo:
+        _tune(search, place, configs, todo, console, room)
+    rows = trial_rows(place, trials)
+    best = write_results(place, search, rows)
+    _say_results(console, place, search, rows, best)
+    return {"trials": rows, "best": best}
+
+
+def _check_lengths(base: RunConfig, search, search_file: str) -> None:
+    """The model reads every data.max_length the search may draw, and the tokenizer's ids. Raises ConfigError."""
+    from reuters_ray.models import check_fits, check_model, load_tokenizer
+
+    positions, _ = check_model(base.model.name)
+    dist = search.space.get("data.max_length")
+    if dist is not None and positions:
+        high = max(dist.args) if dist.kind == "choice" else dist.args[1]
+        if high > positions:
+            raise ConfigError(
+                f"search {search_file}: data.max_length: {list(dist.args)} reaches {high}, but model "
+                f"{base.model.name!r} reads at most {positions} tokens (max_position_embeddings); keep it at "
+                f"{positions} or less"
+            )
+    tokenizer = load_tokenizer(base.data.tokenizer or base.model.name)
+    check_fits(base.model.name, base.data.max_length, tokenizer, base.data.tokenizer)
+
+
+def _say_results(console: Console, place, search, rows: list[dict[str, Any]], best: dict[str, Any] | None) -> None:
+    from reuters_ray.search import summary
+
+    for r in sorted(rows, key=lambda r: (r["score"] is None, -(r["score"] or 0))):
+        score = "n/a" if r["score"] is None else f"{r['score']:.4f}"
+        values = summary({k: r[k] for k in search.space})
+        epochs = "" if r["epochs"] is None else f", {r['epochs']} epoch{'' if r['epochs'] == 1 else 's'}"
+        console.info(f"trial {r['trial']}: {r['status']}, score {score}{epochs} ({values})")
+    if best is not None:
+        t = best["test"]
+        console.done(
+            f"search {place.name}: best trial {best['trial']} (score {best['score']:.4f}; its test figures: accuracy "
+            f"{t['accuracy']:.4f}, weighted F1 {t['f1_weighted']:.4f}, macro F1 {t['f1_macro']:.4f}); "
+            f"run folder {uri_join(place.uri, best['run'])}; report: {uri_join(place.uri, 'report.html')}",
+            search=place.name,
+            best=best["trial"],
+        )
+
+
+def _connect_for_trials(base: RunConfig, asked: int | None) -> int:
+    """Connects to Ray (or starts it); how many trials fit at once (_trials_at_once). Raises ConfigError."""
+    import ray
+
+    if not ray.is_initialized():
+        ray.init(log_to_driver=False)
+    return _trials_at_once(base, ray.cluster_resources(), asked)
+
+
+def _tune(search, place, configs: dict, todo: list[int], console: Console, room: int) -> None:
+    """The trials in `todo` as Ray Tune trials under ASHA, at most `room` at once. Tune's own experiment state
+    (pickled) goes to <search>/_tune and is never read back: a rerun derives the trials from the search file again."""
+    from ray import tune
+    from ray.tune.schedulers import ASHAScheduler
+
+    from reuters_ray.search import trial_status
+
+    os.environ.setdefault("RAY_TRAIN_ENABLE_STATE_TRACKING", "1")
+    # ASHA's horizon one round past the longest trial: a trial ends by finishing (done), never by reaching max_t,
+    # which would stop it while its last folds return and leave it without outputs
+    max_t = max(c["train"]["max_epochs"] for c in configs.values()) + 1
+
+    class Say(tune.Callback):
+        """Each trial's epoch rounds on the search's console; and the end of the search held until every ended trial
+        has stopped its folds. Tune pickles its callbacks into its own experiment state, never read back here: the
+        console (a stream) is left out of the pickle."""
+
+        ended: set[int] = set()
+
+        def on_trial_result(self, iteration, trials, trial, result):
+            if console is not None and not result.get("done"):  # a finished trial's line comes with the results
+                console.info(f"trial {trial.config['trial']}: epoch {result['epoch']}, score {result['score']:.4f}")
+
+        def on_trial_complete(self, iteration, trials, trial, **info):
+            self.ended.add(trial.config["trial"])
+
+        def on_step_end(self, iteration, trials, **info):
+            # Once every trial is done in Tune's eyes, Tune gives a trial's actor 10 s to stop, then kills it, and
+            # with it the Train runs it owns (FAILED tasks). A trial the scheduler ended is still stopping its folds
+            # after their current epoch: wait for it (its cleanup writes stopped.json last).
+            if not all(t.status in ("TERMINATED", "ERROR") for t in trials):
+                return
+            deadline = time.monotonic() + STOP_WAIT_S
+            for i in sorted(self.ended):
+                while trial_status(place, i) == "to run" and time.monotonic() < deadline:
+                    time.sleep(0.5)
+            self.ended.clear()
+
+        def __reduce__(self):
+            return (object, ())
+
+    trainable = tune.with_resources(_trial_trainable(), {"CPU": TRIAL_CPU})
+    tuner = tune.Tuner(
+        trainable,
+        param_space={
+            "trial": tune.grid_search(todo),
+            "storage": place.storage,
+            "search": place.name,
+            "configs": configs,
+        },
+        tune_config=tune.TuneConfig(
+            scheduler=ASHAScheduler(
+                time_attr="training_iteration",
+                metric="score",
+                mode="max",
+                max_t=max_t,
+                grace_period=min(search.grace_epochs, max_t - 1),
+                reduction_factor=search.reduction_factor,
+            ),
+            max_concurrent_trials=room,
+        ),
+        run_config=tune.RunConfig(name="_tune", storage_path=place.uri, callbacks=[Say()], verbose=0),
+    )
+    results = tuner.fit()
+    failed = [r for r in results if r.error is not None]
+    if failed:
+        first = str(failed[0].error).strip().splitlines()[-1]
+        raise RuntimeError(
+            f"search {place.name}: {len(failed)} trial(s) failed; rerun the same command to continue. First: {first}"
+        )
+
+
+TRIAL_CPU = 0.01  # what a trial's actor holds: it only waits on its folds, which hold their own CPUs
+STOP_WAIT_S = 600.0  # at most this long for ended trials to stop their folds when the search ends (Tune's own limit)
+
+
+def _trials_at_once(base: RunConfig, cluster: dict[str, float], asked: int | None) -> int:
+    """How many trials fit the cluster at once: each holds its folds' CPUs (and GPU shares) and a sliver for its
+    actor. Raises ConfigError when not even one fits."""
+    per_trial = base.cv.folds * base.cv.cpus_per_fold + TRIAL_CPU
+    gpus = base.cv.gpus_per_fold or 0.0
+    fit = int(cluster.get("CPU", 0) // per_trial)
+    if gpus:
+        fit = min(fit, int(cluster.get("GPU", 0) // (base.cv.folds * gpus)))
+    if fit < 1:
+        raise ConfigError(
+            f"one trial needs {per_trial:g} CPUs ({base.cv.folds} folds x cv.cpus_per_fold={base.cv.cpus_per_fold}) "
+            f"{'and ' + str(base.cv.folds * gpus) + ' GPUs ' if gpus else ''}but this Ray cluster has "
+            f"{cluster.get('CPU', 0):g} CPUs{' and ' + format(cluster.get('GPU', 0), 'g') + ' GPUs' if gpus else ''}"
+        )
+    return min(fit, asked) if asked else fit

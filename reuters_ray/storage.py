@@ -69,6 +69,28 @@ def uri_join(uri: str, *parts: str) -> str:
     return base.rstrip("/") + "".join(f"/{p}" for p in parts) + sep + query
 
 
+POINTER_MAX = 256  # bytes: a pointer file holds one folder name
+
+
+def follow_pointer(uri: str) -> str:
+    """`uri`, or the sibling folder it names when it is a pointer file in a bucket: one line holding a folder name (a
+    search's `best`, which is a symbolic link on a local disk). Local paths are returned as they are."""
+    if "://" not in uri:
+        return uri
+    fs, path, _ = storage_location(uri)
+    try:
+        info = fs.get_file_info(path)
+    except (OSError, ValueError):
+        return uri
+    if info.type != pafs.FileType.File or info.size > POINTER_MAX:
+        return uri
+    name = (read_bytes(fs, path) or b"").decode("utf-8", "replace").strip()
+    if not name or "/" in name or name in (".", ".."):
+        return uri
+    base, sep, query = uri.partition("?")
+    return base.rstrip("/").rsplit("/", 1)[0] + "/" + name + sep + query
+
+
 def read_bytes(fs: pafs.FileSystem, path: str) -> bytes | None:
     """The file's bytes, or None when it is not there (or cannot be read)."""
     try:
@@ -157,11 +179,13 @@ def cache_root() -> Path:
 
 def fetch_run(uri: str, cache_root_dir: str | os.PathLike | None = None) -> Path:
     """A local copy of the outputs of the run folder at `uri` (everything but Ray's fold_<k> checkpoint folders),
-    fetched into a cache once and again only when the run's metrics.json changed. A local path is returned as is.
+    fetched into a cache once and again only when the run's metrics.json changed (a pointer file, a search's `best`,
+    followed first). A local path is returned as is.
     Several processes may fetch the same run at once: each fills a private folder, one rename publishes it.
     Raises FileNotFoundError when `uri` holds no metrics.json."""
     if "://" not in uri:
         return Path(uri)
+    uri = follow_pointer(uri)  # a search's `best` in a bucket
     fs, path, _ = storage_location(uri)
     metrics = read_bytes(fs, f"{path}/metrics.json")
     if metrics is None:

@@ -468,7 +468,7 @@ def train_fold(
     fold: int = 0,
     resume_from: Path | Iterable[Path] | None = None,
     attempt: str | None = None,
-    report: Callable[[dict[str, Any], Path | None], None] | None = None,
+    report: Callable[[dict[str, Any], Path | None], bool | None] | None = None,
     stop_after_epoch: int | None = None,
     device: str | torch.device | None = None,
     gpu_share: float = 1.0,
@@ -478,7 +478,8 @@ def train_fold(
     """Trains one fold; returns its epoch rows (reuters_ray.rows) and its best model.
 
     Writes out_dir/epoch_NNN every train.checkpoint_every epochs and after the last (train.keep_checkpoints kept)
-    and calls report(row, checkpoint folder or None) after every epoch. resume_from: a checkpoint folder to continue
+    and calls report(row, checkpoint folder or None) after every epoch (a true answer stops the fold there, as if
+    interrupted). resume_from: a checkpoint folder to continue
     from exactly (weights, optimizer, schedule, scaler, RNG, early stopping), or several, newest first: the first
     that loads is used, damaged ones skipped; none: the fold starts over (logged, and recorded in "restarts").
     attempt: the id of the process running this call (the Ray run's): a resume from a checkpoint of the same id is
@@ -522,12 +523,15 @@ def train_fold(
         if state.finished or epoch % tc.checkpoint_every == 0:
             progress = progress_of(state, epoch, cfg, identity, attempt, plan)
             checkpoint = write_checkpoint(out_dir / f"epoch_{epoch:03d}", state, row, progress)
+        asked_to_stop = False
         if report is not None:
             t3 = time.perf_counter()
-            report(row, checkpoint)
+            asked_to_stop = bool(report(row, checkpoint))
             row[R.REPORT_S] = time.perf_counter() - t3  # reaches the next checkpoint's history
         if checkpoint is not None:
             prune_checkpoints(out_dir, tc.keep_checkpoints)
+        if asked_to_stop:  # the caller's report said so (a search's scheduler ended the trial): as if interrupted
+            break
         if state.finished and state.stopper.should_stop:
             log(
                 f"fold {fold}: early stop after epoch {epoch}: no val F1 gain over {tc.min_delta} for {tc.patience} epochs"

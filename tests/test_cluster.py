@@ -8,7 +8,8 @@ In file order (the last test loses the second node):
 1. an undisturbed 2-fold run: everything in the bucket, nothing written locally, one fold on each node; it is the
    reference the faults must end like;
 2. five folds on room for two: queued by Ray, never more than two at once, all finish;
-3. the faults, in one `ray job submit` job: a fold's worker SIGKILLed, the second node lost (its raylet SIGKILLed)
+3. a search of two trials at once, a node each, in the bucket (issue 29);
+4. the faults, in one `ray job submit` job: a fold's worker SIGKILLed, the second node lost (its raylet SIGKILLed)
    while the other fold trains there, a hung worker, the job stopped once one fold has finished; submitted again it
    resumes from the bucket and ends with the reference's metrics."""
 
@@ -88,7 +89,7 @@ def cluster():
 
 def config_yaml(reuters_dir, tmp_path, epochs=EPOCHS, train_sample=500, **cv):
     """configs/tiny-cpu.yaml with `epochs` epochs and a whole CPU (a node's room) per fold."""
-    cfg = tiny_config(reuters_dir, cpus_per_fold=1, **cv)
+    cfg = tiny_config(reuters_dir, **{"cpus_per_fold": 1, **cv})
     cfg["train"]["max_epochs"] = epochs
     cfg["data"]["train_sample"] = train_sample
     path = tmp_path / "config.yaml"
@@ -160,6 +161,52 @@ def test_five_folds_on_room_for_two_are_queued_and_all_finish(cluster, reuters_d
     at_once = max(sum(s <= t < e for s, e in spans) for t, _ in spans)
     assert at_once == 2, spans  # queued by Ray: two at a time, never more
     assert {n for f in metrics["folds"] for n in f["node_ids"]} == {cluster.head, cluster.second}
+
+
+def test_a_search_in_the_bucket_runs_trials_on_both_nodes_and_predict_follows_best(cluster, reuters_dir, tmp_path):
+    """Issue 29's room and storage: two 2-fold trials at once (0.45 CPU a fold: a trial fits a node), their run
+    folders, results and `best` (a pointer file) in the bucket; predict and report take `<search>/best`."""
+    (tmp_path / "cwd").mkdir()
+    config = config_yaml(reuters_dir, tmp_path, epochs=1, folds=2, cpus_per_fold=0.45)
+    search = tmp_path / "search.yaml"
+    search.write_text(
+        yaml.safe_dump({"trials": 2, "seed": 0, "space": {"model.hidden_dropout": {"uniform": [0.0, 0.2]}}})
+    )
+    storage = cluster.uri("bkt/searches")
+    cmd = [str(BIN / "reuters-ray"), "tune", "--config", str(config), "--search", str(search), "--cv.storage_path",
+           storage, "--cv.baseline", "false", "--cv.blend", "false", "--quiet"]  # fmt: skip
+    out = subprocess.run(cmd, cwd=tmp_path / "cwd", capture_output=True, text=True, timeout=RUN_TIMEOUT)
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    assert list((tmp_path / "cwd").iterdir()) == []
+    fs, where = cluster.fs, "bkt/searches/search"
+    result = read_json((fs, f"{where}/search.json"))
+    assert [r["status"] for r in result["results"]] == ["finished", "finished"]
+    best = result["best"]["run"]
+    assert fs.open_input_stream(f"{where}/best").read().decode() == best + "\n"
+    for name in (
+        "trials.csv",
+        "report.html",
+        "report.md",
+        f"{best}/report.md",
+        f"{best}/models/fold_1/model.safetensors",
+    ):
+        assert fs.get_file_info(f"{where}/{name}").type == pafs.FileType.File, name
+    node_ids = set()
+    for trial in ("trial_0", "trial_1"):
+        metrics = read_json((fs, f"{where}/{trial}/metrics.json"))
+        node_ids |= {n for f in metrics["folds"] for n in f["node_ids"]}
+    assert node_ids == {cluster.head, cluster.second}  # the two trials ran at once, a node each
+    best_uri = cluster.uri("bkt/searches/search/best")
+    env = {**os.environ, "REUTERS_RAY_CACHE": str(tmp_path / "cache")}
+    answer = subprocess.run([str(BIN / "reuters-ray"), "predict", "--run", best_uri, "--json", "Oil prices rose"],
+                            capture_output=True, text=True, timeout=RUN_TIMEOUT, env=env)  # fmt: skip
+    assert answer.returncode == 0, answer.stderr[-3000:]
+    labels = read_json((fs, f"{where}/{best}/metrics.json"))["label_names"]
+    assert json.loads(answer.stdout)["label"] in labels
+    report = subprocess.run([str(BIN / "reuters-ray"), "report", best_uri], capture_output=True, text=True,
+                            timeout=RUN_TIMEOUT, env=env)  # fmt: skip
+    assert report.returncode == 0, report.stderr[-3000:]
+    assert report.stdout.splitlines()[-1] == cluster.uri(f"bkt/searches/search/{best}/report.md")
 
 
 def raylet_of(marker):
