@@ -45,7 +45,8 @@ COMMANDS = [(line, argv) for line in readme_commands() if (argv := reuters_ray_a
 
 
 def test_the_readme_shows_every_verb():
-    assert {argv[0] for _, argv in COMMANDS} == {"data", "cv", "report", "predict", "baseline", "export", "serve"}
+    verbs = {"data", "cv", "tune", "report", "predict", "baseline", "export", "serve"}
+    assert {argv[0] for _, argv in COMMANDS} == verbs
 
 
 @pytest.mark.parametrize("line,argv", COMMANDS, ids=[line[:70] for line, _ in COMMANDS])
@@ -67,9 +68,10 @@ RUNS_NOW = [
 
 @pytest.mark.parametrize("line", RUNS_NOW, ids=[line[:70] for line in RUNS_NOW])
 def test_readme_command_runs(line, finished_run, tmp_path):
-    """Run as written from the repository root, with the walk-through's run folder (runs/quick) being the tiny
-    test run and the data folder the one the tests use."""
-    line = line.replace(".venv/bin/", f"{BIN}/").replace("runs/quick", str(finished_run))
+    """Run as written from the repository root, with the walk-through's run folder (runs/quick) and the search's
+    best trial (a run folder too) being the tiny test run, and the data folder the one the tests use."""
+    line = line.replace(".venv/bin/", f"{BIN}/").replace("runs/search-quick-cpu/best", str(finished_run))
+    line = line.replace("runs/quick", str(finished_run))
     line = line.replace("../shared/data/reuters21578", str(REUTERS_DIR))
     if "configs/quick-cpu.yaml" in line:  # its data.path is relative to the repository root
         line += f" --data.path {REUTERS_DIR}"
