@@ -16,10 +16,11 @@ from __future__ import annotations
 import os
 import sys
 import tempfile
+import threading
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -499,12 +500,7 @@ class TrialControl:
     whether it ended the trial."""
 
     allowed: int = 0
-    stop: Any = None  # a threading.Event
-
-    def __post_init__(self):
-        import threading
-
-        self.stop = self.stop or threading.Event()
+    stop: threading.Event = field(default_factory=threading.Event)
 
 
 # --- hyperparameter search: every trial a whole k-fold run, on Ray Tune ---------------------------------------
@@ -555,7 +551,6 @@ def _trial_trainable():
     or the search ends the trial, stops its folds after their current epoch and waits for them: the trial's Ray
     Train runs end as FINISHED, with nothing left behind and no task failed."""
     import queue
-    import threading
 
     from ray import tune
 
@@ -667,8 +662,9 @@ def _run_search(base: RunConfig, search_file: str, name: str, console: Console) 
 
 
 def _check_lengths(base: RunConfig, search, search_file: str) -> None:
-    """The model reads every data.max_length the search may draw, and the tokenizer's ids. Raises ConfigError."""
-    from reuters_ray.models import check_fits, check_model, load_tokenizer
+    """The model reads every data.max_length the search may draw (phases.check_input checked the base config's
+    and the tokenizer). Raises ConfigError."""
+    from reuters_ray.models import check_model
 
     positions, _ = check_model(base.model.name)
     dist = search.space.get("data.max_length")
@@ -680,8 +676,6 @@ def _check_lengths(base: RunConfig, search, search_file: str) -> None:
                 f"{base.model.name!r} reads at most {positions} tokens (max_position_embeddings); keep it at "
                 f"{positions} or less"
             )
-    tokenizer = load_tokenizer(base.data.tokenizer or base.model.name)
-    check_fits(base.model.name, base.data.max_length, tokenizer, base.data.tokenizer)
 
 
 def _say_results(console: Console, place, search, rows: list[dict[str, Any]], best: dict[str, Any] | None) -> None:

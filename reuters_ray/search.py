@@ -282,13 +282,6 @@ def write_search(place: SearchPlace, search: Search, base: RunConfig, trials: li
     write_atomic(place.at(SEARCH_FILE), search_json(search, base, trials), place.fs)
 
 
-def open_search(base: RunConfig, search: Search, name: str) -> tuple[SearchPlace, list[dict[str, Any]], bool]:
-    """check_search, then write_search: the search's folder opened for its trials."""
-    place, trials, resumed = check_search(base, search, name)
-    write_search(place, search, base, trials)
-    return place, trials, resumed
-
-
 def trial_status(place: SearchPlace, trial: int) -> str:
     """ "finished" (its run folder holds report.md), "stopped" (the scheduler ended it: stopped.json) or "to run"."""
     from reuters_ray.storage import read_bytes

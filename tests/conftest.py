@@ -162,6 +162,18 @@ def dashboard_get(dashboard: str, path: str):
         return json.loads(response.read())
 
 
+def state_list(dashboard: str, resource: str, **filters) -> list[dict]:
+    """Ray's state API (what `ray list tasks|actors` asks) over REST: `resource` rows whose fields equal `filters`."""
+    import urllib.parse
+
+    params = [("limit", "10000")]
+    for key, value in filters.items():
+        params += [("filter_keys", key), ("filter_predicates", "="), ("filter_values", value)]
+    answer = dashboard_get(dashboard, f"/api/v0/{resource}?{urllib.parse.urlencode(params)}")
+    assert answer["result"], answer.get("msg")
+    return answer["data"]["result"]["result"]
+
+
 @contextlib.contextmanager
 def moto_bucket(bucket="bkt"):
     """moto's S3 server (the `test` extra) on 127.0.0.1 at a free port, with `bucket` made in it, and the AWS

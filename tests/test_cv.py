@@ -3,13 +3,12 @@ a tiny BERT on a stratified sample of 500 Reuters-18 wires, 2 folds x 2 epochs (
 has 3; two show the same and cost a third less)."""
 
 import json
-import urllib.parse
 
 import numpy as np
 import pandas as pd
 import pytest
 import yaml
-from conftest import FOLDS, checkpoints, dashboard_get
+from conftest import FOLDS, checkpoints, dashboard_get, state_list
 from sklearn.metrics import accuracy_score, f1_score
 
 
@@ -69,12 +68,7 @@ def test_a_healthy_run_fails_no_ray_task_and_stores_no_pickle(ray_head, finished
     job = json.loads((finished_run / "metrics.json").read_text())["cluster"]["job_id"]
 
     def listed(resource, **filters):  # the state API behind `ray list` and the dashboard, asked over REST
-        params = [("limit", "10000")]
-        for key, value in filters.items():
-            params += [("filter_keys", key), ("filter_predicates", "="), ("filter_values", value)]
-        answer = dashboard_get(ray_head, f"/api/v0/{resource}?{urllib.parse.urlencode(params)}")
-        assert answer["result"], answer.get("msg")
-        return answer["data"]["result"]["result"]
+        return state_list(ray_head, resource, **filters)
 
     names = {t["name"] for t in listed("tasks", job_id=job)}
     assert {"TrainController.run", "RayTrainWorker.run_train_fn", "_EnsembleActor.fold_logits"} <= names

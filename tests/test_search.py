@@ -7,12 +7,11 @@ never ends them, so the test does not depend on noise between them). Marker `sea
 
 import json
 import os
-import urllib.parse
 
 import numpy as np
 import pytest
 import yaml
-from conftest import dashboard_get, make_csv
+from conftest import dashboard_get, make_csv, state_list
 
 from reuters_ray.cli import main
 
@@ -26,15 +25,6 @@ SEARCH = {
     "reduction_factor": 2,
     "space": {"train.lr": {"choice": [0.003, 1.0e-9]}},
 }
-
-
-def listed(dashboard: str, resource: str, **filters):
-    params = [("limit", "10000")]
-    for key, value in filters.items():
-        params += [("filter_keys", key), ("filter_predicates", "="), ("filter_values", value)]
-    answer = dashboard_get(dashboard, f"/api/v0/{resource}?{urllib.parse.urlencode(params)}")
-    assert answer["result"], answer.get("msg")
-    return answer["data"]["result"]["result"]
 
 
 @pytest.fixture(scope="module")
@@ -108,14 +98,16 @@ def test_a_trial_is_a_run_folder_predict_takes_through_best(searched, capsys):
 
 def test_the_search_leaves_no_failed_task_and_no_worker_behind(ray_head, searched):
     _, job, *_ = searched
-    failed = listed(ray_head, "tasks", job_id=job, state="FAILED")
+    failed = state_list(ray_head, "tasks", job_id=job, state="FAILED")
     assert failed == [], [(t["name"], t.get("error_type"), t.get("error_message")) for t in failed]
-    names = {t["name"] for t in listed(ray_head, "tasks", job_id=job)}
+    names = {t["name"] for t in state_list(ray_head, "tasks", job_id=job)}
     assert {"TrainController.run", "RayTrainWorker.run_train_fn"} <= names  # the filter filters
     ours = ("RayTrainWorker", "TrainController", "_Progress", "_EnsembleActor")  # not Train's shared state actor
-    alive = [a["class_name"] for a in listed(ray_head, "actors", job_id=job, state="ALIVE") if a["class_name"] in ours]
+    alive = [
+        a["class_name"] for a in state_list(ray_head, "actors", job_id=job, state="ALIVE") if a["class_name"] in ours
+    ]
     assert alive == []  # the ended trial's fold workers went with it, as every finished trial's did
-    assert {a["class_name"] for a in listed(ray_head, "actors", job_id=job)} >= {"RayTrainWorker", "_Progress"}
+    assert {a["class_name"] for a in state_list(ray_head, "actors", job_id=job)} >= {"RayTrainWorker", "_Progress"}
     runs = [r for r in dashboard_get(ray_head, "/api/train/v2/runs/v1")["train_runs"] if r["job_id"] == job]
     assert sorted({r["name"].split("/")[0] for r in runs}) == ["trial_0", "trial_1", "trial_2", "trial_3"]
     assert {r["status"] for r in runs} == {"FINISHED"}  # trial 2's folds too: stopped after an epoch, not killed

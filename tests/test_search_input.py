@@ -74,7 +74,7 @@ def test_a_search_name_holding_another_search_is_refused_untouched(tmp_path, cap
     from conftest import make_csv
 
     from reuters_ray.config import from_dict
-    from reuters_ray.search import open_search
+    from reuters_ray.search import check_search, write_search
 
     make_csv(tmp_path / "news.csv", n_per_class=40)
     flags = {"data": {"source": "table", "path": str(tmp_path / "news.csv"), "text_column": "headline",
@@ -83,7 +83,9 @@ def test_a_search_name_holding_another_search_is_refused_untouched(tmp_path, cap
     (tmp_path / "base.yaml").write_text(yaml.safe_dump(flags))
     (tmp_path / "s.yaml").write_text(yaml.safe_dump({"trials": 2, "seed": 0, "space": GOOD}))
     base = from_dict(RunConfig, flags)
-    open_search(base, read_search(tmp_path / "s.yaml", base), "s")  # the search as a first run left it
+    search = read_search(tmp_path / "s.yaml", base)
+    place, trials, _ = check_search(base, search, "s")
+    write_search(place, search, base, trials)  # the search as a first run left it
     kept = (tmp_path / "runs" / "s" / "search.json").read_bytes()
     (tmp_path / "s.yaml").write_text(yaml.safe_dump({"trials": 2, "seed": 1, "space": GOOD}))  # another seed
     args = ["tune", "--config", str(tmp_path / "base.yaml"), "--search", str(tmp_path / "s.yaml"), "--quiet"]
