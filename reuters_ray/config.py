@@ -32,6 +32,15 @@ class DataConfig:
     # reuters21578: a folder of reut2-*.sgm or reuters21578.tar.gz; unset -> $REUTERS21578_PATH, else download.
     # table: the training file (or the whole file, split by test_size).
     path: str | None = None
+    # "single": one label per text (the seed's task). "multi": a set of labels per text (Reuters' topics, tags):
+    # sigmoid outputs, thresholds chosen out of fold, micro-/macro-F1 (docs/data.md, "Multi-label").
+    task: str = "single"
+    # reuters21578 only: "keras" (Keras's Reuters-46 split, the seed's) or "modapte" (LEWISSPLIT TRAIN/TEST of the
+    # wires with TOPICS="YES": the standard benchmark split; with task multi every topic of a wire is kept).
+    split: str = "keras"
+    # table only, task multi, CSV/TSV: what separates the labels of one cell ("sport|politics"). JSONL and Parquet
+    # cells hold lists.
+    label_delimiter: str = "|"
     # reuters21578 only. "title+body": each wire's own title and body (correct). "keras": the next
     # <BODY> after the wire's <TOPICS>, as Keras built its data set (975 wires get a later wire's body).
     text: str = "title+body"
@@ -67,6 +76,24 @@ class DataConfig:
             self.delimiter = "\t"
         checks = [
             (self.source in ("reuters21578", "keras", "table"), "source", "one of reuters21578, keras, table"),
+            (self.task in ("single", "multi"), "task", "single or multi"),
+            (self.split in ("keras", "modapte"), "split", "keras or modapte"),
+            (
+                self.split == "keras" or self.source == "reuters21578",
+                "split",
+                "keras unless data.source is reuters21578 (modapte is a split of the raw Reuters-21578 files)",
+            ),
+            (
+                self.task == "single" or self.source != "keras",
+                "task",
+                "single with the keras source (Keras's reuters.npz has one topic per wire; for several use "
+                "data.source reuters21578 with data.split modapte)",
+            ),
+            (
+                len(self.label_delimiter) >= 1 and not set(self.label_delimiter) & set('"\r\n'),
+                "label_delimiter",
+                "one or more characters other than quotes and line breaks",
+            ),
             (self.text in ("title+body", "keras"), "text", "title+body or keras"),
             (0.0 < self.test_size < 1.0, "test_size", "between 0 and 1"),
             (self.min_samples >= 1, "min_samples", ">= 1"),
@@ -112,6 +139,9 @@ class ModelConfig:
         )
 
 
+MONITORS = ("f1_weighted", "f1_macro", "f1_micro", "accuracy")
+
+
 @dataclass
 class TrainConfig:
     # "seed": the seed report to the letter (pad every text to max_length, gradient checkpointing, fp16 on
@@ -123,7 +153,10 @@ class TrainConfig:
     batch_size: int = 8  # micro-batch
     grad_accum: int = 4  # micro-batches per optimizer step: 8 x 4 = 32 examples per update
     max_epochs: int = 20  # upper bound; early stopping usually ends a fold sooner
-    patience: int = 7  # early stopping: epochs without a val/f1_weighted gain of more than min_delta
+    patience: int = 7  # early stopping: epochs without a gain of the monitored metric of more than min_delta
+    # The early-stopping (and best-model) metric of validation: f1_weighted, f1_macro, f1_micro or accuracy (for
+    # data.task multi: subset accuracy). Unset: f1_weighted for task single, f1_micro for task multi.
+    monitor: str | None = None
     min_delta: float = 1e-4
     focal_gamma: float = 0.5  # focal loss focusing: 0 is plain (weighted, smoothed) cross-entropy
     label_smoothing: float = 0.05  # share of each target spread evenly over all classes
@@ -156,6 +189,7 @@ class TrainConfig:
                 (self.grad_accum >= 1, "grad_accum", ">= 1"),
                 (self.max_epochs >= 1, "max_epochs", ">= 1"),
                 (self.patience >= 1, "patience", ">= 1"),
+                (self.monitor in MONITORS + (None,), "monitor", "one of " + ", ".join(MONITORS) + ", or unset"),
                 (self.min_delta >= 0, "min_delta", ">= 0"),
                 (self.focal_gamma >= 0, "focal_gamma", ">= 0"),
                 (0.0 <= self.label_smoothing < 1.0, "label_smoothing", "in [0, 1)"),
@@ -184,6 +218,13 @@ class CVConfig:
     # The run's predictor: w * the ensemble's probabilities + (1 - w) * the baseline's (calibrated), w chosen on
     # out-of-fold predictions, never on the test split (reuters_ray.blend). false: the seed's pure ensemble.
     blend: bool = True
+    # data.task multi: a topic with at least this many training positives gets a threshold of its own, chosen on the
+    # out-of-fold probabilities; the others share one global threshold chosen the same way (one number fitted on
+    # every topic's rows: a topic with a handful of positives would overfit a threshold of its own).
+    threshold_min_positives: int = 30
+    # data.task multi: a text whose probabilities all fall below their thresholds still gets its most probable topic
+    # (every Reuters wire of ModApte has one).
+    at_least_one: bool = True
 
     def __post_init__(self) -> None:
         _check(
@@ -194,6 +235,7 @@ class CVConfig:
                 (self.gpus_per_fold is None or self.gpus_per_fold >= 0, "gpus_per_fold", ">= 0 or unset"),
                 (self.cpus_per_fold > 0, "cpus_per_fold", "> 0"),
                 (self.max_failures >= 0, "max_failures", ">= 0"),
+                (self.threshold_min_positives >= 1, "threshold_min_positives", ">= 1"),
                 (
                     # a folder in storage_path, also inside a URI and on one line of the console: no path separators,
                     # no ? # % (a URI's), no control characters, no spaces at either end, not . or ..
@@ -225,6 +267,14 @@ class RunConfig:
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+    @property
+    def multi_label(self) -> bool:
+        return self.data.task == "multi"
+
+    def monitor(self) -> str:
+        """The validation metric early stopping and the best model follow (train.monitor, else by data.task)."""
+        return self.train.monitor or ("f1_micro" if self.multi_label else "f1_weighted")
 
     def with_absolute_paths(self) -> RunConfig:
         """This config with its local paths made absolute from the current folder: the data and test files, the

@@ -16,7 +16,10 @@ def load_dataset(cfg: DataConfig) -> TextDataset:
     if cfg.source == "reuters21578":
         from reuters_ray.data.reuters21578 import load_reuters21578
 
-        return load_reuters21578(cfg.resolved_path(), text=cfg.text, cache_dir=cfg.cache_dir, seed=cfg.split_seed)
+        return load_reuters21578(
+            cfg.resolved_path(), text=cfg.text, cache_dir=cfg.cache_dir, seed=cfg.split_seed, split=cfg.split,
+            task=cfg.task,
+        )  # fmt: skip
     if cfg.source == "keras":
         from reuters_ray.data.keras_reuters import load_keras_reuters
 
@@ -31,6 +34,8 @@ def load_dataset(cfg: DataConfig) -> TextDataset:
         test_size=cfg.test_size,
         seed=cfg.split_seed,
         delimiter=cfg.delimiter,
+        task=cfg.task,
+        label_delimiter=cfg.label_delimiter,
     )
 
 

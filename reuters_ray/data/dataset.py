@@ -15,14 +15,17 @@ from reuters_ray.errors import DataError
 
 @dataclass(frozen=True)
 class TextDataset:
-    """Texts with integer labels 0..K-1, a fixed train/test split, and where it all came from.
+    """Texts with labels, a fixed train/test split, and where it all came from.
+
+    Labels: single-label data, int64 [N] class indices in 0..K-1; multi-label data (data.task multi), uint8 [N, K]
+    multi-hot rows (1 where the text has label k; a row may have several).
 
     `provenance` is a JSON-able dict: source, path or checksum, text mode, and `steps`, one entry per
     filter applied with what it removed from each split. Every report carries it.
     """
 
     train_texts: list[str]
-    train_labels: np.ndarray  # int64, values in 0..len(label_names)-1
+    train_labels: np.ndarray  # int64 [N] in 0..len(label_names)-1, or uint8 [N, K] multi-hot
     test_texts: list[str]
     test_labels: np.ndarray
     label_names: list[str]
@@ -35,8 +38,16 @@ class TextDataset:
             texts, labels, ids = (getattr(self, f"{split}_{k}") for k in ("texts", "labels", "ids"))
             if not (len(texts) == len(labels) == len(ids)):
                 raise ValueError(f"{split}: {len(texts)} texts, {len(labels)} labels, {len(ids)} ids")
-            if len(labels) and (labels.min() < 0 or labels.max() >= len(self.label_names)):
+            if labels.ndim == 2:
+                if labels.shape[1] != len(self.label_names) or (len(labels) and labels.max() > 1):
+                    raise ValueError(f"{split}: multi-hot labels must be [N, {len(self.label_names)}] of 0 and 1")
+            elif len(labels) and (labels.min() < 0 or labels.max() >= len(self.label_names)):
                 raise ValueError(f"{split}: labels outside 0..{len(self.label_names) - 1}")
+
+    @property
+    def multi_label(self) -> bool:
+        """Whether the labels are multi-hot rows (data.task multi)."""
+        return self.train_labels.ndim == 2
 
     @property
     def num_classes(self) -> int:
@@ -50,6 +61,8 @@ class TextDataset:
         for part in (self.label_names, self.train_ids, self.test_ids, self.train_texts, self.test_texts):
             h.update(json.dumps(part, ensure_ascii=False).encode())
         for labels in (self.train_labels, self.test_labels):
+            if labels.ndim == 2:  # multi-hot: the shape is part of the identity (single-label hashes stay as before)
+                h.update(f"multi{labels.shape}".encode())
             h.update(np.ascontiguousarray(labels, dtype=np.int64).tobytes())
         return {
             "sha256": h.hexdigest(),
@@ -59,8 +72,18 @@ class TextDataset:
         }
 
     def counts(self, split: str) -> np.ndarray:
-        """Examples per class in `split` ("train" or "test")."""
-        return np.bincount(getattr(self, f"{split}_labels"), minlength=self.num_classes)
+        """Examples per class in `split` ("train" or "test"): for multi-label data, each label's positives."""
+        labels = getattr(self, f"{split}_labels")
+        if labels.ndim == 2:
+            return labels.sum(axis=0, dtype=np.int64)
+        return np.bincount(labels, minlength=self.num_classes)
+
+    def label_sets(self, split: str) -> list[list[str]]:
+        """Each text's label names in `split`, in label order (a list of one for single-label data)."""
+        labels = getattr(self, f"{split}_labels")
+        if labels.ndim == 1:
+            return [[self.label_names[i]] for i in labels]
+        return [[self.label_names[k] for k in np.flatnonzero(row)] for row in labels]
 
     def with_step(self, name: str, params: dict[str, Any], removed: dict[str, int], **changes: Any) -> TextDataset:
         """A copy with `changes` applied and the step recorded in provenance (the original is untouched)."""
@@ -103,9 +126,15 @@ class TextDataset:
         return lines
 
     def check_folds(self, n_folds: int) -> None:
-        """Raises DataError unless every class has at least `n_folds` training examples (stratified k-fold)."""
+        """Raises DataError unless every class has at least `n_folds` training examples (stratified k-fold). For
+        multi-label data only the texts are counted: a topic with fewer positives than folds is absent from some
+        folds' validation rows, which the iterative stratification accepts."""
         if n_folds < 2:
             raise DataError(f"folds must be at least 2, got {n_folds}")
+        if self.multi_label:  # rare topics are spread over the folds as far as they go (iterative stratification)
+            if len(self.train_texts) < n_folds:
+                raise DataError(f"{n_folds}-fold cross-validation needs at least {n_folds} training texts")
+            return
         counts = self.counts("train")
         short = [(self.label_names[k], int(c)) for k, c in enumerate(counts) if c < n_folds]
         if short:
