@@ -5,6 +5,10 @@ its row stands beside the ensemble's in the report. Inside the CV it is also fit
 which gives its out-of-fold scores: they calibrate its probabilities (one softmax temperature) and choose the
 blend's weight (reuters_ray.blend) without touching the test split.
 
+Multi-label data (multi-hot labels [N, K]): one binary linear SVM per topic (one-vs-rest, unbalanced: the classic
+text-categorization SVM of Joachims 1998 and Yang & Liu 1999), probabilities sigmoid(a * score + b) with one (a, b)
+for every topic fitted on the out-of-fold scores (Platt 1999), and the baseline's own decisions score >= 0.
+
 A fitted model is plain arrays (vocabulary, idf, coefficients, intercepts, temperature) saved as safetensors and
 JSON: loading it never unpickles, and it scores texts exactly as the scikit-learn pipeline it came from.
 """
@@ -27,6 +31,7 @@ from reuters_ray.errors import DataError
 from reuters_ray.metrics import log_loss, softmax
 
 NAME = "TF-IDF (word 1-2 grams, sublinear tf) + LinearSVC (C=1, balanced class weights)"
+NAME_MULTI = "TF-IDF (word 1-2 grams, sublinear tf) + one LinearSVC per topic (C=1), decisions score >= 0"
 FORMAT = "reuters-ray-linear/1"  # written into the safetensors header; anything else is refused on load
 WEIGHTS_FILE, VOCABULARY_FILE = "model.safetensors", "vocabulary.json"
 NGRAMS = (1, 2)
@@ -44,12 +49,16 @@ class LinearModel:
     classes: np.ndarray  # [C] int64, label indices
     num_classes: int
     temperature: float = 1.0  # probabilities = softmax(scores / temperature); fitted on out-of-fold scores
+    multi_label: bool = False  # one binary SVM per topic; probabilities sigmoid(scores / temperature + bias)
+    bias: float = 0.0  # multi-label only: Platt's b (temperature is 1 / Platt's a)
     _counter: CountVectorizer | None = field(default=None, init=False, repr=False, compare=False)
 
     @classmethod
     def fit(cls, texts: list[str], labels: np.ndarray, num_classes: int) -> LinearModel:
         vec = TfidfVectorizer(ngram_range=NGRAMS, min_df=2, sublinear_tf=True, lowercase=True)
         x = vec.fit_transform(texts)
+        if labels.ndim == 2:
+            return cls._fit_topics(vec, x, labels)
         # Balanced, as the model's focal loss weights classes; seeded, since liblinear shuffles the rows.
         svm = LinearSVC(C=1.0, class_weight="balanced", random_state=0).fit(x, labels)
         coef, intercept = svm.coef_, svm.intercept_
@@ -62,6 +71,29 @@ class LinearModel:
             intercept=intercept.astype(np.float64),
             classes=svm.classes_.astype(np.int64),
             num_classes=num_classes,
+        )
+
+    @classmethod
+    def _fit_topics(cls, vec, x, labels: np.ndarray) -> LinearModel:
+        """One binary SVM per topic of multi-hot `labels`; a topic without positives (or negatives) in these rows
+        gets a constant score of -1 (or +1)."""
+        k = labels.shape[1]
+        coef, intercept = np.zeros((k, x.shape[1])), np.zeros(k)
+        for j in range(k):
+            y = labels[:, j]
+            if 0 < y.sum() < len(y):
+                svm = LinearSVC(C=1.0, random_state=0).fit(x, y)
+                coef[j], intercept[j] = svm.coef_[0], svm.intercept_[0]
+            else:
+                intercept[j] = 1.0 if y.sum() else -1.0
+        return cls(
+            vocabulary=vec.get_feature_names_out().tolist(),
+            idf=vec.idf_.astype(np.float64),
+            coef=coef,
+            intercept=intercept,
+            classes=np.arange(k, dtype=np.int64),
+            num_classes=k,
+            multi_label=True,
         )
 
     def features(self, texts: list[str]):
@@ -80,10 +112,14 @@ class LinearModel:
         return out
 
     def proba_of_scores(self, scores: np.ndarray) -> np.ndarray:
+        if self.multi_label:
+            from reuters_ray.multilabel import sigmoid
+
+            return sigmoid(scores / self.temperature + self.bias)
         return softmax(scores / self.temperature)
 
     def predict_proba(self, texts: list[str]) -> np.ndarray:
-        """[N, K] calibrated class probabilities."""
+        """[N, K] calibrated class probabilities (multi-label: each topic's own probability)."""
         return self.proba_of_scores(self.scores(texts))
 
     def save(self, folder: str | Path) -> None:
@@ -94,6 +130,8 @@ class LinearModel:
         (folder / VOCABULARY_FILE).write_text(json.dumps(self.vocabulary))
         arrays = {"idf": self.idf, "coef": self.coef, "intercept": self.intercept, "classes": self.classes}
         meta = {"format": FORMAT, "num_classes": str(self.num_classes), "temperature": repr(self.temperature)}
+        if self.multi_label:
+            meta.update(task="multi", bias=repr(self.bias))
         save_file({k: np.ascontiguousarray(v) for k, v in arrays.items()}, str(folder / WEIGHTS_FILE), metadata=meta)
 
     @classmethod
@@ -111,6 +149,7 @@ class LinearModel:
                     raise DataError(f"{weights}: not a reuters-ray linear model (format {meta.get('format')!r})")
                 arrays = {k: f.get_tensor(k) for k in ("idf", "coef", "intercept", "classes")}
                 num_classes, temperature = int(meta["num_classes"]), float(meta["temperature"])
+                multi_label, bias = meta.get("task") == "multi", float(meta.get("bias", 0.0))
         except DataError:
             raise
         except Exception as e:  # safetensors' own error, a missing tensor or header key, an unreadable file
@@ -131,7 +170,9 @@ class LinearModel:
         )
         if not ok:
             raise DataError(f"{folder}: {WEIGHTS_FILE} and {VOCABULARY_FILE} do not fit together")
-        return cls(vocabulary, num_classes=num_classes, temperature=temperature, **arrays)
+        return cls(
+            vocabulary, num_classes=num_classes, temperature=temperature, multi_label=multi_label, bias=bias, **arrays
+        )
 
 
 def check_fittable(texts: list[str], folds: list[tuple[np.ndarray, np.ndarray]] | None = None) -> None:
@@ -169,6 +210,16 @@ def fit_temperature(scores: np.ndarray, labels: np.ndarray) -> float:
     return float(np.exp(minimize_scalar(nll, bounds=(np.log(1e-3), np.log(1e3)), method="bounded").x))
 
 
+def fit_platt(scores: np.ndarray, labels: np.ndarray) -> tuple[float, float]:
+    """(temperature, bias) of sigmoid(scores / temperature + bias) fitted on every topic's out-of-fold scores at once
+    (Platt scaling; scikit-learn's logistic regression on the one feature, nearly unregularised)."""
+    from sklearn.linear_model import LogisticRegression
+
+    lr = LogisticRegression(C=1e6).fit(scores.reshape(-1, 1), labels.reshape(-1))
+    a = max(float(lr.coef_[0, 0]), 1e-6)  # the SVM's scores rank topics: a must stay positive
+    return 1.0 / a, float(lr.intercept_[0])
+
+
 def fit_cv(
     texts: list[str], labels: np.ndarray, folds: list[tuple[np.ndarray, np.ndarray]], num_classes: int
 ) -> tuple[LinearModel, np.ndarray]:
@@ -179,14 +230,22 @@ def fit_cv(
         fold_model = LinearModel.fit([texts[i] for i in train_idx], labels[train_idx], num_classes)
         oof[val_idx] = fold_model.scores([texts[i] for i in val_idx])
     model = LinearModel.fit(texts, labels, num_classes)
-    model.temperature = fit_temperature(oof, labels)
+    if model.multi_label:
+        model.temperature, model.bias = fit_platt(oof, labels)
+    else:
+        model.temperature = fit_temperature(oof, labels)
     return model, oof
 
 
 def baseline_metrics(ds, scores: np.ndarray) -> dict[str, Any]:
-    """The baseline's row of metrics.json: its name and metrics.evaluate_scores of its test `scores`."""
+    """The baseline's row of metrics.json: its name and metrics.evaluate_scores of its test `scores` (multi-label:
+    multilabel.evaluate_multilabel of its own decisions, score >= 0 on each topic)."""
     from reuters_ray.metrics import evaluate_scores
 
+    if ds.multi_label:
+        from reuters_ray.multilabel import evaluate_multilabel, sigmoid
+
+        return {"name": NAME_MULTI, **evaluate_multilabel(ds.test_labels, sigmoid(scores), ds.label_names)}
     return {"name": NAME, **evaluate_scores(ds.test_labels, scores, ds.label_names)}
 
 

@@ -12,8 +12,13 @@ def class_weights(labels: np.ndarray, num_classes: int, clip: tuple[float, float
 
     On the seed's 18 Reuters classes this gives its printed weights (2.21, 0.28, ..., 2.43); the clip
     only bites on far more skewed data, where one tiny class would otherwise dominate the loss.
+    Multi-hot labels [N, K] (data.task multi): the same formula on each topic's positives, used as the topics'
+    positive weights (loss.focal_loss_multilabel).
     """
-    counts = np.bincount(labels, minlength=num_classes).astype(np.float64)
+    if labels.ndim == 2:
+        counts = labels.sum(axis=0).astype(np.float64)
+    else:
+        counts = np.bincount(labels, minlength=num_classes).astype(np.float64)
     if (counts == 0).any():
         missing = np.flatnonzero(counts == 0).tolist()
         raise ValueError(f"classes {missing} have no training examples: no weight can be computed")
@@ -63,7 +68,14 @@ def tokenize(texts: list[str], tokenizer, max_length: int = 300, batch_size: int
 
 
 def stratified_folds(labels: np.ndarray, n_folds: int, seed: int) -> list[tuple[np.ndarray, np.ndarray]]:
-    """(train rows, validation rows) of each of `n_folds` stratified, shuffled, seeded folds."""
+    """(train rows, validation rows) of each of `n_folds` stratified, shuffled, seeded folds. Multi-hot labels
+    [N, K]: iterative stratification (Sechidis et al. 2011; iterative-stratification's MultilabelStratifiedKFold),
+    which keeps each topic's positives per fold as even as the label sets allow."""
+    if labels.ndim == 2:
+        from iterstrat.ml_stratifiers import MultilabelStratifiedKFold
+
+        splitter = MultilabelStratifiedKFold(n_splits=n_folds, shuffle=True, random_state=seed)
+        return [(tr.astype(np.int64), va.astype(np.int64)) for tr, va in splitter.split(np.zeros(len(labels)), labels)]
     from sklearn.model_selection import StratifiedKFold
 
     splitter = StratifiedKFold(n_splits=n_folds, shuffle=True, random_state=seed)

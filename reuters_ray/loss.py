@@ -26,7 +26,10 @@ def focal_loss(
 
     logits: [N, K] (any float dtype; computed in float32), targets: [N] class indices, alpha: [K] or None.
     reduction: "mean" over examples, "sum", or "none" ([N]).
+    Multi-hot targets [N, K] (data.task multi) go to focal_loss_multilabel with the same arguments.
     """
+    if targets.dim() == 2:
+        return focal_loss_multilabel(logits, targets, alpha, gamma, smoothing, reduction)
     logp = F.log_softmax(logits.float(), dim=-1)
     k = logits.shape[-1]
     y = torch.full_like(logp, smoothing / k)
@@ -35,6 +38,47 @@ def focal_loss(
         y = y * alpha.to(logp)
     focus = (1.0 - logp.exp()).clamp_min(0.0).pow(gamma) if gamma else 1.0
     per_example = -(y * focus * logp).sum(dim=-1)
+    if reduction == "mean":
+        return per_example.mean()
+    if reduction == "sum":
+        return per_example.sum()
+    return per_example
+
+
+def focal_loss_multilabel(
+    logits: torch.Tensor,
+    targets: torch.Tensor,
+    pos_weight: torch.Tensor | None = None,
+    gamma: float = 0.5,
+    smoothing: float = 0.05,
+    reduction: str = "mean",
+) -> torch.Tensor:
+    """Focal loss on sigmoid outputs, per topic, summed over topics (Lin et al. 2017, "Focal Loss for Dense Object
+    Detection", eq. 5, without its alpha balance: the class weights take that role as positive weights).
+
+    With p = sigmoid(logits) and binary targets smoothed toward 1/2, y = (1 - smoothing) * target + smoothing / 2,
+    each example's loss is
+
+        loss_i = - sum_k [ w_k * y_ik * (1 - p_ik)^gamma * log p_ik  +  (1 - y_ik) * p_ik^gamma * log(1 - p_ik) ]
+
+    gamma = 0, smoothing = 0, w = 1 is exactly binary cross-entropy summed over the K topics
+    (torch.nn.functional.binary_cross_entropy_with_logits(..., reduction="none").sum(-1)).
+
+    logits: [N, K] (computed in float32), targets: [N, K] of 0/1 (any dtype), pos_weight: [K] or None.
+    reduction: "mean" over examples, "sum", or "none" ([N]).
+    """
+    z = logits.float()
+    y = targets.to(z) * (1.0 - smoothing) + smoothing / 2
+    logp, log1mp = F.logsigmoid(z), F.logsigmoid(-z)
+    pos = y * logp
+    if gamma:
+        pos = pos * (1.0 - logp.exp()).clamp_min(0.0).pow(gamma)
+    if pos_weight is not None:
+        pos = pos * pos_weight.to(z)
+    neg = (1.0 - y) * log1mp
+    if gamma:
+        neg = neg * logp.exp().pow(gamma)
+    per_example = -(pos + neg).sum(dim=-1)
     if reduction == "mean":
         return per_example.mean()
     if reduction == "sum":

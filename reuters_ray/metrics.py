@@ -18,6 +18,7 @@ def classification_metrics(y_true: np.ndarray, y_pred: np.ndarray, num_classes: 
     p_m, r_m, f_m, _ = precision_recall_fscore_support(y_true, y_pred, labels=present, average="macro", zero_division=0)
     return {
         "accuracy": float(accuracy_score(y_true, y_pred)),
+        "f1_micro": float(accuracy_score(y_true, y_pred)),  # single-label: micro-F1 is accuracy
         "precision_weighted": float(p_w),
         "recall_weighted": float(r_w),
         "f1_weighted": float(f_w),

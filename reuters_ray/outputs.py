@@ -22,13 +22,14 @@ from reuters_ray.storage import write_atomic
 
 @dataclass(frozen=True)
 class Predictions:
-    """A split's predictions: ids, true labels (indices), probabilities [N, K], and for out-of-fold ones the fold of
-    each row."""
+    """A split's predictions: ids, true labels (indices [N], or multi-hot [N, K]), probabilities [N, K], for
+    out-of-fold ones the fold of each row, and for multi-label ones the decision (thresholds, at_least_one)."""
 
     ids: list[str]
     labels: np.ndarray
     probs: np.ndarray
     fold: np.ndarray | None = None
+    decision: dict[str, Any] | None = None
 
 
 def write_run_outputs(
@@ -53,9 +54,13 @@ def write_run_outputs(
     write_atomic(run_dir / "folds.csv", folds.to_csv(index=False))
     write_atomic(run_dir / "history.csv", pd.DataFrame(history).to_csv(index=False))
     write_atomic(run_dir / "per_class.csv", pd.DataFrame(metrics["per_class"]).to_csv(index=False))
-    cm = pd.DataFrame(metrics["confusion_matrix"], index=names, columns=names)
-    cm.index.name = "true \\ predicted"
-    write_atomic(run_dir / "confusion_matrix.csv", cm.to_csv())
+    if "confusion_matrix" in metrics:
+        cm = pd.DataFrame(metrics["confusion_matrix"], index=names, columns=names)
+        cm.index.name = "true \\ predicted"
+        write_atomic(run_dir / "confusion_matrix.csv", cm.to_csv())
+    else:  # multi-label: the topic pairs predicted for each other
+        pairs = pd.DataFrame(metrics["confused_pairs"], columns=["true", "predicted", "texts"])
+        write_atomic(run_dir / "confused_pairs.csv", pairs.to_csv(index=False))
     write_atomic(run_dir / "predictions.parquet", _parquet(test, names))
     if oof is not None:
         write_atomic(run_dir / "oof_predictions.parquet", _parquet(oof, names))
@@ -63,7 +68,20 @@ def write_run_outputs(
 
 
 def _parquet(p: Predictions, label_names: list[str]) -> bytes:
-    """Parquet bytes: id, true and predicted label, [fold,] one probability column per class."""
+    """Parquet bytes: id, true and predicted label, [fold,] one probability column per class. Multi-label: the true
+    and predicted label sets as lists of names (true_labels, predicted_labels)."""
+    if p.labels.ndim == 2:
+        from reuters_ray.multilabel import decide
+
+        pred = decide(p.probs, np.asarray(p.decision["thresholds"]), p.decision["at_least_one"])
+        df = pd.DataFrame(
+            {
+                "id": p.ids,
+                "true_labels": [[label_names[k] for k in np.flatnonzero(r)] for r in p.labels],
+                "predicted_labels": [[label_names[k] for k in np.flatnonzero(r)] for r in pred],
+            }
+        )
+        return _finish(df, p, label_names)
     pred = p.probs.argmax(axis=1)
     df = pd.DataFrame(
         {
@@ -72,6 +90,10 @@ def _parquet(p: Predictions, label_names: list[str]) -> bytes:
             "predicted_label": [label_names[i] for i in pred],
         }
     )
+    return _finish(df, p, label_names)
+
+
+def _finish(df: pd.DataFrame, p: Predictions, label_names: list[str]) -> bytes:
     if p.fold is not None:
         df["fold"] = p.fold
     for j, name in enumerate(label_names):

@@ -405,27 +405,62 @@ def out_of_fold_logits(fs: pafs.FileSystem, best_paths: list[str], folds, n: int
     return out
 
 
-def out_of_fold_metrics(y, oof_logits, label_names, fold_table) -> dict[str, Any]:
-    """Accuracy, weighted and macro F1 of the out-of-fold predictions, beside the folds' mean validation figures."""
-    from reuters_ray.metrics import evaluate_scores
-
-    m = evaluate_scores(y, oof_logits, label_names)
+def out_of_fold_metrics(y, oof_logits, label_names, fold_table, decision=None) -> dict[str, Any]:
+    """Accuracy, weighted and macro F1 of the out-of-fold predictions, beside the folds' mean validation figures.
+    Multi-label (`decision`: the ensemble's thresholds): also micro-F1, samples-F1 and Hamming loss."""
+    m = evaluate(y, oof_logits if decision is None else probabilities(oof_logits, True), label_names, decision)
     keys = {"accuracy": "val_accuracy", "f1_weighted": "val_f1_weighted", "f1_macro": "val_f1_macro"}
+    extra = {k: m[k] for k in ("f1_micro", "f1_samples", "hamming_loss") if decision is not None}
     return {
         **{k: m[k] for k in keys},
+        **extra,
         "n": int(len(y)),
         "folds_mean": {k: float(np.mean([r[v] for r in fold_table])) for k, v in keys.items()},
     }
 
 
-def score_ensemble(ds, fold_logits: np.ndarray, table: list[dict[str, Any]]) -> dict[str, Any]:
-    """The ensemble's test metrics from the fold models' test logits [folds, N, K] (their mean votes); each fold's own
-    test F1 goes into its row of the fold table."""
-    from reuters_ray.metrics import evaluate_scores
+def probabilities(logits: np.ndarray, multi_label: bool) -> np.ndarray:
+    """[N, K] probabilities of logits: softmax over classes, or for multi-label data each topic's sigmoid."""
+    from reuters_ray.metrics import softmax
+    from reuters_ray.multilabel import sigmoid
 
+    return sigmoid(logits) if multi_label else softmax(logits)
+
+
+def choose_decision(cv, y: np.ndarray, oof_probs: np.ndarray) -> dict[str, Any]:
+    """Multi-label: the thresholds of a predictor chosen on its out-of-fold probabilities (multilabel.choose_thresholds
+    with cv.threshold_min_positives and cv.at_least_one)."""
+    from reuters_ray.multilabel import choose_thresholds
+
+    return choose_thresholds(y, oof_probs, cv.threshold_min_positives, cv.at_least_one)
+
+
+def evaluate(y, scores, label_names, decision=None) -> dict[str, Any]:
+    """metrics.evaluate_scores of [N, K] scores, or for multi-label data (`decision` given) multilabel's
+    evaluate_multilabel of [N, K] probabilities at the decision's thresholds."""
+    from reuters_ray.metrics import evaluate_scores
+    from reuters_ray.multilabel import evaluate_multilabel
+
+    if decision is None:
+        return evaluate_scores(y, scores, label_names)
+    return evaluate_multilabel(y, scores, label_names, np.asarray(decision["thresholds"]), decision["at_least_one"])
+
+
+def score_ensemble(ds, fold_logits: np.ndarray, table: list[dict[str, Any]], cv=None, oof_logits=None) -> dict:
+    """The ensemble's test metrics from the fold models' test logits [folds, N, K] (their mean votes); each fold's own
+    test F1 goes into its row of the fold table. Multi-label data: the ensemble's thresholds are chosen on its
+    out-of-fold probabilities (`oof_logits`, cv's settings) and kept as "decision"; each fold's test micro-F1 too."""
+    decision = None
+    if ds.multi_label:
+        decision = choose_decision(cv, ds.train_labels, probabilities(oof_logits, True))
     for row, logits in zip(table, fold_logits):
-        row["test_f1_weighted"] = evaluate_scores(ds.test_labels, logits, ds.label_names)["f1_weighted"]
-    return evaluate_scores(ds.test_labels, fold_logits.mean(axis=0), ds.label_names)
+        m = evaluate(ds.test_labels, probabilities(logits, ds.multi_label), ds.label_names, decision)
+        row["test_f1_weighted"] = m["f1_weighted"]
+        if decision is not None:
+            row["test_f1_micro"] = m["f1_micro"]
+    probs = probabilities(fold_logits.mean(axis=0), ds.multi_label)
+    m = evaluate(ds.test_labels, probs, ds.label_names, decision)
+    return m if decision is None else {**m, "decision": decision}
 
 
 def fit_linear(ds, folds) -> tuple[Any, np.ndarray, float]:
@@ -461,20 +496,34 @@ def blend_phase(cfg: RunConfig, ds, fitted, oof_logits, ensemble, ensemble_probs
     scored = Scored(dict(ensemble), ensemble_probs, linear if cfg.cv.blend else None, fit_s)
     if cfg.cv.blend:
         scored.probs = blend_probabilities(ensemble_probs, linear.proba_of_scores(scores), blend["weight"])
-        scored.metrics = {**evaluate_scores(ds.test_labels, scored.probs, ds.label_names), "blend": blend}
-        oof = blend["out_of_fold"]
+        if ds.multi_label:
+            oof_blend = blend_probabilities(
+                probabilities(oof_logits, True), linear.proba_of_scores(oof_scores), blend["weight"]
+            )
+            decision = choose_decision(cfg.cv, ds.train_labels, oof_blend)
+            test = evaluate(ds.test_labels, scored.probs, ds.label_names, decision)
+            scored.metrics = {**test, "blend": blend, "decision": decision}
+        else:
+            scored.metrics = {**evaluate_scores(ds.test_labels, scored.probs, ds.label_names), "blend": blend}
+        oof, key = blend["out_of_fold"], "f1_micro" if ds.multi_label else "f1_weighted"
+        what = "micro-F1" if ds.multi_label else "weighted F1"
         console.info(
             f"blend: weight {blend['weight']:.2f} on the ensemble, {1 - blend['weight']:.2f} on the linear model, "
-            f"chosen out of fold (weighted F1 {oof['blend']['f1_weighted']:.4f} against the ensemble's "
-            f"{oof['ensemble']['f1_weighted']:.4f} and the linear model's {oof['linear']['f1_weighted']:.4f})",
+            f"chosen out of fold ({what} {oof['blend'][key]:.4f} against the ensemble's "
+            f"{oof['ensemble'][key]:.4f} and the linear model's {oof['linear'][key]:.4f})",
             blend_weight=blend["weight"],
         )
     if cfg.cv.baseline:
-        scored.metrics["baseline"] = baseline_metrics(ds, scores)
-        console.info(
-            f"baseline ({NAME}): weighted F1 {scored.metrics['baseline']['f1_weighted']:.4f}",
-            baseline_f1_weighted=scored.metrics["baseline"]["f1_weighted"],
-        )
+        b = scored.metrics["baseline"] = baseline_metrics(ds, scores)
+        if ds.multi_label:
+            console.info(
+                f"baseline ({b['name']}): micro-F1 {b['f1_micro']:.4f}, macro-F1 {b['f1_macro']:.4f}",
+                baseline_f1_micro=b["f1_micro"],
+            )
+        else:
+            console.info(
+                f"baseline ({NAME}): weighted F1 {b['f1_weighted']:.4f}", baseline_f1_weighted=b["f1_weighted"]
+            )
     return scored
 
 
@@ -487,7 +536,10 @@ def run_metrics(cfg, place, prep, folds: Folds, ensemble, scored: Scored, oof_lo
     return {
         **scored.metrics,
         "ensemble": ensemble,
-        "out_of_fold": out_of_fold_metrics(ds.train_labels, oof_logits, ds.label_names, folds.table),
+        "out_of_fold": out_of_fold_metrics(
+            ds.train_labels, oof_logits, ds.label_names, folds.table, ensemble.get("decision")
+        ),
+        "task": cfg.data.task,
         "predictor": "blend" if cfg.cv.blend else "ensemble",  # what the top-level figures are of
         "run": place.name,
         "label_names": ds.label_names,
@@ -503,7 +555,6 @@ def run_metrics(cfg, place, prep, folds: Folds, ensemble, scored: Scored, oof_lo
 def write_outputs(place: RunPlace, cfg: RunConfig, prep: Prepared, folds: Folds, metrics, scored: Scored, oof_logits):
     """The run folder's outputs, written locally and then copied into storage: models/fold_<k>/ (each fold's best
     model with the tokenizer), the data files (reuters_ray.outputs), linear/ for a blended run, and the report."""
-    from reuters_ray.metrics import softmax
     from reuters_ray.outputs import Predictions, write_run_outputs
     from reuters_ray.report import write_report
 
@@ -519,8 +570,14 @@ def write_outputs(place: RunPlace, cfg: RunConfig, prep: Prepared, folds: Folds,
             out,
             metrics,
             history=folds.history,
-            test=Predictions(ds.test_ids, ds.test_labels, scored.probs),
-            oof=Predictions(ds.train_ids, ds.train_labels, softmax(oof_logits), fold=prep.fold_of_row()),
+            test=Predictions(ds.test_ids, ds.test_labels, scored.probs, decision=metrics.get("decision")),
+            oof=Predictions(
+                ds.train_ids,
+                ds.train_labels,
+                probabilities(oof_logits, ds.multi_label),
+                fold=prep.fold_of_row(),
+                decision=metrics.get("ensemble", {}).get("decision"),
+            ),  # fmt: skip
             config=cfg.to_dict(),
             provenance={**ds.provenance, "fingerprint": prep.fingerprint},
         )
@@ -541,9 +598,10 @@ def publish_outputs(local: Path, fs: pafs.FileSystem, run_path: str) -> None:
 
 
 def predictor_line(m: dict[str, Any]) -> str:
-    """What the run's test figures are of, with the others' weighted F1 for comparison."""
+    """What the run's test figures are of, with the others' weighted F1 (multi-label: micro-F1) for comparison."""
     blend = m.get("predictor") == "blend"
-    others = [f"ensemble {m['ensemble']['f1_weighted']:.4f}"] if blend else []
-    others += [f"baseline {m['baseline']['f1_weighted']:.4f}"] if "baseline" in m else []
+    key, name = ("f1_micro", "micro-F1") if m.get("task") == "multi" else ("f1_weighted", "weighted F1")
+    others = [f"ensemble {m['ensemble'][key]:.4f}"] if blend else []
+    others += [f"baseline {m['baseline'][key]:.4f}"] if "baseline" in m else []
     what = f"blend, weight {m['blend']['weight']:.2f} on the ensemble" if blend else "ensemble"
-    return what + (f"; weighted F1 of the {' and the '.join(others)}" if others else "")
+    return what + (f"; {name} of the {' and the '.join(others)}" if others else "")

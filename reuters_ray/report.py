@@ -211,6 +211,8 @@ Section = tuple[str, list[Block]]
 def build_sections(run: dict[str, Any]) -> tuple[str, list[Section]]:
     """(title, sections) of a run's report, from load_run's files: one function per section, in this order."""
     sections = [result_section, folds_section, per_class_section, confusion_section, setup_section, config_section]
+    if run["metrics"].get("task") == "multi":
+        sections = [result_section, folds_section, per_topic_section, errors_section, setup_section, config_section]
     return f"reuters-ray run {run['metrics']['run']}", [section(run) for section in sections]
 
 
@@ -226,6 +228,10 @@ def result_section(run: dict[str, Any]) -> Section:
     table = Table(
         ["model", "accuracy", "weighted F1", "macro F1", "weighted precision", "weighted recall"], [], (1, 2, 3, 4, 5)
     )
+    if m.get("task") == "multi":
+        keys = ("f1_micro", "f1_macro", "f1_samples", "f1_weighted", "accuracy", "hamming_loss")
+        headers = ["model", "micro-F1", "macro-F1", "samples-F1", "weighted F1", "subset accuracy", "Hamming loss"]
+        table = Table(headers, [], (1, 2, 3, 4, 5, 6))
     if blend:
         w = blend["weight"]
         table.rows.append([f"blend: {w:.2f} x ensemble + {1 - w:.2f} x linear model", *(fmt(m[k]) for k in keys)])
@@ -247,6 +253,8 @@ def _summary(m: dict[str, Any]) -> str:
     """What the result table means: the ensemble, the blend and how its weight was chosen, the baseline's gap, and
     the out-of-fold figures."""
     folds, base, blend = m["folds"], m.get("baseline"), _blend(m)
+    if m.get("task") == "multi":
+        return _summary_multi(m)
     text = (
         f"{m['n_test']} test texts, {len(m['label_names'])} classes. The ensemble averages the logits of the "
         f"{len(folds)} fold models; each was trained on {len(folds) - 1}/{len(folds)} of the training split."
@@ -277,6 +285,88 @@ def _summary(m: dict[str, Any]) -> str:
             f" {fmt(mean['f1_weighted'])}, {fmt(mean['f1_macro'])}."
         )
     return text
+
+
+def _decision_text(d: dict[str, Any]) -> str:
+    own = sum(d["own"])
+    return (
+        f"thresholds chosen out of fold: {own} topic(s) with at least {d['min_positives']} training positives have "
+        f"their own, the other {len(d['own']) - own} share the global {d['global']:.2f}"
+        + ("; a text with no topic above its threshold gets its most probable one" if d["at_least_one"] else "")
+    )
+
+
+def _summary_multi(m: dict[str, Any]) -> str:
+    """_summary for multi-label runs: label sets, thresholds, the blend, the baseline's gap, out of fold."""
+    folds, base, blend, d = m["folds"], m.get("baseline"), _blend(m), m["decision"]
+    text = (
+        f"{m['n_test']} test texts, {len(m['label_names'])} topics, multi-label ({m['labels_per_text']['true']:.2f} "
+        f"topics per text, {m['labels_per_text']['predicted']:.2f} predicted). The ensemble averages the logits of "
+        f"the {len(folds)} fold models; each topic's probability is the sigmoid of its averaged logit. Label sets: "
+        f"{_decision_text(d)} (out of fold micro-F1 {fmt(d['out_of_fold']['at_0.5']['f1_micro'])} at 0.5, "
+        f"{fmt(d['out_of_fold']['chosen']['f1_micro'])} at the chosen thresholds)."
+    )
+    if blend:
+        o, w = blend["out_of_fold"], blend["weight"]
+        text += (
+            f" The run's predictions are the blend: {w:.2f} times the ensemble's probabilities plus {1 - w:.2f} times"
+            f" those of the linear model (one linear SVM per topic, Platt-scaled out of fold). The weight was chosen"
+            f" out of fold: micro-F1 {fmt(o['blend']['f1_micro'])} for the blend, {fmt(o['ensemble']['f1_micro'])}"
+            f" for the fold models, {fmt(o['linear']['f1_micro'])} for the linear model (each at its best global"
+            f" threshold)."
+        )
+    if base:
+        delta = m["f1_micro"] - base["f1_micro"]
+        text += (
+            f" Micro-F1 of the {'blend' if blend else 'ensemble'} {'above' if delta >= 0 else 'below'} the baseline's"
+            f" (its own SVM decisions) by {fmt(abs(delta))}; macro-F1 {fmt(m['f1_macro'])} against"
+            f" {fmt(base['f1_macro'])}."
+        )
+    if oof := m.get("out_of_fold"):
+        text += (
+            f" Out of fold (the ensemble's, oof_predictions.parquet): micro-F1 {fmt(oof['f1_micro'])}, macro-F1"
+            f" {fmt(oof['f1_macro'])}, subset accuracy {fmt(oof['accuracy'])}."
+        )
+    return text
+
+
+def per_topic_section(run: dict[str, Any]) -> Section:
+    """Multi-label: each topic's precision, recall, F1, support, missed and false texts, sorted by support."""
+    m = run["metrics"]
+    ens, base, blend = m.get("ensemble", m), m.get("baseline"), _blend(m)
+    headers = ["topic", "support", "precision", "recall", "F1", "missed", "false", "threshold"]
+    headers += (["ensemble F1"] if blend else []) + (["baseline F1"] if base else [])
+    table = Table(headers, [], tuple(range(1, len(headers))))
+    order = sorted(range(len(m["per_class"])), key=lambda i: (-m["per_class"][i]["support"], m["per_class"][i]["name"]))
+    for i in order:
+        c = m["per_class"][i]
+        table.rows.append(
+            [c["name"], c["support"], fmt(c["precision"]), fmt(c["recall"]), fmt(c["f1"]), c["missed"], c["false"],
+             f"{m['decision']['thresholds'][i]:.2f}"]
+            + ([fmt(ens["per_class"][i]["f1"])] if blend else [])
+            + ([fmt(base["per_class"][i]["f1"])] if base else [])
+        )  # fmt: skip
+    note = (
+        "Missed: test texts with the topic that the predictor did not give it (false negatives); false: texts given "
+        "the topic without having it (false positives)."
+    )
+    return "Per topic", [table, note, Figure("f1_vs_support.png", "Per-topic F1 against the number of test texts.")]
+
+
+def errors_section(run: dict[str, Any]) -> Section:
+    """Multi-label: the topic pairs most often predicted for each other (a true topic missed on a text that got
+    the other instead)."""
+    m = run["metrics"]
+    pairs = Table(
+        ["true topic (missed)", "predicted instead", "texts"],
+        [[p["true"], p["predicted"], p["texts"]] for p in m["confused_pairs"]],
+        (2,),
+    )
+    return "Confused topics", [
+        "Topic pairs most often predicted for each other: on each counted text the first topic was missed and the "
+        "second given without being true.",
+        pairs if pairs.rows else "none: no text had a topic missed and another given in its place.",
+    ]
 
 
 def folds_section(run: dict[str, Any]) -> Section:
@@ -522,6 +612,7 @@ def write_report(run_dir: Path) -> list[Path]:
     m = run["metrics"]
     predictor = "blend" if m.get("predictor") == "blend" else "ensemble"
     written = []
+    multi = m.get("task") == "multi"  # no confusion matrix: a text's topics are not one cell
     for name, draw in zip(
         FIGURES,
         (
@@ -530,6 +621,8 @@ def write_report(run_dir: Path) -> list[Path]:
             lambda p: curves_figure(run["history"], p),
         ),
     ):
+        if multi and name == "confusion_matrix.png":
+            continue
         png = io.BytesIO()
         draw(png)
         write_atomic(run_dir / name, png.getvalue())

@@ -325,10 +325,11 @@ def _run_cv(cfg: RunConfig, console: Console, control=None) -> dict[str, Any] | 
     oof_logits = phases.out_of_fold_logits(place.fs, folds.best_paths, prep.folds, prep.n_train)
     timing.lap("folds_s")
     fold_logits = _score_test_split(cfg, place, prep, folds.best_paths)
-    ensemble = phases.score_ensemble(prep.ds, fold_logits, folds.table)
+    ensemble = phases.score_ensemble(prep.ds, fold_logits, folds.table, cfg.cv, oof_logits)
     timing.lap("ensemble_s")
     fitted = linear.result() if linear is not None else None
-    scored = phases.blend_phase(cfg, prep.ds, fitted, oof_logits, ensemble, _softmax(fold_logits.mean(0)), console)
+    ensemble_probs = phases.probabilities(fold_logits.mean(0), prep.ds.multi_label)
+    scored = phases.blend_phase(cfg, prep.ds, fitted, oof_logits, ensemble, ensemble_probs, console)
     metrics = phases.run_metrics(cfg, place, prep, folds, ensemble, scored, oof_logits, timing, _cluster())
     phases.write_outputs(place, cfg, prep, folds, metrics, scored, oof_logits)
     timing.lap("outputs_s")  # its own time cannot be in metrics.json (written first): the result line carries it
@@ -409,12 +410,6 @@ def _score_test_split(cfg: RunConfig, place: RunPlace, prep, best_paths: list[st
     return fold_logits
 
 
-def _softmax(logits: np.ndarray) -> np.ndarray:
-    from reuters_ray.metrics import softmax
-
-    return softmax(logits)
-
-
 def _cluster() -> dict[str, Any]:
     """The cluster's CPUs and GPUs and the run's job id (its job in the dashboard and `ray list`)."""
     import ray
@@ -424,6 +419,17 @@ def _cluster() -> dict[str, Any]:
 
 
 def _say_done(console: Console, place: RunPlace, metrics: dict[str, Any], timing: dict[str, float]) -> None:
+    if metrics.get("task") == "multi":
+        m = metrics
+        console.done(
+            f"run {place.name}: micro-F1 {m['f1_micro']:.4f}, macro-F1 {m['f1_macro']:.4f}, samples-F1 "
+            f"{m['f1_samples']:.4f}, subset accuracy {m['accuracy']:.4f}, Hamming loss {m['hamming_loss']:.4f} on "
+            f"{m['n_test']} test texts ({phases.predictor_line(m)}) in {duration(timing['total_s'])}; report: "
+            f"{uri_join(place.uri, 'report.html')}",
+            run=place.name, uri=place.uri, f1_micro=m["f1_micro"], f1_macro=m["f1_macro"], f1_samples=m["f1_samples"],
+            accuracy=m["accuracy"], hamming_loss=m["hamming_loss"], timing=timing,
+        )  # fmt: skip
+        return
     console.done(
         f"run {place.name}: accuracy {metrics['accuracy']:.4f}, weighted F1 {metrics['f1_weighted']:.4f}, "
         f"macro F1 {metrics['f1_macro']:.4f} on {metrics['n_test']} test texts ({phases.predictor_line(metrics)}) "

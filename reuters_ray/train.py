@@ -35,6 +35,7 @@ from reuters_ray.inference import collate, default_device, eval_batch_size, forw
 from reuters_ray.loss import focal_loss
 from reuters_ray.metrics import classification_metrics
 from reuters_ray.models import build_model
+from reuters_ray.multilabel import multilabel_metrics
 
 
 @dataclass
@@ -54,7 +55,7 @@ class FoldData:
 class FoldResult:
     history: list[dict[str, Any]]  # one metrics row per epoch
     best_epoch: int
-    best_score: float  # val/f1_weighted of best_epoch
+    best_score: float  # the monitored validation metric (cfg.monitor(): val/f1_weighted by default) of best_epoch
     model: torch.nn.Module = field(repr=False)  # holding the best epoch's weights
 
 
@@ -379,7 +380,9 @@ def train_epoch(state: FoldState, data: FoldData, plan: Plan, tc, epoch: int) ->
 
 
 def validate(model, data: FoldData, plan: Plan, tc) -> tuple[dict[str, float], float, np.ndarray]:
-    """(metrics.classification_metrics, focal loss, logits [n_val, K]) on the fold's validation rows."""
+    """(metrics, focal loss, logits [n_val, K]) on the fold's validation rows: metrics.classification_metrics of the
+    argmax, or for multi-hot labels multilabel.multilabel_metrics of the topics whose sigmoid reaches 0.5 (the
+    thresholds are chosen after the folds, out of fold)."""
     batch_size = eval_batch_size(tc.eval_batch_size, plan.device)
     logits = predict_logits(
         model, data.tokens, data.val_idx, batch_size, plan.profile.pad_to, plan.device, plan.precision
@@ -387,6 +390,8 @@ def validate(model, data: FoldData, plan: Plan, tc) -> tuple[dict[str, float], f
     y = data.labels[data.val_idx]
     alpha = torch.tensor(data.class_weights, dtype=torch.float32)
     loss = focal_loss(torch.from_numpy(logits), torch.from_numpy(y), alpha, tc.focal_gamma, tc.label_smoothing)
+    if y.ndim == 2:
+        return multilabel_metrics(y, logits >= 0.0), float(loss), logits
     return classification_metrics(y, logits.argmax(1), len(data.label_names)), float(loss), logits
 
 
@@ -508,7 +513,7 @@ def train_fold(
         trained = train_epoch(state, data, plan, tc, epoch)
         t1 = time.perf_counter()
         metrics, val_loss, logits = validate(state.model, data, plan, tc)
-        if state.stopper.update(metrics["f1_weighted"], epoch):
+        if state.stopper.update(metrics[cfg.monitor()], epoch):
             state.best_state, state.best_val_logits = cpu_state(state.model), logits
         state.finished = state.stopper.should_stop or epoch == tc.max_epochs
         seconds = {
@@ -534,7 +539,8 @@ def train_fold(
             break
         if state.finished and state.stopper.should_stop:
             log(
-                f"fold {fold}: early stop after epoch {epoch}: no val F1 gain over {tc.min_delta} for {tc.patience} epochs"
+                f"fold {fold}: early stop after epoch {epoch}: no val {cfg.monitor()} gain over {tc.min_delta} "
+                f"for {tc.patience} epochs"
             )
 
     state.model.load_state_dict(state.best_state)
