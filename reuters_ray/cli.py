@@ -254,8 +254,12 @@ def _predict(args: argparse.Namespace) -> int:
         for text, answer in zip(batch, ens.answers(batch, k)):
             if args.json:
                 print(_one_line(json.dumps({"text": text, **answer}, ensure_ascii=False)))
-            elif answer["label"] is None:
+            elif "note" in answer:
                 print(f"-\t({answer['note']})\t{_one_line(text[:60])}")
+            elif ens.multi_label:  # the label set, then the top k
+                chosen = "|".join(x["label"] for x in answer["labels"])
+                shown = "  ".join(f"{t['label']} {t['p']:.3f}" for t in answer["top"])
+                print(f"{chosen}\t{shown}\t{_one_line(text[:60])}")
             else:
                 shown = "  ".join(f"{t['label']} {t['p']:.3f}" for t in answer["top"])
                 print(f"{answer['label']}\t{shown}\t{_one_line(text[:60])}")
@@ -333,6 +337,13 @@ def _baseline(args: argparse.Namespace) -> int:
         print(json.dumps(m, indent=2))
         return 0
     print(f"{m['name']}: fitted on {len(ds.train_texts)} training texts in {m['fit_s']:.1f} s")
+    if ds.multi_label:
+        print(
+            f"test ({m['n_test']} texts, {ds.num_classes} topics): micro-F1 {m['f1_micro']:.4f}, macro-F1 "
+            f"{m['f1_macro']:.4f}, samples-F1 {m['f1_samples']:.4f}, subset accuracy {m['accuracy']:.4f}, Hamming "
+            f"loss {m['hamming_loss']:.4f}"
+        )
+        return 0
     print(
         f"test ({m['n_test']} texts): accuracy {m['accuracy']:.4f}, weighted F1 {m['f1_weighted']:.4f}, macro F1 {m['f1_macro']:.4f}"
     )

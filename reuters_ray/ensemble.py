@@ -20,6 +20,7 @@ import numpy as np
 from reuters_ray.errors import DataError
 from reuters_ray.features import tokenize
 from reuters_ray.metrics import softmax
+from reuters_ray.multilabel import decide, sigmoid
 from reuters_ray.preprocess import clean_text
 from reuters_ray.text import readable_texts
 
@@ -30,12 +31,27 @@ class Ensemble:
     """The predictor. folds: a fold scorer (`mean_logits(tokens) -> [N, K]`: inference.TorchFolds or OnnxFolds);
     tokenizer: the run's (Hugging Face, fast); label_names: the K labels in output order; max_length: tokens per text
     ([CLS] and [SEP] included); linear (baseline.LinearModel) and blend_weight: the blend, w x ensemble +
-    (1 - w) x linear on probabilities, for a blended run; run_dir: the (local copy of the) run folder, if any."""
+    (1 - w) x linear on probabilities, for a blended run; run_dir: the (local copy of the) run folder, if any;
+    decision: for a multi-label run (data.task multi), its {"thresholds": [K], "at_least_one": bool} (metrics.json's
+    "decision", chosen out of fold), else None."""
 
-    def __init__(self, folds, tokenizer, label_names, max_length, linear=None, blend_weight=1.0, run_dir=None):
+    def __init__(
+        self, folds, tokenizer, label_names, max_length, linear=None, blend_weight=1.0, run_dir=None, decision=None
+    ):
         self.folds, self.tokenizer, self.label_names, self.max_length = folds, tokenizer, list(label_names), max_length
         self.linear, self.blend_weight = linear, float(blend_weight)
         self.run_dir: Path | None = run_dir
+        self.decision = None
+        if decision is not None:
+            self.decision = {"thresholds": list(decision["thresholds"]), "at_least_one": bool(decision["at_least_one"])}
+            if len(self.decision["thresholds"]) != len(self.label_names):
+                k, t = len(self.label_names), len(self.decision["thresholds"])
+                raise DataError(f"a multi-label predictor of {k} labels with {t} thresholds")
+
+    @property
+    def multi_label(self) -> bool:
+        """Whether texts get label sets (a data.task multi run): sigmoid probabilities and thresholds."""
+        return self.decision is not None
 
     # --- loading ------------------------------------------------------------------------------------------------
 
@@ -79,7 +95,10 @@ class Ensemble:
                 n, k = linear.num_classes, len(folds.label_names)
                 raise DataError(f"{local / 'linear'}: a linear model of {n} classes, fold models of {k}")
         tokenizer = AutoTokenizer.from_pretrained(str(dirs[0]))
-        return cls(folds, tokenizer, folds.label_names, metrics["max_length"], linear, weight, run_dir=local)
+        return cls(
+            folds, tokenizer, folds.label_names, metrics["max_length"], linear, weight, run_dir=local,
+            decision=metrics.get("decision") if metrics.get("task") == "multi" else None,
+        )  # fmt: skip
 
     @classmethod
     def from_export(cls, export_dir: str | Path, backend: str = "onnx") -> Ensemble:
@@ -102,8 +121,9 @@ class Ensemble:
         blended = m["predictor"] == "blend"
         linear = LinearModel.load(folder / "linear") if blended else None
         return cls(
-            folds, tokenizer, m["label_names"], int(m["max_length"]), linear, m["blend_weight"] if blended else 1.0
-        )
+            folds, tokenizer, m["label_names"], int(m["max_length"]), linear, m["blend_weight"] if blended else 1.0,
+            decision=m.get("decision"),
+        )  # fmt: skip
 
     def export(self, out_dir: str | Path, int8: bool = False) -> Path:
         """This (torch) predictor as an export folder (reuters_ray.export.export_predictor)."""
@@ -133,7 +153,8 @@ class Ensemble:
 
     def predict_proba(self, texts: list[str]) -> np.ndarray:
         """[N, K] class probabilities for raw texts (any iterable of strings), cleaned as in training: the softmax of
-        the averaged logits, blended with the linear model's where the run did. A text the model reads nothing of
+        the averaged logits (a multi-label run: each topic's sigmoid), blended with the linear model's where the run
+        did. A text the model reads nothing of
         (blank_texts) has no probabilities: its row is NaN, never a label. Lone surrogates are replaced, with a
         warning. Raises TypeError for one string instead of a list, or for items that are not strings."""
         from reuters_ray.blend import blend_probabilities
@@ -144,7 +165,8 @@ class Ensemble:
         rows = np.flatnonzero(tokens.lengths > 2)  # more than [CLS] and [SEP]
         if len(rows):
             kept = TokenArrays(tokens.ids[rows], tokens.lengths[rows], tokens.pad_id)
-            probs = softmax(self.mean_logits(kept))
+            logits = self.mean_logits(kept)
+            probs = sigmoid(logits) if self.multi_label else softmax(logits)
             if self.linear is not None:
                 linear = self.linear.predict_proba([cleaned[i] for i in rows])
                 probs = blend_probabilities(probs, linear, self.blend_weight)
@@ -166,25 +188,36 @@ class Ensemble:
         cleaned = [clean_text(t) for t in readable_texts(texts)]
         return cleaned, tokenize(cleaned, self.tokenizer, self.max_length)
 
-    def predict(self, texts: list[str]) -> list[str | None]:
-        """The label name predicted for each text; None for a text with no text in it."""
+    def predict(self, texts: list[str]) -> list:
+        """The label name predicted for each text (a multi-label run: the list of its label names, most probable
+        first); None for a text with no text in it."""
+        if self.multi_label:
+            return [None if a["labels"] is None else [x["label"] for x in a["labels"]] for a in self.answers(texts, 1)]
         return [answer["label"] for answer in self.answers(texts, k=1)]
 
     def answers(self, texts: list[str], k: int = 3) -> list[dict]:
         """One answer per text, in order (the CLI's `predict --json`, the service and Python alike): {"label": the
         most probable label, "top": the k most probable, each {"label", "p"}}, or for a text with nothing in it
-        {"label": None, "top": [], "note": "no text"}."""
-        return [answer_of(p, self.label_names, k) for p in self.predict_proba(texts)]
+        {"label": None, "top": [], "note": "no text"}. A multi-label run answers {"labels": the label set, each
+        {"label", "p"}, most probable first, "top": the k most probable} ({"labels": None, "top": [], "note": ...}
+        for a blank text)."""
+        return [answer_of(p, self.label_names, k, self.decision) for p in self.predict_proba(texts)]
 
 
-def answer_of(probs: np.ndarray, label_names: list[str], k: int) -> dict:
-    """One text's answer from its [K] probabilities (NaN: no text); see Ensemble.answers."""
+def answer_of(probs: np.ndarray, label_names: list[str], k: int, decision: dict | None = None) -> dict:
+    """One text's answer from its [K] probabilities (NaN: no text), and for a multi-label run its decision
+    (thresholds, at_least_one); see Ensemble.answers."""
+    key = "label" if decision is None else "labels"
     if np.isnan(probs).any():
-        return {"label": None, "top": [], "note": NO_TEXT}
-    top = np.argsort(-probs, kind="stable")[:k]
+        return {key: None, "top": [], "note": NO_TEXT}
+    order = np.argsort(-probs, kind="stable")
+    top = [{"label": label_names[i], "p": round(float(probs[i]), 6)} for i in order[:k]]
+    if decision is None:
+        return {"label": label_names[order[0]], "top": top}
+    chosen = decide(probs[None, :], np.asarray(decision["thresholds"]), decision["at_least_one"])[0]
     return {
-        "label": label_names[top[0]],
-        "top": [{"label": label_names[i], "p": round(float(probs[i]), 6)} for i in top],
+        "labels": [{"label": label_names[i], "p": round(float(probs[i]), 6)} for i in order if chosen[i]],
+        "top": top,
     }
 
 

@@ -3,12 +3,15 @@
     reuters-ray export --run RUN --out DIR [--int8]
 
 DIR/model.onnx        one graph: the fold models side by side, their logits averaged (inputs input_ids and
-                      attention_mask, int64 [batch, sequence], both dimensions dynamic; output logits [batch, K])
+                      attention_mask, int64 [batch, sequence], both dimensions dynamic; outputs logits [batch, K]
+                      and probabilities [batch, K]: their softmax, or for a multi-label run each topic's sigmoid,
+                      before any blend with the linear model)
 DIR/model.int8.onnx   with --int8: the same graph with dynamically quantized INT8 weights (onnxruntime)
 DIR/tokenizer/        the run's tokenizer (Hugging Face files)
 DIR/linear/           a blended run's linear model (reuters_ray.baseline), blended as the run did
 DIR/manifest.json     format tag, the run's name, config hash and test metrics, label names, max_length, the blend
-                      weight, and the SHA-256 of every graph, checked on load
+                      weight, the task and a multi-label run's thresholds, and the SHA-256 of every graph, checked
+                      on load
 
 Exported with torch.onnx.export (transformers 5 has no transformers.onnx; optimum does not install beside it).
 Loading reads JSON, ONNX protobufs and safetensors: nothing in an export folder runs code.
@@ -27,17 +30,18 @@ from reuters_ray.errors import DataError
 from reuters_ray.storage import sha256_file
 
 FORMAT = "reuters-ray-export/1"
-RECIPE = 2  # how the graphs are made; changes with them, so cached exports of an older recipe are made again
+RECIPE = 3  # how the graphs are made; changes with them, so cached exports of an older recipe are made again
 GRAPHS = {"onnx": "model.onnx", "onnx-int8": "model.int8.onnx"}
 BACKENDS = ("torch", *GRAPHS)
 OPSET = 17
 
 
-def _mean_of_folds(models):
+def _mean_of_folds(models, multi_label: bool = False):
     import torch
 
     class MeanOfFolds(torch.nn.Module):
-        """The ensemble as one module: every fold model on the same batch, logits averaged (Ensemble.combine)."""
+        """The ensemble as one module: every fold model on the same batch, logits averaged (Ensemble.mean_logits),
+        and their probabilities (softmax, or sigmoid for a multi-label run)."""
 
         def __init__(self):
             super().__init__()
@@ -45,12 +49,13 @@ def _mean_of_folds(models):
 
         def forward(self, input_ids, attention_mask):
             logits = [m(input_ids=input_ids, attention_mask=attention_mask).logits for m in self.folds]
-            return torch.stack(logits).mean(dim=0)
+            mean = torch.stack(logits).mean(dim=0)
+            return mean, torch.sigmoid(mean) if multi_label else torch.softmax(mean, dim=-1)
 
     return MeanOfFolds().eval()
 
 
-def _export_graph(models, path: Path) -> None:
+def _export_graph(models, path: Path, multi_label: bool = False) -> None:
     """The TorchScript exporter (dynamo=False, opset 17), attention as plain MatMul/Softmax ("eager": the pattern
     onnxruntime's BERT optimizer fuses for the INT8 graph; Hugging Face's SDPA attention exports to a graph it
     cannot fuse). Measured on the quick run's MiniLM folds (docs/results.md): this exporter's graph runs faster in
@@ -62,7 +67,7 @@ def _export_graph(models, path: Path) -> None:
 
     for m in models:
         m.set_attn_implementation("eager")  # same logits as SDPA (within 1e-6)
-    module = _mean_of_folds(models)
+    module = _mean_of_folds(models, multi_label)
     ids = torch.ones((2, 16), dtype=torch.long)
     mask = torch.ones((2, 16), dtype=torch.long)
     dynamic = {"input_ids": {0: "batch", 1: "sequence"}, "attention_mask": {0: "batch", 1: "sequence"}}
@@ -73,8 +78,8 @@ def _export_graph(models, path: Path) -> None:
             (ids, mask),
             str(path),
             input_names=["input_ids", "attention_mask"],
-            output_names=["logits"],
-            dynamic_axes={**dynamic, "logits": {0: "batch"}},
+            output_names=["logits", "probabilities"],
+            dynamic_axes={**dynamic, "logits": {0: "batch"}, "probabilities": {0: "batch"}},
             opset_version=OPSET,
             dynamo=False,
         )
@@ -137,7 +142,7 @@ def export_predictor(predictor, out_dir: str | Path, int8: bool = False) -> Path
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     try:
         models = predictor.models
-        _export_graph(models, tmp / GRAPHS["onnx"])
+        _export_graph(models, tmp / GRAPHS["onnx"], predictor.multi_label)
         if int8:
             arch = models[0].config
             _quantize(tmp / GRAPHS["onnx"], tmp / GRAPHS["onnx-int8"], arch.num_attention_heads, arch.hidden_size)
@@ -153,7 +158,11 @@ def export_predictor(predictor, out_dir: str | Path, int8: bool = False) -> Path
             "label_names": predictor.label_names,
             "max_length": predictor.max_length,
             "folds": len(models),
-            "test_metrics": {k: metrics[k] for k in ("accuracy", "f1_weighted", "f1_macro") if k in metrics},
+            "test_metrics": {
+                k: metrics[k] for k in ("accuracy", "f1_weighted", "f1_macro", "f1_micro", "f1_samples") if k in metrics
+            },
+            "task": "multi" if predictor.multi_label else "single",
+            "decision": predictor.decision,
             "opset": OPSET,
             "recipe": RECIPE,
             "graphs": {name: sha256_file(tmp / name) for name in GRAPHS.values() if (tmp / name).exists()},

@@ -3,6 +3,7 @@
     reuters-ray serve --run RUN [--backend torch|onnx|onnx-int8] [--host 127.0.0.1] [--port 8000] [--replicas N]
 
 POST /predict       {"texts": ["...", ...], "top_k": 3}  ->  {"predictions": [{"label": ..., "top": [{"label", "p"}]}]}
+                    (a multi-label run: {"labels": [{"label", "p"}, ...], "top": [...]}, the label set first)
 GET  /labels        {"labels": [...]}
 GET  /healthz       {"status": "ok", "run": ..., "backend": ...}
 GET  /docs, /openapi.json   the API, from the pydantic models below
@@ -56,9 +57,13 @@ class LabelP(BaseModel):
 
 
 class Answer(BaseModel):
-    """One text's answer: its label and the top_k most probable; for a blank text, label null and note "no text"."""
+    """One text's answer: its label and the top_k most probable; for a blank text, label null and note "no text".
+    A multi-label run answers "labels" (the text's label set, most probable first) instead of "label"."""
 
-    label: str | None
+    label: str | None = Field(None, description="the most probable label (single-label runs)")
+    labels: list[LabelP] | None = Field(
+        None, description="multi-label runs: every label above its threshold (chosen out of fold), most probable first"
+    )
     top: list[LabelP]
     note: str | None = Field(None, description='"no text" for a text with nothing left after cleaning')
 
@@ -266,9 +271,9 @@ def build_app(run: str, backend: str = "torch", export_dir: str | None = None, r
                 return JSONResponse({"error": f"scoring failed: {type(failed).__name__}: {failed}"}, status_code=500)
             scored = iter(probs)
             answers = [
-                Answer(label=None, top=[], note=NO_TEXT)
+                Answer(**{"labels" if self.ens.multi_label else "label": None}, top=[], note=NO_TEXT)
                 if i in blank
-                else Answer(**answer_of(next(scored), self.ens.label_names, body.top_k))
+                else Answer(**answer_of(next(scored), self.ens.label_names, body.top_k, self.ens.decision))
                 for i in range(len(body.texts))
             ]
             return PredictResponse(predictions=answers)

@@ -1,0 +1,139 @@
+"""A multi-label run through Ray end to end (marker `multilabel`, CI's fifth step, about 4 minutes): the tiny model on a
+ModApte sample with every topic of a wire, on the tests' Ray head. Its metrics are recomputed from
+predictions.parquet, its thresholds from oof_predictions.parquet; predict (text and JSON), Ensemble.from_run, the ONNX
+export and the HTTP service answer label sets alike."""
+
+import json
+import subprocess
+import time
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+from conftest import BIN, REPO, RUN_TIMEOUT, cv_cmd, free_port, run_dir_of
+from test_serve import call
+
+from reuters_ray.multilabel import choose_thresholds, multilabel_metrics
+
+pytestmark = pytest.mark.multilabel
+
+TEXTS = [
+    "Wheat and corn exports to the Soviet Union fell this season as grain stocks grew",
+    "The central bank raised its discount rate to defend the dollar against the yen",
+    "",
+]
+
+
+@pytest.fixture(scope="module")
+def multi_run(ray_head, reuters_dir, tmp_path_factory):
+    cfg = yaml.safe_load((REPO / "configs" / "tiny-cpu.yaml").read_text())
+    cfg["data"].update(path=str(reuters_dir), split="modapte", task="multi", min_samples=20)
+    cfg["data"].update(train_sample=400, test_sample=150)
+    cfg["cv"].update(folds=2, threshold_min_positives=40)
+    tmp = tmp_path_factory.mktemp("multi")
+    (tmp / "multi.yaml").write_text(yaml.safe_dump(cfg))
+    storage = tmp / "runs"
+    out = subprocess.run(cv_cmd(tmp / "multi.yaml", storage), capture_output=True, text=True, timeout=RUN_TIMEOUT)
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    (tmp / "stdout.txt").write_text(out.stdout)
+    return run_dir_of(storage), out.stdout
+
+
+def _sets(column, names):
+    return np.array([[n in set(row) for n in names] for row in column], dtype=np.uint8)
+
+
+def test_metrics_are_those_of_the_predictions_and_the_thresholds_come_from_out_of_fold(multi_run):
+    run, stdout = multi_run
+    m = json.loads((run / "metrics.json").read_text())
+    names = m["label_names"]
+    assert m["task"] == "multi" and m["predictor"] == "blend" and len(names) >= 5
+    pred = pd.read_parquet(run / "predictions.parquet")
+    assert len(pred) == m["n_test"] == 150
+    y, p = _sets(pred["true_labels"], names), _sets(pred["predicted_labels"], names)
+    again = multilabel_metrics(y, p)
+    for key in ("f1_micro", "f1_macro", "f1_samples", "f1_weighted", "accuracy", "hamming_loss"):
+        assert m[key] == pytest.approx(again[key], abs=1e-12), key
+    probs = pred[[f"p_{n}" for n in names]].to_numpy()
+    d = m["decision"]
+    # every predicted set: the topics at or above their thresholds, else the most probable one
+    above = probs >= np.array(d["thresholds"], dtype=np.float32)
+    assert d["at_least_one"] and (p.sum(axis=1) >= 1).all()
+    assert (p[above.any(axis=1)] == above[above.any(axis=1)]).all()
+    # the ensemble's thresholds are those chosen on the ensemble's out-of-fold probabilities
+    oof = pd.read_parquet(run / "oof_predictions.parquet")
+    y_oof = _sets(oof["true_labels"], names)
+    ens = choose_thresholds(y_oof, oof[[f"p_{n}" for n in names]].to_numpy().astype(np.float64), 40, True)
+    assert np.allclose(ens["thresholds"], m["ensemble"]["decision"]["thresholds"], atol=0.011)
+    # each topic's positives spread over the two folds within one of each other (iterative stratification)
+    per_fold = np.array([y_oof[oof["fold"].to_numpy() == k].sum(axis=0) for k in (0, 1)])
+    assert (np.abs(per_fold[0] - per_fold[1]) <= 1).mean() >= 0.9
+    # the early-stopping metric is validation micro-F1: the best epoch has the folds' best val/f1_micro
+    hist = pd.read_csv(run / "history.csv")
+    for fold in m["folds"]:
+        rows = hist[hist["fold"] == fold["fold"]]
+        assert rows["val/f1_micro"].idxmax() == rows.index[rows["epoch"] == fold["best_epoch"]][0]
+    line = [x for x in stdout.splitlines() if "micro-F1" in x and "Hamming loss" in x]
+    assert line and f"micro-F1 {m['f1_micro']:.4f}" in line[-1]
+    report = (run / "report.md").read_text()
+    assert "## Per topic" in report and "## Confused topics" in report and "Confusion" not in report.split("##")[1]
+    assert (run / "confused_pairs.csv").is_file() and not (run / "confusion_matrix.csv").exists()
+
+
+def test_predict_python_export_and_the_service_answer_label_sets(multi_run, tmp_path):
+    from reuters_ray.ensemble import Ensemble
+
+    run, _ = multi_run
+    ens = Ensemble.from_run(run, device="cpu")
+    assert ens.multi_label
+    sets = ens.predict(TEXTS)
+    assert sets[2] is None and all(isinstance(s, list) and len(s) >= 1 for s in sets[:2])
+    probs = ens.predict_proba(TEXTS[:2])
+    t = np.array(ens.decision["thresholds"])
+    for row, got in zip(probs, sets):
+        want = [ens.label_names[i] for i in np.argsort(-row, kind="stable") if row[i] >= t[i]]
+        assert got == (want or [ens.label_names[int(row.argmax())]])
+    cli = [str(BIN / "reuters-ray"), "predict", "--run", str(run)]
+    out = subprocess.run(cli + ["--json", *TEXTS[:2]], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    answers = [json.loads(line) for line in out.stdout.splitlines()]
+    assert [[x["label"] for x in a["labels"]] for a in answers] == sets[:2]
+    assert all(len(a["top"]) == 3 and "label" not in a for a in answers)
+    text = subprocess.run(cli + TEXTS[:2], capture_output=True, text=True, timeout=300)
+    assert [line.split("\t")[0] for line in text.stdout.splitlines()] == ["|".join(s) for s in sets[:2]]
+
+    exported = Ensemble.load(ens.export(tmp_path / "export"))
+    assert exported.decision == ens.decision and exported.predict(TEXTS) == sets
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(str(tmp_path / "export" / "model.onnx"))
+    ids = np.array([[101, 2054, 102]], dtype=np.int64)
+    logits, graph_probs = session.run(["logits", "probabilities"], {"input_ids": ids, "attention_mask": ids * 0 + 1})
+    assert np.allclose(graph_probs, 1 / (1 + np.exp(-logits)), atol=1e-6)  # sigmoid: not a distribution
+
+    port = free_port()
+    proc = subprocess.Popen(
+        [str(BIN / "reuters-ray"), "serve", "--run", str(run), "--port", str(port)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+    )  # fmt: skip
+    url, deadline = f"http://127.0.0.1:{port}", time.monotonic() + 300
+    try:
+        while True:
+            assert proc.poll() is None and time.monotonic() < deadline
+            try:
+                if call(url, "/healthz")[0] == 200:
+                    break
+            except (OSError, json.JSONDecodeError):
+                pass
+            time.sleep(0.5)
+        status, body = call(url, "/predict", {"texts": TEXTS, "top_k": 2})
+        assert status == 200
+        got = body["predictions"]
+        assert [[x["label"] for x in a["labels"]] for a in got[:2]] == sets[:2]
+        assert got[2] == {"labels": None, "top": [], "note": "no text"}
+    finally:
+        import signal
+
+        proc.send_signal(signal.SIGINT)
+        proc.wait(timeout=60)
