@@ -34,6 +34,8 @@ RECIPE = 3  # how the graphs are made; changes with them, so cached exports of a
 GRAPHS = {"onnx": "model.onnx", "onnx-int8": "model.int8.onnx"}
 BACKENDS = ("torch", *GRAPHS)
 OPSET = 17
+# the test figures a manifest carries: single-label, multi-label
+_KEYS = {False: ("accuracy", "f1_weighted", "f1_macro"), True: ("f1_micro", "f1_macro", "f1_samples", "accuracy")}
 
 
 def _mean_of_folds(models, multi_label: bool = False):
@@ -158,9 +160,7 @@ def export_predictor(predictor, out_dir: str | Path, int8: bool = False) -> Path
             "label_names": predictor.label_names,
             "max_length": predictor.max_length,
             "folds": len(models),
-            "test_metrics": {
-                k: metrics[k] for k in ("accuracy", "f1_weighted", "f1_macro", "f1_micro", "f1_samples") if k in metrics
-            },
+            "test_metrics": {k: metrics[k] for k in _KEYS[predictor.multi_label] if k in metrics},
             "task": "multi" if predictor.multi_label else "single",
             "decision": predictor.decision,
             "opset": OPSET,

@@ -95,17 +95,40 @@ class TextDataset:
     def notes(self) -> list[str]:
         """What loading and preprocessing did that a person should read first, one line each: how a table was read
         and what its labels look like (provenance "notes"), each class dropped by data.min_samples with its training
-        count, empty texts of a table with their rows, and short texts with their ids."""
+        count, empty texts and rows without a label of a table with their rows, short texts with their ids, and for
+        multi-label data the topics without a test text and the texts left without any kept topic."""
         lines = list(self.provenance.get("notes", []))
         for step in self.provenance.get("steps", []):
             params = step["params"]
             if step["step"] == "filter_rare_classes" and params.get("dropped_classes"):
                 dropped = params["dropped_classes"]
                 listed = ", ".join(f"{d['name']} ({d['train']})" for d in dropped)
+                what = "training positives" if "rows_without_kept_topic" in params else "training examples"
                 lines.append(
                     f"dropped {len(dropped)} class(es) with fewer than data.min_samples={params['min_samples']} "
-                    f"training examples (training count in brackets): {listed}"
+                    f"{what} (training count in brackets): {listed}"
                 )
+            elif step["step"] == "drop_topics_without_test_wire" and params.get("dropped_classes"):
+                dropped = params["dropped_classes"]
+                listed = ", ".join(f"{d['name']} ({d['train']})" for d in dropped)
+                lines.append(
+                    f"dropped {len(dropped)} topic(s) without a test text (training count in brackets): {listed}"
+                )
+            elif step["step"] == "drop_topics_without_training_text" and params.get("dropped_classes"):
+                dropped = params["dropped_classes"]
+                listed = ", ".join(f"{d['name']} ({d['test']})" for d in dropped)
+                lines.append(
+                    f"dropped {len(dropped)} topic(s) left without a training text by data.train_sample="
+                    f"{params['train_sample']} (test count in brackets): {listed}"
+                )
+            elif step["step"] == "drop_unlabelled_rows" and sum(step["removed"].values()):
+                for file, rows in params["rows"].items():
+                    if rows:
+                        shown = ", ".join(map(str, rows[:20])) + (" ..." if len(rows) > 20 else "")
+                        lines.append(
+                            f"warning: {file}: dropped {len(rows)} row(s) without a label in column "
+                            f"{params['column']!r}, data rows {shown}"
+                        )
             elif step["step"] == "drop_empty_texts" and sum(step["removed"].values()):
                 for file, rows in params["rows"].items():
                     if rows:
@@ -122,6 +145,12 @@ class TextDataset:
                     f"warning: dropped {sum(step['removed'].values())} text(s) with fewer than data.min_tokens="
                     f"{params['min_tokens']} words (train {step['removed']['train']}, test {step['removed']['test']})"
                     + (f": ids {shown}" if shown else "")
+                )
+            gone = params.get("rows_without_kept_topic", {})  # multi-label data: texts whose every topic was dropped
+            if sum(gone.values()):
+                lines.append(
+                    f"dropped {sum(gone.values())} text(s) without any kept topic at {step['step']} "
+                    f"(train {gone['train']}, test {gone['test']})"
                 )
         return lines
 

@@ -12,6 +12,19 @@ Text modes:
   keras       the next <BODY> after the wire's <TOPICS>, as Keras's script searched for it. The 975 wires
               without a body of their own thereby get a LATER wire's body (one of them, the last body-less
               wire of reut2-006.sgm, gets the first body of reut2-007.sgm: the walk continues across files).
+
+split="modapte" (docs/data.md, "Multi-label"): the standard benchmark split instead of Keras's.
+  1. the wires whose <REUTERS> tag says TOPICS="YES": LEWISSPLIT="TRAIN" -> train, "TEST" -> test, "NOT-USED" left
+     out (9,603 / 3,299 wires); fixed by the files, so data.split_seed does not apply;
+  2. task "multi": every topic of a wire is a label (a topic listed twice counts once); label names are the topics
+     of those wires sorted alphabetically; a wire without topics stays as a row of zeros, for preprocessing to drop
+     (it has no kept topic). The provenance asks preprocessing to drop the topics without a test wire too
+     ("topics_need_test_wire"), which with data.min_samples=1 leaves ModApte-90;
+  3. task "single": the label is the first topic listed (Keras's rule); wires without topics are left out here;
+     label names sorted alphabetically;
+  4. text: title+body only (the wire's own); a brief (<TEXT TYPE="BRIEF">) is its title alone, an unprocessed wire
+     (<TEXT TYPE="UNPROC">, no <TITLE>/<BODY> markup) is its whole <TEXT>. data.text keras is refused: it is
+     Keras's reading of its own 11,228 wires.
 """
 
 from __future__ import annotations
@@ -69,6 +82,7 @@ DISTRIBUTION_SHA256 = {
 _SGM_NAME = re.compile(r"(?:^|/)(reut2-\d{3}\.sgm)$")
 _DOC = re.compile(r"<REUTERS\b([^>]*)>(.*?)</REUTERS>", re.S)
 _NEWID = re.compile(r'NEWID="(\d+)"')
+_ATTR = re.compile(r'(\w+)="([^"]*)"')
 _TOPICS = re.compile(r"<TOPICS>(.*?)</TOPICS>", re.S)
 _D = re.compile(r"<D>(.*?)</D>", re.S)
 _TITLE = re.compile(r"<TITLE>(.*?)</TITLE>", re.S)
@@ -191,6 +205,7 @@ def _parse(files: list[tuple[str, bytes]]) -> tuple[list[dict], list[tuple[int, 
                 {
                     "file": fi,
                     "id": newid.group(1),
+                    "attrs": dict(_ATTR.findall(m.group(1))),
                     "topics": _D.findall(topics_m.group(1)),
                     "topics_end": m.start(2) + topics_m.end(),
                     "title": _TITLE.search(body),
@@ -208,19 +223,153 @@ def _own_text(doc: dict) -> str:
     return "\n".join(p for p in parts if p)
 
 
+def _text_source(doc: dict) -> str:
+    """Where _own_text finds a wire's text: "title and body"; "title only" (a brief, <TEXT TYPE="BRIEF">, whose
+    <TEXT> holds a title and the filler "Blah blah blah."); "body only"; "whole text" (<TEXT TYPE="UNPROC">, no
+    <TITLE>/<BODY> markup); "none"."""
+    if doc["title"] is not None:
+        return "title and body" if doc["body"] is not None else "title only"
+    if doc["body"] is not None:
+        return "body only"
+    return "whole text" if doc["text"] is not None else "none"
+
+
+SPLITS = ("keras", "modapte")
+TASKS = ("single", "multi")
+
+
 def load_reuters21578(
-    path: str | None, text: str = "title+body", cache_dir: str | None = None, seed: int = 113
+    path: str | None,
+    text: str = "title+body",
+    cache_dir: str | None = None,
+    seed: int = 113,
+    split: str = "keras",
+    task: str = "single",
 ) -> TextDataset:
-    """Reuters-46 from the raw files (see the module docstring for the rules).
+    """Reuters-46 (split "keras") or the ModApte split (split "modapte") from the raw files (see the module
+    docstring for the rules). task "multi" (ModApte only): multi-hot labels of every topic of a wire.
 
     path: a folder of reut2-*.sgm, or reuters21578.tar.gz; None downloads the archive into `cache_dir`.
-    Raises DataError for a missing or empty folder, an unreadable archive, or a truncated .sgm file.
+    Raises DataError for a missing or empty folder, an unreadable archive, or a truncated .sgm file, and for a
+    combination of text, split and task that does not exist.
     """
     if text not in ("title+body", "keras"):
         raise DataError(f"data.text must be 'title+body' or 'keras', got {text!r}")
+    if split not in SPLITS:
+        raise DataError(f"data.split must be 'keras' or 'modapte', got {split!r}")
+    if task not in TASKS:
+        raise DataError(f"data.task must be 'single' or 'multi', got {task!r}")
+    if split == "modapte" and text == "keras":
+        raise DataError(
+            "data.text keras is Keras's reading of its own Reuters-46 wires (975 of them get a later wire's body); "
+            "data.split modapte takes each wire's own text: use data.text title+body"
+        )
+    if split == "keras" and task == "multi":
+        raise DataError(
+            "data.task multi needs data.split modapte with source reuters21578 (Keras's split is built on one topic "
+            "per wire)"
+        )
     files, prov = _read_files(path, cache_dir)
     mismatched = _checksum_mismatches(files)
     docs, bodies = _parse(files)
+    prov.update(
+        {
+            "source": "reuters21578",
+            "text_mode": text,
+            "files": len(files),
+            "checksums": "match Reuters-21578 Distribution 1.0"
+            if not mismatched
+            else f"differ from Distribution 1.0: {', '.join(mismatched)}",
+            "documents": len(docs),
+        }
+    )
+    if split == "modapte":
+        return _modapte(files, docs, prov, task)
+    return _keras46(docs, bodies, prov, text, seed)
+
+
+def _modapte(files: list[tuple[str, bytes]], docs: list[dict], prov: dict, task: str) -> TextDataset:
+    """The ModApte split of the parsed wires (module docstring, split="modapte")."""
+    for d in docs:
+        if "TOPICS" not in d["attrs"] or "LEWISSPLIT" not in d["attrs"]:
+            raise DataError(
+                f"{files[d['file']][0]}: wire NEWID={d['id']} has no TOPICS or LEWISSPLIT attribute in its <REUTERS> "
+                f"tag; the ModApte split is read from them"
+            )
+    topics_yes = [d for d in docs if d["attrs"]["TOPICS"] == "YES"]
+    chosen = {
+        side: [d for d in topics_yes if d["attrs"]["LEWISSPLIT"] == mark]
+        for side, mark in (("train", "TRAIN"), ("test", "TEST"))
+    }
+    if not chosen["train"] or not chosen["test"]:
+        raise DataError(
+            f"the files hold {len(chosen['train'])} training and {len(chosen['test'])} test wires of the ModApte split "
+            f'(TOPICS="YES" with LEWISSPLIT="TRAIN" / "TEST"); both are needed'
+        )
+    not_used = len(topics_yes) - len(chosen["train"]) - len(chosen["test"])  # LEWISSPLIT="NOT-USED"
+    without = {side: sum(not d["topics"] for d in ds) for side, ds in chosen.items()}
+    if task == "single":  # the first topic, as Keras's rule; a wire without topics has no label
+        chosen = {side: [d for d in ds if d["topics"]] for side, ds in chosen.items()}
+        names = sorted({d["topics"][0] for ds in chosen.values() for d in ds})
+    else:
+        names = sorted({t for ds in chosen.values() for d in ds for t in d["topics"]})
+    index = {name: i for i, name in enumerate(names)}
+
+    def labels(ds: list[dict]) -> np.ndarray:
+        if task == "single":
+            return np.array([index[d["topics"][0]] for d in ds], dtype=np.int64)
+        hot = np.zeros((len(ds), len(names)), dtype=np.uint8)
+        for row, d in enumerate(ds):
+            hot[row, [index[t] for t in d["topics"]]] = 1  # a topic listed twice (NEWID 5467, 19918) counts once
+        return hot
+
+    prov.update(
+        {
+            "task": task,
+            "label_order": "alphabetical",
+            "modapte": {
+                "rule": 'TOPICS="YES"; LEWISSPLIT="TRAIN" -> train, "TEST" -> test, "NOT-USED" left out',
+                "topics_yes": len(topics_yes),
+                "not_used": not_used,
+                # wires without a topic: task single leaves them out here (no first topic); task multi keeps them as
+                # rows of zeros, which preprocessing drops (no kept topic)
+                "without_topics": without,
+                "repeated_topics": [
+                    {"id": d["id"], "topics": sorted({t for t in d["topics"] if d["topics"].count(t) > 1})}
+                    for ds in chosen.values()
+                    for d in ds
+                    if len(set(d["topics"])) < len(d["topics"])
+                ],
+                "text_sources": {
+                    side: dict(sorted(Counter(map(_text_source, ds)).items())) for side, ds in chosen.items()
+                },
+            },
+            "split": {
+                "name": "modapte",
+                "seed": None,  # a fixed split: data.split_seed does not apply
+                "seed_note": "data.split_seed does not apply: ModApte is fixed by the files' LEWISSPLIT attribute",
+                "train": len(chosen["train"]),
+                "test": len(chosen["test"]),
+            },
+            "steps": [],
+        }
+    )
+    if task == "multi":
+        prov["topics_need_test_wire"] = True  # ModApte-90: preprocessing also drops topics without a test wire
+    return TextDataset(
+        train_texts=[_own_text(d) for d in chosen["train"]],
+        train_labels=labels(chosen["train"]),
+        test_texts=[_own_text(d) for d in chosen["test"]],
+        test_labels=labels(chosen["test"]),
+        label_names=names,
+        train_ids=[d["id"] for d in chosen["train"]],
+        test_ids=[d["id"] for d in chosen["test"]],
+        provenance=prov,
+    )
+
+
+def _keras46(docs: list[dict], bodies: list[tuple[int, int, str]], prov: dict, text: str, seed: int) -> TextDataset:
+    """Keras's Reuters-46 of the parsed wires (module docstring, rules 1-5)."""
     body_keys = [(fi, off) for fi, off, _ in bodies]
 
     with_topics = [d for d in docs if d["topics"]]
@@ -249,13 +398,6 @@ def load_reuters21578(
     tr, te = order[:cut], order[cut:]
     prov.update(
         {
-            "source": "reuters21578",
-            "text_mode": text,
-            "files": len(files),
-            "checksums": "match Reuters-21578 Distribution 1.0"
-            if not mismatched
-            else f"differ from Distribution 1.0: {', '.join(mismatched)}",
-            "documents": len(docs),
             "documents_with_topics": len(with_topics),
             "topic_min_documents": MIN_TOPIC_DOCS,
             "kept_documents": len(kept),

@@ -7,6 +7,10 @@ are the distinct training labels, integer codes in numeric order first. Text fil
 allowed; a CSV/TSV file's delimiter is data.delimiter, else the one whose split of the header holds the named
 columns (';' from spreadsheets with a decimal comma), and the run says which. Ids come from an `id` column, else
 the 0-based row number.
+Multi-label data (data.task multi): a label cell holds a text's labels, in CSV/TSV split at data.label_delimiter ('|':
+"sport | politics"; spaces around each label dropped, empty pieces ignored), in JSON Lines and Parquet a list (a plain
+string there is split the same way). A row without any label is dropped and counted; one file is split in two by a
+seeded iterative stratification (MultilabelStratifiedShuffleSplit), and the labels become multi-hot rows.
 A path is a local file or a URI pyarrow's filesystems take (s3://bucket/news.csv?endpoint_override=..., gs://...),
 so a job submitted to a remote cluster needs no file on its head node.
 """
@@ -18,7 +22,7 @@ import hashlib
 import io
 import json
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
 import numpy as np
@@ -255,11 +259,20 @@ class _File:
     ids: list[str]
     empty_rows: list[int]  # data rows (from 1) dropped for an empty text
     notes: list[str]
+    unlabelled_rows: list[int] = field(default_factory=list)  # task multi: dropped, no label in the cell
 
 
-def _read_file(path: str, text_column: str, label_column: str, delimiter: str | None) -> _File:
+def _read_file(
+    path: str,
+    text_column: str,
+    label_column: str,
+    delimiter: str | None,
+    task: str = "single",
+    label_delimiter: str = "|",
+) -> _File:
     """Reads one table file. Raises DataError naming the file, column and data rows at fault: missing columns, no
-    rows, missing labels, a list or mapping as a label, repeated ids, no text at all."""
+    rows, missing labels, a list or mapping as a label, repeated ids, no text at all. task "multi": each label cell is
+    a list of labels (_label_sets); a row without any is dropped and counted, not refused."""
     shown, where, data, fmt = _fetch(path)
     df, read = _read(shown, data, fmt, delimiter, (text_column, label_column))
     missing = [c for c in (text_column, label_column) if c not in df.columns]
@@ -274,16 +287,24 @@ def _read_file(path: str, text_column: str, label_column: str, delimiter: str | 
     if df.empty:
         raise DataError(f"{shown}: the table has no rows")
     cells = df[label_column].tolist()
-    labels = _cells(shown, label_column, cells, labels=True)
-    absent = [i for i, v in enumerate(labels) if v is None]
-    if absent:
-        raise DataError(
-            f"{shown}: column {label_column!r} has {len(absent)} missing label(s), data rows {_rows(absent)}"
-        )
+    if task == "multi":
+        labels, items = _label_sets(shown, label_column, cells, label_delimiter)
+        unlabelled = np.array([not ls for ls in labels])
+        if unlabelled.all():
+            raise DataError(f"{shown}: column {label_column!r} holds no label in any of its {len(df)} rows")
+    else:
+        labels = _cells(shown, label_column, cells, labels=True)
+        absent = [i for i, v in enumerate(labels) if v is None]
+        if absent:
+            raise DataError(
+                f"{shown}: column {label_column!r} has {len(absent)} missing label(s), data rows {_rows(absent)}"
+            )
+        items, unlabelled = [[c] for c in cells], np.zeros(len(labels), dtype=bool)
     texts = _cells(shown, text_column, df[text_column].tolist(), labels=False)
     empty = np.array([t is None for t in texts])
     if empty.all():
         raise DataError(f"{shown}: column {text_column!r} holds no text in any of its {len(df)} rows")
+    unlabelled &= ~empty  # a row with neither text nor label counts as an empty text
     ids = [_label_text(i) for i in df["id"]] if "id" in df.columns else [str(i) for i in range(len(df))]
     at: dict[str, list[int]] = {}
     for i, v in enumerate(ids):
@@ -294,7 +315,9 @@ def _read_file(path: str, text_column: str, label_column: str, delimiter: str | 
             f"{shown}: column 'id' repeats {repeated!r} in data rows {_rows(at[repeated])}; ids name rows in "
             f"predictions and folds, so each must be unique (rename the column to have rows numbered instead)"
         )
-    keep = np.flatnonzero(~empty)  # empty texts: dropped and counted, as the seed's short-text filter drops short ones
+    # empty texts (and, task multi, rows without a label): dropped and counted, as the seed's short-text filter drops
+    # short ones
+    keep = np.flatnonzero(~empty & ~unlabelled)
     return _File(
         shown=shown,
         where=where,
@@ -304,8 +327,50 @@ def _read_file(path: str, text_column: str, label_column: str, delimiter: str | 
         labels=[labels[i] for i in keep],
         ids=[ids[i] for i in keep],
         empty_rows=[int(i) + 1 for i in np.flatnonzero(empty)],
-        notes=_read_notes(shown, read) + _label_notes(shown, label_column, [cells[i] for i in keep]),
+        notes=_read_notes(shown, read) + _label_notes(shown, label_column, [v for i in keep for v in items[i]]),
+        unlabelled_rows=[int(i) + 1 for i in np.flatnonzero(unlabelled)],
     )
+
+
+def _label_sets(shown: str, column: str, values: list, delimiter: str) -> tuple[list[list[str]], list[list]]:
+    """task multi: each cell of `column` as its labels (each once, in the cell's order), and as the items they came
+    from (for _label_notes). A list (JSON Lines, Parquet) holds one label per item, spelled as _label_text spells
+    a cell; a string is split at `delimiter`, spaces around each piece dropped; a JSON or Parquet number or boolean
+    is one label; empty pieces and items, and a missing cell, give no label. Raises DataError naming the data rows
+    of a mapping or a list inside a list, bytes that are not UTF-8, a lone surrogate, or a control character."""
+    faults: dict[str, list[int]] = {}
+    sets, items_of = [], []
+    for row, value in enumerate(values):
+        if isinstance(value, dict):
+            faults.setdefault("a mapping", []).append(row)
+            value = None
+        if isinstance(value, (list, tuple, np.ndarray)):
+            items = list(value)
+        elif _missing(value):
+            items = []
+        elif isinstance(value, str):
+            items = [piece.strip() for piece in value.split(delimiter)]
+        else:
+            items = [value]
+        kept = []
+        for item in items:
+            if isinstance(item, (list, tuple, dict, np.ndarray)):
+                faults.setdefault("a list or mapping inside a list", []).append(row)
+            elif isinstance(item, bytes) and not _utf8(item):
+                faults.setdefault("bytes that are not UTF-8", []).append(row)
+            elif not _missing(item):
+                kept.append(item)
+        names = [_label_text(item) for item in kept]
+        if unreadable_texts(names):
+            faults.setdefault("text that is not Unicode (a lone surrogate)", []).append(row)
+        if any(_CONTROL.search(n) for n in names):
+            what = "a line break, tab or other control character in a label (a label is one line in every output)"
+            faults.setdefault(what, []).append(row)
+        sets.append(list(dict.fromkeys(names)))
+        items_of.append(kept)
+    for what, rows in faults.items():
+        raise DataError(f"{shown}: column {column!r} holds {what} in data rows {_rows(sorted(set(rows)))}")
+    return sets, items_of
 
 
 DELIMITER_NAMES = {"\t": "tab", ",": "comma", ";": "semicolon", "|": "pipe"}
@@ -391,6 +456,39 @@ def _split(train: _File, test_size: float, seed: int) -> tuple[np.ndarray, np.nd
     return np.sort(train_idx), np.sort(test_idx)
 
 
+def _multilabel_split(train: _File, test_size: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """(train rows, test rows) of one multi-label file: a seeded iterative stratification of its label sets
+    (MultilabelStratifiedShuffleSplit; the test share may differ from test_size by a few rows, as it keeps each
+    label's share first). Raises DataError naming the file."""
+    from iterstrat.ml_stratifiers import MultilabelStratifiedShuffleSplit
+
+    names = sorted({n for ls in train.labels for n in ls}, key=_natural)
+    if len(names) < 2:
+        raise DataError(f"{train.shown}: the labels hold a single class ({names[0]!r}); a classifier needs at least 2")
+    hot = _multi_hot(train.labels, names)
+    once = [n for n, c in zip(names, hot.sum(axis=0)) if c < 2]
+    if once:
+        raise DataError(
+            f"{train.shown}: a stratified test split needs at least 2 examples per label; only 1 for "
+            f"{', '.join(map(repr, once))}. Add examples or give data.test_path"
+        )
+    try:
+        splitter = MultilabelStratifiedShuffleSplit(n_splits=1, test_size=test_size, random_state=seed)
+        train_idx, test_idx = next(splitter.split(np.zeros((len(hot), 1)), hot))
+    except ValueError as e:
+        raise DataError(f"{train.shown}: cannot split with data.test_size={test_size}: {e}") from None
+    return np.sort(train_idx), np.sort(test_idx)
+
+
+def _multi_hot(label_sets: list[list[str]], names: list[str]) -> np.ndarray:
+    """uint8 [N, len(names)]: 1 where row n has label k."""
+    index = {n: k for k, n in enumerate(names)}
+    hot = np.zeros((len(label_sets), len(names)), dtype=np.uint8)
+    for row, labels in enumerate(label_sets):
+        hot[row, [index[n] for n in labels]] = 1
+    return hot
+
+
 def load_table(
     path: str | None,
     text_column: str = "text",
@@ -399,37 +497,55 @@ def load_table(
     test_size: float = 0.2,
     seed: int = 113,
     delimiter: str | None = None,
+    task: str = "single",
+    label_delimiter: str = "|",
 ) -> TextDataset:
     """Reads a labelled table (module docstring). Labels are strings as written in the file ('001' stays '001');
     label names are the distinct training labels, integer codes in numeric order, then the rest. A CSV/TSV file's
-    delimiter is `delimiter`, else detected from its header. Raises DataError naming the file, column and rows at
-    fault."""
+    delimiter is `delimiter`, else detected from its header. task "multi": a cell holds several labels (split at
+    `label_delimiter`, or a list), rows without one are dropped and counted, the labels are multi-hot. Raises
+    DataError naming the file, column and rows at fault."""
     if path is None:
         raise DataError("data.path is required for source 'table' (a .csv, .tsv, .parquet or .jsonl file)")
-    train = _read_file(path, text_column, label_column, delimiter)
-    test = _read_file(test_path, text_column, label_column, delimiter) if test_path is not None else None
+    if task not in ("single", "multi"):
+        raise DataError(f"data.task must be 'single' or 'multi', got {task!r}")
+    multi = task == "multi"
+    train = _read_file(path, text_column, label_column, delimiter, task, label_delimiter)
+    test = None
+    if test_path is not None:
+        test = _read_file(test_path, text_column, label_column, delimiter, task, label_delimiter)
     if test is not None and test.sha256 == train.sha256:
         raise DataError(
             f"{test.shown}: data.test_path holds the same bytes as data.path {train.shown}: testing on the training "
             f"rows measures nothing; give the held-out file, or leave data.test_path unset for a split"
         )
+    return _dataset(train, test, text_column, label_column, test_size, seed, multi, label_delimiter)
+
+
+def _dataset(
+    train: _File, test: _File | None, text_column, label_column, test_size, seed, multi: bool, label_delimiter
+) -> TextDataset:
+    """load_table's data set from its file(s), read: the split (test file, else seeded), label names, provenance,
+    and the rows dropped while reading as steps."""
     if test is not None:
         train_idx = np.arange(len(train.texts))
         test_texts, test_labels, test_ids = test.texts, test.labels, test.ids
     else:
-        train_idx, test_idx = _split(train, test_size, seed)
+        train_idx, test_idx = _multilabel_split(train, test_size, seed) if multi else _split(train, test_size, seed)
         test_texts, test_labels, test_ids = (
             [train.texts[i] for i in test_idx],
             [train.labels[i] for i in test_idx],
             [train.ids[i] for i in test_idx],
         )
     train_labels = [train.labels[i] for i in train_idx]
-    names = sorted(set(train_labels), key=_natural)
+    # multi: every label of every row; single: each row's one label
+    flat = (lambda rows: [n for ls in rows for n in ls]) if multi else (lambda rows: rows)
+    names = sorted(set(flat(train_labels)), key=_natural)
     if len(names) < 2:
         raise DataError(
             f"{train.shown}: column {label_column!r} holds a single class ({names[0]!r}); a classifier needs at least 2"
         )
-    unseen = sorted(set(test_labels) - set(names), key=_natural)
+    unseen = sorted(set(flat(test_labels)) - set(names), key=_natural)
     if unseen:
         raise DataError(f"{(test or train).shown}: test labels never seen in training: {', '.join(map(repr, unseen))}")
     index = {n: i for i, n in enumerate(names)}
@@ -448,14 +564,22 @@ def load_table(
             "train": len(train_idx),
             "test": len(test_texts),
         },
-        "notes": train.notes + (test.notes if test else []),
+        "notes": train.notes
+        + (test.notes if test else [])
+        + (_one_label_note(train, test, label_column, label_delimiter) if multi else []),
         "steps": [],
     }
+    if multi:
+        prov = {**prov, "task": "multi", "label_delimiter": label_delimiter}
+
+    def encode(labels: list) -> np.ndarray:
+        return _multi_hot(labels, names) if multi else np.array([index[v] for v in labels], dtype=np.int64)
+
     ds = TextDataset(
         train_texts=[train.texts[i] for i in train_idx],
-        train_labels=np.array([index[v] for v in train_labels], dtype=np.int64),
+        train_labels=encode(train_labels),
         test_texts=test_texts,
-        test_labels=np.array([index[v] for v in test_labels], dtype=np.int64),
+        test_labels=encode(test_labels),
         label_names=names,
         train_ids=[train.ids[i] for i in train_idx],
         test_ids=test_ids,
@@ -464,4 +588,21 @@ def load_table(
     rows = {train.shown: train.empty_rows, **({test.shown: test.empty_rows} if test else {})}
     # With one file split in two, its empty rows are counted under "train" (they were dropped before the split)
     removed = {"train": len(train.empty_rows), "test": len(test.empty_rows) if test else 0}
-    return ds.with_step("drop_empty_texts", {"column": text_column, "rows": rows}, removed)
+    ds = ds.with_step("drop_empty_texts", {"column": text_column, "rows": rows}, removed)
+    if not multi:
+        return ds
+    rows = {train.shown: train.unlabelled_rows, **({test.shown: test.unlabelled_rows} if test else {})}
+    removed = {"train": len(train.unlabelled_rows), "test": len(test.unlabelled_rows) if test else 0}
+    return ds.with_step("drop_unlabelled_rows", {"column": label_column, "rows": rows}, removed)
+
+
+def _one_label_note(train: _File, test: _File | None, column: str, label_delimiter: str) -> list[str]:
+    """task multi: one warning line when every row of the table (both files) has exactly one label."""
+    files = [train] + ([test] if test else [])
+    if any(len(labels) != 1 for f in files for labels in f.labels):
+        return []
+    shown = " and ".join(f.shown for f in files)
+    return [
+        f"warning: {shown}: column {column!r}: every row has one label (data.label_delimiter is {label_delimiter!r}); "
+        f"data.task single may be what you want"
+    ]
