@@ -5,8 +5,9 @@ its row stands beside the ensemble's in the report. Inside the CV it is also fit
 which gives its out-of-fold scores: they calibrate its probabilities (one softmax temperature) and choose the
 blend's weight (reuters_ray.blend) without touching the test split.
 
-Multi-label data (multi-hot labels [N, K]): one binary linear SVM per topic (one-vs-rest, unbalanced: the classic
-text-categorization SVM of Joachims 1998 and Yang & Liu 1999), probabilities sigmoid(a * score + b) with one (a, b)
+Multi-label data (multi-hot labels [N, K]): one binary linear SVM per topic (one-vs-rest, the classic
+text-categorization SVM of Joachims 1998 and Yang & Liu 1999; balanced class weights as for single-label data: on
+ModApte-90 micro-F1 0.867 against 0.840 unbalanced, macro-F1 0.423 against 0.331, docs/results.md), probabilities sigmoid(a * score + b) with one (a, b)
 for every topic fitted on the out-of-fold scores (Platt 1999), and the baseline's own decisions score >= 0.
 
 A fitted model is plain arrays (vocabulary, idf, coefficients, intercepts, temperature) saved as safetensors and
@@ -31,7 +32,7 @@ from reuters_ray.errors import DataError
 from reuters_ray.metrics import log_loss, softmax
 
 NAME = "TF-IDF (word 1-2 grams, sublinear tf) + LinearSVC (C=1, balanced class weights)"
-NAME_MULTI = "TF-IDF (word 1-2 grams, sublinear tf) + one LinearSVC per topic (C=1), decisions score >= 0"
+NAME_MULTI = "TF-IDF (word 1-2 grams, sublinear tf) + one LinearSVC per topic (C=1, balanced class weights), decisions score >= 0"
 FORMAT = "reuters-ray-linear/1"  # written into the safetensors header; anything else is refused on load
 WEIGHTS_FILE, VOCABULARY_FILE = "model.safetensors", "vocabulary.json"
 NGRAMS = (1, 2)
@@ -82,7 +83,8 @@ class LinearModel:
         for j in range(k):
             y = labels[:, j]
             if 0 < y.sum() < len(y):
-                svm = LinearSVC(C=1.0, random_state=0).fit(x, y)
+                # 5000 iterations: liblinear stops short of converging at its default 1000 on the rarest topics
+                svm = LinearSVC(C=1.0, class_weight="balanced", random_state=0, max_iter=5000).fit(x, y)
                 coef[j], intercept[j] = svm.coef_[0], svm.intercept_[0]
             else:
                 intercept[j] = 1.0 if y.sum() else -1.0

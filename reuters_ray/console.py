@@ -31,13 +31,24 @@ TABLE = [
     ("macro F1", 8, ".4f", R.VAL_F1_MACRO),
     ("s", 6, ".1f", R.EPOCH_S),
 ]
+# Multi-label folds (their rows have val/hamming_loss): subset accuracy, micro precision/recall/F1, macro F1.
+TABLE_MULTI = TABLE[:4] + [
+    ("subset acc", 10, ".4f", R.VAL_ACCURACY),
+    ("micro P", 7, ".4f", R.VAL + "precision_micro"),
+    ("micro R", 7, ".4f", R.VAL + "recall_micro"),
+    ("micro F1", 8, ".4f", R.VAL + "f1_micro"),
+    ("macro F1", 8, ".4f", R.VAL_F1_MACRO),
+    ("s", 6, ".1f", R.EPOCH_S),
+]
 
 
-def format_row(m: dict[str, Any] | None = None) -> str:
-    """One line of the per-epoch table; the header when `m` is None. The best epoch so far is marked with *."""
+def format_row(m: dict[str, Any] | None = None, multi_label: bool = False) -> str:
+    """One line of the per-epoch table; the header when `m` is None. The best epoch so far is marked with *.
+    Multi-label rows (or `multi_label` for the header) get TABLE_MULTI's columns."""
+    table = TABLE_MULTI if multi_label or (m is not None and R.VAL + "hamming_loss" in m) else TABLE
     if m is None:
-        return " | ".join(title.rjust(width) for title, width, _, _ in TABLE)
-    line = " | ".join(format(m[key], spec).rjust(width) for _, width, spec, key in TABLE)
+        return " | ".join(title.rjust(width) for title, width, _, _ in table)
+    line = " | ".join(format(m[key], spec).rjust(width) for _, width, spec, key in table)
     return line + (" *" if m[R.BEST_EPOCH] == m[R.EPOCH] else "")
 
 
@@ -75,7 +86,7 @@ class Console:
         self.folds[row[R.FOLD]] = row
         if self.mode == "text" and not self._header_shown:
             self._header_shown = True
-            print(format_row(), file=self.stream)
+            print(format_row(multi_label=R.VAL + "hamming_loss" in row), file=self.stream)
         self._emit("epoch", format_row(row), {k: v for k, v in row.items() if not k.startswith(R.WORKER)})
         if self.mode == "text":
             print(self.progress_line(), file=self.stream, flush=True)

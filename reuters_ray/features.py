@@ -12,13 +12,17 @@ def class_weights(labels: np.ndarray, num_classes: int, clip: tuple[float, float
 
     On the seed's 18 Reuters classes this gives its printed weights (2.21, 0.28, ..., 2.43); the clip
     only bites on far more skewed data, where one tiny class would otherwise dominate the loss.
-    Multi-hot labels [N, K] (data.task multi): the same formula on each topic's positives, used as the topics'
-    positive weights (loss.focal_loss_multilabel).
+    Multi-hot labels [N, K] (data.task multi): the topics' positive weights (loss.focal_loss_multilabel), inverse
+    positive frequency relative to the most frequent topic, clipped to [1, clip[1]]: a positive never counts less
+    than a negative. (Normalised to mean 1 as above, ModApte's frequent topics got 0.01 and the quick multi-label
+    run's folds learned to answer no topic at all, every text alike.)
     """
     if labels.ndim == 2:
         counts = labels.sum(axis=0).astype(np.float64)
-    else:
-        counts = np.bincount(labels, minlength=num_classes).astype(np.float64)
+        if (counts == 0).any():
+            raise ValueError(f"topics {np.flatnonzero(counts == 0).tolist()} have no training positives")
+        return np.clip(counts.max() / counts, 1.0, clip[1]).astype(np.float32)
+    counts = np.bincount(labels, minlength=num_classes).astype(np.float64)
     if (counts == 0).any():
         missing = np.flatnonzero(counts == 0).tolist()
         raise ValueError(f"classes {missing} have no training examples: no weight can be computed")

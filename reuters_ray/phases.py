@@ -279,13 +279,20 @@ def announce(console: Console, place: RunPlace, prep: Prepared, cfg: RunConfig) 
     for line in ds.notes():
         console.info(line)
     console.info(
-        f"data: {prep.n_train} train / {len(ds.test_texts)} test texts, {ds.num_classes} classes, {cfg.cv.folds} "
+        f"data: {prep.n_train} train / {len(ds.test_texts)} test texts, {_classes(ds)}, {cfg.cv.folds} "
         f"folds, tokens {tokens.ids.shape} {tokens.ids.dtype} ({tokens.ids.nbytes / 2**20:.1f} MiB)",
         train=prep.n_train,
         test=len(ds.test_texts),
         classes=ds.num_classes,
         folds=cfg.cv.folds,
     )
+
+
+def _classes(ds) -> str:
+    """ "18 classes", or for multi-label data "90 topics (multi-label, 1.24 per text)"."""
+    if not ds.multi_label:
+        return f"{ds.num_classes} classes"
+    return f"{ds.num_classes} topics (multi-label, {ds.train_labels.sum(axis=1).mean():.2f} per training text)"
 
 
 def finished_folds(place: RunPlace, n_folds: int) -> dict[int, str]:
@@ -343,6 +350,7 @@ def summarize_fold(fold: int, progress: dict[str, Any], patience: int) -> dict[s
         "val_f1_weighted": best[R.VAL_F1],
         "val_accuracy": best[R.VAL_ACCURACY],
         "val_f1_macro": best[R.VAL_F1_MACRO],
+        **({"val_f1_micro": best[R.VAL + "f1_micro"]} if R.VAL + "hamming_loss" in best else {}),  # multi-label
         "epochs_run": len(hist),
         "stopped_early": es["bad_epochs"] >= patience,
         **fold_timing(hist),

@@ -147,8 +147,18 @@ def f1_support_figure(per_class: list[dict], baseline: list[dict] | None, path: 
     _save(fig, path)
 
 
-def curves_figure(history: pd.DataFrame, path: Path) -> None:
-    """Training and validation loss, and validation weighted F1, per epoch; one colour per fold."""
+MONITOR_NAMES = {"f1_weighted": "weighted F1", "f1_macro": "macro F1", "f1_micro": "micro-F1", "accuracy": "accuracy"}
+
+
+def monitor_of(config: dict[str, Any]) -> str:
+    """The validation metric a run's folds stopped on (RunConfig.monitor), from its config.yaml."""
+    return config["train"].get("monitor") or ("f1_micro" if config["data"].get("task") == "multi" else "f1_weighted")
+
+
+def curves_figure(history: pd.DataFrame, path: Path, monitor: str = "f1_weighted") -> None:
+    """Training and validation loss, and the monitored validation metric (train.monitor), per epoch; one colour per
+    fold."""
+    key, name = R.VAL + monitor, MONITOR_NAMES[monitor]
     plt = _plt()
     fig, (a, b) = plt.subplots(1, 2, figsize=(11, 4.2))
     for k, h in history.groupby(R.FOLD):
@@ -156,18 +166,18 @@ def curves_figure(history: pd.DataFrame, path: Path) -> None:
         color = f"C{int(k)}"
         a.plot(h[R.EPOCH], h[R.TRAIN_LOSS], color=color, marker="o", ms=3, label=f"fold {k} train")
         a.plot(h[R.EPOCH], h[R.VAL_LOSS], color=color, ls="--", marker="o", ms=3, label=f"fold {k} val")
-        b.plot(h[R.EPOCH], h[R.VAL_F1], color=color, marker="o", ms=3, label=f"fold {k}")
-        best = h.loc[h[R.VAL_F1].idxmax()]
-        b.scatter([best[R.EPOCH]], [best[R.VAL_F1]], color=color, marker="*", s=140, zorder=3)
+        b.plot(h[R.EPOCH], h[key], color=color, marker="o", ms=3, label=f"fold {k}")
+        best = h.loc[h[key].idxmax()]
+        b.scatter([best[R.EPOCH]], [best[key]], color=color, marker="*", s=140, zorder=3)
     a.set_title("Focal loss per epoch (solid: train, dashed: validation)")
-    b.set_title("Validation weighted F1 per epoch (star: best epoch)")
+    b.set_title(f"Validation {name} per epoch (star: best epoch)")
     for ax in (a, b):
         ax.set_xlabel("epoch")
         ax.grid(alpha=0.3)
         ax.xaxis.get_major_locator().set_params(integer=True)
         ax.legend(fontsize=7)
     a.set_ylabel("loss")
-    b.set_ylabel("weighted F1")
+    b.set_ylabel(name)
     _save(fig, path)
 
 
@@ -385,13 +395,22 @@ def folds_section(run: dict[str, Any]) -> Section:
         ],
         (0, 1, 2, 3, 4, 5, 6, 7),
     )  # fmt: skip
+    key, name = ("f1_micro", "micro-F1") if m.get("task") == "multi" else ("f1_weighted", "weighted F1")
+    if m.get("task") == "multi":  # micro-F1 beside the table's weighted F1: what the folds stopped on
+        table.headers[4:4] = ["val micro-F1"]
+        table.headers.insert(8, "test micro-F1 alone")
+        table.numeric = tuple(range(10))
+        for row, f in zip(table.rows, folds):
+            row[4:4] = [fmt(f["val_f1_micro"])]
+            row.insert(8, fmt(f["test_f1_micro"]))
     note = (
-        f"Mean validation weighted F1 {fmt(np.mean([f['val_f1_weighted'] for f in folds]))}; the ensemble's test "
-        f"weighted F1 {fmt(ens['f1_weighted'])} against {fmt(max(f['test_f1_weighted'] for f in folds))} for the best "
-        f"single fold."
+        f"Mean validation {name} {fmt(np.mean([f['val_' + key] for f in folds]))}; the ensemble's test "
+        f"{name} {fmt(ens[key])} against {fmt(max(f['test_' + key] for f in folds))} for the best single fold."
     )
     curves = Figure(
-        "training_curves.png", "Training curves: loss and validation weighted F1 per epoch, one colour per fold."
+        "training_curves.png",
+        f"Training curves: loss and validation {MONITOR_NAMES[monitor_of(run['config'])]} per epoch, one colour per "
+        "fold.",
     )
     time_note = (
         "Where each fold's time went, summed over its epochs: set-up (the model built and moved to its device, "
@@ -618,7 +637,7 @@ def write_report(run_dir: Path) -> list[Path]:
         (
             lambda p: confusion_figure(np.array(m["confusion_matrix"]), m["label_names"], p, predictor),
             lambda p: f1_support_figure(m["per_class"], (m.get("baseline") or {}).get("per_class"), p, predictor),
-            lambda p: curves_figure(run["history"], p),
+            lambda p: curves_figure(run["history"], p, monitor_of(run["config"])),
         ),
     ):
         if multi and name == "confusion_matrix.png":

@@ -35,7 +35,7 @@ from reuters_ray.inference import collate, default_device, eval_batch_size, forw
 from reuters_ray.loss import focal_loss
 from reuters_ray.metrics import classification_metrics
 from reuters_ray.models import build_model
-from reuters_ray.multilabel import multilabel_metrics
+from reuters_ray.multilabel import validation_metrics
 
 
 @dataclass
@@ -265,12 +265,24 @@ def plan_fold(cfg: RunConfig, n_train: int, fold: int, device: torch.device, gpu
     )
 
 
-def build_fold_model(cfg: RunConfig, label_names: list[str], plan: Plan, max_length: int) -> torch.nn.Module:
+def build_fold_model(
+    cfg: RunConfig, label_names: list[str], plan: Plan, max_length: int, prior: np.ndarray | None = None
+) -> torch.nn.Module:
     """The fold's classifier on its device; its head (and a random-init model) drawn from the fold's seed. Raises
-    ConfigError when the model reads fewer positions than `max_length` (its first forward pass would fail)."""
+    ConfigError when the model reads fewer positions than `max_length` (its first forward pass would fail).
+    prior: for multi-label data, each topic's share of the fold's training texts [K]; the head's biases start at
+    its (smoothed) logit, so that the first steps do not spend large gradients pushing every topic's output down
+    through the pretrained encoder ("prior" initialization, Lin et al. 2017, "Focal Loss for Dense Object
+    Detection", section 4.1; without it the quick multi-label run's folds collapsed to one output for every text)."""
     mc = cfg.model
     torch.manual_seed(plan.seed)
     model = build_model(mc.name, label_names, mc.hidden_dropout, mc.attention_dropout, plan.checkpointing)
+    if prior is not None:
+        model.config.problem_type = "multi_label_classification"  # for transformers' own users of the saved model
+        smoothing = cfg.train.label_smoothing
+        p = np.clip(prior * (1 - smoothing) + smoothing / len(prior), 1e-4, 1 - 1e-4)  # as the loss smooths
+        with torch.no_grad():
+            model.classifier.bias.copy_(torch.from_numpy(np.log(p / (1 - p))).to(model.classifier.bias))
     positions = getattr(model.config, "max_position_embeddings", None)
     if positions and max_length > positions:
         raise ConfigError(f"tokens of length {max_length} but model {mc.name!r} reads at most {positions}")
@@ -317,7 +329,9 @@ class FoldState:
 
 def build_fold_state(cfg: RunConfig, data: FoldData, plan: Plan) -> FoldState:
     tc = cfg.train
-    model = build_fold_model(cfg, data.label_names, plan, data.tokens.ids.shape[1])
+    labels = data.labels[data.train_idx]
+    prior = labels.mean(axis=0) if labels.ndim == 2 else None  # multi-label: each topic's share
+    model = build_fold_model(cfg, data.label_names, plan, data.tokens.ids.shape[1], prior)
     optimizer = build_optimizer(model, tc.lr, tc.weight_decay, plan.profile.fused_adamw and plan.device.type == "cuda")
     return FoldState(
         model=model,
@@ -381,8 +395,8 @@ def train_epoch(state: FoldState, data: FoldData, plan: Plan, tc, epoch: int) ->
 
 def validate(model, data: FoldData, plan: Plan, tc) -> tuple[dict[str, float], float, np.ndarray]:
     """(metrics, focal loss, logits [n_val, K]) on the fold's validation rows: metrics.classification_metrics of the
-    argmax, or for multi-hot labels multilabel.multilabel_metrics of the topics whose sigmoid reaches 0.5 (the
-    thresholds are chosen after the folds, out of fold)."""
+    argmax, or for multi-hot labels multilabel.validation_metrics (at the global threshold best on these rows; the
+    test thresholds are chosen after the folds, out of fold)."""
     batch_size = eval_batch_size(tc.eval_batch_size, plan.device)
     logits = predict_logits(
         model, data.tokens, data.val_idx, batch_size, plan.profile.pad_to, plan.device, plan.precision
@@ -391,7 +405,7 @@ def validate(model, data: FoldData, plan: Plan, tc) -> tuple[dict[str, float], f
     alpha = torch.tensor(data.class_weights, dtype=torch.float32)
     loss = focal_loss(torch.from_numpy(logits), torch.from_numpy(y), alpha, tc.focal_gamma, tc.label_smoothing)
     if y.ndim == 2:
-        return multilabel_metrics(y, logits >= 0.0), float(loss), logits
+        return validation_metrics(y, logits), float(loss), logits
     return classification_metrics(y, logits.argmax(1), len(data.label_names)), float(loss), logits
 
 

@@ -82,8 +82,8 @@ def test_focal_loss_on_sigmoids_is_binary_cross_entropy_at_gamma_0_and_focuses_o
     w = torch.tensor([2.0, 1.0, 0.5])
     weighted = F.binary_cross_entropy_with_logits(logits, targets.float(), pos_weight=w, reduction="none").sum(-1)
     assert torch.allclose(focal_loss(logits, targets, w, 0.0, 0.0, "none"), weighted)
-    # smoothing 0.1 moves each binary target to 0.95 / 0.05
-    smoothed = F.binary_cross_entropy_with_logits(logits, targets.float() * 0.9 + 0.05, reduction="none").sum(-1)
+    # smoothing 0.1 over 3 topics moves each target to 0.9 + 0.1/3 or 0.1/3, as the single-label loss spreads it
+    smoothed = F.binary_cross_entropy_with_logits(logits, targets.float() * 0.9 + 0.1 / 3, reduction="none").sum(-1)
     assert torch.allclose(focal_loss(logits, targets, None, 0.0, 0.1, "none"), smoothed)
     # one easy positive (p = 0.9): gamma 2 scales its loss by (1 - 0.9)^2
     z, t = torch.tensor([[np.log(9.0)]]), torch.tensor([[1]])
@@ -98,8 +98,8 @@ def test_folds_spread_each_topics_positives_within_one_and_weights_count_positiv
     assert (per_fold.max(axis=0) - per_fold.min(axis=0) <= 1).all()
     assert sorted(np.concatenate([v for _, v in folds]).tolist()) == list(range(300))
     assert [v.tolist() for _, v in folds] == [v.tolist() for _, v in stratified_folds(y, 3, seed=42)]  # seeded
-    w = class_weights(np.array([[1, 0], [1, 0], [1, 1]], dtype=np.uint8), 2)  # positives 3 and 1
-    assert w.tolist() == pytest.approx([0.5, 1.5])  # inverse frequency 1/3, 1, normalised to mean 1
+    w = class_weights(np.array([[1, 0, 0]] * 30 + [[1, 1, 0]] * 10 + [[1, 0, 1]], dtype=np.uint8), 3)
+    assert w.tolist() == pytest.approx([1.0, 41 / 10, 10.0])  # positives 41, 10, 1: 41/41, 41/10, 41 clipped to 10
 
 
 def test_linear_model_one_svm_per_topic_platt_scaled_and_saved_without_pickle(tmp_path):

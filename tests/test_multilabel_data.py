@@ -42,6 +42,7 @@ def modapte90(modapte):
 # --- Reuters-21578, ModApte ----------------------------------------------------------------------------------------
 
 
+@pytest.mark.multilabel  # parses every Reuters file: with the multi-label run's tests, out of the default suite
 def test_modapte_split_before_preprocessing(modapte):
     assert (len(modapte.train_texts), len(modapte.test_texts)) == (9603, 3299)
     assert modapte.multi_label and modapte.train_labels.dtype == np.uint8 and modapte.train_labels.shape == (9603, 118)
@@ -64,6 +65,7 @@ def test_modapte_split_before_preprocessing(modapte):
     assert prov["topics_need_test_wire"] is True
 
 
+@pytest.mark.multilabel  # parses every Reuters file: with the multi-label run's tests, out of the default suite
 def test_modapte_90_counts_and_the_one_wire_nltk_lacks(modapte90, reuters_dir):
     ds = modapte90
     # Published (NLTK's ApteMod corpus): 7,769 training / 3,019 test wires, 90 topics. The one difference is NEWID
@@ -96,6 +98,7 @@ def test_modapte_90_counts_and_the_one_wire_nltk_lacks(modapte90, reuters_dir):
     assert (ds.counts("train") >= 1).all() and (ds.counts("test") >= 1).all()
 
 
+@pytest.mark.multilabel  # parses every Reuters file: with the multi-label run's tests, out of the default suite
 def test_modapte_90_preprocessing_steps_and_notes(modapte90):
     steps = {s["step"]: s for s in modapte90.provenance["steps"]}
     assert list(steps) == ["filter_rare_classes", "drop_topics_without_test_wire", "clean_texts", "drop_short_texts"]
@@ -116,6 +119,7 @@ def test_modapte_90_preprocessing_steps_and_notes(modapte90):
     assert notes[3] == "dropped 5 text(s) without any kept topic at drop_topics_without_test_wire (train 5, test 0)"
 
 
+@pytest.mark.multilabel  # parses every Reuters file: with the multi-label run's tests, out of the default suite
 def test_modapte_single_label_is_the_first_topic(reuters_dir, modapte):
     ds = load_reuters21578(str(reuters_dir), split="modapte", task="single", seed=1)  # the seed does not apply
     assert (len(ds.train_texts), len(ds.test_texts), ds.num_classes) == (7775, 3019, 81)
@@ -148,6 +152,7 @@ def test_multi_with_the_keras_source_is_refused_in_one_line():
     assert str(e.value) == expected and "\n" not in str(e.value)
 
 
+@pytest.mark.multilabel  # parses every Reuters file: with the multi-label run's tests, out of the default suite
 def test_subsample_keeps_every_topics_share(modapte90):
     ds = modapte90
     sample = subsample(ds, 1000, 500, seed=113)

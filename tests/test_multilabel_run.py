@@ -11,7 +11,8 @@ import numpy as np
 import pandas as pd
 import pytest
 import yaml
-from conftest import BIN, REPO, RUN_TIMEOUT, cv_cmd, free_port, run_dir_of
+from conftest import BIN, REPO, REUTERS_DIR, RUN_TIMEOUT, cv_cmd, free_port, run_dir_of
+from test_readme import MULTILABEL
 from test_serve import call
 
 from reuters_ray.multilabel import choose_thresholds, multilabel_metrics
@@ -137,3 +138,14 @@ def test_predict_python_export_and_the_service_answer_label_sets(multi_run, tmp_
 
         proc.send_signal(signal.SIGINT)
         proc.wait(timeout=60)
+
+
+@pytest.mark.parametrize("line", [x for x in MULTILABEL if "jobs/cv.py" not in x], ids=lambda x: x[:70])
+def test_readme_multilabel_commands_run(line, multi_run):
+    """The README's multi-label commands as written (the quick run's folder being this tiny multi-label run)."""
+    run, _ = multi_run
+    line = line.replace(".venv/bin/", f"{BIN}/").replace("runs/modapte-quick", str(run))
+    line = line.replace("../shared/data/reuters21578", str(REUTERS_DIR))
+    out = subprocess.run(["bash", "-c", line], cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip()
