@@ -257,7 +257,7 @@ def _predict(args: argparse.Namespace) -> int:
             elif "note" in answer:
                 print(f"-\t({answer['note']})\t{_one_line(text[:60])}")
             elif ens.multi_label:  # the label set, then the top k
-                chosen = "|".join(x["label"] for x in answer["labels"])
+                chosen = "|".join(x["label"] for x in answer["labels"]) or "(none)"  # --cv.at_least_one false
                 shown = "  ".join(f"{t['label']} {t['p']:.3f}" for t in answer["top"])
                 print(f"{chosen}\t{shown}\t{_one_line(text[:60])}")
             else:

@@ -50,7 +50,17 @@ from reuters_ray.storage import (
 # goes, how fast, or how often it checkpoints, but not what any fold computes. (cv.baseline and cv.blend change
 # what is fitted after the folds, from their kept results: a finished run resumed with another value scores again.)
 RESUME_FREE_KEYS = {
-    "cv": ("name", "storage_path", "gpus_per_fold", "cpus_per_fold", "max_failures", "baseline", "blend"),
+    "cv": (
+        "name",
+        "storage_path",
+        "gpus_per_fold",
+        "cpus_per_fold",
+        "max_failures",
+        "baseline",
+        "blend",
+        "threshold_min_positives",
+        "at_least_one",
+    ),  # fmt: skip
     "train": ("eval_batch_size", "compile", "keep_checkpoints", "checkpoint_every"),
 }
 DATA_FILE = "data_fingerprint.json"  # in the run folder from its start: the data's identity (TextDataset.fingerprint)
@@ -136,12 +146,22 @@ class Stopwatch:
 # --- names and resuming ------------------------------------------------------------------------------------------
 
 
+# Settings added after runs existed, with the value that keeps what those runs did: left out of the comparison and
+# of the derived name at that value, so a run made before them (its config.yaml lacks them) resumes under its name.
+ADDED_KEYS = {"data": {"task": "single", "split": "keras", "label_delimiter": "|"}, "train": {"monitor": None}}
+
+
 def result_config(cfg_dict: dict[str, Any]) -> dict[str, Any]:
-    """The config without RESUME_FREE_KEYS: what must match for a run to be resumed."""
+    """The config without RESUME_FREE_KEYS (and ADDED_KEYS at their old behaviour's value): what must match for a
+    run to be resumed."""
     d = json.loads(json.dumps(cfg_dict))
     for section, keys in RESUME_FREE_KEYS.items():
         for k in keys:
             d.get(section, {}).pop(k, None)
+    for section, keys in ADDED_KEYS.items():
+        for k, value in keys.items():
+            if k in d.get(section, {}) and d[section][k] == value:
+                d[section].pop(k)
     return d
 
 
@@ -350,6 +370,7 @@ def summarize_fold(fold: int, progress: dict[str, Any], patience: int) -> dict[s
         "val_f1_weighted": best[R.VAL_F1],
         "val_accuracy": best[R.VAL_ACCURACY],
         "val_f1_macro": best[R.VAL_F1_MACRO],
+        "val_monitor": es["best"],  # the best epoch's monitored metric (train.monitor): what the fold stopped on
         **({"val_f1_micro": best[R.VAL + "f1_micro"]} if R.VAL + "hamming_loss" in best else {}),  # multi-label
         "epochs_run": len(hist),
         "stopped_early": es["bad_epochs"] >= patience,

@@ -199,8 +199,9 @@ def trial_config(base: RunConfig, values: dict[str, Any], search_name: str, stor
 
 
 def score_of_folds(fold_table: list[dict[str, Any]]) -> float:
-    """A trial's score: its folds' mean best validation weighted F1 (the training split alone)."""
-    return float(np.mean([f["val_f1_weighted"] for f in fold_table]))
+    """A trial's score: its folds' mean best validation figure of the metric they stopped on (train.monitor: weighted
+    F1 by default, micro-F1 for multi-label data), the training split alone, as ASHA ranked the trials' rounds."""
+    return float(np.mean([f.get("val_monitor", f["val_f1_weighted"]) for f in fold_table]))
 
 
 def summary(values: dict[str, Any]) -> str:

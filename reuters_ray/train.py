@@ -281,8 +281,9 @@ def build_fold_model(
         model.config.problem_type = "multi_label_classification"  # for transformers' own users of the saved model
         smoothing = cfg.train.label_smoothing
         p = np.clip(prior * (1 - smoothing) + smoothing / len(prior), 1e-4, 1 - 1e-4)  # as the loss smooths
+        head = getattr(model.classifier, "out_proj", model.classifier)  # RoBERTa-style heads: dense, then out_proj
         with torch.no_grad():
-            model.classifier.bias.copy_(torch.from_numpy(np.log(p / (1 - p))).to(model.classifier.bias))
+            head.bias.copy_(torch.from_numpy(np.log(p / (1 - p))).to(head.bias))
     positions = getattr(model.config, "max_position_embeddings", None)
     if positions and max_length > positions:
         raise ConfigError(f"tokens of length {max_length} but model {mc.name!r} reads at most {positions}")

@@ -2,7 +2,7 @@
 
 import pytest
 
-from reuters_ray.config import CVConfig, RunConfig, TrainConfig
+from reuters_ray.config import CVConfig, DataConfig, RunConfig, TrainConfig
 from reuters_ray.errors import ConfigError
 from reuters_ray.phases import RESUME_FREE_KEYS, check_resumable, place_folds, result_config, run_name, summarize_fold
 from reuters_ray.storage import LOCAL, write_atomic
@@ -43,6 +43,16 @@ def test_a_run_folder_of_another_config_is_refused_with_the_keys_that_differ(tmp
         ConfigError, match=r"run 'r' in runs was made with another config \(differs in train.lr, train.seed\)"
     ):
         check_resumable(LOCAL, run, RunConfig(train=TrainConfig(lr=1.0, seed=1)), "r")
+    # a run made before data.task, data.split, data.label_delimiter, train.monitor and the thresholds' settings existed
+    old = RunConfig().to_dict()
+    for section, key in [("data", "task"), ("data", "split"), ("data", "label_delimiter"), ("train", "monitor"),
+                         ("cv", "threshold_min_positives"), ("cv", "at_least_one")]:  # fmt: skip
+        del old[section][key]
+    write_atomic(f"{run}/config.yaml", yaml.safe_dump(old))
+    assert check_resumable(LOCAL, run, RunConfig(), "r")  # resumed, its derived name unchanged too
+    assert result_config(old) == result_config(RunConfig().to_dict())
+    with pytest.raises(ConfigError, match=r"differs in data.task"):
+        check_resumable(LOCAL, run, RunConfig(data=DataConfig(task="multi")), "r")
 
 
 def row(epoch, f1, **extra):
@@ -66,6 +76,7 @@ def test_a_fold_summary_from_its_last_checkpoint():
         True,
     )
     assert s["val_accuracy"] == pytest.approx(0.71) and s["val_f1_macro"] == pytest.approx(0.6)
+    assert s["val_monitor"] == 0.7  # what early stopping followed: a search's trial is scored on it
     assert (s["setup_s"], s["train_s"], s["val_s"], s["checkpoint_s"]) == (4.0, 6.0, 1.5, 0.75)
     assert s["wall_s"] == pytest.approx(4.0 + 3 * 2.75 + 3 * 0.1) and s["device"] == "cpu (1 thread)"
     assert s["precision"] == "fp32" and s["restarts"] == progress["restarts"]
