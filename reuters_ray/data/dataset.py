@@ -12,6 +12,9 @@ import numpy as np
 
 from reuters_ray.errors import DataError
 
+# The table steps that drop rows, and what their note calls the rows (TextDataset.notes)
+_ROWS_DROPPED = {"drop_empty_texts": "empty text(s)", "drop_unlabelled_rows": "row(s) without a label"}
+
 
 @dataclass(frozen=True)
 class TextDataset:
@@ -121,20 +124,12 @@ class TextDataset:
                     f"dropped {len(dropped)} topic(s) left without a training text by data.train_sample="
                     f"{params['train_sample']} (test count in brackets): {listed}"
                 )
-            elif step["step"] == "drop_unlabelled_rows" and sum(step["removed"].values()):
+            elif step["step"] in _ROWS_DROPPED and sum(step["removed"].values()):
                 for file, rows in params["rows"].items():
                     if rows:
                         shown = ", ".join(map(str, rows[:20])) + (" ..." if len(rows) > 20 else "")
                         lines.append(
-                            f"warning: {file}: dropped {len(rows)} row(s) without a label in column "
-                            f"{params['column']!r}, data rows {shown}"
-                        )
-            elif step["step"] == "drop_empty_texts" and sum(step["removed"].values()):
-                for file, rows in params["rows"].items():
-                    if rows:
-                        shown = ", ".join(map(str, rows[:20])) + (" ..." if len(rows) > 20 else "")
-                        lines.append(
-                            f"warning: {file}: dropped {len(rows)} empty text(s) in column "
+                            f"warning: {file}: dropped {len(rows)} {_ROWS_DROPPED[step['step']]} in column "
                             f"{params['column']!r}, data rows {shown}"
                         )
             elif step["step"] == "drop_short_texts" and sum(step["removed"].values()):
