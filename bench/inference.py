@@ -3,6 +3,7 @@ with --run, a finished run's fold models by torch against their ONNX export, fp3
 
     .venv/bin/python bench/inference.py [--docs 400] [--folds 3]
     .venv/bin/python bench/inference.py --run runs/quick [--repeat 3]
+    .venv/bin/python bench/inference.py --run runs/quick --student runs/quick-student [--student ...] [--repeat 3]
 
 Without --run: three small-bert-random fold models (different random weights), real Reuters-18 test wires. The
 plain loop is what the seed did: batches of 32 in data order, every wire padded to 300, torch.no_grad. Both
@@ -11,6 +12,11 @@ average the fold models' logits; the script checks they agree and prints docs/s 
 With --run: the run's own test texts (its config.yaml), tokenized once; the averaged fold logits by torch
 (Ensemble), by the ONNX graph and by its INT8 twin (exported into a temporary folder), each timed over --repeat
 passes after a warm-up; docs/s, max |logit difference| and label agreement against torch, and the ratios.
+
+With --student (student runs of the --run teacher: `reuters-ray distill`): whole predictors answering raw texts
+(predict_proba: cleaning, tokenization, the models, a blended teacher's linear model), the teacher and each student by
+torch, ONNX and ONNX INT8, on the teacher's test texts, every one timed in this one process; docs/s, each one's ratio
+to the teacher's torch docs/s, and its test accuracy and label agreement with the teacher (torch).
 """
 
 from __future__ import annotations
@@ -81,13 +87,52 @@ def run_backends(run: str, repeat: int) -> None:
     print(f"onnx / torch docs/s: {rates['onnx']:.2f}x; onnx-int8 / torch docs/s: {rates['onnx-int8']:.2f}x")
 
 
+def run_students(run: str, students: list[str], repeat: int) -> None:
+    import json
+
+    import yaml
+
+    from reuters_ray.config import RunConfig, from_dict
+    from reuters_ray.preprocess import prepare
+
+    cfg = from_dict(RunConfig, yaml.safe_load(open(f"{run}/config.yaml")))
+    ds = prepare(cfg.data)
+    texts, y = ds.test_texts, ds.test_labels
+    print(f"machine: {machine()}; teacher {run} ({cfg.model.name}), {len(texts)} test texts, best of {repeat} passes")
+    base, ref = None, None
+    with tempfile.TemporaryDirectory() as tmp:
+        for k, folder in enumerate([run, *students]):
+            m = json.loads(open(f"{folder}/metrics.json").read())
+            what = f"{m.get('predictor', 'ensemble')} of {len(m['folds'])} fold model(s)"
+            if m.get("predictor") == "student":
+                c = yaml.safe_load(open(f"{folder}/config.yaml"))["model"]
+                what = f"student {c['name']}" + ("" if c.get("layers") is None else f", {c['layers']} layers")
+            torch_ens = Ensemble.from_run(folder, device="cpu")
+            params = sum(p.numel() for model in torch_ens.models for p in model.parameters()) / 1e6
+            torch_ens.export(f"{tmp}/{k}", int8=True)
+            print(f"{folder}: {what}, {params:.1f} M parameters")
+            for backend in ("torch", "onnx", "onnx-int8"):
+                ens = torch_ens if backend == "torch" else Ensemble.from_export(f"{tmp}/{k}", backend)
+                probs, s = timed(lambda e=ens: e.predict_proba(texts), repeat)
+                pred = probs.argmax(1)
+                if base is None:
+                    base, ref = s, pred
+                print(
+                    f"  {backend:9}: {len(texts) / s:7.1f} docs/s ({base / s:5.2f}x the teacher's torch); accuracy "
+                    f"{(pred == y).mean():.4f}, label agreement with the teacher {(pred == ref).mean():.4f}"
+                )
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--docs", type=int, default=400)
     p.add_argument("--folds", type=int, default=3)
     p.add_argument("--run", help="a finished run folder: torch against its ONNX export (fp32, INT8)")
     p.add_argument("--repeat", type=int, default=3, help="with --run: timed passes per backend (best is kept)")
+    p.add_argument("--student", action="append", default=[], help="with --run: a student run of it (repeatable)")
     a = p.parse_args()
+    if a.run and a.student:
+        return run_students(a.run, a.student, a.repeat)
     if a.run:
         return run_backends(a.run, a.repeat)
     tokens, _, names = reuters18_tokens(a.docs, split="test")

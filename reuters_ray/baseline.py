@@ -222,15 +222,24 @@ def fit_platt(scores: np.ndarray, labels: np.ndarray) -> tuple[float, float]:
     return 1.0 / a, float(lr.intercept_[0])
 
 
+def out_of_fold_scores(
+    texts: list[str], labels: np.ndarray, folds: list[tuple[np.ndarray, np.ndarray]], num_classes: int
+) -> np.ndarray:
+    """[N, K] decision values of every text by the model fitted on the training rows of the fold that validates on
+    it (deterministic: liblinear is seeded). fit_cv's, and what a student's teacher targets are rebuilt from."""
+    oof = np.full((len(texts), num_classes), np.nan)
+    for train_idx, val_idx in folds:
+        fold_model = LinearModel.fit([texts[i] for i in train_idx], labels[train_idx], num_classes)
+        oof[val_idx] = fold_model.scores([texts[i] for i in val_idx])
+    return oof
+
+
 def fit_cv(
     texts: list[str], labels: np.ndarray, folds: list[tuple[np.ndarray, np.ndarray]], num_classes: int
 ) -> tuple[LinearModel, np.ndarray]:
     """The model fitted on all of `texts`, calibrated on the out-of-fold scores of one model per fold (fitted on
     that fold's training rows, scoring its validation rows); returns (model, out-of-fold scores [N, K])."""
-    oof = np.full((len(texts), num_classes), np.nan)
-    for train_idx, val_idx in folds:
-        fold_model = LinearModel.fit([texts[i] for i in train_idx], labels[train_idx], num_classes)
-        oof[val_idx] = fold_model.scores([texts[i] for i in val_idx])
+    oof = out_of_fold_scores(texts, labels, folds, num_classes)
     model = LinearModel.fit(texts, labels, num_classes)
     if model.multi_label:
         model.temperature, model.bias = fit_platt(oof, labels)

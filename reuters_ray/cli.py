@@ -3,6 +3,7 @@
 reuters-ray data summary [--data.KEY V ...]          class table and provenance of any source
 reuters-ray cv [--config YAML] [--SECTION.KEY V ...]  k-fold CV + ensemble as a Ray job (= python jobs/cv.py)
 reuters-ray tune --search S [--config YAML] [...]     a hyperparameter search, every trial a k-fold run (= jobs/tune.py)
+reuters-ray distill --run RUN [--student NAME] [...]  one student model learnt from a run's predictor, a run of its own
 reuters-ray report RUN_DIR                            rebuild report.md / report.html of a run folder
 reuters-ray predict --run RUN_DIR [TEXT ... | --file F | -]   labels and top-k probabilities for new texts
 reuters-ray export --run RUN_DIR --out DIR [--int8]           the run's predictor as ONNX (+ INT8), tokenizer, manifest
@@ -96,14 +97,21 @@ def run_config_from_args(args: argparse.Namespace):
     from reuters_ray.config import RunConfig
 
     values: dict = load_yaml(args.config) if args.config else {}
+    for section, keys in _flag_values(args).items():
+        if not isinstance(values.get(section), dict):
+            values[section] = {}
+        values[section].update(keys)
+    return from_dict(RunConfig, values)
+
+
+def _flag_values(args: argparse.Namespace) -> dict[str, dict[str, str]]:
+    """The --section.key flags given, as {section: {key: value}}."""
+    values: dict[str, dict[str, str]] = {}
     for key, v in vars(args).items():
         if "__" in key and v is not None:
             section, name = key.split("__", 1)
-            values.setdefault(section, {})
-            if not isinstance(values[section], dict):
-                values[section] = {}
-            values[section][name] = v
-    return from_dict(RunConfig, values)
+            values.setdefault(section, {})[name] = v
+    return values
 
 
 def _cv(args: argparse.Namespace) -> int:
@@ -128,6 +136,27 @@ def _cv(args: argparse.Namespace) -> int:
     # those go to stderr for the run.
     with contextlib.redirect_stdout(sys.stderr):
         run_cv(cfg, console)
+    return 0
+
+
+def _distill(args: argparse.Namespace) -> int:
+    from reuters_ray.console import Console
+    from reuters_ray.distill import student_config
+    from reuters_ray.runner import run_distill
+
+    if args.student_layers is not None and args.student_layers < 1:
+        raise ConfigError(f"--student-layers must be >= 1, got {args.student_layers}")
+    overrides = ([load_yaml(args.config)] if args.config else []) + [_flag_values(args)]
+    cfg = student_config(args.run, overrides, args.student, args.student_layers, args.out)
+    console = Console("quiet" if args.quiet else args.log_format)
+    shown = yaml.safe_dump({"model": dataclasses.asdict(cfg.model), "distill": dataclasses.asdict(cfg.distill)})
+    console.info(
+        "config (the teacher's, with the student's settings; all of it is saved as config.yaml in the run folder):\n"
+        + "\n".join("  " + line for line in shown.splitlines()),
+        config=cfg.to_dict(),
+    )
+    with contextlib.redirect_stdout(sys.stderr):  # Ray's notices; the console keeps stdout
+        run_distill(cfg, console)
     return 0
 
 
@@ -278,6 +307,12 @@ def _export(args: argparse.Namespace) -> int:
     for name in GRAPHS.values():
         if name in manifest["graphs"]:
             print(f"{out / name}: {(out / name).stat().st_size / 2**20:.1f} MiB")
+    if manifest["predictor"] == "student":
+        print(
+            f"exported student run {manifest['run']} (one model; {len(manifest['label_names'])} labels, max_length "
+            f"{manifest['max_length']}) to {out}"
+        )
+        return 0
     print(
         f"exported run {manifest['run']} ({manifest['folds']} fold models averaged in one graph"
         + (
@@ -356,7 +391,8 @@ def build_parser() -> argparse.ArgumentParser:
         prog="reuters-ray", description="Fine-tune small BERT encoders for news-topic classification with Ray."
     )
     sub = parser.add_subparsers(dest="command", required=True)
-    for add in (_add_data, _add_cv, _add_tune, _add_report, _add_predict, _add_export, _add_serve, _add_baseline):
+    for add in (_add_data, _add_cv, _add_tune, _add_distill, _add_report, _add_predict, _add_export, _add_serve,
+                _add_baseline):  # fmt: skip
         add(sub)
     return parser
 
@@ -410,6 +446,36 @@ def _add_tune(sub) -> None:
         "--log-format", choices=("text", "json"), default="text", help="text or JSON lines (default: text)"
     )
     tune.set_defaults(func=_tune)
+
+
+def _add_distill(sub) -> None:
+    distill = sub.add_parser(
+        "distill",
+        help="distil a finished run's predictor into one student model: a run folder of its own",
+        description="Trains one student model as a Ray Train run on the training split's true labels and on the "
+        "teacher run's out-of-fold predictor probabilities (soft targets no model saw the text for), a slice of the "
+        "training split held out for early stopping; scores the test split and writes a run folder (report, "
+        "metrics.json with the teacher beside the student, models/student) that predict, export and serve take. "
+        "Settings: the teacher's config.yaml, then --config, then the flags. The same command again resumes.",
+    )
+    distill.add_argument("--run", required=True, metavar="RUN", help="the teacher: a finished run folder or URI")
+    distill.add_argument(
+        "--student", metavar="NAME", help="the student's model (hub id, folder or alias; default: the teacher's)"
+    )
+    distill.add_argument(
+        "--student-layers", type=int, metavar="N", help="keep the student encoder's first N layers (model.layers)"
+    )
+    distill.add_argument(
+        "--out", metavar="NAME", help="the student run's name in cv.storage_path (default: derived; cv.storage_path "
+        "defaults to the folder holding the teacher)",
+    )  # fmt: skip
+    _add_run_flags(distill, sections=("data", "model", "train", "cv", "distill"))
+    out = distill.add_argument_group("output")
+    out.add_argument("--quiet", action="store_true", help="print only the result line (errors still go to stderr)")
+    out.add_argument(
+        "--log-format", choices=("text", "json"), default="text", help="text or JSON lines (default: text)"
+    )
+    distill.set_defaults(func=_distill)
 
 
 def _add_report(sub) -> None:

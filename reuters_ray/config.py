@@ -127,6 +127,10 @@ class ModelConfig:
     # Recompute activations in the backward pass: less memory, about a third more compute. Unset: the profile
     # decides (seed: on; default: on only on a GPU with under 8 GiB for this fold, off on CPU).
     gradient_checkpointing: bool | None = None
+    # Keep only the encoder's first N transformer layers (a smaller, faster model: a distilled student's usual
+    # choice; the top layers dropped, which kept the most of BERT's GLUE figures among the layer choices compared by
+    # Sajjad et al. 2023, "On the effect of dropping layers of pre-trained transformer models"). Unset: all.
+    layers: int | None = None
 
     def __post_init__(self) -> None:
         _check(
@@ -135,6 +139,7 @@ class ModelConfig:
             [
                 (0.0 <= self.hidden_dropout < 1.0, "hidden_dropout", "in [0, 1)"),
                 (0.0 <= self.attention_dropout < 1.0, "attention_dropout", "in [0, 1)"),
+                (self.layers is None or self.layers >= 1, "layers", ">= 1 or unset"),
             ],
         )
 
@@ -247,6 +252,43 @@ class CVConfig:
         )
 
 
+@dataclass
+class DistillConfig:
+    """A student run (`reuters-ray distill`): one model trained on the true labels and on a teacher run's predictor."""
+
+    # The teacher: a finished run folder or storage URI (`reuters-ray distill --run`). Unset: not a student run.
+    teacher: str | None = None
+    # Softens the teacher's and the student's outputs in the soft-target loss (Hinton et al. 2015, "Distilling the
+    # Knowledge in a Neural Network"); that loss is scaled by temperature^2 so its gradients keep their size.
+    temperature: float = 2.0
+    # The student's loss: alpha x the focal loss on the true labels + (1 - alpha) x the soft-target loss on the
+    # teacher's out-of-fold probabilities.
+    alpha: float = 0.5
+    # Share of the training split held out (stratified, seeded by train.seed) for the student's early stopping and,
+    # for data.task multi, its thresholds. Never the test split.
+    val_share: float = 0.1
+    # More texts for the student, with the teacher's probabilities as their only targets: "unlabeled" takes the
+    # Reuters-21578 wires the run's data left out (other topics, no topics, training wires left out by a sample;
+    # never a wire of the test split or with a test text's words), scored by the teacher's whole predictor. "none":
+    # the training split alone. data.source reuters21578 only.
+    transfer: str = "none"
+    # At most this many transfer texts (a seeded random draw). Unset: every one.
+    transfer_sample: int | None = None
+
+    def __post_init__(self) -> None:
+        _check(
+            self,
+            "distill",
+            [
+                (self.transfer in ("none", "unlabeled"), "transfer", "none or unlabeled"),
+                (self.transfer_sample is None or self.transfer_sample >= 1, "transfer_sample", ">= 1 or unset"),
+                (self.temperature > 0, "temperature", "> 0"),
+                (0.0 <= self.alpha <= 1.0, "alpha", "in [0, 1]"),
+                (0.0 < self.val_share < 0.5, "val_share", "between 0 and 0.5"),
+            ],
+        )
+
+
 def _folder_name(name: str) -> bool:
     return (
         bool(name)
@@ -264,6 +306,7 @@ class RunConfig:
     model: ModelConfig = dataclasses.field(default_factory=ModelConfig)
     train: TrainConfig = dataclasses.field(default_factory=TrainConfig)
     cv: CVConfig = dataclasses.field(default_factory=CVConfig)
+    distill: DistillConfig = dataclasses.field(default_factory=DistillConfig)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -271,6 +314,11 @@ class RunConfig:
     @property
     def multi_label(self) -> bool:
         return self.data.task == "multi"
+
+    @property
+    def student(self) -> bool:
+        """Whether this is a student run (distill.teacher set): one model, trained as `fold 0` in <run>/student."""
+        return self.distill.teacher is not None
 
     def monitor(self) -> str:
         """The validation metric early stopping and the best model follow (train.monitor, else by data.task)."""

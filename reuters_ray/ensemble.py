@@ -74,18 +74,18 @@ class Ensemble:
     @classmethod
     def from_run(cls, run_dir: str | Path, device: str | None = None, backend: str = "torch") -> Ensemble:
         """The predictor of a finished run folder (or storage URI: fetched once into a local cache): its
-        models/fold_* folders, their tokenizer, metrics.json's max_length, and for a blended run linear/ and the
+        models/fold_* folders (a student run: models/student), their tokenizer, metrics.json's max_length, and for a blended run linear/ and the
         weight. Another backend than "torch": Ensemble.load. Raises DataError naming what is missing."""
         from transformers import AutoTokenizer
 
         from reuters_ray.baseline import LinearModel
         from reuters_ray.inference import TorchFolds
-        from reuters_ray.storage import finished_run
+        from reuters_ray.storage import finished_run, model_dirs
 
         if backend != "torch":
             return cls.load(run_dir, backend, device)
         local = finished_run(str(run_dir))
-        dirs = sorted((local / "models").glob("fold_*"))
+        dirs = model_dirs(local)  # a student run: its one model
         folds = TorchFolds(dirs, device=device)
         metrics = json.loads((local / "metrics.json").read_text())
         linear, weight = None, 1.0

@@ -88,3 +88,53 @@ def focal_loss_multilabel(
     if reduction == "sum":
         return per_example.sum()
     return per_example
+
+
+def distillation_loss(
+    logits: torch.Tensor, teacher_probs: torch.Tensor, temperature: float = 2.0, reduction: str = "mean"
+) -> torch.Tensor:
+    """The soft-target loss of knowledge distillation (Hinton, Vinyals and Dean 2015, "Distilling the Knowledge in a
+    Neural Network", section 2): the KL divergence from the teacher's distribution to the student's, both softened
+    by `temperature`, times temperature^2 (the soft targets' gradients scale as 1 / T^2: the product keeps their
+    size when T changes).
+
+    The teacher is given by its probabilities p (a run's predictor: a blend of probabilities has no logits); softened,
+    they are softmax(log p / T) for single-label data, and sigmoid(logit(p) / T) per topic for multi-label data,
+    whose KL is the binary one summed over the topics:
+
+        single:  loss_i = T^2 * sum_c q_ic * (log q_ic - log softmax(z_i / T)_c)
+        multi:   loss_i = T^2 * sum_k [ q_ik log(q_ik / s_ik) + (1 - q_ik) log((1 - q_ik) / (1 - s_ik)) ],
+                 s = sigmoid(z / T)
+
+    logits: [N, K] student logits (computed in float32); teacher_probs: [N, K] probabilities (rows summing to 1 for
+    single-label data; any in [0, 1] per topic for multi-label data); distillation_loss_multilabel is the multi-label one.
+    reduction: "mean" over examples, "sum", or "none" ([N]). Zero when the student's softened output equals the
+    teacher's.
+    """
+    return _distillation(logits, teacher_probs, temperature, reduction, multi_label=False)
+
+
+def distillation_loss_multilabel(
+    logits: torch.Tensor, teacher_probs: torch.Tensor, temperature: float = 2.0, reduction: str = "mean"
+) -> torch.Tensor:
+    """distillation_loss for multi-label data: per topic, the binary KL of the softened sigmoids, summed over topics."""
+    return _distillation(logits, teacher_probs, temperature, reduction, multi_label=True)
+
+
+def _distillation(logits, teacher_probs, temperature: float, reduction: str, multi_label: bool) -> torch.Tensor:
+    z = logits.float() / temperature
+    eps = 1e-7  # a probability of exactly 0 (a class the linear model never saw) has no logarithm
+    p = teacher_probs.to(z).clamp(eps, 1.0 - (eps if multi_label else 0.0))
+    if multi_label:
+        q = torch.sigmoid(torch.log(p / (1.0 - p)) / temperature)
+        log_q, log_1mq = torch.log(q.clamp_min(eps)), torch.log((1.0 - q).clamp_min(eps))
+        per_example = (q * (log_q - F.logsigmoid(z)) + (1.0 - q) * (log_1mq - F.logsigmoid(-z))).sum(dim=-1)
+    else:
+        log_q = F.log_softmax(torch.log(p) / temperature, dim=-1)
+        per_example = (log_q.exp() * (log_q - F.log_softmax(z, dim=-1))).sum(dim=-1)
+    per_example = per_example * temperature**2
+    if reduction == "mean":
+        return per_example.mean()
+    if reduction == "sum":
+        return per_example.sum()
+    return per_example

@@ -75,6 +75,27 @@ def check_model(name: str) -> tuple[int, int]:
     return int(getattr(config, "max_position_embeddings", 0) or 0), int(getattr(config, "vocab_size", 0) or 0)
 
 
+def check_layers(name: str, layers: int | None) -> None:
+    """Raises ConfigError when model.layers asks for more transformer layers than model `name` has (reads its config
+    only)."""
+    if layers is None:
+        return
+    if name in RANDOM_ARCHS:
+        have = RANDOM_ARCHS[name]["num_hidden_layers"]
+    else:
+        from transformers import AutoConfig
+
+        try:
+            config = AutoConfig.from_pretrained(str(packaged_minilm_path()) if name == "minilm-offline" else name)
+        except (OSError, ValueError) as e:
+            raise ConfigError(_unreachable(name, e)) from None
+        have = getattr(config, "num_hidden_layers", None)
+        if have is None:
+            raise ConfigError(f"model.layers={layers}: model {name!r} says nothing of its layers (num_hidden_layers)")
+    if layers > have:
+        raise ConfigError(f"model.layers={layers} but model {name!r} has {have} transformer layers")
+
+
 def check_fits(name: str, max_length: int, tokenizer, tokenizer_name: str | None = None) -> None:
     """Raises ConfigError when model `name` cannot read what `tokenizer` makes at `max_length` tokens: more positions
     than the model has (it would die in its first forward pass), or token ids beyond its vocabulary (a tokenizer of
@@ -105,11 +126,13 @@ def build_model(
     hidden_dropout: float = 0.3,
     attention_dropout: float = 0.1,
     gradient_checkpointing: bool = False,
+    layers: int | None = None,
 ):
     """A BERT sequence classifier with one output per label and the label names in its config.
 
     name: a hub id, a local Hugging Face folder, or an alias (module docstring). Random architectures are
-    initialised from torch's global RNG: seed it first for a reproducible model.
+    initialised from torch's global RNG: seed it first for a reproducible model. layers: keep only the encoder's
+    first `layers` transformer layers (model.layers; the config says so, so the saved model loads as it is).
     Raises ConfigError when the model cannot be loaded (e.g. a hub id without network), naming the offline choices.
     """
     from transformers import AutoModelForSequenceClassification, BertConfig
@@ -121,9 +144,11 @@ def build_model(
         hidden_dropout_prob=hidden_dropout,
         attention_probs_dropout_prob=attention_dropout,
     )
+    if layers is not None:  # from_pretrained loads the first `layers` layers' weights and leaves the rest unread
+        labels["num_hidden_layers"] = layers
     if name in RANDOM_ARCHS:
         config = BertConfig(
-            vocab_size=RANDOM_VOCAB, max_position_embeddings=RANDOM_POSITIONS, **RANDOM_ARCHS[name], **labels
+            vocab_size=RANDOM_VOCAB, max_position_embeddings=RANDOM_POSITIONS, **{**RANDOM_ARCHS[name], **labels}
         )
         model = AutoModelForSequenceClassification.from_config(config)
     else:

@@ -106,6 +106,10 @@ class Prepared:
         """For each training row, the fold whose validation split holds it."""
         return fold_of_rows(self.folds, self.n_train)
 
+    def assignment(self) -> dict[str, Any]:
+        """fold_assignment.json: each training text's id and the fold that validates on it."""
+        return dict(zip(self.ds.train_ids, self.fold_of_row().tolist()))
+
 
 @dataclass
 class Folds:
@@ -148,7 +152,19 @@ class Stopwatch:
 
 # Settings added after runs existed, with the value that keeps what those runs did: left out of the comparison and
 # of the derived name at that value, so a run made before them (its config.yaml lacks them) resumes under its name.
-ADDED_KEYS = {"data": {"task": "single", "split": "keras", "label_delimiter": "|"}, "train": {"monitor": None}}
+ADDED_KEYS = {
+    "data": {"task": "single", "split": "keras", "label_delimiter": "|"},
+    "model": {"layers": None},
+    "train": {"monitor": None},
+    "distill": {
+        "teacher": None,
+        "temperature": 2.0,
+        "alpha": 0.5,
+        "val_share": 0.1,
+        "transfer": "none",
+        "transfer_sample": None,
+    },  # a cv run: the defaults; absent from the config.yaml of older runs
+}
 
 
 def result_config(cfg_dict: dict[str, Any]) -> dict[str, Any]:
@@ -162,6 +178,8 @@ def result_config(cfg_dict: dict[str, Any]) -> dict[str, Any]:
         for k, value in keys.items():
             if k in d.get(section, {}) and d[section][k] == value:
                 d[section].pop(k)
+        if section in d and not d[section]:
+            d.pop(section)  # a section added whole (distill): absent from older runs' config.yaml
     return d
 
 
@@ -175,6 +193,9 @@ def run_name(cfg: RunConfig, data_sha256: str | None = None) -> str:
         d["data_sha256"] = data_sha256
     digest = hashlib.sha1(json.dumps(d, sort_keys=True).encode()).hexdigest()[:8]
     model = re.sub(r"[^A-Za-z0-9]+", "-", cfg.model.name.split("/")[-1]).strip("-").lower()
+    if cfg.student:  # the teacher's folder name, then the student's model: the two sit side by side
+        teacher = re.sub(r"[^A-Za-z0-9._-]+", "-", cfg.distill.teacher.partition("?")[0].rstrip("/").rsplit("/", 1)[-1])
+        return f"{teacher}-student-{model}{'' if cfg.model.layers is None else f'-{cfg.model.layers}l'}-{digest}"
     return f"{model}-{cfg.data.source}-{cfg.train.profile}-{cfg.cv.folds}fold-{digest}"
 
 
@@ -224,16 +245,17 @@ def check_writable(fs: pafs.FileSystem, run_path: str, storage_path: str) -> Non
         raise ConfigError(f"cv.storage_path {storage_path!r} cannot be written: {why}")
 
 
-def place_folds(cv, cluster: dict[str, float]) -> float:
+def place_folds(cv, cluster: dict[str, float], n_models: int | None = None) -> float:
     """The GPU share of each fold on a cluster with resources `cluster` (ray.cluster_resources()).
 
     cv.gpus_per_fold unset: a whole GPU per fold when there are enough, else GPUs / folds so the folds share them
     and run at once (on one H100 that pays the minute of fold start-up once, not per fold: docs/results.md), 0
-    without GPUs. Raises ConfigError when a fold could never be placed (it would wait forever)."""
+    without GPUs. n_models: the models trained at once, when not cv.folds (a student run: 1). Raises ConfigError
+    when a fold could never be placed (it would wait forever)."""
     gpus = cv.gpus_per_fold
     have_gpu, have_cpu = cluster.get("GPU", 0), cluster.get("CPU", 0)
     if gpus is None:
-        gpus = min(1.0, int(have_gpu) / cv.folds) if have_gpu >= 1 else 0.0
+        gpus = min(1.0, int(have_gpu) / (n_models or cv.folds)) if have_gpu >= 1 else 0.0
     if cv.cpus_per_fold > have_cpu + 1e-9:
         raise ConfigError(f"cv.cpus_per_fold={cv.cpus_per_fold} does not fit this Ray cluster's {have_cpu:g} CPUs")
     if gpus > have_gpu + 1e-9:
@@ -287,8 +309,7 @@ def open_run(cfg: RunConfig, prep: Prepared) -> tuple[RunPlace, bool]:
     check_writable(fs, place.path, cfg.cv.storage_path)
     write_atomic(place.at("config.yaml"), yaml.safe_dump(cfg.to_dict(), sort_keys=True), fs)
     write_atomic(place.at(DATA_FILE), json.dumps(prep.fingerprint), fs)
-    assignment = dict(zip(prep.ds.train_ids, prep.fold_of_row().tolist()))
-    write_atomic(place.at("fold_assignment.json"), json.dumps(assignment), fs)
+    write_atomic(place.at("fold_assignment.json"), json.dumps(prep.assignment()), fs)
     return place, resuming
 
 
@@ -298,9 +319,11 @@ def announce(console: Console, place: RunPlace, prep: Prepared, cfg: RunConfig) 
     console.info(f"run {place.name}: {place.uri}", run=place.name, uri=place.uri)
     for line in ds.notes():
         console.info(line)
+    labelled = getattr(prep, "n_labelled", prep.n_train)  # a student's transfer texts come after its training texts
+    train = f"{labelled} train" + (f" + {prep.n_train - labelled} transfer" if labelled < prep.n_train else "")
     console.info(
-        f"data: {prep.n_train} train / {len(ds.test_texts)} test texts, {_classes(ds)}, {cfg.cv.folds} "
-        f"folds, tokens {tokens.ids.shape} {tokens.ids.dtype} ({tokens.ids.nbytes / 2**20:.1f} MiB)",
+        f"data: {train} / {len(ds.test_texts)} test texts, {_classes(ds, labelled)}, "
+        f"{'a student' if cfg.student else f'{cfg.cv.folds} folds'}, tokens {tokens.ids.shape} {tokens.ids.dtype} ({tokens.ids.nbytes / 2**20:.1f} MiB)",
         train=prep.n_train,
         test=len(ds.test_texts),
         classes=ds.num_classes,
@@ -308,24 +331,33 @@ def announce(console: Console, place: RunPlace, prep: Prepared, cfg: RunConfig) 
     )
 
 
-def _classes(ds) -> str:
-    """ "18 classes", or for multi-label data "90 topics (multi-label, 1.24 per text)"."""
+def _classes(ds, labelled: int) -> str:
+    """ "18 classes", or for multi-label data "90 topics (multi-label, 1.24 per text)" (of the first `labelled`
+    training rows: a student's transfer texts have none)."""
     if not ds.multi_label:
         return f"{ds.num_classes} classes"
-    return f"{ds.num_classes} topics (multi-label, {ds.train_labels.sum(axis=1).mean():.2f} per training text)"
+    per_text = ds.train_labels[:labelled].sum(axis=1).mean()
+    return f"{ds.num_classes} topics (multi-label, {per_text:.2f} per training text)"
 
 
-def finished_folds(place: RunPlace, n_folds: int) -> dict[int, str]:
-    """{fold: its last checkpoint's folder} of the folds a previous run of this one finished (fold_result.json)."""
+def fold_names(cfg: RunConfig) -> list[str]:
+    """The Ray Train runs of a run, in fold order: fold_0 .. fold_<k-1>, or a student run's one `student`. Each is
+    a folder of the run and, after it, the name the dashboard's Train runs list shows (<run>/<name>)."""
+    return ["student"] if cfg.student else [f"fold_{k}" for k in range(cfg.cv.folds)]
+
+
+def finished_folds(place: RunPlace, names: list[str]) -> dict[int, str]:
+    """{fold: its last checkpoint's folder} of the folds (fold_names) a previous run of this one finished
+    (fold_result.json)."""
     done = {}
-    for k in range(n_folds):
-        if (text := read_text(place.fs, place.at(f"fold_{k}", FOLD_RESULT))) is not None:
+    for k, name in enumerate(names):
+        if (text := read_text(place.fs, place.at(name, FOLD_RESULT))) is not None:
             done[k] = json.loads(text)["checkpoint"]
     return done
 
 
-def mark_finished(place: RunPlace, fold: int, folder: str) -> None:
-    write_atomic(place.at(f"fold_{fold}", FOLD_RESULT), json.dumps({"checkpoint": folder}), place.fs)
+def mark_finished(place: RunPlace, name: str, folder: str) -> None:
+    write_atomic(place.at(name, FOLD_RESULT), json.dumps({"checkpoint": folder}), place.fs)
 
 
 # --- after the folds ---------------------------------------------------------------------------------------------
@@ -393,13 +425,13 @@ def read_fold_checkpoint(fs: pafs.FileSystem, path: str) -> dict[str, Any]:
     return json.loads(text)
 
 
-def collect_folds(place: RunPlace, folders: list[str], patience: int) -> Folds:
+def collect_folds(place: RunPlace, folders: list[str], patience: int, names: list[str] | None = None) -> Folds:
     """Each fold's summary, epoch rows (without the worker/ keys) and best model, from its last checkpoint as Ray
     Train registered it (a checkpoint folder uploaded but not registered when a driver died is never used: Ray
-    trained that epoch again)."""
+    trained that epoch again). names: the folds' folders (fold_names), default fold_<k>."""
     folds = Folds([], [], [])
     for k, folder in enumerate(folders):
-        path = place.at(f"fold_{k}", folder)
+        path = place.at(names[k] if names else f"fold_{k}", folder)
         progress = read_fold_checkpoint(place.fs, path)
         folds.table.append(summarize_fold(k, progress, patience))
         folds.history += [{c: v for c, v in r.items() if not c.startswith(R.WORKER)} for r in progress["history"]]
@@ -630,6 +662,11 @@ def predictor_line(m: dict[str, Any]) -> str:
     """What the run's test figures are of, with the others' weighted F1 (multi-label: micro-F1) for comparison."""
     blend = m.get("predictor") == "blend"
     key, name = ("f1_micro", "micro-F1") if m.get("task") == "multi" else ("f1_weighted", "weighted F1")
+    if m.get("predictor") == "student":
+        t = m["teacher"]
+        others = [f"teacher ({t['predictor']}) {t[key]:.4f}", f"its ensemble {m['ensemble'][key]:.4f}"]
+        others += [f"baseline {m['baseline'][key]:.4f}"] if "baseline" in m else []
+        return f"student of run {t['run']}; {name} of the {', '.join(others)}"
     others = [f"ensemble {m['ensemble'][key]:.4f}"] if blend else []
     others += [f"baseline {m['baseline'][key]:.4f}"] if "baseline" in m else []
     what = f"blend, weight {m['blend']['weight']:.2f} on the ensemble" if blend else "ensemble"

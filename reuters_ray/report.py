@@ -242,10 +242,23 @@ def result_section(run: dict[str, Any]) -> Section:
         keys = ("f1_micro", "f1_macro", "f1_samples", "f1_weighted", "accuracy", "hamming_loss")
         headers = ["model", "micro-F1", "macro-F1", "samples-F1", "weighted F1", "subset accuracy", "Hamming loss"]
         table = Table(headers, [], (1, 2, 3, 4, 5, 6))
+    student = m.get("predictor") == "student"
+    if student:  # the student, then its teacher's predictor and ensemble: the same test split
+        t, layers = m["teacher"], cfg["model"].get("layers")
+        table.rows.append(
+            [f"student: {cfg['model']['name']}{'' if layers is None else f', first {layers} layers'}",
+             *(fmt(m[k]) for k in keys)]
+        )  # fmt: skip
+        table.rows.append([f"teacher: run {t['run']}'s {t['predictor']}", *(fmt(t[k]) for k in keys)])
     if blend:
         w = blend["weight"]
         table.rows.append([f"blend: {w:.2f} x ensemble + {1 - w:.2f} x linear model", *(fmt(m[k]) for k in keys)])
-    table.rows.append([f"ensemble of {len(folds)} fold models ({cfg['model']['name']})", *(fmt(ens[k]) for k in keys)])
+    if student:
+        name = f"teacher's ensemble of {m['teacher']['folds']} fold models ({m['teacher']['model']})"
+        table.rows.append([name, *(fmt(ens[k]) for k in keys)])
+    else:
+        name = f"ensemble of {len(folds)} fold models ({cfg['model']['name']})"
+        table.rows.append([name, *(fmt(ens[k]) for k in keys)])
     if base:
         table.rows.append([f"baseline: {base['name']}", *(fmt(base[k]) for k in keys)])
     restarts = [(f["fold"], r) for f in folds for r in f.get("restarts", [])]
@@ -256,7 +269,25 @@ def result_section(run: dict[str, Any]) -> Section:
         )
     else:
         restarts_note = "Restarts: none; every fold trained in one go."
-    return "Result", [table, _summary(m), restarts_note]
+    return "Result", [table, _student_summary(m) if student else _summary(m), restarts_note]
+
+
+def _student_summary(m: dict[str, Any]) -> str:
+    """What a student run's result table means: what it learnt from, how it stopped, the gap to its teacher."""
+    t, d = m["teacher"], m["distill"]
+    key, name = ("f1_micro", "micro-F1") if m.get("task") == "multi" else ("f1_weighted", "weighted F1")
+    delta = m[key] - t[key]
+    text = (
+        f"{m['n_test']} test texts, {len(m['label_names'])} {'topics' if m.get('task') == 'multi' else 'classes'}. "
+        f"One student model, distilled from run {t['run']} ({t['source']}): trained on {d['train']} training texts "
+        f"with the loss {d['alpha']:g} x the focal loss on their labels + {1 - d['alpha']:g} x the soft-target loss "
+        f"(temperature {d['temperature']:g}) on {d['soft_targets']} (soft_targets.parquet: each text scored by models "
+        f"that never trained on it); {d['validation']} training texts held out for its early stopping"
+        + (" and its thresholds" if m.get("task") == "multi" else "")
+        + f", never the test split. Its test {name} is {fmt(abs(delta))} {'above' if delta >= 0 else 'below'} the "
+        f"teacher's."
+    )
+    return text
 
 
 def _summary(m: dict[str, Any]) -> str:
@@ -407,6 +438,8 @@ def folds_section(run: dict[str, Any]) -> Section:
         f"Mean validation {name} {fmt(np.mean([f['val_' + key] for f in folds]))}; the ensemble's test "
         f"{name} {fmt(ens[key])} against {fmt(max(f['test_' + key] for f in folds))} for the best single fold."
     )
+    if m.get("predictor") == "student":
+        note = 'The student is the one row ("fold 0"): validation on its held-out slice of the training split.'
     curves = Figure(
         "training_curves.png",
         f"Training curves: loss and validation {MONITOR_NAMES[monitor_of(run['config'])]} per epoch, one colour per "
@@ -629,7 +662,7 @@ def write_report(run_dir: Path) -> list[Path]:
     run_dir = Path(run_dir)
     run = load_run(run_dir)
     m = run["metrics"]
-    predictor = "blend" if m.get("predictor") == "blend" else "ensemble"
+    predictor = m.get("predictor") if m.get("predictor") in ("blend", "student") else "ensemble"
     written = []
     multi = m.get("task") == "multi"  # no confusion matrix: a text's topics are not one cell
     for name, draw in zip(

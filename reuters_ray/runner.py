@@ -45,6 +45,7 @@ class FoldTask:
     gpu_share: float  # of one GPU (1.0 = a whole one; 0 on CPU); folds sharing a card get 1 / folds
     cpus: float
     attempt: str  # new with each fit() of the fold, kept when Ray Train restarts a dead worker
+    folder: str = ""  # its Ray Train run's folder in the run (phases.fold_names); default fold_<fold>
 
 
 # --- code that runs in Ray workers ----------------------------------------------------------------------------
@@ -65,7 +66,10 @@ def _fold_worker(config: dict[str, Any]) -> None:
     arrays = ray.get(config["data_ref"][0])  # numpy arrays come back zero-copy from the object store
     train_idx, val_idx = arrays["folds"][task.fold]
     tokens = TokenArrays(arrays["ids"], arrays["lengths"], arrays["pad_id"])
-    data = FoldData(tokens, arrays["labels"], train_idx, val_idx, arrays["class_weights"], arrays["label_names"])
+    data = FoldData(
+        tokens, arrays["labels"], train_idx, val_idx, arrays["class_weights"], arrays["label_names"],
+        soft_targets=arrays.get("soft_targets"), labelled=arrays.get("labelled"),  # a student's
+    )  # fmt: skip
     print(format_row(), flush=True)  # the epoch table in the worker's log too (dashboard, Ray's log files)
 
     def report(metrics: dict[str, Any], checkpoint_dir: Path | None) -> bool:
@@ -118,8 +122,22 @@ def resume_candidates(fs: pafs.FileSystem, latest: str, local_root: str):
         yield Path(dst)
 
 
+def _worker_config(cfg: RunConfig) -> RunConfig:
+    """`cfg` with a model or tokenizer given as a relative local folder made absolute: a fold's Ray worker runs in a
+    folder of Ray's, where the relative path names nothing (it would be taken for a hub id)."""
+    import dataclasses
+
+    def absolute(name: str | None) -> str | None:
+        return str(Path(name).resolve()) if name and Path(name).is_dir() else name
+
+    model = dataclasses.replace(cfg.model, name=absolute(cfg.model.name))
+    data = dataclasses.replace(cfg.data, tokenizer=absolute(cfg.data.tokenizer))
+    return dataclasses.replace(cfg, model=model, data=data)
+
+
 def _fit_fold(task: FoldTask, data_ref: list, run_uri: str, progress) -> str:
-    """Fits fold `task.fold` as a Ray Train run named <run>/fold_<k>, i.e. in the folder fold_<k> of `run_uri`
+    """Fits fold `task.fold` as a Ray Train run named <run>/fold_<k> (a student: <run>/student), i.e. in that folder of
+    `run_uri`
     (blocking; the driver calls it in a thread per fold). The name is what the dashboard's Train API lists: it says
     the run. Started again with the same name, Ray Train restores the fold from its latest registered checkpoint
     (its own JSON snapshot). Returns the folder name of the fold's last checkpoint."""
@@ -137,7 +155,7 @@ def _fit_fold(task: FoldTask, data_ref: list, run_uri: str, progress) -> str:
             num_workers=1, use_gpu=bool(task.gpu_share), resources_per_worker=resources
         ),
         run_config=ray.train.RunConfig(
-            name=f"{run_name}/fold_{task.fold}",
+            name=f"{run_name}/{task.folder or f'fold_{task.fold}'}",
             storage_path=parent + sep + query,
             callbacks=[_forward_reports(progress)],
             checkpoint_config=ray.train.CheckpointConfig(num_to_keep=task.run.train.keep_checkpoints),
@@ -337,6 +355,62 @@ def _run_cv(cfg: RunConfig, console: Console, control=None) -> dict[str, Any] | 
     return metrics
 
 
+def run_distill(cfg: RunConfig, console: Console | None = None) -> dict[str, Any]:
+    """Trains (or resumes) a student of run cfg.distill.teacher (reuters_ray.distill) as one Ray Train run, scores the
+    test split with it and writes its run folder; returns its metrics.json. Raises ConfigError or DataError before
+    anything is written for a bad teacher, student or data; RuntimeError when the training fails (the same command
+    resumes). Connects to Ray (or starts it) only when not connected already, and then disconnects at the end."""
+    ray = sys.modules.get("ray")
+    connected_before = ray is not None and ray.is_initialized()
+    try:
+        return _run_distill(cfg, console or Console())
+    finally:
+        ray = sys.modules.get("ray")
+        if not connected_before and ray is not None and ray.is_initialized():
+            ray.shutdown()
+
+
+def _run_distill(cfg: RunConfig, console: Console) -> dict[str, Any]:
+    from reuters_ray import distill
+
+    timing = phases.Stopwatch()
+    prep = distill.check_input(
+        cfg
+    )  # the teacher, the student model, the data and the soft targets: nothing written yet
+    place, resuming = phases.open_run(cfg, prep)
+    phases.announce(console, place, prep, cfg)
+    t, transfer = prep.teacher_metrics, prep.n_train - prep.n_labelled
+    train_idx, val_idx = prep.folds[0]
+    console.info(
+        f"student of run {t['run']} ({t.get('predictor', 'ensemble')} of {len(t['folds'])} fold models): "
+        f"{cfg.model.name}{'' if cfg.model.layers is None else f' (its first {cfg.model.layers} layers)'}, trained on "
+        f"{len(train_idx) - transfer} texts with their labels and the teacher's out-of-fold probabilities"
+        + (f" and {transfer} transfer texts with the teacher's probabilities" if transfer else "")
+        + f" (alpha {cfg.distill.alpha}, temperature {cfg.distill.temperature}); {len(val_idx)} held out for early "
+        "stopping",
+        teacher=t["run"],
+    )
+    if transfer:
+        console.info(f"transfer: {transfer} wires the run's data left out, scored by the teacher's predictor ...")
+        seconds = distill.score_transfer(prep)
+        console.info(f"transfer: scored in {duration(seconds)}", transfer=transfer)
+    timing.lap("data_s")
+    gpu_share = connect(cfg, place, resuming)
+    timing.lap("ray_start_s")
+    if resuming:
+        console.info(f"run {place.name}: resuming (the student continues from its last checkpoint)", resuming=True)
+    folders = _run_folds(cfg, place, gpu_share, _put_train_split(prep), console)
+    folds = phases.collect_folds(place, folders, cfg.train.patience, phases.fold_names(cfg))
+    timing.lap("folds_s")
+    test_logits = _score_test_split(cfg, place, prep, folds.best_paths)[0]
+    timing.lap("ensemble_s")
+    metrics = distill.student_metrics(cfg, place, prep, folds, test_logits, timing, _cluster())
+    distill.write_outputs(place, cfg, prep, folds, metrics, test_logits)
+    timing.lap("outputs_s")
+    _say_done(console, place, metrics, {**timing.laps, "total_s": timing.total()})
+    return metrics
+
+
 def connect(cfg: RunConfig, place: RunPlace, resuming: bool) -> float:
     """Joins the Ray cluster (ray start, ray job submit) or starts a local one, and checks that the folds fit it and
     that every node can write a bucket's run folder; returns each fold's GPU share. A new run's folder is removed
@@ -351,7 +425,7 @@ def connect(cfg: RunConfig, place: RunPlace, resuming: bool) -> float:
         # itself, once.
         ray.init(log_to_driver=False)
     try:
-        gpu_share = phases.place_folds(cfg.cv, ray.cluster_resources())
+        gpu_share = phases.place_folds(cfg.cv, ray.cluster_resources(), len(phases.fold_names(cfg)))
         if "://" in cfg.cv.storage_path:  # a local folder is this machine's; a bucket must take every node's writes
             check_nodes_can_write(cfg.cv.storage_path, place.uri)
     except ConfigError:
@@ -366,6 +440,7 @@ def _put_train_split(prep) -> Any:
     import ray
 
     n = prep.n_train
+    soft = getattr(prep, "soft_targets", None)  # a student's (reuters_ray.distill.StudentPrepared)
     return ray.put(
         {
             "ids": prep.tokens.ids[:n],
@@ -375,6 +450,7 @@ def _put_train_split(prep) -> Any:
             "class_weights": prep.weights,
             "label_names": prep.ds.label_names,
             "folds": prep.folds,
+            **({"soft_targets": soft, "labelled": prep.labelled} if soft is not None else {}),
         }
     )
 
@@ -399,7 +475,7 @@ def _score_test_split(cfg: RunConfig, place: RunPlace, prep, best_paths: list[st
     actor_gpus = 1 if ray.cluster_resources().get("GPU", 0) >= 1 else 0
     # at most the CPUs the run's folds held, which are free now: a search's trial actors hold a sliver of CPU on
     # each node, so a whole CPU might never be free on any node of a small cluster while their trials wait here
-    cpus = min(1.0, cfg.cv.folds * cfg.cv.cpus_per_fold)
+    cpus = min(1.0, len(phases.fold_names(cfg)) * cfg.cv.cpus_per_fold)
     actor_cls = ray.remote(num_cpus=cpus, num_gpus=actor_gpus)(_EnsembleActor)
     # DEFAULT: not in the placement group of whatever runs this driver (a search's trial), which holds no room for it
     actor = actor_cls.options(name=f"{place.name}:ensemble", scheduling_strategy="DEFAULT").remote(
@@ -452,7 +528,8 @@ def _run_folds(cfg: RunConfig, place: RunPlace, gpu_share: float, train_ref, con
     import ray
     from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
-    folders = phases.finished_folds(place, cfg.cv.folds)
+    names = phases.fold_names(cfg)
+    folders = phases.finished_folds(place, names)
     # On the driver's node, as Ray Train attaches each fold's controller: the driver lives only as long as that node
     # does, and elsewhere a lost node would take the folds' reports with it. Hard: a soft preference was seen
     # spilled to another node (no CPU asked, so the driver's node always has room).
@@ -462,11 +539,11 @@ def _run_folds(cfg: RunConfig, place: RunPlace, gpu_share: float, train_ref, con
     if control is not None:
         progress.allow.remote(0)  # gated: each fold waits after its first epoch for the trial's next round
     errors: dict[int, BaseException] = {}
-    console.expected = {k for k in range(cfg.cv.folds) if k not in folders}
-    with ThreadPoolExecutor(max_workers=cfg.cv.folds) as pool:
+    console.expected = {k for k in range(len(names)) if k not in folders}
+    with ThreadPoolExecutor(max_workers=len(names)) as pool:
         futures = {}
         for k in sorted(console.expected):
-            task = FoldTask(cfg, k, gpu_share, cfg.cv.cpus_per_fold, uuid.uuid4().hex[:12])
+            task = FoldTask(_worker_config(cfg), k, gpu_share, cfg.cv.cpus_per_fold, uuid.uuid4().hex[:12], names[k])
             futures[pool.submit(_fit_fold, task, [train_ref], place.uri, progress)] = k
             if len(futures) == 1:
                 _await_train_shared_actors(next(iter(futures)))
@@ -487,7 +564,7 @@ def _run_folds(cfg: RunConfig, place: RunPlace, gpu_share: float, train_ref, con
                     errors[k] = future.exception()
                 elif not stopping:  # a stopped fold's last checkpoint is not its end
                     folders[k] = future.result()
-                    phases.mark_finished(place, k, folders[k])
+                    phases.mark_finished(place, names[k], folders[k])
     for row in ray.get(progress.take.remote(0)):  # the last rows, sent just before their fold's fit returned
         console.epoch(row)
     progress.__ray_terminate__.remote()  # gracefully, after any call still queued (a kill would fail it)
@@ -497,7 +574,7 @@ def _run_folds(cfg: RunConfig, place: RunPlace, gpu_share: float, train_ref, con
             f"run {place.name}: fold(s) {', '.join(map(str, sorted(errors)))} failed; rerun the same command to "
             f"resume. Fold {k}: {first}"
         )
-    return None if stopping else [folders[k] for k in range(cfg.cv.folds)]
+    return None if stopping else [folders[k] for k in range(len(names))]
 
 
 @dataclass

@@ -178,7 +178,7 @@ def cache_root() -> Path:
 
 
 def fetch_run(uri: str, cache_root_dir: str | os.PathLike | None = None) -> Path:
-    """A local copy of the outputs of the run folder at `uri` (everything but Ray's fold_<k> checkpoint folders),
+    """A local copy of the outputs of the run folder at `uri` (everything but Ray Train's checkpoint folders),
     fetched into a cache once and again only when the run's metrics.json changed (a pointer file, a search's `best`,
     followed first). A local path is returned as is.
     Several processes may fetch the same run at once: each fills a private folder, one rename publishes it.
@@ -201,7 +201,7 @@ def fetch_run(uri: str, cache_root_dir: str | os.PathLike | None = None) -> Path
     tmp = private_dir(local)
     try:
         for info in fs.get_file_info(pafs.FileSelector(path)):
-            if info.type == pafs.FileType.Directory and not info.base_name.startswith("fold_"):
+            if info.type == pafs.FileType.Directory and not training_folder(info.base_name):
                 copy_dir(info.path, str(tmp / info.base_name), fs, LOCAL)
             elif info.type == pafs.FileType.File and info.base_name != "metrics.json":
                 (tmp / info.base_name).write_bytes(read_bytes(fs, info.path) or b"")
@@ -212,14 +212,29 @@ def fetch_run(uri: str, cache_root_dir: str | os.PathLike | None = None) -> Path
         shutil.rmtree(tmp, ignore_errors=True)
 
 
+def training_folder(name: str) -> bool:
+    """Whether a run folder's entry `name` is one of Ray Train's runs (checkpoints): fold_<k>, or a student run's
+    `student`."""
+    return name.startswith("fold_") or name == "student"
+
+
+def model_dirs(run_dir: Path) -> list[Path]:
+    """The model folders of a local finished run: models/fold_<k> in fold order, or a student run's models/student."""
+    folds = sorted((run_dir / "models").glob("fold_*"), key=lambda p: int(p.name[5:]) if p.name[5:].isdigit() else -1)
+    return folds or [p for p in [run_dir / "models" / "student"] if p.is_dir()]
+
+
 def finished_run(run_dir: str) -> Path:
     """A local copy (fetch_run) of the finished run at `run_dir`, a folder or a storage URI. Raises DataError naming
-    it when it has no metrics.json or no models/fold_* folders."""
-    missing = f"{run_dir}: no metrics.json or models/fold_* folders; is it a finished reuters-ray run folder?"
+    it when it has no metrics.json or no models (models/fold_* or a student run's models/student)."""
+    missing = (
+        f"{run_dir}: no metrics.json or models/fold_* (or models/student) folders; is it a finished reuters-ray run "
+        "folder?"
+    )
     try:
         local = fetch_run(str(run_dir))
     except (OSError, ValueError):  # nothing there, or a URI pyarrow does not take
         raise DataError(missing) from None
-    if not (local / "metrics.json").is_file() or not list((local / "models").glob("fold_*")):
+    if not (local / "metrics.json").is_file() or not model_dirs(local):
         raise DataError(missing)
     return local

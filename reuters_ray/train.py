@@ -32,7 +32,7 @@ from reuters_ray.config import RunConfig
 from reuters_ray.errors import CheckpointError, ConfigError
 from reuters_ray.features import TokenArrays
 from reuters_ray.inference import collate, default_device, eval_batch_size, forward_mode, predict_logits
-from reuters_ray.loss import focal_loss
+from reuters_ray.loss import distillation_loss, distillation_loss_multilabel, focal_loss
 from reuters_ray.metrics import classification_metrics
 from reuters_ray.models import build_model
 from reuters_ray.multilabel import validation_metrics
@@ -49,6 +49,11 @@ class FoldData:
     val_idx: np.ndarray
     class_weights: np.ndarray
     label_names: list[str]
+    # A student's (reuters_ray.distill): the teacher's probabilities for every row of `labels` [N, K] float32, the
+    # soft targets its loss mixes with the true labels (cfg.distill). None: a fold of a cross-validation.
+    soft_targets: np.ndarray | None = None
+    # A student's: bool [N], which rows have true labels (the others are transfer texts: soft targets alone).
+    labelled: np.ndarray | None = None
 
 
 @dataclass
@@ -276,7 +281,7 @@ def build_fold_model(
     Detection", section 4.1; without it the quick multi-label run's folds collapsed to one output for every text)."""
     mc = cfg.model
     torch.manual_seed(plan.seed)
-    model = build_model(mc.name, label_names, mc.hidden_dropout, mc.attention_dropout, plan.checkpointing)
+    model = build_model(mc.name, label_names, mc.hidden_dropout, mc.attention_dropout, plan.checkpointing, mc.layers)
     if prior is not None:
         model.config.problem_type = "multi_label_classification"  # for transformers' own users of the saved model
         smoothing = cfg.train.label_smoothing
@@ -362,8 +367,10 @@ def restore(state: FoldState, loaded: tuple[dict, dict, dict, dict]) -> None:
 # --- one epoch: training, validation, its row, its checkpoint --------------------------------------------------
 
 
-def train_epoch(state: FoldState, data: FoldData, plan: Plan, tc, epoch: int) -> tuple[float, int, int]:
-    """One pass over the fold's training rows; (mean training loss, examples, real tokens)."""
+def train_epoch(state: FoldState, data: FoldData, plan: Plan, tc, epoch: int, dc=None) -> tuple[float, int, int]:
+    """One pass over the fold's training rows; (mean training loss, examples, real tokens). A student's rows (data
+    with soft_targets) are trained on dc.alpha x the focal loss + (1 - dc.alpha) x the soft-target loss at
+    dc.temperature (dc: the run's DistillConfig)."""
     state.model.train()
     epoch_seed = plan.seed * 100_003 + epoch  # batches are a pure function of (seed, epoch): resumable
     if plan.profile.group_by_length:
@@ -379,7 +386,15 @@ def train_epoch(state: FoldState, data: FoldData, plan: Plan, tc, epoch: int) ->
             batch = collate(data.tokens, data.labels, rows, plan.profile.pad_to, plan.device)
             with forward_mode(plan.device, plan.precision):
                 logits = state.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
-            loss = focal_loss(logits, batch["labels"], alpha, tc.focal_gamma, tc.label_smoothing, reduction="sum")
+            if data.soft_targets is None:
+                loss = focal_loss(logits, batch["labels"], alpha, tc.focal_gamma, tc.label_smoothing, reduction="sum")
+            else:  # a student: the true labels where a row has them, the teacher's probabilities on every row
+                hard = focal_loss(logits, batch["labels"], alpha, tc.focal_gamma, tc.label_smoothing, reduction="none")
+                if data.labelled is not None:
+                    hard = hard * torch.from_numpy(data.labelled[rows]).to(hard)
+                soft = torch.from_numpy(data.soft_targets[rows]).to(plan.device)
+                kd = distillation_loss_multilabel if data.labels.ndim == 2 else distillation_loss
+                loss = dc.alpha * hard.sum() + (1.0 - dc.alpha) * kd(logits, soft, dc.temperature, reduction="sum")
             state.scaler.scale(loss / n).backward()
             loss_sum += loss.detach()
             seen += len(rows)
@@ -525,7 +540,7 @@ def train_fold(
         if state.finished or (stop_after_epoch is not None and epoch > stop_after_epoch):
             break
         t0 = time.perf_counter()
-        trained = train_epoch(state, data, plan, tc, epoch)
+        trained = train_epoch(state, data, plan, tc, epoch, cfg.distill)
         t1 = time.perf_counter()
         metrics, val_loss, logits = validate(state.model, data, plan, tc)
         if state.stopper.update(metrics[cfg.monitor()], epoch):

@@ -149,3 +149,64 @@ def test_readme_multilabel_commands_run(line, multi_run):
     out = subprocess.run(["bash", "-c", line], cwd=REPO, capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-2000:]
     assert out.stdout.strip()
+
+
+def test_a_student_of_a_multi_label_run_learns_sets_with_thresholds_from_its_held_out_slice(multi_run, tmp_path):
+    """`reuters-ray distill` of the multi-label run with 40 transfer wires: its soft targets are the teacher's
+    out-of-fold blend of per-topic probabilities, the transfer wires' the teacher's predictor's, none of them a wire of
+    the test split; its thresholds are chosen on its held-out slice (its own validation logits); it answers label
+    sets. (A single-label student's export: test_distill.py; `serve` on a student's run folder: test_serve_alone.py.)"""
+    from safetensors.numpy import load_file
+
+    from reuters_ray.baseline import LinearModel, out_of_fold_scores
+    from reuters_ray.config import RunConfig, from_dict
+    from reuters_ray.data import load_dataset
+    from reuters_ray.data.reuters21578 import all_wires
+    from reuters_ray.ensemble import Ensemble
+    from reuters_ray.multilabel import sigmoid
+    from reuters_ray.preprocess import clean_text, prepare
+
+    teacher, _ = multi_run
+    cmd = [str(BIN / "reuters-ray"), "distill", "--run", str(teacher), "--out", "pupil", "--quiet",
+           "--cv.storage_path", str(tmp_path), "--train.max_epochs", "1", "--distill.transfer", "unlabeled",
+           "--distill.transfer_sample", "40"]  # fmt: skip
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=RUN_TIMEOUT)
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    run = tmp_path / "pupil"
+    t, m = (json.loads((r / "metrics.json").read_text()) for r in (teacher, run))
+    names = m["label_names"]
+    assert m["task"] == "multi" and m["predictor"] == "student" and m["teacher"]["f1_micro"] == t["f1_micro"]
+    assert out.stdout.startswith("run pupil: micro-F1 ") and f"teacher (blend) {t['f1_micro']:.4f}" in out.stdout
+
+    oof = pd.read_parquet(teacher / "oof_predictions.parquet")
+    cfg = from_dict(RunConfig, yaml.safe_load((teacher / "config.yaml").read_text()))
+    ds = prepare(cfg.data)
+    assert oof["id"].tolist() == ds.train_ids
+    fold = oof["fold"].to_numpy()
+    folds = [(np.flatnonzero(fold != k), np.flatnonzero(fold == k)) for k in (0, 1)]
+    p_linear = LinearModel.load(teacher / "linear").proba_of_scores(
+        out_of_fold_scores(ds.train_texts, ds.train_labels, folds, len(names))
+    )
+    w = t["blend"]["weight"]
+    want = w * oof[[f"p_{n}" for n in names]].to_numpy(np.float64) + (1 - w) * p_linear
+    everything = pd.read_parquet(run / "soft_targets.parquet")
+    soft, transfer = everything[everything["role"] != "transfer"], everything[everything["role"] == "transfer"]
+    assert soft["id"].tolist() == ds.train_ids and m["distill"]["transfer_texts"] == len(transfer) == 40
+    np.testing.assert_allclose(soft[[f"p_{n}" for n in names]].to_numpy(), want, atol=1e-6)
+
+    whole, wires = load_dataset(cfg.data), dict(all_wires(cfg.data.path))
+    ids = transfer["id"].tolist()
+    assert len(set(ids)) == 40 and not set(ids) & (set(whole.test_ids) | set(ds.train_ids))
+    cleaned = [clean_text(wires[i]) for i in ids]
+    assert not set(cleaned) & {clean_text(t) for t in whole.test_texts}
+    teacher_probs = Ensemble.from_run(teacher, device="cpu").predict_proba(cleaned)
+    np.testing.assert_allclose(transfer[[f"p_{n}" for n in names]].to_numpy(), teacher_probs, atol=1e-5)
+
+    held = soft["role"].to_numpy() == "validation"
+    last = json.loads((run / "student" / "fold_result.json").read_text())["checkpoint"]
+    (val_logits,) = load_file(str(run / "student" / last / "best" / "val_logits.safetensors")).values()
+    d = choose_thresholds(ds.train_labels[held], sigmoid(val_logits), 40, True)
+    assert m["decision"]["thresholds"] == d["thresholds"]
+
+    sets = Ensemble.from_run(run, device="cpu").predict(TEXTS)
+    assert sets[2] is None and all(isinstance(s, list) and len(s) >= 1 for s in sets[:2])

@@ -45,7 +45,7 @@ COMMANDS = [(line, argv) for line in readme_commands() if (argv := reuters_ray_a
 
 
 def test_the_readme_shows_every_verb():
-    verbs = {"data", "cv", "tune", "report", "predict", "baseline", "export", "serve"}
+    verbs = {"data", "cv", "tune", "distill", "report", "predict", "baseline", "export", "serve"}
     assert {argv[0] for _, argv in COMMANDS} == verbs
 
 

@@ -16,8 +16,9 @@ pytestmark = pytest.mark.slow
 
 @pytest.fixture
 def run_folder(tmp_path, minilm_tokenizer):
-    """A finished run as `predict` and `serve` read it, made without training: one fold model (a tiny random BERT
-    with three labels) with the packaged tokenizer, and metrics.json."""
+    """A finished run as `predict` and `serve` read it, made without training: a student run's folder (`reuters-ray
+    distill`: its one model in models/student, a tiny random BERT with three labels, with the packaged tokenizer) and
+    metrics.json. (The service on a cross-validated run's fold models: test_serve.py.)"""
     import torch
     from transformers import BertConfig, BertForSequenceClassification
 
@@ -25,10 +26,10 @@ def run_folder(tmp_path, minilm_tokenizer):
     torch.manual_seed(0)
     config = BertConfig(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64,
                         num_labels=3, id2label=dict(enumerate(names)), label2id={n: i for i, n in enumerate(names)})  # fmt: skip
-    fold = tmp_path / "run" / "models" / "fold_0"
-    BertForSequenceClassification(config).save_pretrained(fold)
-    minilm_tokenizer.save_pretrained(fold)
-    metrics = {"run": "made", "predictor": "ensemble", "label_names": names, "max_length": 32}
+    student = tmp_path / "run" / "models" / "student"
+    BertForSequenceClassification(config).save_pretrained(student)
+    minilm_tokenizer.save_pretrained(student)
+    metrics = {"run": "made", "predictor": "student", "label_names": names, "max_length": 32}
     (tmp_path / "run" / "metrics.json").write_text(json.dumps(metrics))
     return tmp_path / "run"
 

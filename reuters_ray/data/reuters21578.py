@@ -288,6 +288,15 @@ def load_reuters21578(
     return _keras46(docs, bodies, prov, text, seed)
 
 
+def all_wires(path: str | None, cache_dir: str | None = None) -> list[tuple[str, str]]:
+    """(NEWID, own text: title and body, as data.text title+body reads it) of every wire of the distribution, in file
+    order: with topics or without, of every split. A student's transfer texts (reuters_ray.distill) are drawn from
+    the ones a run left out. Raises DataError as load_reuters21578 does."""
+    files, _ = _read_files(path, cache_dir)
+    docs, _ = _parse(files)
+    return [(d["id"], _own_text(d)) for d in docs]
+
+
 def _modapte(files: list[tuple[str, bytes]], docs: list[dict], prov: dict, task: str) -> TextDataset:
     """The ModApte split of the parsed wires (module docstring, split="modapte")."""
     for d in docs:

@@ -1,0 +1,228 @@
+"""`reuters-ray distill`: a student of the shared tiny run (conftest.finished_run, a blended 2-fold run) trained on the
+tests' Ray head. Its run folder is complete; its soft targets are the teacher's out-of-fold blend probabilities,
+rebuilt here independently (the folds' own validation logits, one linear model fitted per fold); predict, export
+and serve take it; bad input gets one line before anything is written. The soft-target loss and model.layers alone."""
+
+import json
+import math
+import subprocess
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+import yaml
+from conftest import BIN, RUN_TIMEOUT
+
+DISTILL = [str(BIN / "reuters-ray"), "distill"]
+
+
+@pytest.fixture(scope="module")
+def student(ray_head, finished_run, tmp_path_factory):
+    """(the student run's folder, the teacher's): one epoch of a tiny student, --quiet. (A student with transfer
+    texts, and the service on a student: test_multilabel_run.py, marker multilabel.)"""
+    storage = tmp_path_factory.mktemp("students")
+    cmd = DISTILL + ["--run", str(finished_run), "--out", "pupil", "--cv.storage_path", str(storage), "--quiet"]
+    out = subprocess.run(cmd + ["--train.max_epochs", "1"], capture_output=True, text=True, timeout=RUN_TIMEOUT)
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    (storage / "stdout.txt").write_text(out.stdout)
+    return storage / "pupil", finished_run
+
+
+def test_the_student_run_folder_is_complete_and_its_metrics_stand_beside_the_teachers(student):
+    run, teacher = student
+    for name in ("report.md", "report.html", "metrics.json", "config.yaml", "predictions.parquet", "history.csv",
+                 "folds.csv", "per_class.csv", "soft_targets.parquet", "models/student/model.safetensors",
+                 "models/student/tokenizer.json", "student/fold_result.json"):  # fmt: skip
+        assert (run / name).is_file(), name
+    assert not list((run / "models").glob("fold_*"))
+    m, t = (json.loads((r / "metrics.json").read_text()) for r in (run, teacher))
+    assert m["predictor"] == "student" and m["run"] == "pupil" and m["teacher"]["run"] == t["run"]
+    assert m["teacher"]["predictor"] == "blend" and m["teacher"]["source"] == str(teacher.resolve())
+    for key in ("accuracy", "f1_weighted", "f1_macro"):
+        assert m["teacher"][key] == t[key]
+    assert m["ensemble"] == t["ensemble"] and m["baseline"] == t["baseline"]
+    predictions = pd.read_parquet(run / "predictions.parquet")
+    assert m["accuracy"] == (predictions["true_label"] == predictions["predicted_label"]).mean()
+    assert m["n_test"] == len(predictions) == t["n_test"]
+    cfg = yaml.safe_load((run / "config.yaml").read_text())
+    assert cfg["distill"]["teacher"] == str(teacher.resolve()) and cfg["train"]["max_epochs"] == 1
+    assert cfg["data"] == yaml.safe_load((teacher / "config.yaml").read_text())["data"]
+    history = pd.read_csv(run / "history.csv")
+    assert len(history) == 1 and m["folds"][0]["epochs_run"] == 1
+    out = (run.parent / "stdout.txt").read_text()
+    assert out.startswith("run pupil: accuracy ") and f"student of run {t['run']}" in out
+    report = (run / "report.md").read_text()
+    assert "| student: tiny-bert-random |" in report and f"teacher: run {t['run']}'s blend" in report
+
+
+def test_soft_targets_are_the_teachers_out_of_fold_blend_probabilities(student):
+    """Rebuilt without distill's code: each fold's best model's validation logits (its checkpoint in storage), one
+    linear model fitted per fold on the fold_assignment.json folds, the teacher's calibration and blend weight."""
+    from safetensors.numpy import load_file
+
+    from reuters_ray.baseline import LinearModel
+    from reuters_ray.config import RunConfig, from_dict
+    from reuters_ray.metrics import softmax
+    from reuters_ray.preprocess import prepare
+
+    run, teacher = student
+    m = json.loads((teacher / "metrics.json").read_text())
+    ds = prepare(from_dict(RunConfig, yaml.safe_load((teacher / "config.yaml").read_text())).data)
+    assignment = json.loads((teacher / "fold_assignment.json").read_text())
+    fold = np.array([assignment[i] for i in ds.train_ids])
+    p_ensemble = np.full((len(fold), ds.num_classes), np.nan)
+    linear_scores = np.full_like(p_ensemble, np.nan)
+    for k in range(len(m["folds"])):
+        last = json.loads((teacher / f"fold_{k}" / "fold_result.json").read_text())["checkpoint"]
+        logits = load_file(str(teacher / f"fold_{k}" / last / "best" / "val_logits.safetensors"))
+        (values,) = logits.values()
+        val = np.flatnonzero(fold == k)  # the fold's validation rows, in training-split order as the fold saw them
+        p_ensemble[val] = softmax(values)
+        train = np.flatnonzero(fold != k)
+        model = LinearModel.fit([ds.train_texts[i] for i in train], ds.train_labels[train], ds.num_classes)
+        linear_scores[val] = model.scores([ds.train_texts[i] for i in val])
+    p_linear = LinearModel.load(teacher / "linear").proba_of_scores(linear_scores)
+    w = m["blend"]["weight"]
+    want = w * p_ensemble + (1 - w) * p_linear
+
+    soft = pd.read_parquet(run / "soft_targets.parquet")
+    assert soft["id"].tolist() == ds.train_ids
+    got = soft[[f"p_{n}" for n in ds.label_names]].to_numpy()
+    np.testing.assert_allclose(got, want, atol=2e-6)
+    assert 0 < w < 1 and not np.allclose(got, p_ensemble, atol=1e-3)  # the linear model's share is in them
+    held = soft["role"] == "validation"
+    assert held.sum() == round(0.1 * len(soft)) and set(soft["role"]) == {"train", "validation"}
+    s = json.loads((run / "metrics.json").read_text())["distill"]
+    assert (s["train"], s["validation"], s["transfer_texts"]) == ((~held).sum(), held.sum(), 0)
+    roles = json.loads((run / "fold_assignment.json").read_text())
+    assert [roles[i] for i in soft["id"]] == soft["role"].tolist()
+
+
+def test_predict_and_export_take_the_student(student, tmp_path, capsys):
+    """In this process (the CLI's code, without a process start each); the service on a student: marker multilabel."""
+    from test_serve import TEXTS
+
+    from reuters_ray.cli import main
+    from reuters_ray.ensemble import Ensemble
+
+    run, _ = student
+    ens = Ensemble.from_run(run, device="cpu")
+    assert len(ens.models) == 1 and ens.linear is None and not ens.multi_label
+    labels = ens.predict(TEXTS)
+    capsys.readouterr()
+    assert main(["predict", "--run", str(run), *TEXTS[:2]]) == 0
+    assert [line.split("\t")[0] for line in capsys.readouterr().out.splitlines()] == labels[:2]
+    assert main(["export", "--run", str(run), "--out", str(tmp_path / "x")]) == 0
+    assert capsys.readouterr().out.splitlines()[-1].startswith("exported student run pupil (one model; ")
+    manifest = json.loads((tmp_path / "x" / "manifest.json").read_text())
+    assert manifest["predictor"] == "student" and manifest["folds"] == 1 and manifest["blend_weight"] is None
+    assert Ensemble.load(tmp_path / "x").predict(TEXTS) == labels
+
+
+def _refused(args, tmp_path, capsys):
+    """The error line of `reuters-ray distill ARGS` (in this process: refused before Ray), after checking that it is
+    the only line and that nothing was written."""
+    from reuters_ray.cli import main
+
+    storage = tmp_path / "storage"
+    capsys.readouterr()
+    assert main(["distill", *args, "--cv.storage_path", str(storage)]) == 2
+    out = capsys.readouterr()
+    lines = out.err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("reuters-ray: error: "), out.err[-2000:]
+    assert not storage.exists() or not any(storage.iterdir())  # nothing written
+    return lines[0]
+
+
+def _copy_outputs(teacher, dst, leave_out=()):
+    import shutil
+
+    shutil.copytree(teacher, dst, ignore=lambda d, names: [n for n in names if n in leave_out and d == str(teacher)])
+    return dst
+
+
+def test_a_run_made_before_out_of_fold_predictions_is_refused(finished_run, tmp_path, capsys):
+    old = _copy_outputs(finished_run, tmp_path / "old", leave_out=("oof_predictions.parquet", "fold_0", "fold_1"))
+    line = _refused(["--run", str(old)], tmp_path, capsys)
+    assert f"{old}: no oof_predictions.parquet" in line and "train the teacher again" in line
+
+
+def test_an_unfinished_run_and_a_folder_that_is_no_run_are_refused(finished_run, tmp_path, capsys):
+    unfinished = _copy_outputs(finished_run, tmp_path / "unfinished", leave_out=("metrics.json", "models"))
+    assert f"{unfinished}: no metrics.json" in _refused(["--run", str(unfinished)], tmp_path, capsys)
+    assert "no-such-run: no metrics.json" in _refused(["--run", str(tmp_path / "no-such-run")], tmp_path, capsys)
+
+
+@pytest.mark.parametrize(
+    "args, said",
+    [
+        (["--student", "no-such-model"], "student: model.name 'no-such-model' cannot be loaded"),
+        (["--student-layers", "3"], "student: model.layers=3 but model 'tiny-bert-random' has 2 transformer layers"),
+        (["--student-layers", "0"], "--student-layers must be >= 1, got 0"),
+        (["--distill.alpha", "1.5"], "config: distill.alpha must be in [0, 1], got 1.5"),
+        (["--data.train_sample", "400"], "the student's data is not teacher"),
+    ],
+    ids=["not a model", "more layers than it has", "no layers", "alpha", "other data"],
+)
+def test_bad_student_settings_get_one_line_before_anything_is_written(finished_run, tmp_path, capsys, args, said):
+    assert said in _refused(["--run", str(finished_run), *args], tmp_path, capsys)
+
+
+def test_a_student_run_is_not_a_teacher(student, tmp_path, capsys):
+    run, _ = student
+    assert "a student run; distil a cross-validated run" in _refused(["--run", str(run)], tmp_path, capsys)
+
+
+# --- the parts alone ------------------------------------------------------------------------------------------------
+
+
+def test_the_soft_target_loss_is_hintons_kl_at_the_temperature():
+    from reuters_ray.loss import distillation_loss, distillation_loss_multilabel
+
+    torch.manual_seed(0)
+    z, teacher_z = torch.randn(5, 4), torch.randn(5, 4)
+    p = torch.softmax(teacher_z, -1)
+    for t in (1.0, 2.0, 4.0):
+        want = (
+            torch.nn.functional.kl_div(
+                torch.log_softmax(z / t, -1), torch.log_softmax(teacher_z / t, -1), log_target=True, reduction="sum"
+            )
+            * t**2
+        )
+        assert torch.allclose(distillation_loss(z, p, t, reduction="sum"), want, atol=1e-5)
+        assert distillation_loss(teacher_z, p, t) < 1e-5  # the student saying what the teacher says: nothing to learn
+    q = torch.sigmoid(teacher_z)
+    bce = torch.nn.functional.binary_cross_entropy_with_logits
+    for t in (1.0, 3.0):
+        qt = torch.sigmoid(teacher_z / t)
+        entropy = -(qt * qt.log() + (1 - qt) * (1 - qt).log()).sum()
+        want = (bce(z / t, qt, reduction="sum") - entropy) * t**2  # KL = cross-entropy - entropy
+        assert torch.allclose(distillation_loss_multilabel(z, q, t, reduction="sum"), want, atol=1e-4)
+        assert distillation_loss_multilabel(teacher_z, q, t) < 1e-4
+    assert math.isfinite(float(distillation_loss(z, torch.tensor([[1.0, 0, 0, 0]] * 5), 2.0)))  # zeros in p
+
+
+def test_model_layers_keeps_the_encoders_first_layers():
+    from reuters_ray.models import build_model
+
+    full, cut = build_model("minilm-offline", ["a", "b"]), build_model("minilm-offline", ["a", "b"], layers=2)
+    assert cut.config.num_hidden_layers == 2 and len(cut.bert.encoder.layer) == 2
+    for k in range(2):
+        for a, b in zip(full.bert.encoder.layer[k].parameters(), cut.bert.encoder.layer[k].parameters()):
+            assert torch.equal(a, b)
+    assert sum(p.numel() for p in cut.parameters()) < 0.8 * sum(p.numel() for p in full.parameters())
+
+
+def test_runs_made_before_the_distill_settings_resume_under_their_names():
+    from reuters_ray.config import RunConfig
+    from reuters_ray.phases import result_config
+
+    old = RunConfig().to_dict()
+    old.pop("distill")
+    old["model"].pop("layers")
+    assert result_config(old) == result_config(RunConfig().to_dict())
+    assert "distill" not in result_config(RunConfig().to_dict())
+    student = RunConfig().to_dict()
+    student["distill"]["teacher"] = "/runs/quick"
+    assert result_config(student)["distill"] == {"teacher": "/runs/quick"}
