@@ -144,6 +144,8 @@ def _distill(args: argparse.Namespace) -> int:
     from reuters_ray.distill import student_config
     from reuters_ray.runner import run_distill
 
+    if args.transfer is not None:
+        args.distill__transfer = args.transfer
     if args.student_layers is not None and args.student_layers < 1:
         raise ConfigError(f"--student-layers must be >= 1, got {args.student_layers}")
     overrides = ([load_yaml(args.config)] if args.config else []) + [_flag_values(args)]
@@ -465,6 +467,10 @@ def _add_distill(sub) -> None:
     distill.add_argument(
         "--student-layers", type=int, metavar="N", help="keep the student encoder's first N layers (model.layers)"
     )
+    distill.add_argument(
+        "--transfer", choices=("none", "unlabeled"), help="the same as --distill.transfer: unlabeled also learns the "
+        "teacher's answers on the Reuters-21578 wires the run's data left out",
+    )  # fmt: skip
     distill.add_argument(
         "--out", metavar="NAME", help="the student run's name in cv.storage_path (default: derived; cv.storage_path "
         "defaults to the folder holding the teacher)",

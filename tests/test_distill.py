@@ -1,74 +1,33 @@
-"""`reuters-ray distill`: a student of the shared tiny run (conftest.finished_run, a blended 2-fold run) trained on the
-tests' Ray head. Its run folder is complete; its soft targets are the teacher's out-of-fold blend probabilities,
-rebuilt here independently (the folds' own validation logits, one linear model fitted per fold); predict, export
-and serve take it; bad input gets one line before anything is written. The soft-target loss and model.layers alone."""
+"""`reuters-ray distill`'s parts in the default suite, on the shared tiny run (conftest.finished_run, a blended
+2-fold run) as the teacher, without training a student: the soft targets equal the teacher's out-of-fold blend
+probabilities, rebuilt here independently (the folds' own validation logits, one linear model fitted per fold); the
+held-out slice; bad input gets one line before anything is written; the soft-target loss, model.layers, older runs.
+A student trained through Ray (a multi-label one, with transfer wires; its folder, predict and export):
+test_multilabel_run.py, marker multilabel; `serve` on a student's run folder: test_serve_alone.py, marker slow."""
 
 import json
 import math
-import subprocess
 
 import numpy as np
-import pandas as pd
 import pytest
 import torch
-import yaml
-from conftest import BIN, RUN_TIMEOUT
-
-DISTILL = [str(BIN / "reuters-ray"), "distill"]
 
 
-@pytest.fixture(scope="module")
-def student(ray_head, finished_run, tmp_path_factory):
-    """(the student run's folder, the teacher's): one epoch of a tiny student, --quiet. (A student with transfer
-    texts, and the service on a student: test_multilabel_run.py, marker multilabel.)"""
-    storage = tmp_path_factory.mktemp("students")
-    cmd = DISTILL + ["--run", str(finished_run), "--out", "pupil", "--cv.storage_path", str(storage), "--quiet"]
-    out = subprocess.run(cmd + ["--train.max_epochs", "1"], capture_output=True, text=True, timeout=RUN_TIMEOUT)
-    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
-    (storage / "stdout.txt").write_text(out.stdout)
-    return storage / "pupil", finished_run
-
-
-def test_the_student_run_folder_is_complete_and_its_metrics_stand_beside_the_teachers(student):
-    run, teacher = student
-    for name in ("report.md", "report.html", "metrics.json", "config.yaml", "predictions.parquet", "history.csv",
-                 "folds.csv", "per_class.csv", "soft_targets.parquet", "models/student/model.safetensors",
-                 "models/student/tokenizer.json", "student/fold_result.json"):  # fmt: skip
-        assert (run / name).is_file(), name
-    assert not list((run / "models").glob("fold_*"))
-    m, t = (json.loads((r / "metrics.json").read_text()) for r in (run, teacher))
-    assert m["predictor"] == "student" and m["run"] == "pupil" and m["teacher"]["run"] == t["run"]
-    assert m["teacher"]["predictor"] == "blend" and m["teacher"]["source"] == str(teacher.resolve())
-    for key in ("accuracy", "f1_weighted", "f1_macro"):
-        assert m["teacher"][key] == t[key]
-    assert m["ensemble"] == t["ensemble"] and m["baseline"] == t["baseline"]
-    predictions = pd.read_parquet(run / "predictions.parquet")
-    assert m["accuracy"] == (predictions["true_label"] == predictions["predicted_label"]).mean()
-    assert m["n_test"] == len(predictions) == t["n_test"]
-    cfg = yaml.safe_load((run / "config.yaml").read_text())
-    assert cfg["distill"]["teacher"] == str(teacher.resolve()) and cfg["train"]["max_epochs"] == 1
-    assert cfg["data"] == yaml.safe_load((teacher / "config.yaml").read_text())["data"]
-    history = pd.read_csv(run / "history.csv")
-    assert len(history) == 1 and m["folds"][0]["epochs_run"] == 1
-    out = (run.parent / "stdout.txt").read_text()
-    assert out.startswith("run pupil: accuracy ") and f"student of run {t['run']}" in out
-    report = (run / "report.md").read_text()
-    assert "| student: tiny-bert-random |" in report and f"teacher: run {t['run']}'s blend" in report
-
-
-def test_soft_targets_are_the_teachers_out_of_fold_blend_probabilities(student):
-    """Rebuilt without distill's code: each fold's best model's validation logits (its checkpoint in storage), one
-    linear model fitted per fold on the fold_assignment.json folds, the teacher's calibration and blend weight."""
+def test_soft_targets_are_the_teachers_out_of_fold_blend_probabilities(finished_run):
+    """distill.check_input's soft targets against a rebuild without distill's code: each fold's best model's
+    validation logits (its checkpoint in storage), one linear model fitted per fold on the fold_assignment.json folds,
+    the teacher's calibration and blend weight. And the held-out slice: stratified, seeded, never the test split."""
     from safetensors.numpy import load_file
 
     from reuters_ray.baseline import LinearModel
-    from reuters_ray.config import RunConfig, from_dict
+    from reuters_ray.distill import check_input, student_config
     from reuters_ray.metrics import softmax
-    from reuters_ray.preprocess import prepare
 
-    run, teacher = student
+    teacher = finished_run
+    cfg = student_config(str(teacher), [], None, None, "pupil")
+    prep = check_input(cfg)
+    ds = prep.ds
     m = json.loads((teacher / "metrics.json").read_text())
-    ds = prepare(from_dict(RunConfig, yaml.safe_load((teacher / "config.yaml").read_text())).data)
     assignment = json.loads((teacher / "fold_assignment.json").read_text())
     fold = np.array([assignment[i] for i in ds.train_ids])
     p_ensemble = np.full((len(fold), ds.num_classes), np.nan)
@@ -85,39 +44,17 @@ def test_soft_targets_are_the_teachers_out_of_fold_blend_probabilities(student):
     p_linear = LinearModel.load(teacher / "linear").proba_of_scores(linear_scores)
     w = m["blend"]["weight"]
     want = w * p_ensemble + (1 - w) * p_linear
+    np.testing.assert_allclose(prep.soft_targets, want, atol=2e-6)
+    assert 0 < w < 1 and not np.allclose(prep.soft_targets, p_ensemble, atol=1e-3)  # the linear model's share
+    assert prep.fingerprint == json.loads((teacher / "data_fingerprint.json").read_text())  # the teacher's data
 
-    soft = pd.read_parquet(run / "soft_targets.parquet")
-    assert soft["id"].tolist() == ds.train_ids
-    got = soft[[f"p_{n}" for n in ds.label_names]].to_numpy()
-    np.testing.assert_allclose(got, want, atol=2e-6)
-    assert 0 < w < 1 and not np.allclose(got, p_ensemble, atol=1e-3)  # the linear model's share is in them
-    held = soft["role"] == "validation"
-    assert held.sum() == round(0.1 * len(soft)) and set(soft["role"]) == {"train", "validation"}
-    s = json.loads((run / "metrics.json").read_text())["distill"]
-    assert (s["train"], s["validation"], s["transfer_texts"]) == ((~held).sum(), held.sum(), 0)
-    roles = json.loads((run / "fold_assignment.json").read_text())
-    assert [roles[i] for i in soft["id"]] == soft["role"].tolist()
-
-
-def test_predict_and_export_take_the_student(student, tmp_path, capsys):
-    """In this process (the CLI's code, without a process start each); the service on a student: marker multilabel."""
-    from test_serve import TEXTS
-
-    from reuters_ray.cli import main
-    from reuters_ray.ensemble import Ensemble
-
-    run, _ = student
-    ens = Ensemble.from_run(run, device="cpu")
-    assert len(ens.models) == 1 and ens.linear is None and not ens.multi_label
-    labels = ens.predict(TEXTS)
-    capsys.readouterr()
-    assert main(["predict", "--run", str(run), *TEXTS[:2]]) == 0
-    assert [line.split("\t")[0] for line in capsys.readouterr().out.splitlines()] == labels[:2]
-    assert main(["export", "--run", str(run), "--out", str(tmp_path / "x")]) == 0
-    assert capsys.readouterr().out.splitlines()[-1].startswith("exported student run pupil (one model; ")
-    manifest = json.loads((tmp_path / "x" / "manifest.json").read_text())
-    assert manifest["predictor"] == "student" and manifest["folds"] == 1 and manifest["blend_weight"] is None
-    assert Ensemble.load(tmp_path / "x").predict(TEXTS) == labels
+    ((train_idx, val_idx),) = prep.folds
+    assert len(val_idx) == round(0.1 * len(ds.train_ids)) and len(train_idx) + len(val_idx) == len(ds.train_ids)
+    assert not set(train_idx) & set(val_idx)
+    share = np.bincount(ds.train_labels[val_idx], minlength=ds.num_classes) / len(val_idx)
+    assert np.abs(share - np.bincount(ds.train_labels, minlength=ds.num_classes) / len(ds.train_ids)).max() < 0.03
+    assert prep.roles().count("validation") == len(val_idx) and "transfer" not in prep.roles()
+    assert cfg.cv.storage_path == str(teacher.parent) and cfg.distill.teacher == str(teacher.resolve())
 
 
 def _refused(args, tmp_path, capsys):
@@ -169,9 +106,11 @@ def test_bad_student_settings_get_one_line_before_anything_is_written(finished_r
     assert said in _refused(["--run", str(finished_run), *args], tmp_path, capsys)
 
 
-def test_a_student_run_is_not_a_teacher(student, tmp_path, capsys):
-    run, _ = student
-    assert "a student run; distil a cross-validated run" in _refused(["--run", str(run)], tmp_path, capsys)
+def test_a_student_run_is_not_a_teacher(finished_run, tmp_path, capsys):
+    student = _copy_outputs(finished_run, tmp_path / "student", leave_out=("fold_0", "fold_1"))
+    metrics = json.loads((student / "metrics.json").read_text())
+    (student / "metrics.json").write_text(json.dumps({**metrics, "predictor": "student"}))
+    assert "a student run; distil a cross-validated run" in _refused(["--run", str(student)], tmp_path, capsys)
 
 
 # --- the parts alone ------------------------------------------------------------------------------------------------

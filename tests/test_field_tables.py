@@ -159,6 +159,7 @@ def test_a_list_as_a_label_and_repeated_ids_are_refused_naming_the_rows(tmp_path
         load_table(str(write(df, tmp_path / "ids.csv")))
 
 
+@pytest.mark.runs  # a whole run through Ray: CI's last step, beside the multi-label runs (the default suite's time)
 def test_a_runs_outputs_keep_the_label_spellings_and_other_data_under_its_name_is_refused(ray_head, tmp_path, capsys):
     """Kinds 1 and 5 on one real run (tiny model, 2 folds x 1 epoch, the driver in this process): every output of a
     table with the codes 001, 01, 1, 2 spells them so; then the table gains rows and a class and the same command is

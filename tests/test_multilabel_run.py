@@ -151,11 +151,14 @@ def test_readme_multilabel_commands_run(line, multi_run):
     assert out.stdout.strip()
 
 
-def test_a_student_of_a_multi_label_run_learns_sets_with_thresholds_from_its_held_out_slice(multi_run, tmp_path):
+def test_a_student_of_a_multi_label_run_learns_sets_with_thresholds_from_its_held_out_slice(
+    multi_run, tmp_path, capsys
+):
     """`reuters-ray distill` of the multi-label run with 40 transfer wires: its soft targets are the teacher's
     out-of-fold blend of per-topic probabilities, the transfer wires' the teacher's predictor's, none of them a wire of
-    the test split; its thresholds are chosen on its held-out slice (its own validation logits); it answers label
-    sets. (A single-label student's export: test_distill.py; `serve` on a student's run folder: test_serve_alone.py.)"""
+    the test split; its thresholds are chosen on its held-out slice (its own validation logits); its run folder is
+    whole, its metrics stand beside the teacher's; predict and export take it. (A single-label teacher's soft targets
+    and the bad inputs: test_distill.py; `serve` on a student's run folder: test_serve_alone.py.)"""
     from safetensors.numpy import load_file
 
     from reuters_ray.baseline import LinearModel, out_of_fold_scores
@@ -168,7 +171,7 @@ def test_a_student_of_a_multi_label_run_learns_sets_with_thresholds_from_its_hel
 
     teacher, _ = multi_run
     cmd = [str(BIN / "reuters-ray"), "distill", "--run", str(teacher), "--out", "pupil", "--quiet",
-           "--cv.storage_path", str(tmp_path), "--train.max_epochs", "1", "--distill.transfer", "unlabeled",
+           "--cv.storage_path", str(tmp_path), "--train.max_epochs", "1", "--transfer", "unlabeled",
            "--distill.transfer_sample", "40"]  # fmt: skip
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=RUN_TIMEOUT)
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
@@ -208,5 +211,29 @@ def test_a_student_of_a_multi_label_run_learns_sets_with_thresholds_from_its_hel
     d = choose_thresholds(ds.train_labels[held], sigmoid(val_logits), 40, True)
     assert m["decision"]["thresholds"] == d["thresholds"]
 
-    sets = Ensemble.from_run(run, device="cpu").predict(TEXTS)
+    for name in ("report.md", "report.html", "config.yaml", "predictions.parquet", "history.csv", "folds.csv",
+                 "per_class.csv", "confused_pairs.csv", "models/student/model.safetensors",
+                 "models/student/tokenizer.json"):  # fmt: skip
+        assert (run / name).is_file(), name
+    assert not list((run / "models").glob("fold_*"))
+    assert m["ensemble"] == t["ensemble"] and m["baseline"] == t["baseline"] and m["teacher"]["run"] == t["run"]
+    assert yaml.safe_load((run / "config.yaml").read_text())["distill"]["teacher"] == str(teacher.resolve())
+    report = (run / "report.md").read_text()
+    assert "| student: tiny-bert-random |" in report and f"teacher: run {t['run']}'s blend" in report
+    pred = pd.read_parquet(run / "predictions.parquet")
+    assert m["f1_micro"] == pytest.approx(
+        multilabel_metrics(_sets(pred["true_labels"], names), _sets(pred["predicted_labels"], names))["f1_micro"]
+    )
+
+    ens = Ensemble.from_run(run, device="cpu")
+    assert len(ens.models) == 1 and ens.multi_label and ens.decision["thresholds"] == d["thresholds"]
+    sets = ens.predict(TEXTS)
     assert sets[2] is None and all(isinstance(s, list) and len(s) >= 1 for s in sets[:2])
+    from reuters_ray.cli import main
+
+    capsys.readouterr()
+    assert main(["export", "--run", str(run), "--out", str(tmp_path / "x")]) == 0
+    assert capsys.readouterr().out.splitlines()[-1].startswith("exported student run pupil (one model; ")
+    manifest = json.loads((tmp_path / "x" / "manifest.json").read_text())
+    assert manifest["predictor"] == "student" and manifest["folds"] == 1 and manifest["blend_weight"] is None
+    assert Ensemble.load(tmp_path / "x").predict(TEXTS) == sets
