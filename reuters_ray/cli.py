@@ -442,12 +442,18 @@ def _add_tune(sub) -> None:
     tune.add_argument("--search", required=True, metavar="YAML", help="the search file: which keys vary and how")
     tune.add_argument("--search-name", metavar="NAME", help="the search's folder (default: the search file's name)")
     _add_run_flags(tune)
-    out = tune.add_argument_group("output")
+    _add_output_flags(tune)
+    tune.set_defaults(func=_tune)
+
+
+def _add_output_flags(p: argparse.ArgumentParser) -> argparse._ArgumentGroup:
+    """--quiet and --log-format text|json: what a Ray job's driver prints (tune, distill; cv adds its own)."""
+    out = p.add_argument_group("output")
     out.add_argument("--quiet", action="store_true", help="print only the result line (errors still go to stderr)")
     out.add_argument(
         "--log-format", choices=("text", "json"), default="text", help="text or JSON lines (default: text)"
     )
-    tune.set_defaults(func=_tune)
+    return out
 
 
 def _add_distill(sub) -> None:
@@ -476,11 +482,7 @@ def _add_distill(sub) -> None:
         "defaults to the folder holding the teacher)",
     )  # fmt: skip
     _add_run_flags(distill, sections=("data", "model", "train", "cv", "distill"))
-    out = distill.add_argument_group("output")
-    out.add_argument("--quiet", action="store_true", help="print only the result line (errors still go to stderr)")
-    out.add_argument(
-        "--log-format", choices=("text", "json"), default="text", help="text or JSON lines (default: text)"
-    )
+    _add_output_flags(distill)
     distill.set_defaults(func=_distill)
 
 

@@ -303,7 +303,7 @@ def student_metrics(cfg: RunConfig, place, prep: StudentPrepared, folds, test_lo
     """metrics.json of a student run: the student's test figures at the top (multi-label: at thresholds chosen on
     its held-out slice), the teacher's predictor, ensemble and baseline figures beside them (from the teacher's
     metrics.json: the same test split), what the student learnt from, the fold table's one row, the timing."""
-    from reuters_ray.phases import choose_decision, evaluate, probabilities
+    from reuters_ray.phases import choose_decision, evaluate, probabilities, run_record
     from reuters_ray.storage import read_bytes
 
     ds, t = prep.ds, prep.teacher_metrics
@@ -347,14 +347,7 @@ def student_metrics(cfg: RunConfig, place, prep: StudentPrepared, folds, test_lo
             "transfer_texts": transfer,  # their ids: soft_targets.parquet's rows of role "transfer"
         },
         "student": {"model": cfg.model.name, "layers": cfg.model.layers},
-        "run": place.name,
-        "label_names": ds.label_names,
-        "max_length": cfg.data.max_length,
-        "folds": folds.table,
-        "wall_s": timing.total(),
-        "timing": dict(timing.laps),
-        "class_weights": prep.weights.tolist(),
-        "cluster": cluster,
+        **run_record(cfg, place, prep, folds, timing, cluster),
     }
 
 

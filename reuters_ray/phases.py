@@ -602,8 +602,16 @@ def run_metrics(cfg, place, prep, folds: Folds, ensemble, scored: Scored, oof_lo
         ),
         "task": cfg.data.task,
         "predictor": "blend" if cfg.cv.blend else "ensemble",  # what the top-level figures are of
+        **run_record(cfg, place, prep, folds, timing, cluster),
+    }
+
+
+def run_record(cfg, place, prep, folds: Folds, timing, cluster) -> dict[str, Any]:
+    """metrics.json's keys about the run itself, a cross-validation's or a student's: its name, labels, max_length,
+    fold table, wall time and its phases, class weights and cluster."""
+    return {
         "run": place.name,
-        "label_names": ds.label_names,
+        "label_names": prep.ds.label_names,
         "max_length": cfg.data.max_length,
         "folds": folds.table,
         "wall_s": timing.total(),
