@@ -144,6 +144,38 @@ class ModelConfig:
         )
 
 
+@dataclass
+class Profile:
+    """How a fold computes, not what: both profiles make the same updates from the same examples."""
+
+    pad_to: str  # "max_length" (every batch padded to max_length) or "longest" (to the batch's longest, x8)
+    group_by_length: bool  # batches of similar lengths (random within buckets), so padding stays small
+    merge_accumulation: bool  # one micro-batch of batch_size x grad_accum instead of grad_accum small ones
+    gradient_checkpointing: bool | None  # None: decided by memory (see decide_checkpointing)
+    fp16_on_cuda: bool  # the seed's T4 had no bf16; its profile keeps fp16 everywhere
+    fused_adamw: bool  # one fused CUDA kernel for the optimizer step
+
+
+PROFILES = {
+    "seed": Profile(
+        pad_to="max_length",
+        group_by_length=False,
+        merge_accumulation=False,
+        gradient_checkpointing=True,
+        fp16_on_cuda=True,
+        fused_adamw=False,
+    ),
+    "default": Profile(
+        pad_to="longest",
+        group_by_length=True,
+        merge_accumulation=True,
+        gradient_checkpointing=None,
+        fp16_on_cuda=False,
+        fused_adamw=True,
+    ),
+}
+
+
 MONITORS = ("f1_weighted", "f1_macro", "f1_micro", "accuracy")
 
 
@@ -214,10 +246,15 @@ class CVConfig:
     name: str | None = None
     # Where runs live: a local folder, or a URI Ray and pyarrow understand (s3://bucket/runs, gs://...).
     storage_path: str = "runs"
-    # GPUs per fold: unset = 1 when the cluster has a GPU per fold, GPUs/folds when it has fewer (three folds share
-    # one GPU at 0.33 each and run at once), 0 without GPUs. Set it to run folds one after another instead.
+    # GPUs for each of a fold's workers: unset = 1 when the cluster has a GPU per worker, GPUs/workers when it has
+    # fewer (three one-worker folds share one GPU at 0.33 each and run at once), 0 without GPUs. Set it to run folds
+    # one after another instead.
     gpus_per_fold: float | None = None
-    cpus_per_fold: float = 1.0  # CPUs each fold's worker reserves (fractions let folds share cores)
+    cpus_per_fold: float = 1.0  # CPUs each of a fold's workers reserves (fractions let folds share cores)
+    # Data-parallel workers per fold (Ray Train workers, gradients all-reduced: NCCL on GPUs, gloo on CPU), each with
+    # cv.gpus_per_fold of a GPU and cv.cpus_per_fold CPUs, on any nodes; every batch is split evenly over them, so a
+    # fold makes the same updates as with one worker (train.batch_size x grad_accum examples per step).
+    workers_per_fold: int = 1
     max_failures: int = 2  # restarts of a fold whose worker dies; each continues from its last checkpoint
     baseline: bool = True  # also fit and score the TF-IDF + linear SVM baseline on the same split (seconds, CPU)
     # The run's predictor: w * the ensemble's probabilities + (1 - w) * the baseline's (calibrated), w chosen on
@@ -239,6 +276,7 @@ class CVConfig:
                 (self.folds >= 2, "folds", ">= 2"),
                 (self.gpus_per_fold is None or self.gpus_per_fold >= 0, "gpus_per_fold", ">= 0 or unset"),
                 (self.cpus_per_fold > 0, "cpus_per_fold", "> 0"),
+                (self.workers_per_fold >= 1, "workers_per_fold", ">= 1"),
                 (self.max_failures >= 0, "max_failures", ">= 0"),
                 (self.threshold_min_positives >= 1, "threshold_min_positives", ">= 1"),
                 (
@@ -289,6 +327,26 @@ class DistillConfig:
         )
 
 
+def forward_passes(tc: TrainConfig) -> tuple[int, int]:
+    """(examples per forward pass over all of a fold's workers, forward passes per optimizer step) in profile
+    tc.profile: the same batch_size x grad_accum examples per step either way."""
+    if PROFILES[tc.profile].merge_accumulation:
+        return tc.batch_size * tc.grad_accum, 1
+    return tc.batch_size, tc.grad_accum
+
+
+def check_workers(tc: TrainConfig, workers: int) -> None:
+    """Raises ConfigError when a forward pass's examples cannot be split evenly over `workers` data-parallel
+    workers (each takes an equal share of every batch, so that the fold makes the updates one worker would)."""
+    micro, accum = forward_passes(tc)
+    if micro % workers:
+        what = "train.batch_size" if accum > 1 else "train.batch_size x train.grad_accum"
+        raise ConfigError(
+            f"config: cv.workers_per_fold={workers} cannot split {what} = {micro} examples per forward pass (train."
+            f"profile {tc.profile}) evenly over its workers; use a number of workers that divides {micro}"
+        )
+
+
 def _folder_name(name: str) -> bool:
     return (
         bool(name)
@@ -307,6 +365,9 @@ class RunConfig:
     train: TrainConfig = dataclasses.field(default_factory=TrainConfig)
     cv: CVConfig = dataclasses.field(default_factory=CVConfig)
     distill: DistillConfig = dataclasses.field(default_factory=DistillConfig)
+
+    def __post_init__(self) -> None:
+        check_workers(self.train, self.cv.workers_per_fold)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

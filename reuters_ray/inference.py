@@ -85,13 +85,22 @@ def longest_first(lengths: np.ndarray, batch_size: int) -> Iterator[np.ndarray]:
 
 @torch.inference_mode()
 def predict_logits(
-    model, tokens: TokenArrays, idx: np.ndarray, batch_size: int, pad_to: str, device: torch.device, precision: str
+    model,
+    tokens: TokenArrays,
+    idx: np.ndarray,
+    batch_size: int,
+    pad_to: str,
+    device: torch.device,
+    precision: str,
+    batches: list[np.ndarray] | None = None,
 ) -> np.ndarray:
-    """[len(idx), K] float32 logits of `model` for rows `idx` of `tokens`, in that order."""
+    """[len(idx), K] float32 logits of `model` for rows `idx` of `tokens`, in that order. batches: only these
+    batches of positions into `idx` (some of longest_first's: a worker's share of a sharded validation); the other
+    rows stay 0."""
     model.eval()
-    out = np.empty((len(idx), model.config.num_labels), dtype=np.float32)
+    out = np.zeros((len(idx), model.config.num_labels), dtype=np.float32)
     no_labels = np.zeros(len(tokens), dtype=np.int64)
-    for rows in longest_first(tokens.lengths[idx], batch_size):
+    for rows in longest_first(tokens.lengths[idx], batch_size) if batches is None else batches:
         batch = collate(tokens, no_labels, idx[rows], pad_to, device)
         with forward_mode(device, precision):
             logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits

@@ -55,6 +55,7 @@ RESUME_FREE_KEYS = {
         "storage_path",
         "gpus_per_fold",
         "cpus_per_fold",
+        "workers_per_fold",
         "max_failures",
         "baseline",
         "blend",
@@ -246,20 +247,27 @@ def check_writable(fs: pafs.FileSystem, run_path: str, storage_path: str) -> Non
 
 
 def place_folds(cv, cluster: dict[str, float], n_models: int | None = None) -> float:
-    """The GPU share of each fold on a cluster with resources `cluster` (ray.cluster_resources()).
+    """The GPU share of each fold worker on a cluster with resources `cluster` (ray.cluster_resources()).
 
-    cv.gpus_per_fold unset: a whole GPU per fold when there are enough, else GPUs / folds so the folds share them
+    cv.gpus_per_fold unset: a whole GPU per worker when there are enough, else GPUs / workers so the folds share them
     and run at once (on one H100 that pays the minute of fold start-up once, not per fold: docs/results.md), 0
-    without GPUs. n_models: the models trained at once, when not cv.folds (a student run: 1). Raises ConfigError
-    when a fold could never be placed (it would wait forever)."""
-    gpus = cv.gpus_per_fold
+    without GPUs; a fold has cv.workers_per_fold workers. n_models: the models trained at once, when not cv.folds (a
+    student run: 1). Raises ConfigError when a fold could never be placed (it would wait forever); folds that fit
+    only one after another queue."""
+    gpus, workers = cv.gpus_per_fold, cv.workers_per_fold
     have_gpu, have_cpu = cluster.get("GPU", 0), cluster.get("CPU", 0)
     if gpus is None:
-        gpus = min(1.0, int(have_gpu) / (n_models or cv.folds)) if have_gpu >= 1 else 0.0
-    if cv.cpus_per_fold > have_cpu + 1e-9:
+        gpus = min(1.0, int(have_gpu) / ((n_models or cv.folds) * workers)) if have_gpu >= 1 else 0.0
+    if workers == 1 and cv.cpus_per_fold > have_cpu + 1e-9:
         raise ConfigError(f"cv.cpus_per_fold={cv.cpus_per_fold} does not fit this Ray cluster's {have_cpu:g} CPUs")
-    if gpus > have_gpu + 1e-9:
+    if workers == 1 and gpus > have_gpu + 1e-9:
         raise ConfigError(f"cv.gpus_per_fold={gpus} but this Ray cluster has {have_gpu:g} GPUs")
+    for what, each, have in (("CPUs", cv.cpus_per_fold, have_cpu), ("GPUs", gpus, have_gpu)):
+        if workers * each > have + 1e-9:
+            raise ConfigError(
+                f"a fold's {workers} workers (cv.workers_per_fold) need {workers * each:g} {what} ({each:g} each: "
+                f"cv.{what[:3].lower()}s_per_fold) but this Ray cluster has {have:g} {what}"
+            )
     return gpus
 
 
@@ -409,12 +417,19 @@ def summarize_fold(fold: int, progress: dict[str, Any], patience: int) -> dict[s
         **fold_timing(hist),
         "device": last.get(R.WORKER + "device", ""),
         "host": last.get(R.WORKER + "host", ""),
-        "node_id": last.get(R.WORKER + "node_id", ""),  # the Ray node of the fold's last epoch
-        # every Ray node the fold trained on, in order: two after a restart on another node (a node lost)
-        "node_ids": list(dict.fromkeys(r[R.WORKER + "node_id"] for r in hist if r.get(R.WORKER + "node_id"))),
+        "node_id": last.get(R.WORKER + "node_id", ""),  # the Ray node of the fold's last epoch (its rank 0's)
+        # every Ray node the fold's workers trained on, in order: two after a restart on another node (a node lost)
+        "node_ids": list(dict.fromkeys(n for r in hist for n in _row_nodes(r))),
+        "workers": last.get(R.WORKERS, 1),  # data-parallel workers in the fold's last epoch (rows before issue 32: 1)
         **progress.get("setup", {}),
         "restarts": progress.get("restarts", []),
     }
+
+
+def _row_nodes(row: dict[str, Any]) -> list[str]:
+    """The Ray node ids of an epoch row's workers (rows written before several workers per fold: rank 0's)."""
+    nodes = row.get(R.WORKER_NODE_IDS) or [row.get(R.WORKER + "node_id")]
+    return [n for n in nodes if n]
 
 
 def read_fold_checkpoint(fs: pafs.FileSystem, path: str) -> dict[str, Any]:

@@ -416,21 +416,21 @@ def folds_section(run: dict[str, Any]) -> Section:
     folds, ens = m["folds"], m.get("ensemble", m)
     table = Table(
         ["fold", "best epoch", "epochs run", "val accuracy", "val weighted F1", "val macro F1",
-         "test weighted F1 alone", "restarts", "node(s)"],
+         "test weighted F1 alone", "restarts", "workers", "node(s)"],
         [
             [f["fold"], f["best_epoch"], f["epochs_run"], fmt(f["val_accuracy"]), fmt(f["val_f1_weighted"]),
-             fmt(f["val_f1_macro"]), fmt(f["test_f1_weighted"]), len(f.get("restarts", [])),
-             # Ray's node ids, shortened as the dashboard shows them: every node the fold trained on
+             fmt(f["val_f1_macro"]), fmt(f["test_f1_weighted"]), len(f.get("restarts", [])), f.get("workers", 1),
+             # Ray's node ids, shortened as the dashboard shows them: every node the fold's workers trained on
              ", ".join(n[:12] for n in f.get("node_ids") or [f.get("node_id") or "n/a"])]
             for f in folds
         ],
-        (0, 1, 2, 3, 4, 5, 6, 7),
+        (0, 1, 2, 3, 4, 5, 6, 7, 8),
     )  # fmt: skip
     key, name = ("f1_micro", "micro-F1") if m.get("task") == "multi" else ("f1_weighted", "weighted F1")
     if m.get("task") == "multi":  # micro-F1 beside the table's weighted F1: what the folds stopped on
         table.headers[4:4] = ["val micro-F1"]
         table.headers.insert(8, "test micro-F1 alone")
-        table.numeric = tuple(range(10))
+        table.numeric = tuple(range(11))
         for row, f in zip(table.rows, folds):
             row[4:4] = [fmt(f["val_f1_micro"])]
             row.insert(8, fmt(f["test_f1_micro"]))
@@ -450,7 +450,7 @@ def folds_section(run: dict[str, Any]) -> Section:
         "a checkpoint loaded; once per worker start), training steps, validation, writing checkpoints "
         "(weights, optimizer state, best model) and reporting them into Ray storage (the last epoch's report is "
         "not counted: it happens after its own checkpoint is written). Throughput is training examples and "
-        "real (non-pad) tokens per second of training time."
+        "real (non-pad) tokens per second of training time, summed over a fold's workers (its rank 0's times)."
     )
     return "Folds", [table, note, curves, _time_table(folds), time_note]
 

@@ -16,7 +16,10 @@ EPOCH_S, SETUP_S, TRAIN_S, VAL_S = "time/epoch_s", "time/setup_s", "time/train_s
 CHECKPOINT_S, REPORT_S = "time/checkpoint_s", "time/report_s"
 WORKER_STARTED_AT = "time/worker_started_at"  # added by the Ray worker: when Ray had started it (driver's clock)
 EXAMPLES_PER_S, TOKENS_PER_S, PEAK_GIB = "train/examples_per_s", "train/tokens_per_s", "memory/peak_gib"
-WORKER = "worker/"  # + host, pid, device, node_id: where the epoch ran
+WORKER = "worker/"  # + host, pid, device, node_id: where the epoch ran (the fold's rank 0, when it has several workers)
+# The fold's data-parallel workers (cv.workers_per_fold): how many, and each one's Ray node id, host and pid
+WORKERS, WORKER_NODE_IDS = "worker/workers", "worker/node_ids"
+WORKER_HOSTS, WORKER_PIDS = "worker/hosts", "worker/pids"
 
 # What the driver forwards of a Ray report to its console: the plain keys and every namespaced one.
 PLAIN = (FOLD, SEED, EPOCH, LR, FINISHED, MAX_EPOCHS, RESTARTS)

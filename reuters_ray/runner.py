@@ -2,8 +2,10 @@
 code is reuters_ray.serve). The driver's steps without Ray are reuters_ray.phases; run_cv calls them in order.
 
     driver   the input checked and tokenized once; the arrays in the object store; one TorchTrainer per fold
-             (ScalingConfig(num_workers=1, use_gpu=...)), their fit() calls in driver threads so the folds run at once
-    worker   calls reuters_ray.train.train_fold, reporting each epoch (and its checkpoint) to Ray storage
+             (ScalingConfig(num_workers=cv.workers_per_fold, use_gpu=...)), their fit() calls in driver threads so
+             the folds run at once
+    worker   calls reuters_ray.train.train_fold, reporting each epoch (and rank 0 its checkpoint) to Ray storage;
+             a fold's several workers train it data-parallel (DDP through Ray Train's process group)
     callback on each fold's Train controller: forwards every registered report to the driver's console
     actor    the ensemble: loads each fold's best model from storage and scores the test split
 
@@ -42,18 +44,22 @@ class FoldTask:
 
     run: RunConfig
     fold: int
-    gpu_share: float  # of one GPU (1.0 = a whole one; 0 on CPU); folds sharing a card get 1 / folds
-    cpus: float
+    gpu_share: float  # of one GPU for each worker (1.0 = a whole one; 0 on CPU); workers sharing a card get a part
+    cpus: float  # for each worker
     attempt: str  # new with each fit() of the fold, kept when Ray Train restarts a dead worker
     folder: str = ""  # its Ray Train run's folder in the run (phases.fold_names); default fold_<fold>
+    workers: int = 1  # data-parallel Ray Train workers (cv.workers_per_fold)
 
 
 # --- code that runs in Ray workers ----------------------------------------------------------------------------
 
 
 def _fold_worker(config: dict[str, Any]) -> None:
-    """Ray Train worker: one fold's training loop, each epoch (and its checkpoint) reported into Ray storage."""
+    """Ray Train worker: one fold's training loop (or one worker's share of it), each epoch (and rank 0's
+    checkpoint) reported into Ray storage."""
     started_at = time.time()  # against the driver's clock: how long Ray took to start this worker
+    import functools
+
     import ray
     import ray.train
     import ray.train.torch
@@ -63,6 +69,7 @@ def _fold_worker(config: dict[str, Any]) -> None:
     from reuters_ray.train import FoldData, train_fold
 
     task: FoldTask = config["task"]
+    rank = ray.train.get_context().get_world_rank()
     arrays = ray.get(config["data_ref"][0])  # numpy arrays come back zero-copy from the object store
     train_idx, val_idx = arrays["folds"][task.fold]
     tokens = TokenArrays(arrays["ids"], arrays["lengths"], arrays["pad_id"])
@@ -70,13 +77,18 @@ def _fold_worker(config: dict[str, Any]) -> None:
         tokens, arrays["labels"], train_idx, val_idx, arrays["class_weights"], arrays["label_names"],
         soft_targets=arrays.get("soft_targets"), labelled=arrays.get("labelled"),  # a student's
     )  # fmt: skip
-    print(format_row(), flush=True)  # the epoch table in the worker's log too (dashboard, Ray's log files)
+    if rank == 0:
+        print(format_row(), flush=True)  # the epoch table in the worker's log too (dashboard, Ray's log files)
 
     def report(metrics: dict[str, Any], checkpoint_dir: Path | None) -> bool:
-        """Reports the epoch into Ray storage; True when the driver asks the fold to stop (a search ended it)."""
-        print(format_row(metrics), flush=True)
+        """Reports the epoch into Ray storage (every worker must; rank 0's row and checkpoint are the ones
+        registered); True when the driver asks the fold to stop (a search ended it): rank 0 asks, train_fold tells
+        the others."""
         checkpoint = ray.train.Checkpoint.from_directory(str(checkpoint_dir)) if checkpoint_dir else None
         ray.train.report({**metrics, R.WORKER_STARTED_AT: started_at}, checkpoint=checkpoint)
+        if rank != 0:
+            return False
+        print(format_row(metrics), flush=True)
         while (answer := ray.get(config["progress"].gate.remote(metrics[R.EPOCH]))) == "wait":  # a search's trial
             time.sleep(0.1)
         return answer == "stop"
@@ -98,6 +110,7 @@ def _fold_worker(config: dict[str, Any]) -> None:
             device=device,
             gpu_share=task.gpu_share or 1.0,
             worker_info={"node_id": ray.get_runtime_context().get_node_id()},
+            wrap=functools.partial(ray.train.torch.prepare_model, move_to_device=False),  # DDP, several workers
         )
 
 
@@ -151,8 +164,9 @@ def _fit_fold(task: FoldTask, data_ref: list, run_uri: str, progress) -> str:
     trainer = TorchTrainer(
         _fold_worker,
         train_loop_config={"task": task, "data_ref": data_ref, "progress": progress},
+        # PACK (Ray's default): a fold's workers share a node when one has room for all, else they spread
         scaling_config=ray.train.ScalingConfig(
-            num_workers=1, use_gpu=bool(task.gpu_share), resources_per_worker=resources
+            num_workers=task.workers, use_gpu=bool(task.gpu_share), resources_per_worker=resources
         ),
         run_config=ray.train.RunConfig(
             name=f"{run_name}/{task.folder or f'fold_{task.fold}'}",
@@ -475,7 +489,7 @@ def _score_test_split(cfg: RunConfig, place: RunPlace, prep, best_paths: list[st
     actor_gpus = 1 if ray.cluster_resources().get("GPU", 0) >= 1 else 0
     # at most the CPUs the run's folds held, which are free now: a search's trial actors hold a sliver of CPU on
     # each node, so a whole CPU might never be free on any node of a small cluster while their trials wait here
-    cpus = min(1.0, len(phases.fold_names(cfg)) * cfg.cv.cpus_per_fold)
+    cpus = min(1.0, len(phases.fold_names(cfg)) * cfg.cv.workers_per_fold * cfg.cv.cpus_per_fold)
     actor_cls = ray.remote(num_cpus=cpus, num_gpus=actor_gpus)(_EnsembleActor)
     # DEFAULT: not in the placement group of whatever runs this driver (a search's trial), which holds no room for it
     actor = actor_cls.options(name=f"{place.name}:ensemble", scheduling_strategy="DEFAULT").remote(
@@ -543,7 +557,10 @@ def _run_folds(cfg: RunConfig, place: RunPlace, gpu_share: float, train_ref, con
     with ThreadPoolExecutor(max_workers=len(names)) as pool:
         futures = {}
         for k in sorted(console.expected):
-            task = FoldTask(_worker_config(cfg), k, gpu_share, cfg.cv.cpus_per_fold, uuid.uuid4().hex[:12], names[k])
+            task = FoldTask(
+                _worker_config(cfg), k, gpu_share, cfg.cv.cpus_per_fold, uuid.uuid4().hex[:12], names[k],
+                cfg.cv.workers_per_fold,
+            )  # fmt: skip
             futures[pool.submit(_fit_fold, task, [train_ref], place.uri, progress)] = k
             if len(futures) == 1:
                 _await_train_shared_actors(next(iter(futures)))
@@ -869,14 +886,16 @@ STOP_WAIT_S = 600.0  # at most this long for ended trials to stop their folds wh
 def _trials_at_once(base: RunConfig, cluster: dict[str, float], asked: int | None) -> int:
     """How many trials fit the cluster at once: each holds its folds' CPUs (and GPU shares) and a sliver for its
     actor. Raises ConfigError when not even one fits."""
-    per_trial = base.cv.folds * base.cv.cpus_per_fold + TRIAL_CPU
-    gpus = base.cv.gpus_per_fold or 0.0
+    workers = base.cv.workers_per_fold
+    per_trial = base.cv.folds * workers * base.cv.cpus_per_fold + TRIAL_CPU
+    gpus = (base.cv.gpus_per_fold or 0.0) * workers
     fit = int(cluster.get("CPU", 0) // per_trial)
     if gpus:
         fit = min(fit, int(cluster.get("GPU", 0) // (base.cv.folds * gpus)))
     if fit < 1:
+        each = f"{workers} workers x " if workers > 1 else ""
         raise ConfigError(
-            f"one trial needs {per_trial:g} CPUs ({base.cv.folds} folds x cv.cpus_per_fold={base.cv.cpus_per_fold}) "
+            f"one trial needs {per_trial:g} CPUs ({base.cv.folds} folds x {each}cv.cpus_per_fold={base.cv.cpus_per_fold}) "
             f"{'and ' + str(base.cv.folds * gpus) + ' GPUs ' if gpus else ''}but this Ray cluster has "
             f"{cluster.get('CPU', 0):g} CPUs{' and ' + format(cluster.get('GPU', 0), 'g') + ' GPUs' if gpus else ''}"
         )

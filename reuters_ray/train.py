@@ -6,6 +6,7 @@ a `report` function that forwards each epoch's metrics and checkpoint folder.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import math
 import os
@@ -28,14 +29,22 @@ from reuters_ray.checkpoint import (
     save_checkpoint,
     set_rng_state,
 )
-from reuters_ray.config import RunConfig
+from reuters_ray.config import PROFILES, Profile, RunConfig, check_workers, forward_passes
 from reuters_ray.errors import CheckpointError, ConfigError
 from reuters_ray.features import TokenArrays
-from reuters_ray.inference import collate, default_device, eval_batch_size, forward_mode, predict_logits
+from reuters_ray.inference import (
+    collate,
+    default_device,
+    eval_batch_size,
+    forward_mode,
+    longest_first,
+    predict_logits,
+)
 from reuters_ray.loss import distillation_loss, distillation_loss_multilabel, focal_loss
 from reuters_ray.metrics import classification_metrics
 from reuters_ray.models import build_model
 from reuters_ray.multilabel import validation_metrics
+from reuters_ray.parallel import Group, epoch_seed
 
 
 @dataclass
@@ -65,38 +74,6 @@ class FoldResult:
 
 
 # --- small pure helpers ---------------------------------------------------------------------------------------
-
-
-@dataclass
-class Profile:
-    """How a fold computes, not what: both profiles make the same updates from the same examples."""
-
-    pad_to: str  # "max_length" (every batch padded to max_length) or "longest" (to the batch's longest, x8)
-    group_by_length: bool  # batches of similar lengths (random within buckets), so padding stays small
-    merge_accumulation: bool  # one micro-batch of batch_size x grad_accum instead of grad_accum small ones
-    gradient_checkpointing: bool | None  # None: decided by memory (see decide_checkpointing)
-    fp16_on_cuda: bool  # the seed's T4 had no bf16; its profile keeps fp16 everywhere
-    fused_adamw: bool  # one fused CUDA kernel for the optimizer step
-
-
-PROFILES = {
-    "seed": Profile(
-        pad_to="max_length",
-        group_by_length=False,
-        merge_accumulation=False,
-        gradient_checkpointing=True,
-        fp16_on_cuda=True,
-        fused_adamw=False,
-    ),
-    "default": Profile(
-        pad_to="longest",
-        group_by_length=True,
-        merge_accumulation=True,
-        gradient_checkpointing=None,
-        fp16_on_cuda=False,
-        fused_adamw=True,
-    ),
-}
 
 
 def decide_checkpointing(
@@ -246,17 +223,20 @@ class Plan:
     precision: str  # resolved: bf16, fp16 or fp32
     checkpointing: bool
     why_checkpointing: str
-    micro: int  # examples per forward pass
+    micro: int  # examples per forward pass, over all the fold's workers (each takes micro / workers)
     accum: int  # forward passes per optimizer step
     steps_per_epoch: int
+    group: Group = field(default_factory=Group)  # the fold's data-parallel workers (one: Group())
 
 
-def plan_fold(cfg: RunConfig, n_train: int, fold: int, device: torch.device, gpu_share: float) -> Plan:
-    tc = cfg.train
+def plan_fold(
+    cfg: RunConfig, n_train: int, fold: int, device: torch.device, gpu_share: float, group: Group | None = None
+) -> Plan:
+    tc, group = cfg.train, group or Group()
     profile = PROFILES[tc.profile]
     checkpointing, why = decide_checkpointing(profile, cfg.model.gradient_checkpointing, device, gpu_share)
-    # Same math either way: the loss of a step is a mean over its batch_size x grad_accum examples.
-    micro, accum = (tc.batch_size * tc.grad_accum, 1) if profile.merge_accumulation else (tc.batch_size, tc.grad_accum)
+    check_workers(cfg.train, group.world)
+    micro, accum = forward_passes(cfg.train)
     return Plan(
         seed=tc.seed + fold,
         device=device,
@@ -267,6 +247,7 @@ def plan_fold(cfg: RunConfig, n_train: int, fold: int, device: torch.device, gpu
         micro=micro,
         accum=accum,
         steps_per_epoch=math.ceil(math.ceil(n_train / micro) / accum),
+        group=group,
     )
 
 
@@ -326,6 +307,9 @@ class FoldState:
     scaler: torch.amp.GradScaler
     stopper: EarlyStopping
     best_state: dict[str, torch.Tensor]
+    # Several workers: the model wrapped for data parallelism (DDP), which training steps go through; `model` stays
+    # the plain one (checkpoints, validation, the result).
+    wrapped: torch.nn.Module | None = None
     best_val_logits: np.ndarray | None = None  # the fold's out-of-fold predictions
     history: list[dict[str, Any]] = field(default_factory=list)
     restarts: list[dict[str, Any]] = field(default_factory=list)
@@ -368,37 +352,42 @@ def restore(state: FoldState, loaded: tuple[dict, dict, dict, dict]) -> None:
 
 
 def train_epoch(state: FoldState, data: FoldData, plan: Plan, tc, epoch: int, dc=None) -> tuple[float, int, int]:
-    """One pass over the fold's training rows; (mean training loss, examples, real tokens). A student's rows (data
-    with soft_targets) are trained on dc.alpha x the focal loss + (1 - dc.alpha) x the soft-target loss at
-    dc.temperature (dc: the run's DistillConfig)."""
-    state.model.train()
-    epoch_seed = plan.seed * 100_003 + epoch  # batches are a pure function of (seed, epoch): resumable
+    """One pass over the fold's training rows; (mean training loss, examples, real tokens), over all the fold's
+    workers. A student's rows (data with soft_targets) are trained on dc.alpha x the focal loss + (1 - dc.alpha) x
+    the soft-target loss at dc.temperature (dc: the run's DistillConfig).
+
+    Several workers (plan.group): the batches are the one-worker fold's, each cut into the workers' shards; a worker
+    scales its shard's loss sum by workers / the step's examples and DDP averages the gradients over the workers,
+    which makes the one-worker step's mean. Each worker's dropout is seeded by (fold seed, epoch, rank)."""
+    ws = plan.group
+    net = state.wrapped if state.wrapped is not None else state.model
+    net.train()
+    batch_seed = plan.seed * 100_003 + epoch  # batches are a pure function of (seed, epoch): resumable
+    if ws.world > 1:
+        torch.manual_seed(epoch_seed(plan.seed, epoch, ws.rank))
     if plan.profile.group_by_length:
-        batches = length_grouped_batches(data.train_idx, data.tokens.lengths, plan.micro, epoch_seed)
+        batches = length_grouped_batches(data.train_idx, data.tokens.lengths, plan.micro, batch_seed)
     else:
-        batches = micro_batches(data.train_idx, plan.micro, epoch_seed)
+        batches = micro_batches(data.train_idx, plan.micro, batch_seed)
     alpha = torch.tensor(data.class_weights, dtype=torch.float32, device=plan.device)
     loss_sum, seen, tokens = torch.zeros((), device=plan.device), 0, 0  # summed on the device: no sync per step
     for g in range(0, len(batches), plan.accum):
         group = batches[g : g + plan.accum]
         n = sum(len(b) for b in group)  # the loss is a mean over the step's examples: 8x4 == 32x1
-        for rows in group:
-            batch = collate(data.tokens, data.labels, rows, plan.profile.pad_to, plan.device)
-            with forward_mode(plan.device, plan.precision):
-                logits = state.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
-            if data.soft_targets is None:
-                loss = focal_loss(logits, batch["labels"], alpha, tc.focal_gamma, tc.label_smoothing, reduction="sum")
-            else:  # a student: the true labels where a row has them, the teacher's probabilities on every row
-                hard = focal_loss(logits, batch["labels"], alpha, tc.focal_gamma, tc.label_smoothing, reduction="none")
-                if data.labelled is not None:
-                    hard = hard * torch.from_numpy(data.labelled[rows]).to(hard)
-                soft = torch.from_numpy(data.soft_targets[rows]).to(plan.device)
-                kd = distillation_loss_multilabel if data.labels.ndim == 2 else distillation_loss
-                loss = dc.alpha * hard.sum() + (1.0 - dc.alpha) * kd(logits, soft, dc.temperature, reduction="sum")
-            state.scaler.scale(loss / n).backward()
-            loss_sum += loss.detach()
-            seen += len(rows)
-            tokens += int(data.tokens.lengths[rows].sum())
+        for i, batch_rows in enumerate(group):
+            rows = ws.shard(batch_rows)
+            # A batch with fewer rows than workers (an epoch's last) leaves some shard empty: that worker passes one
+            # row at weight 0, so its gradients (zeros) still join the all-reduce every worker waits on.
+            factor = ws.world if len(rows) else 0
+            rows = rows if len(rows) else batch_rows[:1]
+            last = i == len(group) - 1  # gradients are all-reduced once per optimizer step
+            with contextlib.nullcontext() if last or ws.world == 1 else net.no_sync():
+                loss = _batch_loss(net, data, rows, alpha, plan, tc, dc)
+                state.scaler.scale(loss * factor / n).backward()
+            if factor:
+                loss_sum += loss.detach()
+                seen += len(rows)
+                tokens += int(data.tokens.lengths[rows].sum())
         if tc.max_grad_norm:
             state.scaler.unscale_(state.optimizer)
             torch.nn.utils.clip_grad_norm_(state.model.parameters(), tc.max_grad_norm)
@@ -406,17 +395,46 @@ def train_epoch(state: FoldState, data: FoldData, plan: Plan, tc, epoch: int, dc
         state.scaler.update()
         state.scheduler.step()
         state.optimizer.zero_grad(set_to_none=True)
-    return loss_sum.item() / seen, seen, tokens
+    if ws.world == 1:
+        return loss_sum.item() / seen, seen, tokens
+    total_loss, total_seen, total_tokens = ws.sum(np.array([loss_sum.item(), seen, tokens], dtype=np.float64))
+    return float(total_loss / total_seen), int(total_seen), int(total_tokens)
+
+
+def _batch_loss(net, data: FoldData, rows: np.ndarray, alpha: torch.Tensor, plan: Plan, tc, dc) -> torch.Tensor:
+    """The summed loss of rows `rows` (one forward pass)."""
+    batch = collate(data.tokens, data.labels, rows, plan.profile.pad_to, plan.device)
+    with forward_mode(plan.device, plan.precision):
+        logits = net(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+    if data.soft_targets is None:
+        return focal_loss(logits, batch["labels"], alpha, tc.focal_gamma, tc.label_smoothing, reduction="sum")
+    # a student: the true labels where a row has them, the teacher's probabilities on every row
+    hard = focal_loss(logits, batch["labels"], alpha, tc.focal_gamma, tc.label_smoothing, reduction="none")
+    if data.labelled is not None:
+        hard = hard * torch.from_numpy(data.labelled[rows]).to(hard)
+    soft = torch.from_numpy(data.soft_targets[rows]).to(plan.device)
+    kd = distillation_loss_multilabel if data.labels.ndim == 2 else distillation_loss
+    return dc.alpha * hard.sum() + (1.0 - dc.alpha) * kd(logits, soft, dc.temperature, reduction="sum")
 
 
 def validate(model, data: FoldData, plan: Plan, tc) -> tuple[dict[str, float], float, np.ndarray]:
     """(metrics, focal loss, logits [n_val, K]) on the fold's validation rows: metrics.classification_metrics of the
     argmax, or for multi-hot labels multilabel.validation_metrics (at the global threshold best on these rows; the
-    test thresholds are chosen after the folds, out of fold)."""
-    batch_size = eval_batch_size(tc.eval_batch_size, plan.device)
-    logits = predict_logits(
-        model, data.tokens, data.val_idx, batch_size, plan.profile.pad_to, plan.device, plan.precision
+    test thresholds are chosen after the folds, out of fold).
+
+    Several workers: each scores every world-th of the one-worker validation's batches (the same rows in the same
+    batches, so the same logits) and the logits are summed over the workers (all-reduce: the rows a worker left
+    are 0), so every worker holds all of them and takes the same early-stopping decision."""
+    batch_size, ws = eval_batch_size(tc.eval_batch_size, plan.device), plan.group
+    shards = (
+        None
+        if ws.world == 1
+        else list(longest_first(data.tokens.lengths[data.val_idx], batch_size))[ws.rank :: ws.world]
     )
+    logits = predict_logits(
+        model, data.tokens, data.val_idx, batch_size, plan.profile.pad_to, plan.device, plan.precision, shards
+    )
+    logits = ws.sum(logits)
     y = data.labels[data.val_idx]
     alpha = torch.tensor(data.class_weights, dtype=torch.float32)
     loss = focal_loss(torch.from_numpy(logits), torch.from_numpy(y), alpha, tc.focal_gamma, tc.label_smoothing)
@@ -509,6 +527,7 @@ def train_fold(
     gpu_share: float = 1.0,
     log: Callable[[str], None] = print,
     worker_info: dict[str, Any] | None = None,
+    wrap: Callable[[torch.nn.Module], torch.nn.Module] | None = None,
 ) -> FoldResult:
     """Trains one fold; returns its epoch rows (reuters_ray.rows) and its best model.
 
@@ -520,20 +539,32 @@ def train_fold(
     attempt: the id of the process running this call (the Ray run's): a resume from a checkpoint of the same id is
     a worker restart, else a new run continuing an old one. stop_after_epoch: return after it as if interrupted.
     gpu_share: this fold's share of the GPU (for the checkpointing decision). worker_info: in every row, worker/.
+
+    Data parallel: when a torch.distributed process group is initialized (Ray Train's with cv.workers_per_fold > 1,
+    or torchrun's), this call is one of the fold's workers: every worker calls it with the same arguments, trains
+    its shard of each batch through `wrap(model)` (default: DistributedDataParallel; Ray's worker passes
+    ray.train.torch.prepare_model), and all make the one-worker fold's updates; rank 0 alone logs and writes
+    checkpoints, every worker calls `report`, and rank 0's answer stops them all. A checkpoint resumes under any
+    number of workers.
     Raises CheckpointError for a single damaged resume_from or one of another model or data set, ConfigError when
-    the model reads fewer positions than the tokens hold."""
+    the model reads fewer positions than the tokens hold or a batch cannot be split over the workers."""
     t_setup, tc = time.perf_counter(), cfg.train
-    plan = plan_fold(cfg, len(data.train_idx), fold, default_device(device), gpu_share)
+    device = default_device(device)
+    ws = Group.current(device)
+    log = log if ws.rank == 0 else _quiet
+    plan = plan_fold(cfg, len(data.train_idx), fold, device, gpu_share, ws)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     state = build_fold_state(cfg, data, plan)
     identity = _identity(cfg, data)  # what a checkpoint must match to be resumed
-    worker = {R.WORKER + k: v for k, v in _where(plan.device, worker_info).items()}
+    worker = _worker_columns(ws, _where(plan.device, worker_info))
     loaded = _resume(resume_from, identity, fold, attempt, state.restarts, log)
     if loaded is not None:
         restore(state, loaded)
     else:
         log(_plan_line(fold, cfg, data, plan))
+    if ws.world > 1:  # after the restore: DDP starts every worker from rank 0's weights
+        state.wrapped = (wrap or _ddp)(state.model)
     setup_s = time.perf_counter() - t_setup  # model built and moved to the device (CUDA start-up), resume loaded
 
     for epoch in range(state.next_epoch, tc.max_epochs + 1):
@@ -555,7 +586,7 @@ def train_fold(
         row.update(worker)
         state.history.append(row)
         checkpoint = None
-        if state.finished or epoch % tc.checkpoint_every == 0:
+        if ws.rank == 0 and (state.finished or epoch % tc.checkpoint_every == 0):
             progress = progress_of(state, epoch, cfg, identity, attempt, plan)
             checkpoint = write_checkpoint(out_dir / f"epoch_{epoch:03d}", state, row, progress)
         asked_to_stop = False
@@ -565,6 +596,7 @@ def train_fold(
             row[R.REPORT_S] = time.perf_counter() - t3  # reaches the next checkpoint's history
         if checkpoint is not None:
             prune_checkpoints(out_dir, tc.keep_checkpoints)
+        asked_to_stop = ws.from_rank0(asked_to_stop)  # the workers stop together or not at all
         if asked_to_stop:  # the caller's report said so (a search's scheduler ended the trial): as if interrupted
             break
         if state.finished and state.stopper.should_stop:
@@ -577,6 +609,31 @@ def train_fold(
     return FoldResult(state.history, state.stopper.best_epoch, state.stopper.best, state.model)
 
 
+def _quiet(_: str) -> None:
+    """The log of a fold's workers other than rank 0."""
+
+
+def _ddp(model: torch.nn.Module) -> torch.nn.Module:
+    """The model in DistributedDataParallel, on its device (train_fold's default `wrap`)."""
+    from torch.nn.parallel import DistributedDataParallel
+
+    device = next(model.parameters()).device
+    return DistributedDataParallel(model, device_ids=[device] if device.type == "cuda" else None)
+
+
+def _worker_columns(ws: Group, where: dict[str, Any]) -> dict[str, Any]:
+    """The worker/ columns of every epoch row: where this worker runs (host, pid, device, node id), and how many
+    workers the fold has and each one's node id, host and pid (rank order; one worker: its own)."""
+    everyone = ws.gather(where)
+    return {
+        **{R.WORKER + k: v for k, v in where.items()},
+        R.WORKERS: ws.world,
+        R.WORKER_NODE_IDS: [w.get("node_id") for w in everyone],
+        R.WORKER_HOSTS: [w["host"] for w in everyone],
+        R.WORKER_PIDS: [w["pid"] for w in everyone],
+    }
+
+
 def _plan_line(fold: int, cfg: RunConfig, data: FoldData, plan: Plan) -> str:
     """What a fresh fold logs first: how it will compute."""
     profile = plan.profile
@@ -584,5 +641,7 @@ def _plan_line(fold: int, cfg: RunConfig, data: FoldData, plan: Plan) -> str:
         f"fold {fold}: {cfg.model.name}, {len(data.train_idx)} train / {len(data.val_idx)} val, {cfg.train.profile} "
         f"profile, {plan.precision}, gradient checkpointing {'on' if plan.checkpointing else 'off'} "
         f"({plan.why_checkpointing}), pad to {profile.pad_to}{', length-grouped batches' if profile.group_by_length else ''}, "
-        f"{plan.steps_per_epoch} steps/epoch of {plan.micro}x{plan.accum}, device {plan.device}"
+        f"{plan.steps_per_epoch} steps/epoch of {plan.micro}x{plan.accum}"
+        + (f" over {plan.group.world} workers ({plan.micro // plan.group.world} each)" if plan.group.world > 1 else "")
+        + f", device {plan.device}"
     )
