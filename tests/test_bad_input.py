@@ -93,6 +93,16 @@ CASES = {
     "a typed flag YAML cannot read": (lambda t, r: ["--train.lr", "*x"], "config: train.lr must be float, got '*x'"),
     "batch size 0": (lambda t, r: ["--train.batch_size", "0"], "train.batch_size must be >= 1, got 0"),
     "one fold": (lambda t, r: ["--cv.folds", "1"], "cv.folds must be >= 2, got 1"),
+    "workers that cannot split a batch": (
+        lambda t, r: ["--cv.workers_per_fold", "3"],
+        "config: cv.workers_per_fold=3 cannot split train.batch_size x train.grad_accum = 32 examples per forward "
+        "pass (train.profile default) evenly over its workers; use a number of workers that divides 32",
+    ),
+    "workers that cannot split the seed profile's micro-batch": (
+        lambda t, r: ["--train.profile", "seed", "--cv.workers_per_fold", "16"],
+        "cv.workers_per_fold=16 cannot split train.batch_size = 8 examples per forward pass (train.profile seed)",
+    ),
+    "no workers": (lambda t, r: ["--cv.workers_per_fold", "0"], "cv.workers_per_fold must be >= 1, got 0"),
     "unknown model offline": (
         lambda t, r: ["--model.name", "google/no-such-bert"],
         "model.name 'google/no-such-bert' cannot be loaded",

@@ -7,7 +7,8 @@ bucket made here; both nodes are started with its credentials, as a user's nodes
 In file order (the last test loses the second node):
 1. an undisturbed 2-fold run: everything in the bucket, nothing written locally, one fold on each node; it is the
    reference the faults must end like;
-2. five folds on room for two: queued by Ray, never more than two at once, all finish;
+2. two folds of two workers each on room for two workers: each fold's workers on both nodes, the folds queued, a
+   killed worker restarts its fold's workers from their checkpoint (issue 32);
 3. a search of two trials at once, a node each, in the bucket (issue 29);
 4. the faults, in one `ray job submit` job: a fold's worker SIGKILLed, the second node lost (its raylet SIGKILLed)
    while the other fold trains there, a hung worker, the job stopped once one fold has finished; submitted again it
@@ -144,23 +145,75 @@ def test_a_whole_run_lives_in_the_bucket_with_a_fold_on_each_node(cluster, refer
     assert f"| {cluster.head[:12]} |" in report and f"| {cluster.second[:12]} |" in report
 
 
-def test_five_folds_on_room_for_two_are_queued_and_all_finish(cluster, reuters_dir, tmp_path):
+def two_workers_of_each_fold(cfg_dict, root):
+    """The folds of config `cfg_dict` trained by one of two local worker processes each, without Ray (run_local): what
+    a fold of two Ray Train workers must compute. Returns each fold's epoch rows."""
+    from reuters_ray import phases
+    from reuters_ray.config import RunConfig, from_dict
+    from reuters_ray.features import TokenArrays
+    from reuters_ray.train import FoldData, train_fold
+
+    cfg = from_dict(RunConfig, cfg_dict)
+    prep = phases.check_input(cfg)
+    histories = []
+    for k, (train_idx, val_idx) in enumerate(prep.folds):
+        n = prep.n_train
+        tokens = TokenArrays(prep.tokens.ids[:n], prep.tokens.lengths[:n], prep.tokens.pad_id)
+        data = FoldData(tokens, prep.ds.train_labels, train_idx, val_idx, prep.weights, prep.ds.label_names)
+        histories.append(train_fold(cfg, data, root / f"fold_{k}", fold=k, log=lambda _: None).history)
+    return histories
+
+
+def test_folds_of_two_workers_span_the_nodes_queue_and_restart_a_killed_worker_from_its_checkpoint(
+    cluster, reuters_dir, tmp_path
+):
+    """Two folds of two workers each (cv.workers_per_fold 2), one CPU per worker, on two nodes of one CPU: each fold's
+    workers sit one on each node, and the folds queue (one at a time). Once the first fold has registered epoch 1,
+    its rank-1 worker is SIGKILLed: Ray Train restarts the fold's worker group from that checkpoint. The run ends
+    with the epoch figures of the same folds trained undisturbed by two local processes each, without Ray."""
     (tmp_path / "cwd").mkdir()
-    # one epoch: the queue is the point here; 1,000 wires: five folds need five of each class
-    config = config_yaml(reuters_dir, tmp_path, epochs=1, train_sample=1000, folds=5)
-    run_cv(cluster, config, "five", tmp_path / "cwd")
-    run = cluster.run("five")
+    config = config_yaml(reuters_dir, tmp_path, folds=2, workers_per_fold=2)
+    run = cluster.run("workers")
+    cmd = [sys.executable, str(REPO / "jobs" / "cv.py"), "--config", str(config), "--cv.name", "workers",
+           "--cv.storage_path", cluster.uri("bkt/runs"), "--no-baseline", "--cv.blend", "false", "--quiet"]  # fmt: skip
+    driver = subprocess.Popen(cmd, cwd=tmp_path / "cwd", stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    killed, deadline = None, time.monotonic() + RUN_TIMEOUT
+    while killed is None and driver.poll() is None:
+        assert time.monotonic() < deadline
+        for k in range(2):
+            rows = sorted(registered(run, k).values(), key=lambda m: m["epoch"])
+            if rows:
+                assert [m["epoch"] for m in rows] == [1], f"fold {k}: its epoch 1 went by unseen"
+                assert rows[0]["worker/workers"] == 2
+                os.kill(rows[0]["worker/pids"][1], signal.SIGKILL)
+                killed = k
+                break
+        time.sleep(0.1)
+    out, _ = driver.communicate(timeout=RUN_TIMEOUT)
+    assert driver.returncode == 0 and killed is not None, out[-4000:]
     metrics = read_json((cluster.fs, f"{run[1]}/metrics.json"))
-    assert [f["fold"] for f in metrics["folds"]] == list(range(5))
-    spans = []  # when each fold's worker ran: from its start to the end of its one epoch
-    for k in range(5):
-        (m,) = registered(run, k).values()
-        assert m["finished"] and m["restarts"] == 0
-        start = m["time/worker_started_at"]
-        spans.append((start, start + m["time/setup_s"] + m["time/epoch_s"]))
-    at_once = max(sum(s <= t < e for s, e in spans) for t, _ in spans)
-    assert at_once == 2, spans  # queued by Ray: two at a time, never more
-    assert {n for f in metrics["folds"] for n in f["node_ids"]} == {cluster.head, cluster.second}
+    folds = metrics["folds"]
+    for f in folds:  # each fold's two workers, one on each node
+        assert f["workers"] == 2 and sorted(f["node_ids"]) == sorted([cluster.head, cluster.second]), f
+    assert [(r["kind"], r["after_epoch"]) for r in folds[killed]["restarts"]] == [("worker restart", 1)]
+    assert folds[1 - killed]["restarts"] == []
+    starts = {k: sorted(m["time/worker_started_at"] for m in registered(run, k).values()) for k in range(2)}
+    first, second = sorted(range(2), key=lambda k: starts[k][0])
+    assert starts[second][0] > starts[first][-1]  # queued: the second fold's workers started after the first's
+    lasts = [max(checkpoints(run, k).values(), key=lambda p: p["epoch"])["history"] for k in range(2)]
+    cfg = yaml.safe_load(config.read_text())
+    reference = two_workers_local(cfg, tmp_path / "local")
+    keys = ("epoch", "train/loss", "val/loss", "val/accuracy", "val/f1_weighted", "val/f1_macro")
+    for k in range(2):
+        assert [[r[c] for c in keys] for r in lasts[k]] == [[r[c] for c in keys] for r in reference[k]], k
+    report = cluster.fetch("workers", tmp_path / "copy") / "report.md"
+    assert "| workers | node(s) |" in report.read_text()
+
+
+def two_workers_local(cfg_dict, root):
+    from reuters_ray.parallel import run_local
+
+    return run_local(two_workers_of_each_fold, 2, cfg_dict, root)[0]
 
 
 def test_a_search_in_the_bucket_runs_trials_on_both_nodes_and_predict_follows_best(cluster, reuters_dir, tmp_path):
