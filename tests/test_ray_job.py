@@ -17,6 +17,7 @@ def test_cluster_yaml_passes_rays_schema():
     assert [t["node_config"]["InstanceType"] for t in cfg["available_node_types"].values()] == [
         "m5.xlarge",
         "g4dn.xlarge",
+        "g4dn.12xlarge",  # several GPUs for one fold (cv.workers_per_fold)
     ]
     head_start = " ".join(cfg["head_start_ray_commands"])
     assert "--dashboard-host=127.0.0.1" in head_start and "0.0.0.0" not in yaml.safe_dump(cfg)
