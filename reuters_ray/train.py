@@ -510,6 +510,21 @@ def progress_of(state: FoldState, epoch: int, cfg: RunConfig, identity: dict, at
     }
 
 
+def run_epoch(cfg: RunConfig, data: FoldData, plan: Plan, state: FoldState, fold: int, epoch: int, setup_s: float):
+    """Trains and validates one epoch, keeps the model when it is the best so far, and returns the epoch's row
+    (setup_s: the set-up seconds to put in it)."""
+    tc = cfg.train
+    t0 = time.perf_counter()
+    trained = train_epoch(state, data, plan, tc, epoch, cfg.distill)
+    t1 = time.perf_counter()
+    metrics, val_loss, logits = validate(state.model, data, plan, tc)
+    if state.stopper.update(metrics[cfg.monitor()], epoch):
+        state.best_state, state.best_val_logits = cpu_state(state.model), logits
+    state.finished = state.stopper.should_stop or epoch == tc.max_epochs
+    seconds = {"setup": setup_s, "train": t1 - t0, "val": time.perf_counter() - t1}
+    return epoch_row(fold, plan, epoch, state, trained, (metrics, val_loss), seconds, tc.max_epochs)
+
+
 # --- the loop -------------------------------------------------------------------------------------------------
 
 
@@ -540,12 +555,10 @@ def train_fold(
     a worker restart, else a new run continuing an old one. stop_after_epoch: return after it as if interrupted.
     gpu_share: this fold's share of the GPU (for the checkpointing decision). worker_info: in every row, worker/.
 
-    Data parallel: when a torch.distributed process group is initialized (Ray Train's with cv.workers_per_fold > 1,
-    or torchrun's), this call is one of the fold's workers: every worker calls it with the same arguments, trains
-    its shard of each batch through `wrap(model)` (default: DistributedDataParallel; Ray's worker passes
-    ray.train.torch.prepare_model), and all make the one-worker fold's updates; rank 0 alone logs and writes
-    checkpoints, every worker calls `report`, and rank 0's answer stops them all. A checkpoint resumes under any
-    number of workers.
+    Data parallel: with a torch.distributed process group (Ray Train's for cv.workers_per_fold > 1, or torchrun's),
+    every worker calls this with the same arguments and trains its shard of each batch through `wrap(model)` (default
+    DDP; Ray's worker passes ray.train.torch.prepare_model), making the one-worker updates; rank 0 alone logs and
+    writes checkpoints (resumable under any number of workers); all call `report`; rank 0's answer stops them all.
     Raises CheckpointError for a single damaged resume_from or one of another model or data set, ConfigError when
     the model reads fewer positions than the tokens hold or a batch cannot be split over the workers."""
     t_setup, tc = time.perf_counter(), cfg.train
@@ -570,19 +583,7 @@ def train_fold(
     for epoch in range(state.next_epoch, tc.max_epochs + 1):
         if state.finished or (stop_after_epoch is not None and epoch > stop_after_epoch):
             break
-        t0 = time.perf_counter()
-        trained = train_epoch(state, data, plan, tc, epoch, cfg.distill)
-        t1 = time.perf_counter()
-        metrics, val_loss, logits = validate(state.model, data, plan, tc)
-        if state.stopper.update(metrics[cfg.monitor()], epoch):
-            state.best_state, state.best_val_logits = cpu_state(state.model), logits
-        state.finished = state.stopper.should_stop or epoch == tc.max_epochs
-        seconds = {
-            "setup": setup_s if epoch == state.next_epoch else 0.0,
-            "train": t1 - t0,
-            "val": time.perf_counter() - t1,
-        }
-        row = epoch_row(fold, plan, epoch, state, trained, (metrics, val_loss), seconds, tc.max_epochs)
+        row = run_epoch(cfg, data, plan, state, fold, epoch, setup_s if epoch == state.next_epoch else 0.0)
         row.update(worker)
         state.history.append(row)
         checkpoint = None
