@@ -421,6 +421,8 @@ def summarize_fold(fold: int, progress: dict[str, Any], patience: int) -> dict[s
         # every Ray node the fold's workers trained on, in order: two after a restart on another node (a node lost)
         "node_ids": list(dict.fromkeys(n for r in hist for n in _row_nodes(r))),
         "workers": last.get(R.WORKERS, 1),  # data-parallel workers in the fold's last epoch (rows before issue 32: 1)
+        # the numbers of workers it trained with, in order: two when a resume changed cv.workers_per_fold
+        "worker_counts": list(dict.fromkeys(r.get(R.WORKERS, 1) for r in hist)),
         **progress.get("setup", {}),
         "restarts": progress.get("restarts", []),
     }
@@ -449,7 +451,9 @@ def collect_folds(place: RunPlace, folders: list[str], patience: int, names: lis
         path = place.at(names[k] if names else f"fold_{k}", folder)
         progress = read_fold_checkpoint(place.fs, path)
         folds.table.append(summarize_fold(k, progress, patience))
-        folds.history += [{c: v for c, v in r.items() if not c.startswith(R.WORKER)} for r in progress["history"]]
+        folds.history += [
+            {c: v for c, v in r.items() if c == R.WORKERS or not c.startswith(R.WORKER)} for r in progress["history"]
+        ]  # where an epoch ran stays in the checkpoints; how many workers ran it goes into history.csv
         folds.best_paths.append(f"{path}/best")
     return folds
 

@@ -263,7 +263,11 @@ def result_section(run: dict[str, Any]) -> Section:
         table.rows.append([f"baseline: {base['name']}", *(fmt(base[k]) for k in keys)])
     restarts = [(f["fold"], r) for f in folds for r in f.get("restarts", [])]
     if restarts:
-        said = "; ".join(f"fold {k}: {r['kind']} after epoch {r['after_epoch']}" for k, r in restarts)
+        said = "; ".join(
+            f"fold {k}: {r['kind']} after epoch {r['after_epoch']}"
+            + (f" with {r['workers'][1]} worker(s) instead of {r['workers'][0]}" if "workers" in r else "")
+            for k, r in restarts
+        )
         restarts_note = (
             f"**Restarts:** {said}. Each continued from its last checkpoint (or started over where none loaded)."
         )
@@ -419,7 +423,8 @@ def folds_section(run: dict[str, Any]) -> Section:
          "test weighted F1 alone", "restarts", "workers", "node(s)"],
         [
             [f["fold"], f["best_epoch"], f["epochs_run"], fmt(f["val_accuracy"]), fmt(f["val_f1_weighted"]),
-             fmt(f["val_f1_macro"]), fmt(f["test_f1_weighted"]), len(f.get("restarts", [])), f.get("workers", 1),
+             fmt(f["val_f1_macro"]), fmt(f["test_f1_weighted"]), len(f.get("restarts", [])),
+             ", ".join(map(str, f.get("worker_counts") or [f.get("workers", 1)])),  # two: a resume changed them
              # Ray's node ids, shortened as the dashboard shows them: every node the fold's workers trained on
              ", ".join(n[:12] for n in f.get("node_ids") or [f.get("node_id") or "n/a"])]
             for f in folds

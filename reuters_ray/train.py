@@ -183,10 +183,12 @@ def _resume(
     attempt: str | None,
     restarts: list[dict[str, Any]],
     log: Callable[[str], None],
+    workers: int = 1,
 ) -> tuple[dict, dict, dict, dict] | None:
     """(weights, best weights, training state, progress) of the checkpoint to continue from, or None to start
     fresh. Records in `restarts` (replaced by the checkpoint's own record, then extended) why the fold continues
-    or starts over; raises CheckpointError for a single damaged `resume_from` or one of another model or data."""
+    or starts over, and [before, now] under "workers" when the fold's number of workers changed; raises
+    CheckpointError for a single damaged `resume_from` or one of another model or data."""
     if resume_from is None:
         return None
     if isinstance(resume_from, (str, Path)):
@@ -205,8 +207,11 @@ def _resume(
     if not progress["finished"]:
         same = attempt is not None and progress.get("attempt") == attempt
         kind = "worker restart" if same else "resumed by a new run"
-        restarts.append({"after_epoch": progress["epoch"], "kind": kind, "at": time.time()})
-        log(f"fold {fold}: {kind}: continuing from {path} after epoch {progress['epoch']}")
+        before = progress["history"][-1].get(R.WORKERS, 1) if progress["history"] else workers
+        changed = {"workers": [before, workers]} if before != workers else {}
+        restarts.append({"after_epoch": progress["epoch"], "kind": kind, "at": time.time(), **changed})
+        with_workers = f" with {workers} worker(s) instead of {before}" if changed else ""
+        log(f"fold {fold}: {kind}: continuing from {path} after epoch {progress['epoch']}{with_workers}")
     return loaded
 
 
@@ -571,7 +576,7 @@ def train_fold(
     state = build_fold_state(cfg, data, plan)
     identity = _identity(cfg, data)  # what a checkpoint must match to be resumed
     worker = _worker_columns(ws, _where(plan.device, worker_info))
-    loaded = _resume(resume_from, identity, fold, attempt, state.restarts, log)
+    loaded = _resume(resume_from, identity, fold, attempt, state.restarts, log, ws.world)
     if loaded is not None:
         restore(state, loaded)
     else:

@@ -3,6 +3,8 @@ by gloo, as Ray Train's are; reuters_ray.parallel.run_local) against the same fo
 search's room with several workers. A fold of two workers through Ray, across two nodes and with a worker killed,
 is in test_cluster.py."""
 
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -12,7 +14,8 @@ from reuters_ray import rows as R
 from reuters_ray.config import CVConfig, ModelConfig, RunConfig, TrainConfig
 from reuters_ray.inference import predict_logits
 from reuters_ray.parallel import Group, run_local
-from reuters_ray.phases import place_folds, run_name
+from reuters_ray.phases import place_folds, run_name, summarize_fold
+from reuters_ray.report import folds_section
 from reuters_ray.runner import _trials_at_once
 from reuters_ray.train import plan_fold, train_fold, validate
 
@@ -99,11 +102,24 @@ def test_a_two_worker_fold_restarted_from_its_checkpoint_ends_as_the_undisturbed
     assert sorted(p.name for p in (root / "full").iterdir()) == [f"epoch_{e:03d}" for e in range(1, EPOCHS + 1)]
 
 
-def test_a_checkpoint_of_two_workers_resumes_with_one(fold, two_workers, tmp_path):
+def test_a_checkpoint_of_two_workers_resumes_with_one_and_the_fold_records_both(fold, two_workers, tmp_path):
     (rank0, _), root = two_workers
-    res = train_fold(config(), fold, tmp_path, resume_from=root / "stopped" / "epoch_001", log=quiet)
+    said = []
+    res = train_fold(config(), fold, tmp_path, resume_from=root / "stopped" / "epoch_001", log=said.append)
     assert [r[R.EPOCH] for r in res.history] == [1, 2, 3] and metrics(res.history[:1]) == metrics(rank0["full"][:1])
-    assert res.history[-1][R.WORKERS] == 1
+    assert [r[R.WORKERS] for r in res.history] == [2, 1, 1]
+    assert said[0].endswith("after epoch 1 with 1 worker(s) instead of 2")
+    progress = json.loads((tmp_path / "epoch_003" / "progress.json").read_text())
+    summary = summarize_fold(0, progress, patience=EPOCHS)
+    assert (summary["workers"], summary["worker_counts"]) == (1, [2, 1])
+    (restart,) = summary["restarts"]
+    assert (restart["kind"], restart["after_epoch"], restart["workers"]) == ("resumed by a new run", 1, [2, 1])
+    run = {
+        "metrics": {"folds": [{**summary, "test_f1_weighted": 0.5}], "f1_weighted": 0.5},
+        "config": config().to_dict(),
+    }
+    table = folds_section(run)[1][0]
+    assert table.rows[0][table.headers.index("workers")] == "2, 1"
     for k in (R.TRAIN_LOSS, R.VAL_LOSS):  # the same updates from there on, as above
         torch.testing.assert_close(metrics(res.history)[k], metrics(rank0["full"])[k], rtol=1e-4, atol=0.0)
 
