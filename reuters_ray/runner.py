@@ -86,9 +86,10 @@ def _fold_worker(config: dict[str, Any]) -> None:
         the others."""
         checkpoint = ray.train.Checkpoint.from_directory(str(checkpoint_dir)) if checkpoint_dir else None
         ray.train.report({**metrics, R.WORKER_STARTED_AT: started_at}, checkpoint=checkpoint)
-        if rank != 0:
+        if rank == 0:
+            print(format_row(metrics), flush=True)
+        if rank != 0 or metrics[R.FINISHED]:  # a finished fold has nothing left to gate
             return False
-        print(format_row(metrics), flush=True)
         while (answer := ray.get(config["progress"].gate.remote(metrics[R.EPOCH]))) == "wait":  # a search's trial
             time.sleep(0.1)
         return answer == "stop"
@@ -584,6 +585,8 @@ def _run_folds(cfg: RunConfig, place: RunPlace, gpu_share: float, train_ref, con
                     phases.mark_finished(place, names[k], folders[k])
     for row in ray.get(progress.take.remote(0)):  # the last rows, sent just before their fold's fit returned
         console.epoch(row)
+    if stopping:  # the folds' last gate calls ("stop") were just answered: let the actor record their end first
+        time.sleep(GATE_RECORD_S)
     progress.__ray_terminate__.remote()  # gracefully, after any call still queued (a kill would fail it)
     if errors:
         k, first = min(errors.items())
@@ -592,6 +595,12 @@ def _run_folds(cfg: RunConfig, place: RunPlace, gpu_share: float, train_ref, con
             f"resume. Fold {k}: {first}"
         )
     return None if stopping else [folders[k] for k in range(len(names))]
+
+
+# Ray records an actor task's end from the actor's own process, in batches about once a second (task events): an
+# actor terminated within that time after answering a call can leave the call recorded as FAILED (WORKER_DIED), as
+# once seen in the search's test. Seconds waited before the progress actor of a stopped trial goes.
+GATE_RECORD_S = 2.0
 
 
 @dataclass
