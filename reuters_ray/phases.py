@@ -258,15 +258,17 @@ def place_folds(cv, cluster: dict[str, float], n_models: int | None = None) -> f
     have_gpu, have_cpu = cluster.get("GPU", 0), cluster.get("CPU", 0)
     if gpus is None:
         gpus = min(1.0, int(have_gpu) / ((n_models or cv.folds) * workers)) if have_gpu >= 1 else 0.0
-    if workers == 1 and cv.cpus_per_fold > have_cpu + 1e-9:
-        raise ConfigError(f"cv.cpus_per_fold={cv.cpus_per_fold} does not fit this Ray cluster's {have_cpu:g} CPUs")
-    if workers == 1 and gpus > have_gpu + 1e-9:
-        raise ConfigError(f"cv.gpus_per_fold={gpus} but this Ray cluster has {have_gpu:g} GPUs")
+    alone = {  # one worker: the messages of before cv.workers_per_fold
+        "CPUs": f"cv.cpus_per_fold={cv.cpus_per_fold} does not fit this Ray cluster's {have_cpu:g} CPUs",
+        "GPUs": f"cv.gpus_per_fold={gpus} but this Ray cluster has {have_gpu:g} GPUs",
+    }
     for what, each, have in (("CPUs", cv.cpus_per_fold, have_cpu), ("GPUs", gpus, have_gpu)):
         if workers * each > have + 1e-9:
             raise ConfigError(
-                f"a fold's {workers} workers (cv.workers_per_fold) need {workers * each:g} {what} ({each:g} each: "
-                f"cv.{what[:3].lower()}s_per_fold) but this Ray cluster has {have:g} {what}"
+                alone[what]
+                if workers == 1
+                else f"a fold's {workers} workers (cv.workers_per_fold) need {workers * each:g} {what} ({each:g} "
+                f"each: cv.{what[:3].lower()}s_per_fold) but this Ray cluster has {have:g} {what}"
             )
     return gpus
 
