@@ -12,7 +12,12 @@ Steps, in the order --steps gives (default: this one), so a cut-off run still le
      20 epochs with early stopping off (patience 20), the folds sharing the GPU (the single-GPU default).
   3. the same with --cv.gpus_per_fold 1 (folds one after another) and --train.max_epochs 4, until the time runs
      out: its steady epochs (a fold alone on the GPU) against the concurrent run's give the ratio.
---steps picks steps; --job-flags adds flags to both jobs (a fix to try, e.g. --train.checkpoint_every 5).
+  compiled (not by default): step 2 with --train.compile true.
+  head (not by default): step 2 joining a Ray head started just before (`ray start --head`; its start is timed
+     apart), as a job submitted to a running cluster does.
+--steps picks steps; --job-flags adds flags to every job (a fix to try, e.g. --train.checkpoint_every 5).
+Each finished job's figures include its predictors' test figures (metrics.json: the blend, the ensemble, the
+baseline, the blend's weight).
 Each job prints JSON lines (--log-format json); every epoch row carries its train/validation/checkpoint/report
 seconds, so a job cut short still gives per-epoch figures. Writes into --out: figures.json (every figure),
 summary.txt (the table printed last) and logs.tar.gz (every log, and each run folder without its checkpoints).
@@ -89,7 +94,7 @@ def job_figures(jsonl: Path, folds_csv: str | None = None) -> dict:
     """Figures of one cv job from its JSON-lines console: per-fold epoch rows (complete or not) and the result.
     An epoch row reaches the console before its report into Ray storage has been timed, so the reports' seconds
     come from the finished run's folds.csv (its text, `folds_csv`), when there is one."""
-    epochs, done, data_at = [], None, None
+    epochs, done = [], None
     for line in jsonl.read_text().splitlines() if jsonl.exists() else []:
         try:
             ev = json.loads(line)
@@ -99,8 +104,6 @@ def job_figures(jsonl: Path, folds_csv: str | None = None) -> dict:
             epochs.append(ev)
         elif ev.get("event") == "done":
             done = ev
-        elif ev.get("event") == "info" and "train" in ev and "folds" in ev:  # the data line: data phase over
-            data_at = ev["time"]
     folds = {}
     for ev in epochs:
         f = folds.setdefault(
@@ -143,8 +146,9 @@ def job_figures(jsonl: Path, folds_csv: str | None = None) -> dict:
         if int(row["fold"]) in folds:
             folds[int(row["fold"])]["report_s"] = float(row["report_s"])
     out = {"folds": folds, "finished": done is not None}
-    if data_at is not None and done:  # the folds' phase starts once Ray is up (ray_start_s after the data line)
-        start = data_at + done["timing"]["ray_start_s"]
+    if done:  # the folds' phase: from the result line back over the phases after it (run_cv's Stopwatch laps)
+        t = done["timing"]
+        start = done["time"] - t["folds_s"] - t["ensemble_s"] - t.get("outputs_s", 0.0)
         for f in folds.values():
             f["to_first_step_s"] = f["first_step_at"] - start
             if f.get("worker_started_at"):
@@ -152,6 +156,7 @@ def job_figures(jsonl: Path, folds_csv: str | None = None) -> dict:
                 f["worker_to_first_step_s"] = f["first_step_at"] - f["worker_started_at"]
     if done:
         out.update({k: done[k] for k in ("accuracy", "f1_weighted", "f1_macro", "timing") if k in done})
+        out["folds_start_s"] = done["timing"]["data_s"] + done["timing"]["ray_start_s"]  # after the run's start
     out["epochs_done"] = len(epochs)
     if done:  # seconds of the folds' phase per fold epoch, start-up of each fold included
         out["s_per_fold_epoch"] = done["timing"]["folds_s"] / len(epochs)
@@ -160,6 +165,20 @@ def job_figures(jsonl: Path, folds_csv: str | None = None) -> dict:
         out["steady_epoch_s"] = sum(f["steady_epoch_s"] for f in folds.values()) / len(folds)
         out["examples_per_s"] = sum(f["examples_per_s"] for f in folds.values())  # all folds' steady throughput
         out["epochs_per_fold"] = max(f["epochs"] for f in folds.values())
+    return out
+
+
+def predictors(m: dict) -> dict:
+    """The run's test figures by predictor (metrics.json): the blend (the run's), the ensemble, the baseline, and
+    the blend's weight and out-of-fold figures."""
+    keys = ("accuracy", "f1_weighted", "f1_macro")
+    out = {"predictor": m.get("predictor"), "run": {k: m[k] for k in keys}}
+    for who in ("ensemble", "baseline"):
+        if who in m:
+            out[who] = {k: m[who][k] for k in keys}
+    if "blend" in m:
+        out["blend_weight"] = m["blend"]["weight"]
+        out["blend_out_of_fold"] = m["blend"]["out_of_fold"]
     return out
 
 
@@ -202,7 +221,7 @@ def main() -> None:
     if not a.out:
         p.error("--out is required")
     steps = a.steps.split(",")
-    unknown = set(steps) - {"throughput", "shapes", "concurrent", "sequential"}
+    unknown = set(steps) - {"throughput", "shapes", "concurrent", "sequential", "compiled", "head"}
     if unknown:
         p.error(f"--steps: unknown {sorted(unknown)}")
     clock = Clock(a.budget)
@@ -309,7 +328,12 @@ def main() -> None:
     if a.dry:
         cv_flags += ["--config", "configs/tiny-cpu.yaml", "--model.name", "tiny-bert-random", "--data.path", data]
     sequential = ["--cv.gpus_per_fold", "1"] if not a.dry else ["--cv.cpus_per_fold", "1.5"]
-    variants = {"concurrent": [], "sequential": [*sequential, "--train.max_epochs", str(a.sequential_epochs)]}
+    variants = {
+        "concurrent": [],
+        "sequential": [*sequential, "--train.max_epochs", str(a.sequential_epochs)],
+        "compiled": ["--train.compile", "true"],  # torch.compile of the forward (dynamic shapes)
+        "head": [],  # the same job, joining a Ray head started before it (`ray start --head`, as `ray job submit` does)
+    }
 
     def job(name: str, extra: list[str]) -> None:
         if clock.left() < 40:
@@ -317,10 +341,20 @@ def main() -> None:
             return
         storage = Path("/tmp/gpu-job-runs") / name
         shutil.rmtree(storage, ignore_errors=True)
+        job_env = env
+        if name == "head":  # a running cluster: the job's Ray start-up is a connection
+            t = time.monotonic()
+            subprocess.run(
+                [py, "-m", "ray.scripts.scripts", "start", "--head", "--node-ip-address", "127.0.0.1",
+                 "--include-dashboard", "false", "--disable-usage-stats"],
+                env=dict(env, RAY_AUTH_MODE="disabled"), capture_output=True, timeout=120,
+            )  # fmt: skip
+            figures["head_start_s"] = time.monotonic() - t
+            job_env = dict(env, RAY_AUTH_MODE="disabled", RAY_ADDRESS="127.0.0.1:6379")
         step = run_step(
             f"job_{name}",
             [py, "jobs/cv.py", *cv_flags, *extra, "--cv.name", name, "--cv.storage_path", str(storage)],
-            env,
+            job_env,
             logs,
             clock.left() - 20,
         )
@@ -328,6 +362,8 @@ def main() -> None:
         run = storage / name
         folds_csv = (run / "folds.csv").read_text() if (run / "folds.csv").exists() else None
         figures[name] = {**step, **job_figures(logs / f"job_{name}.out", folds_csv)}
+        if (run / "metrics.json").exists():
+            figures[name]["predictors"] = predictors(json.loads((run / "metrics.json").read_text()))
         if run.exists():  # the run folder without its checkpoints and models (gigabytes)
             with tarfile.open(logs / f"run_{name}.tar.gz", "w:gz") as tar:
                 for f in sorted(run.iterdir()):
@@ -418,8 +454,10 @@ def summarize(f: dict) -> str:
         lines.append(line + f"; steady step at width 64: {sh['steady_step_s_at_64'] * 1e3:.1f} ms")
         if sh.get("attention_kernels"):
             lines.append(f"  attention kernels: {sh['attention_kernels']}")
-    for name in ("concurrent", "sequential"):
+    for name in ("concurrent", "sequential", "compiled", "head"):
         j = f.get(name, {})
+        if not j:
+            continue
         if "rc" not in j:
             lines.append(f"{name}: {j}")
             continue
@@ -427,7 +465,20 @@ def summarize(f: dict) -> str:
         if j.get("finished"):
             head += f", accuracy {j['accuracy']:.4f}, weighted F1 {j['f1_weighted']:.4f}, macro F1 {j['f1_macro']:.4f}"
             head += ", phases " + ", ".join(f"{k} {v:.1f}" for k, v in j["timing"].items())
+            if j.get("folds_start_s") is not None:
+                head += f"; folds' phase from {j['folds_start_s']:.1f} s after the run's start"
         lines.append(head)
+        pr = j.get("predictors")
+        if pr:
+            lines.append(
+                "  predictors (accuracy / weighted F1 / macro F1): "
+                + "; ".join(
+                    f"{who} {v['accuracy']:.4f} / {v['f1_weighted']:.4f} / {v['f1_macro']:.4f}"
+                    for who, v in pr.items()
+                    if isinstance(v, dict) and "accuracy" in v
+                )
+                + (f"; blend weight {pr['blend_weight']:.2f} on the ensemble" if "blend_weight" in pr else "")
+            )
         for k, fo in sorted(j.get("folds", {}).items()):
             lines.append(
                 f"  fold {k}: {fo['epochs']} epochs, per epoch {fo['epoch_wall_s']:.2f} s (train {fo['train_s'] / fo['epochs']:.2f}, "

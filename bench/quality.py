@@ -5,8 +5,10 @@
 
 For each step: the preprocessed Reuters-18 split, tokenized once; `train_fold` on each of the 3 stratified folds
 (one process each, sharing the GPU as the Ray job's folds do); the `Ensemble` of the three best models on the test
-split; the TF-IDF + LinearSVC baseline on the same split. Steps 1 and 2 run at the same time (six fold processes),
-then step 3:
+split; the TF-IDF + LinearSVC baseline on the same split; and the run's predictor, the blend, exactly as the runner
+makes it (reuters_ray.phases: the linear model fitted per fold and on everything while the folds train, the weight
+chosen on the folds' out-of-fold logits, phases.blend_phase). Steps 1 and 2 run at the same time (six fold
+processes), then step 3:
   1. title+body text, the config's defaults (the recipe: lr 3e-5, warmup 15%, cosine, batch 32, up to 20 epochs,
      patience 7 on validation weighted F1, dropout 0.3, focal gamma 0.5, class weights, smoothing 0.05,
      max_length 300, default profile, bf16 on the GPU);
@@ -69,7 +71,7 @@ def prepare_step(work: Path, cfg_dict: dict) -> dict:
         "truncated_share": float((tokens.lengths[:n] >= cfg.data.max_length).mean()),
     }
     (work / "spec.json").write_text(json.dumps(spec))
-    return {"ds": ds, "tokens": tokens, "spec": spec}
+    return {"ds": ds, "tokens": tokens, "spec": spec, "folds": folds}
 
 
 def fold_worker(work: Path, fold: int) -> None:
@@ -149,12 +151,17 @@ def wait(procs: list[subprocess.Popen], deadline: float) -> None:
 def run_steps(steps: list[tuple[str, dict]], work_root: Path, deadline: float) -> list[dict]:
     """Steps whose folds all run at once: data for each, every fold process started, then the ensembles and
     baselines. Figures per step."""
+    from concurrent.futures import ThreadPoolExecutor
+
     import torch
 
-    from reuters_ray.baseline import run_baseline
+    from reuters_ray.config import RunConfig, from_dict
+    from reuters_ray.console import Console
     from reuters_ray.features import TokenArrays
     from reuters_ray.inference import TorchFolds
-    from reuters_ray.metrics import classification_metrics, evaluate_scores
+    from reuters_ray.metrics import classification_metrics, evaluate_scores, softmax
+    from reuters_ray.phases import blend_phase, fit_linear, out_of_fold_logits
+    from reuters_ray.storage import LOCAL
     from reuters_ray.train import PROFILES, resolve_precision
 
     started = []
@@ -170,9 +177,12 @@ def run_steps(steps: list[tuple[str, dict]], work_root: Path, deadline: float) -
             "max_length": cfg["data"].get("max_length", 300),
             "data_s": time.perf_counter() - t0,
         }
-        started.append((out, prep, work, start_folds(work, prep["spec"]["folds"]), time.perf_counter()))
+        procs = start_folds(work, prep["spec"]["folds"])
+        # the linear model's fits while the folds train, as run_cv does (phases.fit_linear in a driver thread)
+        linear = ThreadPoolExecutor(1).submit(fit_linear, prep["ds"], prep["folds"])
+        started.append((out, prep, work, procs, time.perf_counter(), linear))
     figures = []
-    for out, prep, work, procs, t in started:
+    for out, prep, work, procs, t, linear in started:
         wait(procs, deadline)
         out["folds_s"] = time.perf_counter() - t
         ds, tokens, spec = prep["ds"], prep["tokens"], prep["spec"]
@@ -222,7 +232,14 @@ def run_steps(steps: list[tuple[str, dict]], work_root: Path, deadline: float) -
         for f, logits in zip(folds, fold_logits):
             f["test"] = classification_metrics(ds.test_labels, logits.argmax(1), len(ds.label_names))
         out["ensemble_s"] = time.perf_counter() - t
-        out["baseline"] = run_baseline(ds)
+        t = time.perf_counter()
+        oof_logits = out_of_fold_logits(LOCAL, [f["best_dir"] for f in folds], prep["folds"], n)
+        run_cfg = from_dict(RunConfig, spec["config"])
+        scored = blend_phase(run_cfg, ds, linear.result(), oof_logits, out["ensemble"], softmax(mean), Console("quiet"))
+        out["baseline"] = scored.metrics.pop("baseline")
+        out["blend"] = scored.metrics
+        out["linear_fit_s"] = scored.linear_s
+        out["blend_s"] = time.perf_counter() - t
     return figures
 
 
@@ -264,17 +281,23 @@ def summarize(fig: dict) -> str:
                 )
             else:
                 lines.append(f"  fold {f['fold']}: not finished")
-        for who in ("ensemble", "baseline"):
+        for who in ("blend", "ensemble", "baseline"):
             if who in s:
                 lines.append(
                     f"  {who}: accuracy {s[who]['accuracy']:.4f}, weighted F1 {s[who]['f1_weighted']:.4f}, macro F1 {s[who]['f1_macro']:.4f}"
                 )
-        if "ensemble" in s:
-            pc = " ".join(
-                f"{e['name']} {e['f1']:.2f}/{b['f1']:.2f}"
-                for e, b in zip(s["ensemble"]["per_class"], s["baseline"]["per_class"])
+        if "blend" in s:
+            b, oof = s["blend"]["blend"], s["blend"]["blend"]["out_of_fold"]
+            lines.append(
+                f"  blend weight {b['weight']:.2f} on the ensemble, chosen out of fold (weighted F1 blend "
+                f"{oof['blend']['f1_weighted']:.4f}, ensemble {oof['ensemble']['f1_weighted']:.4f}, linear "
+                f"{oof['linear']['f1_weighted']:.4f}); linear model fitted in {s['linear_fit_s']:.0f} s"
             )
-            lines.append(f"  per-class F1 ensemble/baseline: {pc}")
+            pc = " ".join(
+                f"{x['name']} {x['f1']:.2f}/{e['f1']:.2f}/{y['f1']:.2f}"
+                for x, e, y in zip(s["blend"]["per_class"], s["ensemble"]["per_class"], s["baseline"]["per_class"])
+            )
+            lines.append(f"  per-class F1 blend/ensemble/baseline: {pc}")
     if "variant" in fig:
         lines.append(f"variant: {fig['variant']}; chosen by validation: {fig.get('chosen', 'n/a')}")
     return "\n".join(lines) + "\n"

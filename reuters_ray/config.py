@@ -209,6 +209,11 @@ class TrainConfig:
     # the optimizer state and the best model so far (about 440 MB for Small BERT); a resume replays the epochs
     # since the last one, so a larger value trades re-done epochs after a failure for less time writing.
     checkpoint_every: int = 1
+    # And at most one every this many seconds of the fold's training (counted from its first step, then from the
+    # last checkpoint); 0: every checkpoint_every epochs. Unset: 30 on a GPU, where an epoch of Small BERT takes about
+    # 5 s and a checkpoint 0.6 s of it (docs/results.md), so a failure re-does at most about 30 s; 0 on CPU, where an
+    # epoch is long next to its checkpoint.
+    checkpoint_every_s: float | None = None
     # torch.compile the model's forward (dynamic shapes). Off until it is measured to pay off on a GPU (not yet:
     # docs/results.md, H100).
     compile: bool = False
@@ -235,6 +240,11 @@ class TrainConfig:
                 (self.eval_batch_size is None or self.eval_batch_size >= 1, "eval_batch_size", ">= 1 or unset"),
                 (self.keep_checkpoints >= 1, "keep_checkpoints", ">= 1"),
                 (self.checkpoint_every >= 1, "checkpoint_every", ">= 1"),
+                (
+                    self.checkpoint_every_s is None or self.checkpoint_every_s >= 0,
+                    "checkpoint_every_s",
+                    ">= 0 or unset",
+                ),
             ],
         )
 

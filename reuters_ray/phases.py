@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import re
 import tempfile
 import time
@@ -62,7 +63,7 @@ RESUME_FREE_KEYS = {
         "threshold_min_positives",
         "at_least_one",
     ),  # fmt: skip
-    "train": ("eval_batch_size", "compile", "keep_checkpoints", "checkpoint_every"),
+    "train": ("eval_batch_size", "compile", "keep_checkpoints", "checkpoint_every", "checkpoint_every_s"),
 }
 DATA_FILE = "data_fingerprint.json"  # in the run folder from its start: the data's identity (TextDataset.fingerprint)
 FOLD_RESULT = "fold_result.json"  # in fold_<k>/ once the fold finished: {"checkpoint": its last checkpoint's folder}
@@ -141,8 +142,11 @@ class Stopwatch:
     laps: dict[str, float] = field(default_factory=dict)
 
     def lap(self, name: str) -> None:
-        now = time.perf_counter()
-        self.laps[name], self.last = now - self.last, now
+        self.lap_at(name, time.perf_counter())
+
+    def lap_at(self, name: str, at: float) -> None:
+        """Phase `name` ended at perf_counter time `at` (now or earlier: the phase after it overlapped it)."""
+        self.laps[name], self.last = at - self.last, at
 
     def total(self) -> float:
         return time.perf_counter() - self.started
@@ -246,18 +250,47 @@ def check_writable(fs: pafs.FileSystem, run_path: str, storage_path: str) -> Non
         raise ConfigError(f"cv.storage_path {storage_path!r} cannot be written: {why}")
 
 
+# Of a GPU, what the ensemble's actor holds: it is created while the last folds train (runner._Ensemble), so folds
+# that share a card leave it this much.
+ENSEMBLE_GPU = 0.01
+
+
+def share_of_gpu(workers: int, gpus: int) -> float:
+    """Each of `workers` training workers' share of `gpus` GPUs: 1 when there are enough, else an equal share, as
+    many workers to a card as the busiest card takes (3 workers on 2 GPUs: 2 to a card), less ENSEMBLE_GPU on each
+    card, rounded down to Ray's 1e-4 resource grain (3 on one GPU: 0.33 each); 0 without GPUs."""
+    if gpus < 1:
+        return 0.0
+    if workers <= gpus:
+        return 1.0
+    per_card = -(-workers // gpus)
+    return math.floor((1 - ENSEMBLE_GPU) / per_card * 1e4) / 1e4
+
+
+def ensemble_fits_early(cv, cluster: dict[str, float], gpu_share: float, n_models: int | None = None) -> bool:
+    """Whether the ensemble's actor (no CPU, ENSEMBLE_GPU of a GPU on a GPU cluster) fits while the folds hold
+    their room: without GPUs, when the folds share cards (place_folds left each card ENSEMBLE_GPU) or when a card is
+    spare. Not with cv.gpus_per_fold set, or whole cards for every fold: the actor would wait for a card, and could
+    take one a restarted fold worker needs."""
+    gpus = int(cluster.get("GPU", 0))
+    if gpus == 0:
+        return True
+    workers = (n_models or cv.folds) * cv.workers_per_fold
+    return cv.gpus_per_fold is None and (gpu_share < 1 or workers < gpus)
+
+
 def place_folds(cv, cluster: dict[str, float], n_models: int | None = None) -> float:
     """The GPU share of each fold worker on a cluster with resources `cluster` (ray.cluster_resources()).
 
-    cv.gpus_per_fold unset: a whole GPU per worker when there are enough, else GPUs / workers so the folds share them
-    and run at once (on one H100 that pays the minute of fold start-up once, not per fold: docs/results.md), 0
-    without GPUs; a fold has cv.workers_per_fold workers. n_models: the models trained at once, when not cv.folds (a
+    cv.gpus_per_fold unset: a whole GPU per worker when there are enough, else a share (share_of_gpu) so the folds
+    share them and run at once (on one H100 that pays the minute of fold start-up once, not per fold:
+    docs/results.md), 0 without GPUs; a fold has cv.workers_per_fold workers. n_models: the models trained at once, when not cv.folds (a
     student run: 1). Raises ConfigError when a fold could never be placed (it would wait forever); folds that fit
     only one after another queue."""
     gpus, workers = cv.gpus_per_fold, cv.workers_per_fold
     have_gpu, have_cpu = cluster.get("GPU", 0), cluster.get("CPU", 0)
     if gpus is None:
-        gpus = min(1.0, int(have_gpu) / ((n_models or cv.folds) * workers)) if have_gpu >= 1 else 0.0
+        gpus = share_of_gpu((n_models or cv.folds) * workers, int(have_gpu))
     alone = {  # one worker: the messages of before cv.workers_per_fold
         "CPUs": f"cv.cpus_per_fold={cv.cpus_per_fold} does not fit this Ray cluster's {have_cpu:g} CPUs",
         "GPUs": f"cv.gpus_per_fold={gpus} but this Ray cluster has {have_gpu:g} GPUs",
@@ -276,12 +309,13 @@ def place_folds(cv, cluster: dict[str, float], n_models: int | None = None) -> f
 # --- before Ray: the input and the run's place ---------------------------------------------------------------------
 
 
-def check_input(cfg: RunConfig) -> Prepared:
+def check_input(cfg: RunConfig, tokenize_now: bool = True) -> Prepared:
     """The run's input, checked and tokenized, before anything is written: the model (its config only), the data,
     the folds, the tokenizer against the model, and what the linear model needs when the run fits it. Raises
-    ConfigError or DataError naming the file, field or flag."""
+    ConfigError or DataError naming the file, field or flag. tokenize_now=False: every check, but `tokens` is left
+    None for tokenize_input (run_cv tokenizes while Ray starts)."""
     from reuters_ray.baseline import check_fittable
-    from reuters_ray.features import class_weights, stratified_folds, tokenize
+    from reuters_ray.features import class_weights, stratified_folds
     from reuters_ray.models import check_fits, check_model, load_tokenizer
     from reuters_ray.preprocess import prepare
 
@@ -297,9 +331,18 @@ def check_input(cfg: RunConfig) -> Prepared:
             check_fittable(ds.train_texts, folds)
         except DataError as e:
             raise DataError(f"{e}; to train without it: --cv.blend false --cv.baseline false") from None
-    tokens = tokenize(ds.train_texts + ds.test_texts, tokenizer, dc.max_length)
     weights = class_weights(ds.train_labels, ds.num_classes)
-    return Prepared(ds, tokenizer, tokens, folds, weights, ds.fingerprint())
+    prep = Prepared(ds, tokenizer, None, folds, weights, ds.fingerprint())
+    return tokenize_input(prep, dc.max_length) if tokenize_now else prep
+
+
+def tokenize_input(prep: Prepared, max_length: int) -> Prepared:
+    """`prep` with its tokens: the training texts, then the test texts (features.tokenize). Nothing here refuses
+    input: check_input has checked it all."""
+    from reuters_ray.features import tokenize
+
+    prep.tokens = tokenize(prep.ds.train_texts + prep.ds.test_texts, prep.tokenizer, max_length)
+    return prep
 
 
 def open_run(cfg: RunConfig, prep: Prepared) -> tuple[RunPlace, bool]:

@@ -219,6 +219,27 @@ def check_nodes_can_write(storage_path: str, run_uri: str) -> None:
 TRAIN_SHARED_ACTORS = ("train_v2_state_actor", "AutoscalingCoordinator")
 
 
+def _create_train_shared_actors() -> bool:
+    """Creates Ray Train's shared actors from the driver (Ray Train's own get-or-create functions), and waits until
+    both are up, so that every fold's controller finds them and all folds can start at once; a controller that
+    creates them costs the folds after it its start (docs/results.md). False when Ray no longer has these functions
+    (private API): the folds then wait for the first one's (_await_train_shared_actors)."""
+    import ray
+
+    try:
+        from ray.data._internal.cluster_autoscaler.default_autoscaling_coordinator import (
+            get_or_create_autoscaling_coordinator,
+        )
+        from ray.train.v2._internal.state.state_actor import get_or_create_state_actor
+    except ImportError:
+        return False
+    actors = [get_or_create_autoscaling_coordinator()]
+    if os.environ.get("RAY_TRAIN_ENABLE_STATE_TRACKING") == "1":
+        actors.append(get_or_create_state_actor())
+    ray.get([a.__ray_ready__.remote() for a in actors])
+    return True
+
+
 def _await_train_shared_actors(first_fold, timeout: float = 30.0) -> None:
     """Waits until the first fold's Train controller has created Ray Train's shared actors (at most `timeout`
     seconds, and not past that fold's end), unless they exist already; the other folds start after. Seen through
@@ -291,10 +312,25 @@ class _Progress:
 
 
 class _EnsembleActor:
-    """Holds the fold models (copied from storage) on this actor's device and scores token arrays."""
+    """The ensemble. Created while the last folds train (its process, torch and transformers imported, a CUDA
+    context), so that once they end only load() (each fold's best model copied from storage onto this actor's
+    device) and fold_logits() remain."""
 
-    def __init__(self, storage_uri: str, best_paths: list[str], precision: str, profile: str):
-        from reuters_ray.inference import TorchFolds, default_device
+    def __init__(self):
+        # imported now, used by load: BERT's classifier is the product's (another architecture's loads there)
+        from transformers import AutoModelForSequenceClassification, BertForSequenceClassification  # noqa: F401
+
+        from reuters_ray.inference import default_device
+
+        self.device = default_device()
+        if self.device.type == "cuda":
+            import torch
+
+            torch.zeros(1, device=self.device)  # the CUDA context, created now rather than after the folds
+        self.folds = None
+
+    def load(self, storage_uri: str, best_paths: list[str], precision: str, profile: str) -> None:
+        from reuters_ray.inference import TorchFolds
         from reuters_ray.train import PROFILES, resolve_precision
 
         fs, _, _ = storage_location(storage_uri)  # any URI of the run's storage: its filesystem
@@ -305,8 +341,8 @@ class _EnsembleActor:
             os.makedirs(dst)
             copy_dir(path, dst, fs, LOCAL)
             local.append(dst)
-        device = default_device()
-        self.folds = TorchFolds(local, device=device, precision=resolve_precision(precision, PROFILES[profile], device))
+        precision = resolve_precision(precision, PROFILES[profile], self.device)
+        self.folds = TorchFolds(local, device=self.device, precision=precision)
 
     def fold_logits(self, arrays: dict[str, Any]) -> np.ndarray:
         from reuters_ray.features import TokenArrays
@@ -339,25 +375,33 @@ def run_cv(cfg: RunConfig, console: Console | None = None, control=None) -> dict
 
 def _run_cv(cfg: RunConfig, console: Console, control=None) -> dict[str, Any] | None:
     timing = phases.Stopwatch()
-    prep = phases.check_input(cfg)  # nothing is written before the input passed: a bad run leaves nothing behind
+    # nothing is written before the input passed: a bad run leaves nothing behind (and starts no Ray)
+    prep = phases.check_input(cfg, tokenize_now=False)
     place, resuming = phases.open_run(cfg, prep)
+    data_done = start_ray_during(lambda: phases.tokenize_input(prep, cfg.data.max_length))
+    timing.lap_at("data_s", data_done)  # checks, loading, preprocessing, tokenization (Ray starting meanwhile)
     phases.announce(console, place, prep, cfg)
-    timing.lap("data_s")  # checks, loading, preprocessing, tokenization
     gpu_share = connect(cfg, place, resuming)
-    timing.lap("ray_start_s")
+    timing.lap("ray_start_s")  # what Ray's start took beyond the data, and placing the folds
     if resuming:
         console.info(
             f"run {place.name}: resuming (finished folds are kept, unfinished ones continue from their last checkpoint)",
             resuming=True,
         )
     linear = _start_linear_fit(cfg, prep)  # CPU work on the driver while the folds train: no wall time of the run
-    folders = _run_folds(cfg, place, gpu_share, _put_train_split(prep), console, control)
-    if folders is None:
-        return None  # stopped: no outputs
-    folds = phases.collect_folds(place, folders, cfg.train.patience)
-    oof_logits = phases.out_of_fold_logits(place.fs, folds.best_paths, prep.folds, prep.n_train)
-    timing.lap("folds_s")
-    fold_logits = _score_test_split(cfg, place, prep, folds.best_paths)
+    ensemble_actor = _Ensemble(place, phases.ensemble_fits_early(cfg.cv, _resources(), gpu_share))
+    try:
+        # a search's trial, which its scheduler may stop, starts its ensemble only once its folds are done
+        started = ensemble_actor.start if control is None else None
+        folders = _run_folds(cfg, place, gpu_share, _put_train_split(prep), console, control, started)
+        if folders is None:
+            return None  # stopped: no outputs
+        folds = phases.collect_folds(place, folders, cfg.train.patience)
+        oof_logits = phases.out_of_fold_logits(place.fs, folds.best_paths, prep.folds, prep.n_train)
+        timing.lap("folds_s")
+        fold_logits = ensemble_actor.test_logits(cfg, prep, folds.best_paths)
+    finally:
+        ensemble_actor.close()
     ensemble = phases.score_ensemble(prep.ds, fold_logits, folds.table, cfg.cv, oof_logits)
     timing.lap("ensemble_s")
     fitted = linear.result() if linear is not None else None
@@ -414,10 +458,15 @@ def _run_distill(cfg: RunConfig, console: Console) -> dict[str, Any]:
     timing.lap("ray_start_s")
     if resuming:
         console.info(f"run {place.name}: resuming (the student continues from its last checkpoint)", resuming=True)
-    folders = _run_folds(cfg, place, gpu_share, _put_train_split(prep), console)
-    folds = phases.collect_folds(place, folders, cfg.train.patience, phases.fold_names(cfg))
-    timing.lap("folds_s")
-    test_logits = _score_test_split(cfg, place, prep, folds.best_paths)[0]
+    # the student alone: its scoring actor, started while it trains
+    ensemble_actor = _Ensemble(place, phases.ensemble_fits_early(cfg.cv, _resources(), gpu_share, 1))
+    try:
+        folders = _run_folds(cfg, place, gpu_share, _put_train_split(prep), console, started=ensemble_actor.start)
+        folds = phases.collect_folds(place, folders, cfg.train.patience, phases.fold_names(cfg))
+        timing.lap("folds_s")
+        test_logits = ensemble_actor.test_logits(cfg, prep, folds.best_paths)[0]
+    finally:
+        ensemble_actor.close()
     timing.lap("ensemble_s")
     metrics = distill.student_metrics(cfg, place, prep, folds, test_logits, timing, _cluster())
     distill.write_outputs(place, cfg, prep, folds, metrics, test_logits)
@@ -426,19 +475,60 @@ def _run_distill(cfg: RunConfig, console: Console) -> dict[str, Any]:
     return metrics
 
 
+def start_ray_during(work) -> float:
+    """Starts Ray (ray.init of a local cluster, or joins the one RAY_ADDRESS or `ray job submit` names) here while
+    `work()` runs in a thread: tokenizing overlaps the seconds Ray takes to start. Returns the perf_counter time at
+    which `work` ended; its exception, if any, is raised (after Ray is up: run_cv's caller shuts it down)."""
+    import ray
+
+    _ray_env()
+    pool = ThreadPoolExecutor(1, thread_name_prefix="data")
+    try:
+        done = pool.submit(lambda: (work(), time.perf_counter())[1])
+        if not ray.is_initialized():
+            # Worker output stays in Ray's logs (dashboard, /tmp/ray/session_latest/logs): the driver prints each
+            # epoch itself, once.
+            ray.init(log_to_driver=False)
+            _started_here()
+        return done.result()
+    finally:
+        pool.shutdown(wait=True)
+
+
+def _ray_env() -> None:
+    """Ray Train's settings for the folds, read by TorchTrainer.fit in this process (its controller gets the
+    RAY_TRAIN_* ones): a user's own values win."""
+    # Ray Train's state tracking: the dashboard's Train API (/api/train/v2/runs/v1) lists each fold's Train run.
+    # _run_folds keeps the folds from racing to create its actor.
+    os.environ.setdefault("RAY_TRAIN_ENABLE_STATE_TRACKING", "1")
+    # How often a fold's controller polls its workers (Ray's default 2 s): a fold's end, and each epoch row, reach
+    # the driver up to that much later.
+    os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", str(HEALTH_CHECK_S))
+
+
+def _started_here() -> None:
+    """Once ray.init has run: on a one-machine cluster this driver started itself nothing is ever drained or
+    preempted, so Ray Train's preemption watcher (an actor per fold, a process importing Ray) is not started."""
+    import ray
+
+    node = getattr(ray._private.worker, "_global_node", None)
+    if node is not None and getattr(node, "head", False):
+        os.environ.setdefault("RAY_TRAIN_ENABLE_PREEMPTION_WATCHER", "0")
+
+
+HEALTH_CHECK_S = 0.5
+
+
 def connect(cfg: RunConfig, place: RunPlace, resuming: bool) -> float:
     """Joins the Ray cluster (ray start, ray job submit) or starts a local one, and checks that the folds fit it and
     that every node can write a bucket's run folder; returns each fold's GPU share. A new run's folder is removed
     again when it is refused here (ConfigError)."""
     import ray  # only now: bad input is refused without starting (or even importing) Ray
 
-    # Ray Train's state tracking: the dashboard's Train API (/api/train/v2/runs/v1) lists each fold's Train run.
-    # Read by TorchTrainer.fit in this process; _run_folds keeps the folds from racing to create its actor.
-    os.environ.setdefault("RAY_TRAIN_ENABLE_STATE_TRACKING", "1")
+    _ray_env()
     if not ray.is_initialized():
-        # Worker output stays in Ray's logs (dashboard, /tmp/ray/session_latest/logs): the driver prints each epoch
-        # itself, once.
-        ray.init(log_to_driver=False)
+        ray.init(log_to_driver=False)  # see start_ray_during
+        _started_here()
     try:
         gpu_share = phases.place_folds(cfg.cv, ray.cluster_resources(), len(phases.fold_names(cfg)))
         if "://" in cfg.cv.storage_path:  # a local folder is this machine's; a bucket must take every node's writes
@@ -480,25 +570,52 @@ def _start_linear_fit(cfg: RunConfig, prep):
     return future
 
 
-def _score_test_split(cfg: RunConfig, place: RunPlace, prep, best_paths: list[str]) -> np.ndarray:
-    """[folds, N, K] test logits of the fold models, in an actor (on a GPU when the cluster has one) named
-    <run>:ensemble, the name the dashboard's Actors page shows."""
+class _Ensemble:
+    """The run's ensemble actor, named <run>:ensemble (the name the dashboard's Actors page shows): start() creates
+    it, as soon as every unfinished fold is running (_run_folds calls it then; none waits for room, so it takes none
+    a fold needs: no CPU, and on a GPU cluster phases.ENSEMBLE_GPU of a GPU, which place_folds leaves free when folds
+    share a card; `early`: phases.ensemble_fits_early); test_logits() creates it if not yet done, loads the fold
+    models and scores the test split."""
+
+    def __init__(self, place: RunPlace, early: bool = True):
+        self.place, self.early, self.actor = place, early, None
+
+    def start(self) -> None:
+        """Creates the actor (unless done): while folds train only when phases.ensemble_fits_early said so."""
+        if self.actor is None and self.early:
+            self._create()
+
+    def _create(self) -> None:
+        import ray
+
+        gpus = phases.ENSEMBLE_GPU if ray.cluster_resources().get("GPU", 0) > 0 else 0
+        actor_cls = ray.remote(num_cpus=0, num_gpus=gpus)(_EnsembleActor)
+        # DEFAULT: not in the placement group of whatever runs this driver (a search's trial), which holds no room
+        self.actor = actor_cls.options(name=f"{self.place.name}:ensemble", scheduling_strategy="DEFAULT").remote()
+
+    def test_logits(self, cfg: RunConfig, prep, best_paths: list[str]) -> np.ndarray:
+        """[folds, N, K] test logits of the fold models at `best_paths` (in storage)."""
+        import ray
+
+        if self.actor is None:
+            self._create()
+        n = prep.n_train
+        test = {"ids": prep.tokens.ids[n:], "lengths": prep.tokens.lengths[n:], "pad_id": prep.tokens.pad_id}
+        ray.get(self.actor.load.remote(self.place.uri, best_paths, cfg.train.precision, cfg.train.profile))
+        return ray.get(self.actor.fold_logits.remote(ray.put(test)))
+
+    def close(self) -> None:
+        import ray
+
+        if self.actor is not None:
+            ray.kill(self.actor)
+            self.actor = None
+
+
+def _resources() -> dict[str, float]:
     import ray
 
-    n = prep.n_train
-    test = {"ids": prep.tokens.ids[n:], "lengths": prep.tokens.lengths[n:], "pad_id": prep.tokens.pad_id}
-    actor_gpus = 1 if ray.cluster_resources().get("GPU", 0) >= 1 else 0
-    # at most the CPUs the run's folds held, which are free now: a search's trial actors hold a sliver of CPU on
-    # each node, so a whole CPU might never be free on any node of a small cluster while their trials wait here
-    cpus = min(1.0, len(phases.fold_names(cfg)) * cfg.cv.workers_per_fold * cfg.cv.cpus_per_fold)
-    actor_cls = ray.remote(num_cpus=cpus, num_gpus=actor_gpus)(_EnsembleActor)
-    # DEFAULT: not in the placement group of whatever runs this driver (a search's trial), which holds no room for it
-    actor = actor_cls.options(name=f"{place.name}:ensemble", scheduling_strategy="DEFAULT").remote(
-        place.uri, best_paths, cfg.train.precision, cfg.train.profile
-    )
-    fold_logits = ray.get(actor.fold_logits.remote(ray.put(test)))
-    ray.kill(actor)
-    return fold_logits
+    return ray.cluster_resources()
 
 
 def _cluster() -> dict[str, Any]:
@@ -534,12 +651,15 @@ def _say_done(console: Console, place: RunPlace, metrics: dict[str, Any], timing
     )
 
 
-def _run_folds(cfg: RunConfig, place: RunPlace, gpu_share: float, train_ref, console: Console, control=None):
+def _run_folds(
+    cfg: RunConfig, place: RunPlace, gpu_share: float, train_ref, console: Console, control=None, started=None
+):
     """Fits the unfinished folds at once (a thread per fold waits on its TorchTrainer) while printing their epoch
-    rows; returns each fold's last checkpoint folder. A search's trial passes `control` (TrialControl): its folds go
-    past epoch e only once control.allowed >= e, and once control.stop is set they stop after their current epoch,
-    as if interrupted, and None is returned. Raises RuntimeError naming the folds that failed, once the others are
-    done (their results are kept: the rerun resumes only what failed)."""
+    rows; returns each fold's last checkpoint folder. `started` (a callable) is called once every unfinished fold has
+    reported an epoch (none waits for room any more). A search's trial passes
+    `control` (TrialControl): its folds go past epoch e only once control.allowed >= e, and once control.stop is set
+    they stop after their current epoch, as if interrupted, and None is returned. Raises RuntimeError naming the
+    folds that failed, once the others are done (their results are kept: the rerun resumes only what failed)."""
     import ray
     from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
@@ -555,6 +675,7 @@ def _run_folds(cfg: RunConfig, place: RunPlace, gpu_share: float, train_ref, con
         progress.allow.remote(0)  # gated: each fold waits after its first epoch for the trial's next round
     errors: dict[int, BaseException] = {}
     console.expected = {k for k in range(len(names)) if k not in folders}
+    all_at_once = not console.expected or _create_train_shared_actors()
     with ThreadPoolExecutor(max_workers=len(names)) as pool:
         futures = {}
         for k in sorted(console.expected):
@@ -563,10 +684,13 @@ def _run_folds(cfg: RunConfig, place: RunPlace, gpu_share: float, train_ref, con
                 cfg.cv.workers_per_fold,
             )  # fmt: skip
             futures[pool.submit(_fit_fold, task, [train_ref], place.uri, progress)] = k
-            if len(futures) == 1:
+            if len(futures) == 1 and not all_at_once:
                 _await_train_shared_actors(next(iter(futures)))
-        pending, stopping, allowed = set(futures), False, 0
+        pending, stopping, allowed, reported = set(futures), False, 0, set()
         while pending:
+            if started is not None and reported >= set(futures.values()):
+                started()  # every fold is running: the caller's next step may start now
+                started = None
             if control is not None and control.stop.is_set() and not stopping:
                 progress.stop.remote()  # the workers ask after each epoch
                 stopping = True
@@ -575,6 +699,7 @@ def _run_folds(cfg: RunConfig, place: RunPlace, gpu_share: float, train_ref, con
                 progress.allow.remote(allowed)
             for row in ray.get(progress.take.remote(1.0 if control is None else 0.2)):
                 console.epoch(row)
+                reported.add(row[R.FOLD])
             for future in [f for f in pending if f.done()]:
                 pending.discard(future)
                 k = futures[future]

@@ -232,6 +232,19 @@ class Plan:
     accum: int  # forward passes per optimizer step
     steps_per_epoch: int
     group: Group = field(default_factory=Group)  # the fold's data-parallel workers (one: Group())
+    checkpoint_every_s: float = 0.0  # resolved train.checkpoint_every_s (checkpoint_interval)
+
+
+# train.checkpoint_every_s unset, on a GPU: seconds of training between checkpoints
+GPU_CHECKPOINT_EVERY_S = 30.0
+
+
+def checkpoint_interval(tc, device: torch.device) -> float:
+    """train.checkpoint_every_s, or when unset GPU_CHECKPOINT_EVERY_S on a GPU and 0 (every checkpoint_every
+    epochs) on CPU: seconds."""
+    if tc.checkpoint_every_s is not None:
+        return tc.checkpoint_every_s
+    return GPU_CHECKPOINT_EVERY_S if device.type == "cuda" else 0.0
 
 
 def plan_fold(
@@ -253,6 +266,7 @@ def plan_fold(
         accum=accum,
         steps_per_epoch=math.ceil(math.ceil(n_train / micro) / accum),
         group=group,
+        checkpoint_every_s=checkpoint_interval(tc, device),
     )
 
 
@@ -551,7 +565,8 @@ def train_fold(
 ) -> FoldResult:
     """Trains one fold; returns its epoch rows (reuters_ray.rows) and its best model.
 
-    Writes out_dir/epoch_NNN every train.checkpoint_every epochs and after the last (train.keep_checkpoints kept)
+    Writes out_dir/epoch_NNN every train.checkpoint_every epochs, at most one every train.checkpoint_every_s seconds
+    of training (checkpoint_interval), and after the last (train.keep_checkpoints kept)
     and calls report(row, checkpoint folder or None) after every epoch (a true answer stops the fold there, as if
     interrupted). resume_from: a checkpoint folder to continue
     from exactly (weights, optimizer, schedule, scaler, RNG, early stopping), or several, newest first: the first
@@ -585,6 +600,7 @@ def train_fold(
         state.wrapped = (wrap or _ddp)(state.model)
     setup_s = time.perf_counter() - t_setup  # model built and moved to the device (CUDA start-up), resume loaded
 
+    last_checkpoint = time.perf_counter()  # or the first step: train.checkpoint_every_s counts from here
     for epoch in range(state.next_epoch, tc.max_epochs + 1):
         if state.finished or (stop_after_epoch is not None and epoch > stop_after_epoch):
             break
@@ -592,18 +608,16 @@ def train_fold(
         row.update(worker)
         state.history.append(row)
         checkpoint = None
-        if ws.rank == 0 and (state.finished or epoch % tc.checkpoint_every == 0):
+        due = epoch % tc.checkpoint_every == 0 and time.perf_counter() - last_checkpoint >= plan.checkpoint_every_s
+        if ws.rank == 0 and (state.finished or due):
             progress = progress_of(state, epoch, cfg, identity, attempt, plan)
             checkpoint = write_checkpoint(out_dir / f"epoch_{epoch:03d}", state, row, progress)
-        asked_to_stop = False
-        if report is not None:
-            t3 = time.perf_counter()
-            asked_to_stop = bool(report(row, checkpoint))
-            row[R.REPORT_S] = time.perf_counter() - t3  # reaches the next checkpoint's history
+            last_checkpoint = time.perf_counter()
+        asked_to_stop = _report(report, row, checkpoint)
         if checkpoint is not None:
             prune_checkpoints(out_dir, tc.keep_checkpoints)
-        asked_to_stop = ws.from_rank0(asked_to_stop)  # the workers stop together or not at all
-        if asked_to_stop:  # the caller's report said so (a search's scheduler ended the trial): as if interrupted
+        # the caller's report said so (a search's scheduler ended the trial): as if interrupted; all workers together
+        if ws.from_rank0(asked_to_stop):
             break
         if state.finished and state.stopper.should_stop:
             log(
@@ -613,6 +627,16 @@ def train_fold(
 
     state.model.load_state_dict(state.best_state)
     return FoldResult(state.history, state.stopper.best_epoch, state.stopper.best, state.model)
+
+
+def _report(report, row: dict[str, Any], checkpoint: Path | None) -> bool:
+    """Calls train_fold's `report(row, checkpoint)`, timing it into the row; True when it asks the fold to stop."""
+    if report is None:
+        return False
+    t = time.perf_counter()
+    asked = bool(report(row, checkpoint))
+    row[R.REPORT_S] = time.perf_counter() - t  # reaches the next checkpoint's history
+    return asked
 
 
 def _quiet(_: str) -> None:

@@ -124,16 +124,19 @@ def local_cluster(cpus: int, aws: bool = False, second_node: str | None = None):
                        "--num-cpus", str(cpus), "--resources", json.dumps({second_node: 1}),
                        "--dashboard-agent-listen-port=0", "--disable-usage-stats"])  # fmt: skip
     # Ray reads RAY_AUTH_MODE once per process: set before this process (or any child) imports Ray's client side.
-    saved = {k: os.environ.get(k) for k in ("RAY_AUTH_MODE", "RAY_ADDRESS")}
+    saved = {k: os.environ.get(k) for k in ("RAY_AUTH_MODE", "RAY_ADDRESS", "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S")}
     try:
         for start in starts:
             out = subprocess.run(start, env=env, capture_output=True, text=True, timeout=180)
             assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-2000:]
-        os.environ.update(RAY_AUTH_MODE="token", RAY_ADDRESS=f"127.0.0.1:{port}")
+        # the head's polling for this process's drivers too (a driver passes its own to the folds' controllers)
+        os.environ.update(
+            RAY_AUTH_MODE="token", RAY_ADDRESS=f"127.0.0.1:{port}", RAY_TRAIN_HEALTH_CHECK_INTERVAL_S="0.25"
+        )
         yield port, f"http://127.0.0.1:{dashboard}"
     finally:
         for k, v in saved.items():
-            os.environ.pop(k) if v is None else os.environ.__setitem__(k, v)
+            os.environ.pop(k, None) if v is None else os.environ.__setitem__(k, v)
         # its processes: below its temp dir, the second node's, and those naming its GCS port (Ray's client server
         # is no one's child once `ray start` has exited; an orphan of a lost node neither)
         markers = [temp_dir, f":{port} ", *([second_node] if second_node else [])]
@@ -194,7 +197,7 @@ def moto_bucket(bucket="bkt"):
     finally:
         server.stop()
         for k, v in saved.items():
-            os.environ.pop(k) if v is None else os.environ.__setitem__(k, v)
+            os.environ.pop(k, None) if v is None else os.environ.__setitem__(k, v)
 
 
 # --- the tiny CV run that several test files share -----------------------------------------------------------

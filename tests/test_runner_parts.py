@@ -4,16 +4,36 @@ import pytest
 
 from reuters_ray.config import CVConfig, DataConfig, RunConfig, TrainConfig
 from reuters_ray.errors import ConfigError
-from reuters_ray.phases import RESUME_FREE_KEYS, check_resumable, place_folds, result_config, run_name, summarize_fold
+from reuters_ray.phases import (
+    RESUME_FREE_KEYS,
+    check_resumable,
+    ensemble_fits_early,
+    place_folds,
+    result_config,
+    run_name,
+    summarize_fold,
+)
 from reuters_ray.storage import LOCAL, write_atomic
 
 
 def test_folds_share_one_gpu_take_whole_ones_or_run_on_cpu():
-    assert place_folds(CVConfig(folds=3), {"CPU": 16, "GPU": 1}) == pytest.approx(1 / 3)
-    assert place_folds(CVConfig(folds=3), {"CPU": 16, "GPU": 4}) == 1.0
-    assert place_folds(CVConfig(folds=4), {"CPU": 16, "GPU": 2}) == 0.5
+    # folds sharing a card leave the ensemble's actor its 0.01 (it starts while they train)
+    assert place_folds(CVConfig(folds=3), {"CPU": 16, "GPU": 1}) == 0.33
+    assert place_folds(CVConfig(folds=3), {"CPU": 16, "GPU": 4}) == 1.0  # a spare card: the actor's
+    assert place_folds(CVConfig(folds=4), {"CPU": 16, "GPU": 2}) == 0.495
+    assert place_folds(CVConfig(folds=3), {"CPU": 16, "GPU": 2}) == 0.495  # two on one card, all three at once
     assert place_folds(CVConfig(folds=3), {"CPU": 2}) == 0.0
     assert place_folds(CVConfig(folds=3, gpus_per_fold=1), {"CPU": 16, "GPU": 1}) == 1.0  # one after another
+
+
+def test_the_ensemble_starts_while_folds_train_only_where_it_takes_no_room_a_fold_needs():
+    one_gpu, cv = {"CPU": 16, "GPU": 1}, CVConfig(folds=3)
+    assert ensemble_fits_early(cv, {"CPU": 2}, 0.0)  # no CPU asked
+    assert ensemble_fits_early(cv, one_gpu, place_folds(cv, one_gpu))  # the card's 0.01 left by the folds
+    assert ensemble_fits_early(cv, {"CPU": 16, "GPU": 4}, 1.0)  # a spare card
+    assert not ensemble_fits_early(cv, {"CPU": 16, "GPU": 3}, 1.0)  # whole cards, none spare: after the folds
+    assert not ensemble_fits_early(CVConfig(folds=3, gpus_per_fold=0.25), one_gpu, 0.25)  # the user's shares
+    assert not ensemble_fits_early(cv, one_gpu, 1.0, n_models=1)  # a student on the one card
 
 
 def test_a_fold_that_could_never_be_placed_is_refused():

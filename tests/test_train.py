@@ -14,7 +14,15 @@ from reuters_ray.errors import CheckpointError, ConfigError
 from reuters_ray.features import class_weights, tokenize
 from reuters_ray.models import build_model
 from reuters_ray.preprocess import preprocess
-from reuters_ray.train import EarlyStopping, FoldData, collate, lr_factor, predict_logits, train_fold
+from reuters_ray.train import (
+    EarlyStopping,
+    FoldData,
+    checkpoint_interval,
+    collate,
+    lr_factor,
+    predict_logits,
+    train_fold,
+)
 
 
 def best_val_logits(checkpoint):
@@ -310,6 +318,14 @@ def test_checkpoint_every_n_epochs_and_where_each_epochs_time_goes(reuters, mini
         assert (r["time/setup_s"] > 0) == (r["epoch"] == 1)  # the model's set-up, once per call
         assert r["time/epoch_s"] == pytest.approx(r["time/train_s"] + r["time/val_s"] + r["time/checkpoint_s"])
         assert r["memory/peak_gib"] is None  # CPU
+    # at most one checkpoint an hour: only the last epoch's (it holds the best model); CPU's default is every epoch,
+    # a GPU's at most one every 30 s of training
+    calls.clear()
+    train_fold(tiny_cfg(max_epochs=3, patience=5, checkpoint_every_s=3600), data, tmp_path / "hourly",
+               report=lambda row, ck: calls.append((row["epoch"], ck and ck.name)), log=quiet)  # fmt: skip
+    assert calls == [(1, None), (2, None), (3, "epoch_003")]
+    cpu_default, gpu_default = (checkpoint_interval(tiny_cfg().train, torch.device(d)) for d in ("cpu", "cuda"))
+    assert (cpu_default, gpu_default) == (0.0, 30.0)
     # a checkpoint's history has the reports of earlier epochs, not its own (that happens after it is written)
     _, _, _, progress = load_checkpoint(tmp_path / "every2" / "epoch_004")
     assert [r["time/report_s"] is None for r in progress["history"]] == [False, False, False, True]
