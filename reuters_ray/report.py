@@ -197,7 +197,7 @@ def wall_time(m: dict[str, Any]) -> str:
     text = f"{duration(m['wall_s'])} for the run up to its outputs"
     phases = [
         ("data and tokenization", "data_s"),
-        ("Ray start-up", "ray_start_s"),
+        ("Ray start-up after the data (a run starts Ray while it tokenizes)", "ray_start_s"),
         ("folds", "folds_s"),
         ("ensemble", "ensemble_s"),
         ("linear model (baseline, blend; fitted while the folds train)", "baseline_s"),

@@ -656,10 +656,10 @@ def _run_folds(
 ):
     """Fits the unfinished folds at once (a thread per fold waits on its TorchTrainer) while printing their epoch
     rows; returns each fold's last checkpoint folder. `started` (a callable) is called once every unfinished fold has
-    reported an epoch (none waits for room any more). A search's trial passes
-    `control` (TrialControl): its folds go past epoch e only once control.allowed >= e, and once control.stop is set
-    they stop after their current epoch, as if interrupted, and None is returned. Raises RuntimeError naming the
-    folds that failed, once the others are done (their results are kept: the rerun resumes only what failed)."""
+    reported an epoch (none waits for room any more). A search's trial passes `control` (TrialControl): its folds go
+    past epoch e only once control.allowed >= e, and once control.stop is set they stop after their current epoch,
+    as if interrupted, and None is returned. Raises RuntimeError naming the folds that failed, once the others are
+    done (their results are kept: the rerun resumes only what failed)."""
     import ray
     from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
