@@ -2,8 +2,9 @@
 
     .venv/bin/python bench/ray_overlap.py            # all 8,227 + 2,043 Reuters-18 wires, max_length 300
 
-Small BERT's uncased vocabulary (small-bert-random). Each way in a fresh process (a local Ray started and shut down by it): A tokenizes, then calls ray.init; B calls
-runner.start_ray_during(tokenize), as run_cv does once the input is checked. Prints both wall times and B/A.
+Small BERT's uncased vocabulary (small-bert-random). Each way in a fresh process (a local Ray started and shut
+down by it): A tokenizes, then calls ray.init; B calls runner.start_ray_during(tokenize), as run_cv does once the
+input is checked. Prints both wall times and B/A.
 """
 
 from __future__ import annotations
