@@ -284,8 +284,8 @@ def place_folds(cv, cluster: dict[str, float], n_models: int | None = None) -> f
 
     cv.gpus_per_fold unset: a whole GPU per worker when there are enough, else a share (share_of_gpu) so the folds
     share them and run at once (on one H100 that pays the minute of fold start-up once, not per fold:
-    docs/results.md), 0 without GPUs; a fold has cv.workers_per_fold workers. n_models: the models trained at once, when not cv.folds (a
-    student run: 1). Raises ConfigError when a fold could never be placed (it would wait forever); folds that fit
+    docs/results.md), 0 without GPUs; a fold has cv.workers_per_fold workers. n_models: the models trained at once,
+    when not cv.folds (a student run: 1). Raises ConfigError when a fold could never be placed (it would wait forever); folds that fit
     only one after another queue."""
     gpus, workers = cv.gpus_per_fold, cv.workers_per_fold
     have_gpu, have_cpu = cluster.get("GPU", 0), cluster.get("CPU", 0)

@@ -476,41 +476,37 @@ def _run_distill(cfg: RunConfig, console: Console) -> dict[str, Any]:
 
 
 def start_ray_during(work) -> float:
-    """Starts Ray (ray.init of a local cluster, or joins the one RAY_ADDRESS or `ray job submit` names) here while
-    `work()` runs in a thread: tokenizing overlaps the seconds Ray takes to start. Returns the perf_counter time at
-    which `work` ended; its exception, if any, is raised (after Ray is up: run_cv's caller shuts it down)."""
-    import ray
-
-    _ray_env()
+    """Starts Ray (init_ray) here while `work()` runs in a thread: tokenizing overlaps the seconds Ray takes to
+    start. Returns the perf_counter time at which `work` ended; its exception, if any, is raised (after Ray is up:
+    run_cv's caller shuts it down)."""
     pool = ThreadPoolExecutor(1, thread_name_prefix="data")
     try:
         done = pool.submit(lambda: (work(), time.perf_counter())[1])
-        if not ray.is_initialized():
-            # Worker output stays in Ray's logs (dashboard, /tmp/ray/session_latest/logs): the driver prints each
-            # epoch itself, once.
-            ray.init(log_to_driver=False)
-            _started_here()
+        init_ray()
         return done.result()
     finally:
         pool.shutdown(wait=True)
 
 
-def _ray_env() -> None:
-    """Ray Train's settings for the folds, read by TorchTrainer.fit in this process (its controller gets the
-    RAY_TRAIN_* ones): a user's own values win."""
+def init_ray() -> None:
+    """Joins the Ray cluster RAY_ADDRESS (or `ray job submit`) names, or starts a local one, unless connected already;
+    sets Ray Train's settings for the folds first. Read by TorchTrainer.fit in this process (its controller gets the
+    RAY_TRAIN_* ones); a user's own values win."""
+    import ray  # only now: bad input is refused without starting (or even importing) Ray
+
     # Ray Train's state tracking: the dashboard's Train API (/api/train/v2/runs/v1) lists each fold's Train run.
     # _run_folds keeps the folds from racing to create its actor.
     os.environ.setdefault("RAY_TRAIN_ENABLE_STATE_TRACKING", "1")
     # How often a fold's controller polls its workers (Ray's default 2 s): a fold's end, and each epoch row, reach
     # the driver up to that much later.
     os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", str(HEALTH_CHECK_S))
-
-
-def _started_here() -> None:
-    """Once ray.init has run: on a one-machine cluster this driver started itself nothing is ever drained or
-    preempted, so Ray Train's preemption watcher (an actor per fold, a process importing Ray) is not started."""
-    import ray
-
+    if ray.is_initialized():
+        return
+    # Worker output stays in Ray's logs (dashboard, /tmp/ray/session_latest/logs): the driver prints each epoch
+    # itself, once.
+    ray.init(log_to_driver=False)
+    # On a one-machine cluster this driver started itself nothing is ever drained or preempted: no Ray Train
+    # preemption watcher (an actor per fold, a process importing Ray).
     node = getattr(ray._private.worker, "_global_node", None)
     if node is not None and getattr(node, "head", False):
         os.environ.setdefault("RAY_TRAIN_ENABLE_PREEMPTION_WATCHER", "0")
@@ -523,12 +519,9 @@ def connect(cfg: RunConfig, place: RunPlace, resuming: bool) -> float:
     """Joins the Ray cluster (ray start, ray job submit) or starts a local one, and checks that the folds fit it and
     that every node can write a bucket's run folder; returns each fold's GPU share. A new run's folder is removed
     again when it is refused here (ConfigError)."""
-    import ray  # only now: bad input is refused without starting (or even importing) Ray
+    import ray
 
-    _ray_env()
-    if not ray.is_initialized():
-        ray.init(log_to_driver=False)  # see start_ray_during
-        _started_here()
+    init_ray()
     try:
         gpu_share = phases.place_folds(cfg.cv, ray.cluster_resources(), len(phases.fold_names(cfg)))
         if "://" in cfg.cv.storage_path:  # a local folder is this machine's; a bucket must take every node's writes
