@@ -122,7 +122,7 @@ def check_input(cfg: RunConfig) -> StudentPrepared:
     targets rebuilt and matching the teacher's record, the held-out slice. Raises ConfigError or DataError naming the
     run, file or flag."""
     from reuters_ray.features import class_weights, tokenize
-    from reuters_ray.models import check_fits, check_layers, check_model, load_tokenizer
+    from reuters_ray.models import check_fits, check_layers, check_model, head_note, load_tokenizer
     from reuters_ray.preprocess import prepare
     from reuters_ray.storage import finished_run
 
@@ -164,7 +164,17 @@ def check_input(cfg: RunConfig) -> StudentPrepared:
         train_idx = np.concatenate([train_idx, np.arange(n, n + len(ids))])
     tokens = tokenize(ds.train_texts + ds.test_texts, tokenizer, cfg.data.max_length)
     return StudentPrepared(
-        ds, tokenizer, tokens, [(train_idx, val_idx)], weights, ds.fingerprint(), local, metrics, soft, n_labelled=n
+        ds,
+        tokenizer,
+        tokens,
+        [(train_idx, val_idx)],
+        weights,
+        ds.fingerprint(),
+        notes=[n for n in [head_note(cfg.model.name, ds.label_names, "student")] if n],
+        teacher_dir=local,
+        teacher_metrics=metrics,
+        soft_targets=soft,
+        n_labelled=n,
     )
 
 

@@ -113,6 +113,37 @@ def check_fits(name: str, max_length: int, tokenizer, tokenizer_name: str | None
         )
 
 
+def head_labels(name: str) -> list[str] | None:
+    """The labels of the sequence-classification head model `name` comes with (a fine-tuned checkpoint: its config's
+    architectures name a *ForSequenceClassification class), in output order; None for a model without one (a
+    pretrained encoder, an alias). Reads the config only."""
+    if name in OFFLINE_ALIASES:
+        return None
+    from transformers import AutoConfig
+
+    try:
+        config = AutoConfig.from_pretrained(name)
+    except (OSError, ValueError):
+        return None  # check_model names the problem
+    if not any(a.endswith("ForSequenceClassification") for a in getattr(config, "architectures", None) or []):
+        return None
+    return [str(config.id2label[i]) for i in range(config.num_labels)]
+
+
+def head_note(name: str, label_names: list[str], what: str = "model.name") -> str | None:
+    """The run's first-lines note when model `name` comes with a classification head for other labels than the run's
+    (a fine-tuned checkpoint): each model trained from it starts a new head (build_model), the encoder's weights
+    kept. None when the model has no head, or one for exactly these labels in this order (it is kept)."""
+    head = head_labels(name)
+    if head is None or head == list(label_names):
+        return None
+    shown = ", ".join(head[:5]) + (" ..." if len(head) > 5 else "")
+    return (
+        f"{what} {name}: its classification head is for {len(head)} other label(s) ({shown}); a new head for the "
+        f"run's {len(label_names)} labels is initialised (the encoder's weights are kept)"
+    )
+
+
 def _unreachable(name: str, e: Exception) -> str:
     return (
         f"model.name {name!r} cannot be loaded ({type(e).__name__}: {str(e).splitlines()[0]}). Without network "
@@ -154,10 +185,20 @@ def build_model(
     else:
         check_model(name)  # fails fast and clearly when the name is not reachable
         source = str(packaged_minilm_path()) if name == "minilm-offline" else name
+        head = head_labels(name)
+        new_head = head is not None and head != list(label_names)
         try:
-            model = AutoModelForSequenceClassification.from_pretrained(source, dtype="float32", **labels)
+            # a fine-tuned checkpoint's head for other labels: transformers would refuse it (another size) or keep it
+            # (the same size, other classes); a new one is drawn for the run's labels (head_note says so)
+            model = AutoModelForSequenceClassification.from_pretrained(
+                source, dtype="float32", ignore_mismatched_sizes=new_head, **labels
+            )
         except (OSError, ValueError) as e:  # e.g. a config without weights
             raise ConfigError(_unreachable(name, e)) from None
+        if new_head and head is not None and len(head) == len(label_names):
+            _new_head(model)
+    # the saved model tells transformers' own users which loss its head was trained for
+    model.config.problem_type = "single_label_classification"
     if gradient_checkpointing:
         # Non-reentrant checkpointing works with autocast and with inputs that do not require grad.
         # transformers 5 renamed the switch; 4.x only has the old name.
@@ -167,3 +208,17 @@ def build_model(
         else:
             model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
     return model
+
+
+def _new_head(model) -> None:
+    """Draws the classification head's weights again as the model's own initialisation does (normal, std
+    initializer_range; biases 0): a head loaded for the same number of other labels is not the run's."""
+    import torch
+
+    std = getattr(model.config, "initializer_range", 0.02)
+    with torch.no_grad():
+        for module in model.classifier.modules():
+            if isinstance(module, torch.nn.Linear):
+                module.weight.normal_(0.0, std)
+                if module.bias is not None:
+                    module.bias.zero_()

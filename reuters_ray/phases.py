@@ -99,6 +99,7 @@ class Prepared:
     folds: list[tuple[np.ndarray, np.ndarray]]
     weights: np.ndarray
     fingerprint: dict[str, Any]
+    notes: list[str] = field(default_factory=list)  # about the model and the splits, for the run's first lines
 
     @property
     def n_train(self) -> int:
@@ -316,7 +317,7 @@ def check_input(cfg: RunConfig, tokenize_now: bool = True) -> Prepared:
     None for tokenize_input (run_cv tokenizes while Ray starts)."""
     from reuters_ray.baseline import check_fittable
     from reuters_ray.features import class_weights, stratified_folds
-    from reuters_ray.models import check_fits, check_model, load_tokenizer
+    from reuters_ray.models import check_fits, check_model, head_note, load_tokenizer
     from reuters_ray.preprocess import prepare
 
     dc = cfg.data
@@ -332,7 +333,8 @@ def check_input(cfg: RunConfig, tokenize_now: bool = True) -> Prepared:
         except DataError as e:
             raise DataError(f"{e}; to train without it: --cv.blend false --cv.baseline false") from None
     weights = class_weights(ds.train_labels, ds.num_classes)
-    prep = Prepared(ds, tokenizer, None, folds, weights, ds.fingerprint())
+    notes = [n for n in [head_note(cfg.model.name, ds.label_names)] if n]
+    prep = Prepared(ds, tokenizer, None, folds, weights, ds.fingerprint(), notes)
     return tokenize_input(prep, dc.max_length) if tokenize_now else prep
 
 
@@ -370,7 +372,7 @@ def announce(console: Console, place: RunPlace, prep: Prepared, cfg: RunConfig) 
     """The run's first lines: where it lives, what loading and preprocessing did, the data's size."""
     ds, tokens = prep.ds, prep.tokens
     console.info(f"run {place.name}: {place.uri}", run=place.name, uri=place.uri)
-    for line in ds.notes():
+    for line in ds.notes() + prep.notes:
         console.info(line)
     labelled = getattr(prep, "n_labelled", prep.n_train)  # a student's transfer texts come after its training texts
     train = f"{labelled} train" + (f" + {prep.n_train - labelled} transfer" if labelled < prep.n_train else "")
@@ -449,14 +451,18 @@ def summarize_fold(fold: int, progress: dict[str, Any], patience: int) -> dict[s
         raise RuntimeError(f"fold {fold}'s last checkpoint is not finished (epoch {progress['epoch']})")
     hist, es = progress["history"], progress["early_stopping"]
     best, last = hist[es["best_epoch"] - 1], hist[-1]
+    multi = R.VAL + "hamming_loss" in best
+    # multi-label: the subset accuracy (rows before it was named so: val/accuracy)
+    accuracy = {"val_subset_accuracy": best.get(R.VAL_SUBSET_ACCURACY, best.get(R.VAL_ACCURACY))} if multi else {}
     return {
         "fold": fold,
         "best_epoch": es["best_epoch"],
         "val_f1_weighted": best[R.VAL_F1],
-        "val_accuracy": best[R.VAL_ACCURACY],
+        **(accuracy or {"val_accuracy": best[R.VAL_ACCURACY]}),
         "val_f1_macro": best[R.VAL_F1_MACRO],
-        "val_monitor": es["best"],  # the best epoch's monitored metric (train.monitor): what the fold stopped on
-        **({"val_f1_micro": best[R.VAL + "f1_micro"]} if R.VAL + "hamming_loss" in best else {}),  # multi-label
+        "val_monitor": es["best"],  # the best epoch's monitored figure (train.monitor): what the fold stopped on
+        "monitor": fold_monitor(progress),  # which figure that is, by its key (rows.NAMES)
+        **({"val_f1_micro": best[R.VAL + "f1_micro"]} if multi else {}),
         "epochs_run": len(hist),
         "stopped_early": es["bad_epochs"] >= patience,
         **fold_timing(hist),
@@ -471,6 +477,17 @@ def summarize_fold(fold: int, progress: dict[str, Any], patience: int) -> dict[s
         **progress.get("setup", {}),
         "restarts": progress.get("restarts", []),
     }
+
+
+def fold_monitor(progress: dict[str, Any]) -> str:
+    """The key of the validation figure a fold stopped on (RunConfig.monitor()), from its progress.json: its config,
+    else its rows (f1_micro for multi-label rows, f1_weighted otherwise)."""
+    from reuters_ray.config import monitor_key
+
+    cfg, last = progress.get("config"), progress["history"][-1]
+    if cfg:
+        return monitor_key(cfg.get("train", {}).get("monitor"), cfg.get("data", {}).get("task"))
+    return last.get(R.MONITOR) or ("f1_micro" if R.VAL + "hamming_loss" in last else "f1_weighted")
 
 
 def _row_nodes(row: dict[str, Any]) -> list[str]:
@@ -531,10 +548,12 @@ def out_of_fold_logits(fs: pafs.FileSystem, best_paths: list[str], folds, n: int
 
 
 def out_of_fold_metrics(y, oof_logits, label_names, fold_table, decision=None) -> dict[str, Any]:
-    """Accuracy, weighted and macro F1 of the out-of-fold predictions, beside the folds' mean validation figures.
-    Multi-label (`decision`: the ensemble's thresholds): also micro-F1, samples-F1 and Hamming loss."""
+    """Accuracy, weighted and macro F1 of the out-of-fold predictions, beside the folds' mean validation figures at
+    their best epochs ("folds_mean"). Multi-label (`decision`: the ensemble's thresholds): subset accuracy
+    ("subset_accuracy") for accuracy, and also micro-F1, samples-F1 and Hamming loss."""
     m = evaluate(y, oof_logits if decision is None else probabilities(oof_logits, True), label_names, decision)
-    keys = {"accuracy": "val_accuracy", "f1_weighted": "val_f1_weighted", "f1_macro": "val_f1_macro"}
+    accuracy = "accuracy" if decision is None else "subset_accuracy"
+    keys = {accuracy: f"val_{accuracy}", "f1_weighted": "val_f1_weighted", "f1_macro": "val_f1_macro"}
     extra = {k: m[k] for k in ("f1_micro", "f1_samples", "hamming_loss") if decision is not None}
     return {
         **{k: m[k] for k in keys},
