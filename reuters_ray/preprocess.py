@@ -96,14 +96,21 @@ def _dropped(ds: TextDataset, kept: np.ndarray) -> list[dict]:
 
 def _keep_topics(ds: TextDataset, kept: np.ndarray, step: str, params: dict) -> TextDataset:
     """Multi-label data restricted to the topics (columns) `kept`, then to the texts that still have one of them; the
-    step records the dropped topics and, per split, the texts left without a kept topic."""
+    step records the dropped topics and, per split, the texts left without a kept topic, and of those the ones that
+    had no topic to begin with (ModApte's wires without topics: no setting keeps them)."""
     cols = {s: getattr(ds, f"{s}_labels")[:, kept] for s in ("train", "test")}
     masks = {s: c.any(axis=1) for s, c in cols.items()}
+    none = {s: int((~getattr(ds, f"{s}_labels").any(axis=1)).sum()) for s in ("train", "test")}
     fields = _keep(ds, masks)
     for s in ("train", "test"):
         fields[f"{s}_labels"] = np.ascontiguousarray(cols[s][masks[s]])
     removed = {s: int((~m).sum()) for s, m in masks.items()}
-    params = {**params, "dropped_classes": _dropped(ds, kept), "rows_without_kept_topic": removed}
+    params = {
+        **params,
+        "dropped_classes": _dropped(ds, kept),
+        "rows_without_kept_topic": removed,
+        "rows_without_any_topic": none,
+    }
     return ds.with_step(step, params, removed, label_names=[ds.label_names[k] for k in kept], **fields)
 
 

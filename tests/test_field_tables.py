@@ -151,7 +151,11 @@ def test_a_list_as_a_label_and_repeated_ids_are_refused_naming_the_rows(tmp_path
     path = tmp_path / "tags.jsonl"
     rows = [{"text": f"story {i} words", "label": "a" if i % 2 else ["a", "b"]} for i in range(8)]
     path.write_text("\n".join(json.dumps(r) for r in rows))
-    with pytest.raises(DataError, match=r"tags.jsonl: column 'label' holds a list or mapping in data rows 1, 3, 5, 7$"):
+    with pytest.raises(
+        DataError,
+        match=r"tags.jsonl: column 'label' holds a list or mapping in data rows 1, 3, 5, 7; for several labels per "
+        r"text use --data.task multi$",
+    ):
         load_table(str(path))
     df = codes_table(("a", "b"), n=4)
     df["id"] = [f"x{i % 5}" for i in range(8)]

@@ -114,9 +114,15 @@ def test_modapte_90_preprocessing_steps_and_notes(modapte90):
         "dropped 3 class(es) with fewer than data.min_samples=1 training positives (training count in brackets): "
         "cottonseed (0), f-cattle (0), sfr (0)"
     )
-    assert notes[1] == "dropped 2108 text(s) without any kept topic at filter_rare_classes (train 1828, test 280)"
+    assert notes[1] == (
+        "dropped 2108 text(s) without any kept topic at filter_rare_classes (train 1828, test 280): they have no topic "
+        "at all"
+    )
     assert notes[2].startswith("dropped 25 topic(s) without a test text (training count in brackets): austdlr (4), ")
-    assert notes[3] == "dropped 5 text(s) without any kept topic at drop_topics_without_test_wire (train 5, test 0)"
+    assert notes[3] == (
+        "dropped 5 text(s) without any kept topic at drop_topics_without_test_wire (train 5, test 0): each of their "
+        "topics lacks a test text (ModApte-90's rule)"
+    )
 
 
 @pytest.mark.multilabel  # parses every Reuters file: with the multi-label run's tests, out of the default suite
@@ -237,8 +243,13 @@ def test_another_label_delimiter(tmp_path):
     ds = load_table(train, test_path=test, task="multi", label_delimiter=";")
     assert ds.train_labels.tolist() == MATRIX_TRAIN and ds.test_labels.tolist() == MATRIX_TEST
     assert ds.provenance["label_delimiter"] == ";"
-    with pytest.raises(DataError, match=r"te.csv: test labels never seen in training: 'sport;weather'$"):
-        load_table(train, test_path=test, task="multi")  # split at "|": "weather;sport" and "sport;weather" differ
+    with pytest.raises(
+        DataError,
+        match=r"tr.csv: column 'label': no label cell holds data.label_delimiter '\|', but 4 of 7 hold a semicolon "
+        r"\(data row 1: 'weather;sport'\); if it separates the labels, set --data.label_delimiter ';'; if each cell "
+        r"is one label, use --data.task single$",
+    ):
+        load_table(train, test_path=test, task="multi")  # both files read at "|": refused before any split
 
 
 def test_rows_without_a_label_are_dropped_with_a_note(tmp_path):
@@ -341,7 +352,10 @@ def test_filter_rare_classes_drops_topics_then_rows_left_without_one():
     assert step["removed"] == {"train": 1, "test": 1} and step["params"]["dropped_classes"] == [
         {"name": "c", "train": 1, "test": 2}
     ]
-    assert out.notes()[-1] == "dropped 2 text(s) without any kept topic at filter_rare_classes (train 1, test 1)"
+    assert out.notes()[-1] == (
+        "dropped 2 text(s) without any kept topic at filter_rare_classes (train 1, test 1): only topics below "
+        "data.min_samples=2 (a lower value keeps them)"
+    )
     with pytest.raises(DataError, match=r"^data.min_samples=3 leaves 0 class\(es\) with enough training examples"):
         filter_rare_classes(ds, min_samples=3)
 

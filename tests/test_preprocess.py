@@ -40,7 +40,8 @@ def test_filter_rare_classes_relabels_and_keeps_names():
     assert step["removed"] == {"train": 1, "test": 1} and step["after"] == {"train": 5, "test": 3}
     assert step["params"]["dropped_classes"] == [{"name": "rare", "train": 1, "test": 1}]
     assert ds.notes() == [
-        "dropped 1 class(es) with fewer than data.min_samples=2 training examples (training count in brackets): rare (1)"
+        "dropped 1 class(es) with fewer than data.min_samples=2 training examples and their 1 training and 1 test "
+        "texts (training count in brackets): rare (1)"
     ]
 
 

@@ -96,20 +96,25 @@ class TextDataset:
         return replace(self, provenance=prov, **changes)
 
     def notes(self) -> list[str]:
-        """What loading and preprocessing did that a person should read first, one line each: how a table was read
-        and what its labels look like (provenance "notes"), each class dropped by data.min_samples with its training
-        count, empty texts and rows without a label of a table with their rows, short texts with their ids, and for
-        multi-label data the topics without a test text and the texts left without any kept topic."""
+        """What loading and preprocessing did that a person should read first, one line each: how a table was read,
+        what its labels look like and what a source's task rule does to the labels (provenance "notes": a Reuters wire
+        labelled by its first topic), each class dropped by data.min_samples with its training count and the texts it
+        takes along, empty texts and rows without a label of a table with their rows, short texts with their ids, the
+        texts a sample leaves out, and for multi-label data the topics without a test text and the texts left without
+        any kept topic, with why. Each line that drops or relabels names the setting that keeps them, where one does."""
         lines = list(self.provenance.get("notes", []))
         for step in self.provenance.get("steps", []):
             params = step["params"]
             if step["step"] == "filter_rare_classes" and params.get("dropped_classes"):
                 dropped = params["dropped_classes"]
                 listed = ", ".join(f"{d['name']} ({d['train']})" for d in dropped)
-                what = "training positives" if "rows_without_kept_topic" in params else "training examples"
+                multi = "rows_without_kept_topic" in params  # its texts have a line of their own, below
+                removed = step["removed"]
+                what = "training positives" if multi else "training examples"
+                texts = "" if multi else f" and their {removed['train']} training and {removed['test']} test texts"
                 lines.append(
                     f"dropped {len(dropped)} class(es) with fewer than data.min_samples={params['min_samples']} "
-                    f"{what} (training count in brackets): {listed}"
+                    f"{what}{texts} (training count in brackets): {listed}"
                 )
             elif step["step"] == "drop_topics_without_test_wire" and params.get("dropped_classes"):
                 dropped = params["dropped_classes"]
@@ -141,11 +146,13 @@ class TextDataset:
                     f"{params['min_tokens']} words (train {step['removed']['train']}, test {step['removed']['test']})"
                     + (f": ids {shown}" if shown else "")
                 )
+            elif step["step"] == "subsample" and sum(step["removed"].values()):
+                lines.append(_sample_note(step))
             gone = params.get("rows_without_kept_topic", {})  # multi-label data: texts whose every topic was dropped
             if sum(gone.values()):
                 lines.append(
                     f"dropped {sum(gone.values())} text(s) without any kept topic at {step['step']} "
-                    f"(train {gone['train']}, test {gone['test']})"
+                    f"(train {gone['train']}, test {gone['test']}): {_why_no_topic(step)}"
                 )
         return lines
 
@@ -167,3 +174,29 @@ class TextDataset:
                 f"{n_folds}-fold cross-validation needs at least {n_folds} training examples per class; "
                 f"too few in: {listed}. Lower the number of folds or raise data.min_samples."
             )
+
+
+def _why_no_topic(step: dict) -> str:
+    """Why the texts a multi-label step dropped were left without a topic, and the setting that would keep them."""
+    params, gone = step["params"], step["params"]["rows_without_kept_topic"]
+    if step["step"] == "drop_topics_without_test_wire":
+        return "each of their topics lacks a test text (ModApte-90's rule)"
+    if step["step"] == "drop_topics_without_training_text":
+        return f"each of their topics lacks a text in the sample of data.train_sample={params['train_sample']}"
+    none = sum(params.get("rows_without_any_topic", {}).values())
+    lost = sum(gone.values()) - none
+    below = f"only topics below data.min_samples={params['min_samples']} (a lower value keeps them)"
+    if not lost:
+        return "they have no topic at all"
+    return below if not none else f"{none} with no topic at all, {lost} with {below}"
+
+
+def _sample_note(step: dict) -> str:
+    """The line that says what data.train_sample / data.test_sample left out (step "subsample")."""
+    params, removed, after = step["params"], step["removed"], step["after"]
+    parts = [
+        f"{after[s]} of {after[s] + removed[s]} {word} texts (data.{s}_sample={params[s]})"
+        for s, word in (("train", "training"), ("test", "test"))
+        if removed[s]
+    ]
+    return f"kept a stratified sample of {' and '.join(parts)}, seeded by data.split_seed; unset keeps every text"

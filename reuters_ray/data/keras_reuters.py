@@ -34,6 +34,11 @@ WORD_INDEX_NAME, WORD_INDEX_MD5 = (
 START, OOV, INDEX_FROM = 1, 2, 3
 SPECIAL = {0: "[PAD]", 1: "[START]", 2: "[UNK]", 3: "[UNUSED]"}
 TEST_SPLIT = 0.2
+# What Keras's rules did to the wires of the published reuters.npz (its SHA-256 above), counted from the raw files
+# its 11,228 wires are (reuters21578.py rebuilds it wire for wire; tests/test_field_labels.py checks these): wires
+# that list topics besides their first (all, and with seed 113 per split), wires with topics left out for a first
+# topic that labels fewer than 15 wires.
+PUBLISHED = {"wires": 11228, "other_topics": 1820, "other_topics_113": {"train": 1455, "test": 365}, "rare": 139}
 # keras.datasets.reuters.get_label_names(): the same names, in the same order, as the raw-file source derives.
 LABEL_NAMES = [
     "cocoa",
@@ -83,6 +88,31 @@ LABEL_NAMES = [
     "hog",
     "lead",
 ]
+
+
+def keras_rule_note(counts: str | None, rare: int | None, keeps: str) -> str:
+    """The line that says what Keras's Reuters-46 rules do to the wires: each is labelled by its first topic
+    (`counts`: how many list others too, as words, or None) and those whose first topic labels fewer than 15 wires
+    are left out (`rare` of them, or None: unknown); `keeps`: the flags that, with --data.task multi, keep every
+    topic of a wire."""
+    left = f"the {rare} wires" if rare is not None else "the wires"
+    return (
+        f"Keras's Reuters-46 rule: each wire is labelled by its first topic{f' ({counts})' if counts else ''}, and "
+        f"{left} whose first topic labels fewer than 15 wires are left out; {keeps} --data.task multi keeps every "
+        f"topic of a wire"
+    )
+
+
+def _rule_note(sha256: str, seed: int) -> str:
+    """keras_rule_note for a reuters.npz: with counts for Keras's published file, without for another."""
+    keeps = "--data.source reuters21578 --data.split modapte"
+    if sha256 != NPZ_SHA256:
+        return keras_rule_note(None, None, keeps)
+    counts = f"{PUBLISHED['other_topics']} of reuters.npz's {PUBLISHED['wires']} wires list other topics too"
+    if seed == 113:
+        split = PUBLISHED["other_topics_113"]
+        counts += f": {split['train']} training and {split['test']} test wires"
+    return keras_rule_note(counts, PUBLISHED["rare"], keeps)
 
 
 def keras_datasets_dir(cache_dir: str | None = None) -> Path:
@@ -158,13 +188,15 @@ def load_keras_reuters(
     cut = int(len(seqs) * (1 - TEST_SPLIT))
     ids = [str(i) for i in order]  # position in reuters.npz
     names = LABEL_NAMES if ys.max() < len(LABEL_NAMES) else [str(i) for i in range(int(ys.max()) + 1)]
+    sha256 = hashlib.sha256(npz.read_bytes()).hexdigest()
     prov = {
         "source": "keras",
         "path": str(npz.resolve()),
-        "sha256": hashlib.sha256(npz.read_bytes()).hexdigest(),
+        "sha256": sha256,
         "text_mode": "keras-decoded",
         "num_words": num_words,
         "split": {"seed": seed, "test_split": TEST_SPLIT, "train": cut, "test": len(seqs) - cut},
+        "notes": [_rule_note(sha256, seed)],
         "steps": [],
     }
     return TextDataset(

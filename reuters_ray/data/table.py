@@ -9,8 +9,12 @@ columns (';' from spreadsheets with a decimal comma), and the run says which. Id
 the 0-based row number.
 Multi-label data (data.task multi): a label cell holds a text's labels, in CSV/TSV split at data.label_delimiter ('|':
 "sport | politics"; spaces around each label dropped, empty pieces ignored), in JSON Lines and Parquet a list (a plain
-string there is split the same way). A row without any label is dropped and counted; one file is split in two by a
-seeded iterative stratification (MultilabelStratifiedShuffleSplit), and the labels become multi-hot rows.
+string there is split the same way). A column whose every cell is written as a list (JSON, Python's or numpy's
+notation: what pandas writes for a column of lists) is read as lists; one that mixes them with other text, or whose
+cells hold another separator but never data.label_delimiter, is refused (reuters_ray.data.label_cells). A row without
+any label is dropped and counted; one file is split in two by a seeded iterative stratification
+(MultilabelStratifiedShuffleSplit), and the labels become multi-hot rows. data.task single keeps a cell that holds
+the label delimiter or a list as one class, as written, and says so in a warning line naming data.task multi.
 A path is a local file or a URI pyarrow's filesystems take (s3://bucket/news.csv?endpoint_override=..., gs://...),
 so a job submitted to a remote cluster needs no file on its head node.
 """
@@ -29,6 +33,7 @@ import numpy as np
 import pandas as pd
 
 from reuters_ray.data.dataset import TextDataset
+from reuters_ray.data.label_cells import check_separators, column_lists, separators, single_label_notes
 from reuters_ray.errors import DataError
 from reuters_ray.text import unreadable_texts
 
@@ -207,11 +212,13 @@ def _cells(shown: str, column: str, values: list, labels: bool) -> list[str | No
     cells that are no text: a list or mapping, bytes that are not UTF-8, a lone surrogate (JSON "\\ud800"); and for a
     label, a line break, tab or other control character (a label is one line in every output)."""
 
-    def refuse(rows: list[int], what: str) -> None:
+    def refuse(rows: list[int], what: str, hint: str = "") -> None:
         if rows:
-            raise DataError(f"{shown}: column {column!r} holds {what} in data rows {_rows(rows)}")
+            raise DataError(f"{shown}: column {column!r} holds {what} in data rows {_rows(rows)}{hint}")
 
-    refuse([i for i, v in enumerate(values) if isinstance(v, (list, dict, np.ndarray))], "a list or mapping")
+    lists = [i for i, v in enumerate(values) if isinstance(v, (list, dict, np.ndarray))]
+    several = labels and any(isinstance(values[i], (list, np.ndarray)) for i in lists)
+    refuse(lists, "a list or mapping", "; for several labels per text use --data.task multi" if several else "")
     refuse([i for i, v in enumerate(values) if isinstance(v, bytes) and not _utf8(v)], "bytes that are not UTF-8")
     out = [None if _missing(v) else _label_text(v) for v in values]
     shown_texts = [t or "" for t in out]
@@ -260,6 +267,10 @@ class _File:
     empty_rows: list[int]  # data rows (from 1) dropped for an empty text
     notes: list[str]
     unlabelled_rows: list[int] = field(default_factory=list)  # task multi: dropped, no label in the cell
+    # task multi: the label column's notation ("Python list", ...; None: separated labels) and its cells'
+    # separators (label_cells.separators)
+    notation: str | None = None
+    separators: dict = field(default_factory=dict)
 
 
 def _read_file(
@@ -287,8 +298,14 @@ def _read_file(
     if df.empty:
         raise DataError(f"{shown}: the table has no rows")
     cells = df[label_column].tolist()
+    notation, seps, notes = None, {}, _read_notes(shown, read)
     if task == "multi":
-        labels, items = _label_sets(shown, label_column, cells, label_delimiter)
+        listed, notation, note = column_lists(shown, label_column, cells, label_delimiter, _JsonNumber)
+        notes += note
+        seps = {} if notation else separators(cells, label_delimiter)
+        labels, items = _label_sets(
+            shown, label_column, [listed.get(r, v) for r, v in enumerate(cells)], label_delimiter
+        )
         unlabelled = np.array([not ls for ls in labels])
         if unlabelled.all():
             raise DataError(f"{shown}: column {label_column!r} holds no label in any of its {len(df)} rows")
@@ -300,6 +317,7 @@ def _read_file(
                 f"{shown}: column {label_column!r} has {len(absent)} missing label(s), data rows {_rows(absent)}"
             )
         items, unlabelled = [[c] for c in cells], np.zeros(len(labels), dtype=bool)
+        notes += single_label_notes(shown, label_column, labels, label_delimiter, _JsonNumber)
     texts = _cells(shown, text_column, df[text_column].tolist(), labels=False)
     empty = np.array([t is None for t in texts])
     if empty.all():
@@ -327,8 +345,10 @@ def _read_file(
         labels=[labels[i] for i in keep],
         ids=[ids[i] for i in keep],
         empty_rows=[int(i) + 1 for i in np.flatnonzero(empty)],
-        notes=_read_notes(shown, read) + _label_notes(shown, label_column, [v for i in keep for v in items[i]]),
+        notes=notes + _label_notes(shown, label_column, [v for i in keep for v in items[i]]),
         unlabelled_rows=[int(i) + 1 for i in np.flatnonzero(unlabelled)],
+        notation=notation,
+        separators=seps,
     )
 
 
@@ -519,6 +539,9 @@ def load_table(
             f"{test.shown}: data.test_path holds the same bytes as data.path {train.shown}: testing on the training "
             f"rows measures nothing; give the held-out file, or leave data.test_path unset for a split"
         )
+    files = [f for f in (train, test) if f is not None]
+    if multi and not any(f.notation for f in files):  # before the split, which would fail on such labels less clearly
+        check_separators([(f.shown, f.separators) for f in files], label_column, label_delimiter)
     return _dataset(train, test, text_column, label_column, test_size, seed, multi, label_delimiter)
 
 
@@ -597,12 +620,14 @@ def _dataset(
 
 
 def _one_label_note(train: _File, test: _File | None, column: str, label_delimiter: str) -> list[str]:
-    """task multi: one warning line when every row of the table (both files) has exactly one label."""
+    """task multi: one warning line when every row of the table (both files) has exactly one label. (Cells that hold
+    another separator instead of the delimiter were refused before: there the remedy is data.label_delimiter.)"""
     files = [train] + ([test] if test else [])
     if any(len(labels) != 1 for f in files for labels in f.labels):
         return []
     shown = " and ".join(f.shown for f in files)
-    return [
-        f"warning: {shown}: column {column!r}: every row has one label (data.label_delimiter is {label_delimiter!r}); "
-        f"data.task single may be what you want"
-    ]
+    if any(f.notation for f in files):  # with data.task single a cell is a class as written, brackets and all
+        how, remedy = "each list holds one item", "data.task single may be what you want, with the labels written bare"
+    else:
+        how, remedy = f"data.label_delimiter is {label_delimiter!r}", "data.task single may be what you want"
+    return [f"warning: {shown}: column {column!r}: every row has one label ({how}); {remedy}"]
