@@ -251,13 +251,21 @@ def fit_cv(
 def baseline_metrics(ds, scores: np.ndarray) -> dict[str, Any]:
     """The baseline's row of metrics.json: its name and metrics.evaluate_scores of its test `scores` (multi-label:
     multilabel.evaluate_multilabel of its own decisions, score >= 0 on each topic)."""
+    from reuters_ray.data.overlap import on_unseen
     from reuters_ray.metrics import evaluate_scores
+    from reuters_ray.multilabel import evaluate_multilabel, sigmoid
 
-    if ds.multi_label:
-        from reuters_ray.multilabel import evaluate_multilabel, sigmoid
+    def evaluate(rows) -> dict[str, Any]:
+        y, s = ds.test_labels[rows], scores[rows]
+        return (
+            evaluate_multilabel(y, sigmoid(s), ds.label_names)
+            if ds.multi_label
+            else evaluate_scores(y, s, ds.label_names)
+        )
 
-        return {"name": NAME_MULTI, **evaluate_multilabel(ds.test_labels, sigmoid(scores), ds.label_names)}
-    return {"name": NAME, **evaluate_scores(ds.test_labels, scores, ds.label_names)}
+    unseen = on_unseen(ds, evaluate)
+    name = NAME_MULTI if ds.multi_label else NAME
+    return {"name": name, **evaluate(np.arange(len(ds.test_texts))), **({"test_unseen": unseen} if unseen else {})}
 
 
 def run_baseline(ds) -> dict[str, Any]:

@@ -32,6 +32,7 @@ from reuters_ray.export import BACKENDS
 
 def _summary(args: argparse.Namespace) -> int:
     from reuters_ray.data import load_dataset
+    from reuters_ray.data.overlap import overlap_notes
     from reuters_ray.features import class_weights
     from reuters_ray.preprocess import preprocess
 
@@ -39,6 +40,7 @@ def _summary(args: argparse.Namespace) -> int:
     ds = load_dataset(cfg)
     if not args.raw:
         ds = preprocess(ds, cfg.min_samples, cfg.min_tokens)
+    notes = ds.notes() + overlap_notes(ds, scored_by="`reuters-ray baseline` or `cv`")
     train, test = ds.counts("train"), ds.counts("test")
     weights = class_weights(ds.train_labels, ds.num_classes) if (train > 0).all() else [float("nan")] * ds.num_classes
     rows = [
@@ -53,13 +55,13 @@ def _summary(args: argparse.Namespace) -> int:
             "config": dataclasses.asdict(cfg),
             "classes": rows,
             "dropped_classes": dropped,
-            "notes": ds.notes(),
+            "notes": notes,
             "provenance": ds.provenance,
         }
         json.dump(out, sys.stdout, indent=2)
         print()
         return 0
-    for line in ds.notes():
+    for line in notes:
         print(line)
     width = max(len(r["name"]) for r in rows + dropped + [{"name": "name"}])
     print(f"{'label':>5}  {'name':<{width}}  {'train':>6}  {'test':>6}  {'weight':>7}")
@@ -366,23 +368,30 @@ def _serve(args: argparse.Namespace) -> int:
 
 def _baseline(args: argparse.Namespace) -> int:
     from reuters_ray.baseline import run_baseline
+    from reuters_ray.data.overlap import shared_test_note
+    from reuters_ray.phases import unseen_line
     from reuters_ray.preprocess import prepare
 
     ds = prepare(run_config_from_args(args).data)
+    # what loading and preprocessing did, and test texts that are training texts, as a run's first lines say it
+    notes = ds.notes() + [n for n in [shared_test_note(ds, "the baseline")] if n]
     m = run_baseline(ds)
     if args.json:
-        print(json.dumps(m, indent=2))
+        print(json.dumps({**m, "notes": notes}, indent=2))
         return 0
+    for line in notes:
+        print(line)
     print(f"{m['name']}: fitted on {len(ds.train_texts)} training texts in {m['fit_s']:.1f} s")
     if ds.multi_label:
         print(
             f"test ({m['n_test']} texts, {ds.num_classes} topics): micro-F1 {m['f1_micro']:.4f}, macro-F1 "
-            f"{m['f1_macro']:.4f}, samples-F1 {m['f1_samples']:.4f}, subset accuracy {m['accuracy']:.4f}, Hamming "
-            f"loss {m['hamming_loss']:.4f}"
+            f"{m['f1_macro']:.4f}, samples-F1 {m['f1_samples']:.4f}, subset accuracy {m['subset_accuracy']:.4f}, Hamming "
+            f"loss {m['hamming_loss']:.4f}" + unseen_line({**m, "task": "multi"})
         )
         return 0
     print(
         f"test ({m['n_test']} texts): accuracy {m['accuracy']:.4f}, weighted F1 {m['f1_weighted']:.4f}, macro F1 {m['f1_macro']:.4f}"
+        + unseen_line(m)
     )
     return 0
 
@@ -436,7 +445,8 @@ def _add_tune(sub) -> None:
         help="hyperparameter search on Ray Tune: every trial a whole k-fold cross-validation (same as python jobs/tune.py)",
         description="Draws the trials of a search file from its seed, runs each as a k-fold cross-validation in "
         "<cv.storage_path>/<search name>/trial_<i> (folds at once, trials as many at once as the cluster has room "
-        "for), ends bad trials early (ASHA on the folds' mean validation F1), and writes trials.csv, search.json, "
+        "for), ends bad trials early (ASHA on the folds' mean best validation figure of train.monitor; unset: "
+        "weighted F1, micro-F1 for multi-label data), and writes trials.csv, search.json, "
         "report.html and `best`. The same command again continues the search.",
     )
     tune.add_argument("--search", required=True, metavar="YAML", help="the search file: which keys vary and how")
@@ -566,16 +576,29 @@ def _add_baseline(sub) -> None:
     baseline.set_defaults(func=_baseline)
 
 
+# The verbs that run until done or stopped: a stop signal ends them with one line (reuters_ray.stopping)
+LONG_VERBS = ("cv", "tune", "distill", "serve")
+
+
 def main(argv: list[str] | None = None) -> int:
+    from reuters_ray import stopping
+
     args = build_parser().parse_args(argv)
+    if args.command in LONG_VERBS:
+        stopping.install()
     try:
         return args.func(args)
     except ReutersRayError as e:
         print(f"reuters-ray: error: {e}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:  # stopping.Stopped, or Ray's own in its place
+        stopping.say()
+        return stopping.status()
     except BrokenPipeError:  # the reader went away (`| head`): stop quietly, as other command-line tools do
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # Python's own flush at exit would fail too
         return 1  # what the Python docs advise (its exit status is not the pipeline's anyway)
+    finally:
+        stopping.uninstall()
 
 
 if __name__ == "__main__":

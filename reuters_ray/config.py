@@ -179,6 +179,16 @@ PROFILES = {
 MONITORS = ("f1_weighted", "f1_macro", "f1_micro", "accuracy")
 
 
+def monitor_key(monitor: str | None, task: str | None) -> str:
+    """The key, in the validation figures (reuters_ray.rows.NAMES), of what early stopping follows: train.monitor
+    `monitor`, unset: f1_weighted for data.task single, f1_micro for multi; a multi-label run's "accuracy" is its
+    subset accuracy, keyed subset_accuracy."""
+    multi = task == "multi"
+    if monitor is None:
+        return "f1_micro" if multi else "f1_weighted"
+    return "subset_accuracy" if multi and monitor == "accuracy" else monitor
+
+
 @dataclass
 class TrainConfig:
     # "seed": the seed report to the letter (pad every text to max_length, gradient checkpointing, fp16 on
@@ -392,8 +402,8 @@ class RunConfig:
         return self.distill.teacher is not None
 
     def monitor(self) -> str:
-        """The validation metric early stopping and the best model follow (train.monitor, else by data.task)."""
-        return self.train.monitor or ("f1_micro" if self.multi_label else "f1_weighted")
+        """The validation figure early stopping and the best model follow, by its key (monitor_key)."""
+        return monitor_key(self.train.monitor, self.data.task)
 
     def with_absolute_paths(self) -> RunConfig:
         """This config with its local paths made absolute from the current folder: the data and test files, the

@@ -1,7 +1,7 @@
 """What the driver prints while a run goes: plain lines for people, JSON lines for scripts, or almost nothing.
 
     text   the run's setup, one table row per fold epoch (as the seed's callback printed them) followed by a
-           progress line (each fold's epoch, best validation F1, time left), and the result
+           progress line (each fold's epoch, the best validation figure it follows so far, time left), and the result
     json   one JSON object per line: {"event": "info"|"epoch"|"restart"|"done", ...}
     quiet  the result line only (errors go to stderr in every mode)
 No Ray here: the runner feeds it the rows its folds report.
@@ -18,26 +18,27 @@ from reuters_ray import rows as R
 
 MODES = ("text", "json", "quiet")
 
-# The per-epoch table: the columns of the seed's callback. (title, width, format, key of the epoch row)
+# The per-epoch table: the columns of the seed's callback, each named for its figure: the validation split's accuracy,
+# weighted precision/recall/F1 and macro F1. (title, width, format, key of the epoch row)
 TABLE = [
     ("fold", 4, "d", R.FOLD),
     ("epoch", 5, "d", R.EPOCH),
     ("train loss", 10, ".4f", R.TRAIN_LOSS),
     ("val loss", 8, ".4f", R.VAL_LOSS),
-    ("accuracy", 8, ".4f", R.VAL_ACCURACY),
-    ("precision", 9, ".4f", R.VAL_PRECISION),
-    ("recall", 7, ".4f", R.VAL_RECALL),
-    ("F1", 7, ".4f", R.VAL_F1),
-    ("macro F1", 8, ".4f", R.VAL_F1_MACRO),
+    ("val accuracy", 12, ".4f", R.VAL_ACCURACY),
+    ("val weighted P", 14, ".4f", R.VAL_PRECISION),
+    ("val weighted R", 14, ".4f", R.VAL_RECALL),
+    ("val weighted F1", 15, ".4f", R.VAL_F1),
+    ("val macro F1", 12, ".4f", R.VAL_F1_MACRO),
     ("s", 6, ".1f", R.EPOCH_S),
 ]
 # Multi-label folds (their rows have val/hamming_loss): subset accuracy, micro precision/recall/F1, macro F1.
 TABLE_MULTI = TABLE[:4] + [
-    ("subset acc", 10, ".4f", R.VAL_ACCURACY),
-    ("micro P", 7, ".4f", R.VAL + "precision_micro"),
-    ("micro R", 7, ".4f", R.VAL + "recall_micro"),
-    ("micro F1", 8, ".4f", R.VAL + "f1_micro"),
-    ("macro F1", 8, ".4f", R.VAL_F1_MACRO),
+    ("val subset accuracy", 19, ".4f", R.VAL_SUBSET_ACCURACY),
+    ("val micro P", 11, ".4f", R.VAL + "precision_micro"),
+    ("val micro R", 11, ".4f", R.VAL + "recall_micro"),
+    ("val micro-F1", 12, ".4f", R.VAL + "f1_micro"),
+    ("val macro-F1", 12, ".4f", R.VAL_F1_MACRO),
     ("s", 6, ".1f", R.EPOCH_S),
 ]
 
@@ -92,13 +93,15 @@ class Console:
             print(self.progress_line(), file=self.stream, flush=True)
 
     def progress_line(self) -> str:
-        """e.g. `progress: fold 0 2/3 F1 0.6123 | fold 1 1/3 F1 0.4410 | at most 1 min 10 s left`; folds that have
-        not reported an epoch yet (queued by Ray for room on the cluster, or starting) are named as waiting."""
-        parts, left = [], 0.0
+        """e.g. `progress, best val weighted F1: fold 0 2/3 0.6123 | fold 1 1/3 0.4410 | at most 1 min 10 s left`:
+        each fold's epoch and best validation figure so far of the one its folds follow (train.monitor); folds that
+        have not reported an epoch yet (queued by Ray for room on the cluster, or starting) are named as waiting."""
+        parts, left, names = [], 0.0, set()
         for k in sorted(self.folds):
             r = self.folds[k]
+            names.add(R.NAMES[r.get(R.MONITOR, "f1_weighted")])
             parts.append(
-                f"fold {k} {r[R.EPOCH]}/{r[R.MAX_EPOCHS]}{' done' if r[R.FINISHED] else ''} F1 {r[R.BEST_F1]:.4f}"
+                f"fold {k} {r[R.EPOCH]}/{r[R.MAX_EPOCHS]}{' done' if r[R.FINISHED] else ''} {r[R.best_key(r)]:.4f}"
             )
             if not r[R.FINISHED]:  # folds run at once: the slowest one decides; early stopping may end it sooner
                 left = max(left, r[R.EPOCH_S] * (r[R.MAX_EPOCHS] - r[R.EPOCH]))
@@ -109,7 +112,8 @@ class Console:
             end = f"at most {duration(left)} left" + (" for the running folds" if waiting else "")
         else:
             end = "waiting for the other folds" if waiting else "all folds done"
-        return "progress: " + " | ".join(parts) + " | " + end
+        named = f", best val {' / '.join(sorted(names))}" if names else ""
+        return f"progress{named}: " + " | ".join(parts) + " | " + end
 
     def done(self, text: str, **fields: Any) -> None:
         if self.mode == "quiet":

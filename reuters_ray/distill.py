@@ -121,6 +121,7 @@ def check_input(cfg: RunConfig) -> StudentPrepared:
     predictions, the student model, the data the teacher's (same texts, labels and split: its fingerprint), the soft
     targets rebuilt and matching the teacher's record, the held-out slice. Raises ConfigError or DataError naming the
     run, file or flag."""
+    from reuters_ray.data.overlap import folds_note, shared_test_note
     from reuters_ray.features import class_weights, tokenize
     from reuters_ray.models import check_fits, check_layers, check_model, head_note, load_tokenizer
     from reuters_ray.preprocess import prepare
@@ -163,6 +164,9 @@ def check_input(cfg: RunConfig) -> StudentPrepared:
         soft = np.vstack([soft, np.full((len(ids), ds.num_classes), np.nan, dtype=np.float32)])
         train_idx = np.concatenate([train_idx, np.arange(n, n + len(ids))])
     tokens = tokenize(ds.train_texts + ds.test_texts, tokenizer, cfg.data.max_length)
+    # its training texts: the labelled ones and any transfer texts
+    notes = [head_note(cfg.model.name, ds.label_names, "student"), shared_test_note(ds, "the student run")]
+    notes.append(folds_note(ds, [(train_idx, val_idx)], "held-out slice"))
     return StudentPrepared(
         ds,
         tokenizer,
@@ -170,7 +174,7 @@ def check_input(cfg: RunConfig) -> StudentPrepared:
         [(train_idx, val_idx)],
         weights,
         ds.fingerprint(),
-        notes=[n for n in [head_note(cfg.model.name, ds.label_names, "student")] if n],
+        notes=[n for n in notes if n],
         teacher_dir=local,
         teacher_metrics=metrics,
         soft_targets=soft,
@@ -313,7 +317,7 @@ def student_metrics(cfg: RunConfig, place, prep: StudentPrepared, folds, test_lo
     """metrics.json of a student run: the student's test figures at the top (multi-label: at thresholds chosen on
     its held-out slice), the teacher's predictor, ensemble and baseline figures beside them (from the teacher's
     metrics.json: the same test split), what the student learnt from, the fold table's one row, the timing."""
-    from reuters_ray.phases import choose_decision, evaluate, probabilities, run_record
+    from reuters_ray.phases import choose_decision, evaluate, probabilities, run_record, unseen_record
     from reuters_ray.storage import read_bytes
 
     ds, t = prep.ds, prep.teacher_metrics
@@ -337,6 +341,7 @@ def student_metrics(cfg: RunConfig, place, prep: StudentPrepared, folds, test_lo
         **({"decision": decision} if decision is not None else {}),
         "task": cfg.data.task,
         "predictor": "student",
+        **unseen_record(ds, probs, decision),
         "teacher": {
             "run": t["run"],
             "source": cfg.distill.teacher,

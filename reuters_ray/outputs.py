@@ -17,6 +17,7 @@ import numpy as np
 import pandas as pd
 import yaml
 
+from reuters_ray import rows as R
 from reuters_ray.storage import write_atomic
 
 
@@ -43,7 +44,7 @@ def write_run_outputs(
     oof: Predictions | None = None,
 ) -> None:
     """Writes the run folder's data files: config.yaml, provenance.json, folds.csv (metrics["folds"]), history.csv
-    (every fold's epoch rows), per_class.csv, confusion_matrix.csv, predictions.parquet (the run's `test`
+    (every fold's epoch rows, true_named), per_class.csv, confusion_matrix.csv, predictions.parquet (the run's `test`
     predictions), oof_predictions.parquet (the training split's out-of-fold ones, when given), and metrics.json last
     of them. The report (reuters_ray.report.write_report) is built from these files."""
     run_dir, names = Path(run_dir), metrics["label_names"]
@@ -52,7 +53,7 @@ def write_run_outputs(
     folds = pd.DataFrame(metrics["folds"])
     folds["restarts"] = [len(r.get("restarts", [])) for r in metrics["folds"]]
     write_atomic(run_dir / "folds.csv", folds.to_csv(index=False))
-    write_atomic(run_dir / "history.csv", pd.DataFrame(history).to_csv(index=False))
+    write_atomic(run_dir / "history.csv", pd.DataFrame(true_named(history, config)).to_csv(index=False))
     write_atomic(run_dir / "per_class.csv", pd.DataFrame(metrics["per_class"]).to_csv(index=False))
     if "confusion_matrix" in metrics:
         cm = pd.DataFrame(metrics["confusion_matrix"], index=names, columns=names)
@@ -65,6 +66,24 @@ def write_run_outputs(
     if oof is not None:
         write_atomic(run_dir / "oof_predictions.parquet", _parquet(oof, names))
     write_atomic(run_dir / "metrics.json", json.dumps(metrics, indent=2))
+
+
+def true_named(history: list[dict[str, Any]], config: dict[str, Any]) -> list[dict[str, Any]]:
+    """The epoch rows with every figure under its true name. Rows a resumed run kept from checkpoints written
+    before the names (no rows.MONITOR) carry the monitored figure's best under best/f1_weighted whatever it was, and
+    a multi-label run's subset accuracy under val/accuracy: moved to best/<monitor> and val/subset_accuracy."""
+    from reuters_ray.config import monitor_key
+
+    monitor = monitor_key(config.get("train", {}).get("monitor"), config.get("data", {}).get("task"))
+    out = []
+    for row in history:
+        row = dict(row)
+        if R.MONITOR not in row and R.BEST + "f1_weighted" in row:
+            row[R.MONITOR], row[R.BEST + monitor] = monitor, row.pop(R.BEST + "f1_weighted")
+        if R.VAL + "hamming_loss" in row and R.VAL_ACCURACY in row:
+            row[R.VAL_SUBSET_ACCURACY] = row.pop(R.VAL_ACCURACY)
+        out.append(row)
+    return out
 
 
 def _parquet(p: Predictions, label_names: list[str]) -> bytes:

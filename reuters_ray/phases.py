@@ -316,6 +316,7 @@ def check_input(cfg: RunConfig, tokenize_now: bool = True) -> Prepared:
     ConfigError or DataError naming the file, field or flag. tokenize_now=False: every check, but `tokens` is left
     None for tokenize_input (run_cv tokenizes while Ray starts)."""
     from reuters_ray.baseline import check_fittable
+    from reuters_ray.data.overlap import overlap_notes
     from reuters_ray.features import class_weights, stratified_folds
     from reuters_ray.models import check_fits, check_model, head_note, load_tokenizer
     from reuters_ray.preprocess import prepare
@@ -333,7 +334,7 @@ def check_input(cfg: RunConfig, tokenize_now: bool = True) -> Prepared:
         except DataError as e:
             raise DataError(f"{e}; to train without it: --cv.blend false --cv.baseline false") from None
     weights = class_weights(ds.train_labels, ds.num_classes)
-    notes = [n for n in [head_note(cfg.model.name, ds.label_names)] if n]
+    notes = [n for n in [head_note(cfg.model.name, ds.label_names)] if n] + overlap_notes(ds, folds)
     prep = Prepared(ds, tokenizer, None, folds, weights, ds.fingerprint(), notes)
     return tokenize_input(prep, dc.max_length) if tokenize_now else prep
 
@@ -685,8 +686,39 @@ def run_metrics(cfg, place, prep, folds: Folds, ensemble, scored: Scored, oof_lo
         ),
         "task": cfg.data.task,
         "predictor": "blend" if cfg.cv.blend else "ensemble",  # what the top-level figures are of
+        **unseen_record(ds, scored.probs, scored.metrics.get("decision")),
         **run_record(cfg, place, prep, folds, timing, cluster),
     }
+
+
+# what the result line calls metrics.json's "test_unseen" figures
+UNSEEN_NAMES = {
+    "accuracy": "accuracy",
+    "f1_weighted": "weighted F1",
+    "f1_macro": "macro F1",
+    "f1_micro": "micro-F1",
+    "f1_samples": "samples-F1",
+}
+
+
+def unseen_record(ds, probs: np.ndarray, decision: dict | None) -> dict[str, Any]:
+    """metrics.json's "test_unseen": the predictor's figures (probs [n_test, K]; decision: a multi-label predictor's
+    thresholds) on the test texts that are not training texts (data.overlap.on_unseen), when some are."""
+    from reuters_ray.data.overlap import on_unseen
+
+    u = on_unseen(ds, lambda rows: evaluate(ds.test_labels[rows], probs[rows], ds.label_names, decision))
+    return {"test_unseen": u} if u else {}
+
+
+def unseen_line(m: dict[str, Any]) -> str:
+    """The result line's part for metrics.json's "test_unseen" (empty without it)."""
+    u = m.get("test_unseen")
+    if not u:
+        return ""
+    from reuters_ray.data.overlap import UNSEEN_KEYS
+
+    figures = ", ".join(f"{UNSEEN_NAMES[k]} {u[k]:.4f}" for k in UNSEEN_KEYS[m.get("task") == "multi"])
+    return f"; on the {u['n']} test texts that are not training texts: {figures}"
 
 
 def run_record(cfg, place, prep, folds: Folds, timing, cluster) -> dict[str, Any]:

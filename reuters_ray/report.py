@@ -33,6 +33,14 @@ def fmt(x: float) -> str:
     return f"{x:.4f}"
 
 
+def figure(d: dict[str, Any], key: str) -> float:
+    """d[key] of metrics.json; a multi-label run's subset accuracy written before it had its own key: d["accuracy"]
+    (a fold's: "val_accuracy"). Raises KeyError when neither is there."""
+    if key not in d and key.endswith("subset_accuracy"):
+        return d[key.replace("subset_accuracy", "accuracy")]
+    return d[key]
+
+
 @dataclass
 class Table:
     headers: list[str]
@@ -147,18 +155,19 @@ def f1_support_figure(per_class: list[dict], baseline: list[dict] | None, path: 
     _save(fig, path)
 
 
-MONITOR_NAMES = {"f1_weighted": "weighted F1", "f1_macro": "macro F1", "f1_micro": "micro-F1", "accuracy": "accuracy"}
-
-
 def monitor_of(config: dict[str, Any]) -> str:
-    """The validation metric a run's folds stopped on (RunConfig.monitor), from its config.yaml."""
-    return config["train"].get("monitor") or ("f1_micro" if config["data"].get("task") == "multi" else "f1_weighted")
+    """The key of the validation figure a run's folds stopped on (RunConfig.monitor()), from its config.yaml."""
+    from reuters_ray.config import monitor_key
+
+    return monitor_key(config["train"].get("monitor"), config["data"].get("task"))
 
 
 def curves_figure(history: pd.DataFrame, path: Path, monitor: str = "f1_weighted") -> None:
-    """Training and validation loss, and the monitored validation metric (train.monitor), per epoch; one colour per
+    """Training and validation loss, and the monitored validation figure (monitor_of), per epoch; one colour per
     fold."""
-    key, name = R.VAL + monitor, MONITOR_NAMES[monitor]
+    key, name = R.VAL + monitor, R.NAMES[monitor]
+    if key not in history and key == R.VAL_SUBSET_ACCURACY:  # a multi-label run's rows before it had its own key
+        key = R.VAL_ACCURACY
     plt = _plt()
     fig, (a, b) = plt.subplots(1, 2, figsize=(11, 4.2))
     for k, h in history.groupby(R.FOLD):
@@ -235,32 +244,30 @@ def result_section(run: dict[str, Any]) -> Section:
     m, cfg = run["metrics"], run["config"]
     folds, base, blend, ens = m["folds"], m.get("baseline"), _blend(m), m.get("ensemble", m)
     keys = ("accuracy", "f1_weighted", "f1_macro", "precision_weighted", "recall_weighted")
-    table = Table(
-        ["model", "accuracy", "weighted F1", "macro F1", "weighted precision", "weighted recall"], [], (1, 2, 3, 4, 5)
-    )
+    names = ["accuracy", "weighted F1", "macro F1", "weighted precision", "weighted recall"]
     if m.get("task") == "multi":
-        keys = ("f1_micro", "f1_macro", "f1_samples", "f1_weighted", "accuracy", "hamming_loss")
-        headers = ["model", "micro-F1", "macro-F1", "samples-F1", "weighted F1", "subset accuracy", "Hamming loss"]
-        table = Table(headers, [], (1, 2, 3, 4, 5, 6))
+        keys = ("f1_micro", "f1_macro", "f1_samples", "f1_weighted", "subset_accuracy", "hamming_loss")
+        names = ["micro-F1", "macro-F1", "samples-F1", "weighted F1", "subset accuracy", "Hamming loss"]
+    table = Table(["model", *(f"test {n}" for n in names)], [], tuple(range(1, len(keys) + 1)))
+    cells = lambda d: [fmt(figure(d, k)) for k in keys]  # noqa: E731
     student = m.get("predictor") == "student"
     if student:  # the student, then its teacher's predictor and ensemble: the same test split
         t, layers = m["teacher"], cfg["model"].get("layers")
         table.rows.append(
-            [f"student: {cfg['model']['name']}{'' if layers is None else f', first {layers} layers'}",
-             *(fmt(m[k]) for k in keys)]
-        )  # fmt: skip
-        table.rows.append([f"teacher: run {t['run']}'s {t['predictor']}", *(fmt(t[k]) for k in keys)])
+            [f"student: {cfg['model']['name']}{'' if layers is None else f', first {layers} layers'}", *cells(m)]
+        )
+        table.rows.append([f"teacher: run {t['run']}'s {t['predictor']}", *cells(t)])
     if blend:
         w = blend["weight"]
-        table.rows.append([f"blend: {w:.2f} x ensemble + {1 - w:.2f} x linear model", *(fmt(m[k]) for k in keys)])
+        table.rows.append([f"blend: {w:.2f} x ensemble + {1 - w:.2f} x linear model", *cells(m)])
     if student:
         name = f"teacher's ensemble of {m['teacher']['folds']} fold models ({m['teacher']['model']})"
-        table.rows.append([name, *(fmt(ens[k]) for k in keys)])
+        table.rows.append([name, *cells(ens)])
     else:
         name = f"ensemble of {len(folds)} fold models ({cfg['model']['name']})"
-        table.rows.append([name, *(fmt(ens[k]) for k in keys)])
+        table.rows.append([name, *cells(ens)])
     if base:
-        table.rows.append([f"baseline: {base['name']}", *(fmt(base[k]) for k in keys)])
+        table.rows.append([f"baseline: {base['name']}", *cells(base)])
     restarts = [(f["fold"], r) for f in folds for r in f.get("restarts", [])]
     if restarts:
         said = "; ".join(
@@ -273,7 +280,22 @@ def result_section(run: dict[str, Any]) -> Section:
         )
     else:
         restarts_note = "Restarts: none; every fold trained in one go."
-    return "Result", [table, _student_summary(m) if student else _summary(m), restarts_note]
+    summary = _student_summary(m) if student else _summary(m)
+    return "Result", [table, summary, *_unseen_note(m), restarts_note]
+
+
+def _unseen_note(m: dict[str, Any]) -> list[str]:
+    """metrics.json's "test_unseen": the test texts that are also training texts, and the figures without them."""
+    u = m.get("test_unseen")
+    if not u:
+        return []
+    names = {"accuracy": "accuracy", "f1_weighted": "weighted F1", "f1_macro": "macro F1", "f1_micro": "micro-F1"}
+    figures = ", ".join(f"{names.get(k, 'samples-F1')} {fmt(v)}" for k, v in u.items() if k.startswith(("acc", "f1")))
+    return [
+        f"**Test texts that are training texts:** {u['shared_with_training']} of {m['n_test']} (the same text after "
+        f"cleaning); the figures above count them as held out. On the {u['n']} test texts that are not training "
+        f"texts: {figures}."
+    ]
 
 
 def _student_summary(m: dict[str, Any]) -> str:
@@ -318,7 +340,7 @@ def _summary(m: dict[str, Any]) -> str:
     if base:
         delta = m["f1_weighted"] - base["f1_weighted"]
         text += (
-            f" Weighted F1 of the {'blend' if blend else 'ensemble'} {'above' if delta >= 0 else 'below'} the"
+            f" Test weighted F1 of the {'blend' if blend else 'ensemble'} {'above' if delta >= 0 else 'below'} the"
             f" baseline's by {fmt(abs(delta))}."
         )
     if oof := m.get("out_of_fold"):
@@ -326,7 +348,8 @@ def _summary(m: dict[str, Any]) -> str:
         text += (
             f" Out of fold (each of the {oof['n']} training texts scored by the fold model that did not train on it,"
             f" oof_predictions.parquet): accuracy {fmt(oof['accuracy'])}, weighted F1 {fmt(oof['f1_weighted'])},"
-            f" macro F1 {fmt(oof['f1_macro'])}; the folds' mean validation figures: {fmt(mean['accuracy'])},"
+            f" macro F1 {fmt(oof['f1_macro'])}; the folds' mean validation figures at their best epochs:"
+            f" {fmt(mean['accuracy'])},"
             f" {fmt(mean['f1_weighted'])}, {fmt(mean['f1_macro'])}."
         )
     return text
@@ -363,14 +386,14 @@ def _summary_multi(m: dict[str, Any]) -> str:
     if base:
         delta = m["f1_micro"] - base["f1_micro"]
         text += (
-            f" Micro-F1 of the {'blend' if blend else 'ensemble'} {'above' if delta >= 0 else 'below'} the baseline's"
-            f" (its own SVM decisions) by {fmt(abs(delta))}; macro-F1 {fmt(m['f1_macro'])} against"
+            f" Test micro-F1 of the {'blend' if blend else 'ensemble'} {'above' if delta >= 0 else 'below'} the"
+            f" baseline's (its own SVM decisions) by {fmt(abs(delta))}; macro-F1 {fmt(m['f1_macro'])} against"
             f" {fmt(base['f1_macro'])}."
         )
     if oof := m.get("out_of_fold"):
         text += (
             f" Out of fold (the ensemble's, oof_predictions.parquet): micro-F1 {fmt(oof['f1_micro'])}, macro-F1"
-            f" {fmt(oof['f1_macro'])}, subset accuracy {fmt(oof['accuracy'])}."
+            f" {fmt(oof['f1_macro'])}, subset accuracy {fmt(figure(oof, 'subset_accuracy'))}."
         )
     return text
 
@@ -416,13 +439,14 @@ def errors_section(run: dict[str, Any]) -> Section:
 
 def folds_section(run: dict[str, Any]) -> Section:
     """The seed's section 5: each fold's figures and nodes, the training curves, where each fold's time went."""
-    m = run["metrics"]
+    m, monitor = run["metrics"], R.NAMES[monitor_of(run["config"])]
     folds, ens = m["folds"], m.get("ensemble", m)
+    acc = "subset_accuracy" if m.get("task") == "multi" else "accuracy"  # the val_ figures: at the best epoch
     table = Table(
-        ["fold", "best epoch", "epochs run", "val accuracy", "val weighted F1", "val macro F1",
-         "test weighted F1 alone", "restarts", "workers", "node(s)"],
+        ["fold", f"best epoch (by val {monitor})", "epochs run", f"val {R.NAMES[acc]}", "val weighted F1",
+         "val macro F1", "test weighted F1 alone", "restarts", "workers", "node(s)"],
         [
-            [f["fold"], f["best_epoch"], f["epochs_run"], fmt(f["val_accuracy"]), fmt(f["val_f1_weighted"]),
+            [f["fold"], f["best_epoch"], f["epochs_run"], fmt(figure(f, "val_" + acc)), fmt(f["val_f1_weighted"]),
              fmt(f["val_f1_macro"]), fmt(f["test_f1_weighted"]), len(f.get("restarts", [])),
              ", ".join(map(str, f.get("worker_counts") or [f.get("workers", 1)])),  # two: a resume changed them
              # Ray's node ids, shortened as the dashboard shows them: every node the fold's workers trained on
@@ -432,7 +456,7 @@ def folds_section(run: dict[str, Any]) -> Section:
         (0, 1, 2, 3, 4, 5, 6, 7, 8),
     )  # fmt: skip
     key, name = ("f1_micro", "micro-F1") if m.get("task") == "multi" else ("f1_weighted", "weighted F1")
-    if m.get("task") == "multi":  # micro-F1 beside the table's weighted F1: what the folds stopped on
+    if m.get("task") == "multi":  # micro-F1 beside the table's weighted F1: the multi-label figure
         table.headers[4:4] = ["val micro-F1"]
         table.headers.insert(8, "test micro-F1 alone")
         table.numeric = tuple(range(11))
@@ -440,15 +464,16 @@ def folds_section(run: dict[str, Any]) -> Section:
             row[4:4] = [fmt(f["val_f1_micro"])]
             row.insert(8, fmt(f["test_f1_micro"]))
     note = (
-        f"Mean validation {name} {fmt(np.mean([f['val_' + key] for f in folds]))}; the ensemble's test "
-        f"{name} {fmt(ens[key])} against {fmt(max(f['test_' + key] for f in folds))} for the best single fold."
+        f"Each fold keeps the model of its best epoch, the one of its best validation {monitor} (train.monitor); "
+        f"the val figures are that epoch's. The folds' mean validation {name} at their best epochs "
+        f"{fmt(np.mean([f['val_' + key] for f in folds]))}; the ensemble's test {name} {fmt(ens[key])} against "
+        f"{fmt(max(f['test_' + key] for f in folds))} for the best single fold."
     )
     if m.get("predictor") == "student":
         note = 'The student is the one row ("fold 0"): validation on its held-out slice of the training split.'
     curves = Figure(
         "training_curves.png",
-        f"Training curves: loss and validation {MONITOR_NAMES[monitor_of(run['config'])]} per epoch, one colour per "
-        "fold.",
+        f"Training curves: loss and validation {monitor} per epoch, one colour per fold.",
     )
     time_note = (
         "Where each fold's time went, summed over its epochs: set-up (the model built and moved to its device, "

@@ -21,7 +21,7 @@ import tempfile
 import threading
 import time
 import uuid
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 import pyarrow.fs as pafs
 
-from reuters_ray import phases
+from reuters_ray import phases, stopping
 from reuters_ray import rows as R
 from reuters_ray.config import RunConfig
 from reuters_ray.console import Console, duration
@@ -79,6 +79,7 @@ def _fold_worker(config: dict[str, Any]) -> None:
     )  # fmt: skip
     if rank == 0:
         print(format_row(), flush=True)  # the epoch table in the worker's log too (dashboard, Ray's log files)
+    stop = _watch_stop(config["progress"]) if rank == 0 else None  # rank 0 asks; train_fold tells the others
 
     def report(metrics: dict[str, Any], checkpoint_dir: Path | None) -> bool:
         """Reports the epoch into Ray storage (every worker must; rank 0's row and checkpoint are the ones
@@ -112,7 +113,33 @@ def _fold_worker(config: dict[str, Any]) -> None:
             gpu_share=task.gpu_share or 1.0,
             worker_info={"node_id": ray.get_runtime_context().get_node_id()},
             wrap=functools.partial(ray.train.torch.prepare_model, move_to_device=False),  # DDP, several workers
+            should_stop=stop.is_set if stop is not None else lambda: False,
         )
+
+
+STOP_POLL_S = 0.5  # how often a fold's rank 0 asks whether its driver was stopped
+
+
+def _watch_stop(progress) -> threading.Event:
+    """An event set once the driver's progress actor says to stop now (its command got a stop signal), asked every
+    STOP_POLL_S seconds from a thread of the worker; the fold then stops after its current optimizer step. A
+    progress actor that is gone (its driver died) ends the watch: Ray ends the fold with its job."""
+    import ray
+
+    event = threading.Event()
+
+    def watch() -> None:
+        while True:
+            try:
+                if ray.get(progress.stopping_now.remote(), timeout=60):
+                    event.set()
+                    return
+            except Exception:  # noqa: BLE001 (the actor is gone: nothing left to ask)
+                return
+            time.sleep(STOP_POLL_S)
+
+    threading.Thread(target=watch, name="stop-watch", daemon=True).start()
+    return event
 
 
 def resume_candidates(fs: pafs.FileSystem, latest: str, local_root: str):
@@ -149,12 +176,13 @@ def _worker_config(cfg: RunConfig) -> RunConfig:
     return dataclasses.replace(cfg, model=model, data=data)
 
 
-def _fit_fold(task: FoldTask, data_ref: list, run_uri: str, progress) -> str:
+def _fit_fold(task: FoldTask, data_ref: list, run_uri: str, progress) -> tuple[str | None, bool]:
     """Fits fold `task.fold` as a Ray Train run named <run>/fold_<k> (a student: <run>/student), i.e. in that folder of
     `run_uri`
     (blocking; the driver calls it in a thread per fold). The name is what the dashboard's Train API lists: it says
     the run. Started again with the same name, Ray Train restores the fold from its latest registered checkpoint
-    (its own JSON snapshot). Returns the folder name of the fold's last checkpoint."""
+    (its own JSON snapshot). Returns (the folder name of the fold's last checkpoint, whether the fold finished: its
+    last reported epoch says so; a fold stopped before its end has reported an earlier one, or no checkpoint)."""
     import ray.train
     from ray.train.torch import TorchTrainer
 
@@ -178,9 +206,12 @@ def _fit_fold(task: FoldTask, data_ref: list, run_uri: str, progress) -> str:
         ),
     )
     result = trainer.fit()
+    finished = bool((result.metrics or {}).get(R.FINISHED))
     if result.checkpoint is None:
-        raise RuntimeError(f"fold {task.fold} reported no checkpoint")
-    return result.checkpoint.path.rstrip("/").rsplit("/", 1)[-1]
+        if finished:
+            raise RuntimeError(f"fold {task.fold} reported no checkpoint")
+        return None, False  # stopped before its first checkpoint
+    return result.checkpoint.path.rstrip("/").rsplit("/", 1)[-1], finished
 
 
 def _node_write_test(run_uri: str) -> str | None:
@@ -299,7 +330,7 @@ class _Progress:
     async def gate(self, epoch: int) -> str:
         """For the fold that reported `epoch`: "stop", "go" or "wait" (ask again). Answered at once: a call that
         waited here would be a FAILED task in the dashboard when the actor goes at the run's end."""
-        if getattr(self, "_stopping", False):
+        if getattr(self, "_stopping", False) or getattr(self, "_stop_now", False):  # a fold waiting at the gate too
             return "stop"
         return "wait" if getattr(self, "_allowed", epoch) < epoch else "go"
 
@@ -309,6 +340,19 @@ class _Progress:
     async def stop(self) -> None:
         """Every fold stops after the epoch it is in (a search's scheduler ended the trial)."""
         self._stopping = True
+
+    async def stop_now(self) -> None:
+        """Every fold stops after its current optimizer step (the command got a stop signal)."""
+        self._stop_now = True
+
+    async def stopping_now(self) -> bool:
+        """Asked by each fold's rank 0 every STOP_POLL_S seconds (_watch_stop) while it trains."""
+        self._asked = time.monotonic()
+        return getattr(self, "_stop_now", False)
+
+    async def asked_within(self, seconds: float) -> bool:
+        """Whether a fold asked stopping_now within the last `seconds`: a fold is still training (or stopping)."""
+        return time.monotonic() - getattr(self, "_asked", -1e9) <= seconds
 
 
 class _EnsembleActor:
@@ -408,7 +452,8 @@ def _run_cv(cfg: RunConfig, console: Console, control=None) -> dict[str, Any] | 
     ensemble_probs = phases.probabilities(fold_logits.mean(0), prep.ds.multi_label)
     scored = phases.blend_phase(cfg, prep.ds, fitted, oof_logits, ensemble, ensemble_probs, console)
     metrics = phases.run_metrics(cfg, place, prep, folds, ensemble, scored, oof_logits, timing, _cluster())
-    phases.write_outputs(place, cfg, prep, folds, metrics, scored, oof_logits)
+    with stopping.deferred():  # a stop signal waits for the outputs: nothing half-written
+        phases.write_outputs(place, cfg, prep, folds, metrics, scored, oof_logits)
     timing.lap("outputs_s")  # its own time cannot be in metrics.json (written first): the result line carries it
     _say_done(console, place, metrics, {**timing.laps, "total_s": timing.total()})
     return metrics
@@ -469,7 +514,8 @@ def _run_distill(cfg: RunConfig, console: Console) -> dict[str, Any]:
         ensemble_actor.close()
     timing.lap("ensemble_s")
     metrics = distill.student_metrics(cfg, place, prep, folds, test_logits, timing, _cluster())
-    distill.write_outputs(place, cfg, prep, folds, metrics, test_logits)
+    with stopping.deferred():  # a stop signal waits for the outputs: nothing half-written
+        distill.write_outputs(place, cfg, prep, folds, metrics, test_logits)
     timing.lap("outputs_s")
     _say_done(console, place, metrics, {**timing.laps, "total_s": timing.total()})
     return metrics
@@ -505,6 +551,7 @@ def init_ray() -> None:
     # Worker output stays in Ray's logs (dashboard, /tmp/ray/session_latest/logs): the driver prints each epoch
     # itself, once.
     ray.init(log_to_driver=False)
+    stopping.reinstall()  # ray.init's SIGTERM handler exits with status 15 and says nothing
     # On a one-machine cluster this driver started itself nothing is ever drained or preempted: no Ray Train
     # preemption watcher (an actor per fold, a process importing Ray).
     node = getattr(ray._private.worker, "_global_node", None)
@@ -557,9 +604,23 @@ def _start_linear_fit(cfg: RunConfig, prep):
     """The linear model's fits (phases.fit_linear) in a driver thread, when the blend or the baseline needs it."""
     if not (cfg.cv.blend or cfg.cv.baseline):
         return None
-    pool = ThreadPoolExecutor(1, thread_name_prefix="linear-model")
-    future = pool.submit(phases.fit_linear, prep.ds, prep.folds)
-    pool.shutdown(wait=False)
+    return _in_thread("linear-model", phases.fit_linear, prep.ds, prep.folds)
+
+
+def _in_thread(name: str, fn, *args) -> Future:
+    """fn(*args) in a daemon thread, its result (or exception) in the Future returned: a stopped command exits at
+    once, where a pool's threads would be waited for at the interpreter's exit (a fold's fit to its end)."""
+    future: Future = Future()
+
+    def run() -> None:
+        if not future.set_running_or_notify_cancel():
+            return
+        try:
+            future.set_result(fn(*args))
+        except BaseException as e:  # noqa: BLE001 (handed to whoever waits on the future)
+            future.set_exception(e)
+
+    threading.Thread(target=run, name=name, daemon=True).start()
     return future
 
 
@@ -624,23 +685,25 @@ def _say_done(console: Console, place: RunPlace, metrics: dict[str, Any], timing
         m = metrics
         console.done(
             f"run {place.name}: micro-F1 {m['f1_micro']:.4f}, macro-F1 {m['f1_macro']:.4f}, samples-F1 "
-            f"{m['f1_samples']:.4f}, subset accuracy {m['accuracy']:.4f}, Hamming loss {m['hamming_loss']:.4f} on "
-            f"{m['n_test']} test texts ({phases.predictor_line(m)}) in {duration(timing['total_s'])}; report: "
-            f"{uri_join(place.uri, 'report.html')}",
+            f"{m['f1_samples']:.4f}, subset accuracy {m['subset_accuracy']:.4f}, Hamming loss {m['hamming_loss']:.4f} on "
+            f"{m['n_test']} test texts ({phases.predictor_line(m)}){phases.unseen_line(m)} in "
+            f"{duration(timing['total_s'])}; report: {uri_join(place.uri, 'report.html')}",
             run=place.name, uri=place.uri, f1_micro=m["f1_micro"], f1_macro=m["f1_macro"], f1_samples=m["f1_samples"],
-            accuracy=m["accuracy"], hamming_loss=m["hamming_loss"], timing=timing,
+            subset_accuracy=m["subset_accuracy"], hamming_loss=m["hamming_loss"], timing=timing,
+            **({"test_unseen": m["test_unseen"]} if "test_unseen" in m else {}),
         )  # fmt: skip
         return
     console.done(
         f"run {place.name}: accuracy {metrics['accuracy']:.4f}, weighted F1 {metrics['f1_weighted']:.4f}, "
-        f"macro F1 {metrics['f1_macro']:.4f} on {metrics['n_test']} test texts ({phases.predictor_line(metrics)}) "
-        f"in {duration(timing['total_s'])}; report: {uri_join(place.uri, 'report.html')}",
+        f"macro F1 {metrics['f1_macro']:.4f} on {metrics['n_test']} test texts ({phases.predictor_line(metrics)})"
+        f"{phases.unseen_line(metrics)} in {duration(timing['total_s'])}; report: {uri_join(place.uri, 'report.html')}",
         run=place.name,
         uri=place.uri,
         accuracy=metrics["accuracy"],
         f1_weighted=metrics["f1_weighted"],
         f1_macro=metrics["f1_macro"],
         timing=timing,
+        **({"test_unseen": metrics["test_unseen"]} if "test_unseen" in metrics else {}),
     )
 
 
@@ -666,44 +729,25 @@ def _run_folds(
     progress = progress.remote()
     if control is not None:
         progress.allow.remote(0)  # gated: each fold waits after its first epoch for the trial's next round
-    errors: dict[int, BaseException] = {}
     console.expected = {k for k in range(len(names)) if k not in folders}
     all_at_once = not console.expected or _create_train_shared_actors()
-    with ThreadPoolExecutor(max_workers=len(names)) as pool:
-        futures = {}
+    futures = {}
+    try:
         for k in sorted(console.expected):
             task = FoldTask(
                 _worker_config(cfg), k, gpu_share, cfg.cv.cpus_per_fold, uuid.uuid4().hex[:12], names[k],
                 cfg.cv.workers_per_fold,
             )  # fmt: skip
-            futures[pool.submit(_fit_fold, task, [train_ref], place.uri, progress)] = k
+            futures[_in_thread(f"fold-{k}", _fit_fold, task, [train_ref], place.uri, progress)] = k
             if len(futures) == 1 and not all_at_once:
                 _await_train_shared_actors(next(iter(futures)))
-        pending, stopping, allowed, reported = set(futures), False, 0, set()
-        while pending:
-            if started is not None and reported >= set(futures.values()):
-                started()  # every fold is running: the caller's next step may start now
-                started = None
-            if control is not None and control.stop.is_set() and not stopping:
-                progress.stop.remote()  # the workers ask after each epoch
-                stopping = True
-            if control is not None and control.allowed > allowed:
-                allowed = control.allowed
-                progress.allow.remote(allowed)
-            for row in ray.get(progress.take.remote(1.0 if control is None else 0.2)):
-                console.epoch(row)
-                reported.add(row[R.FOLD])
-            for future in [f for f in pending if f.done()]:
-                pending.discard(future)
-                k = futures[future]
-                if future.exception() is not None:
-                    errors[k] = future.exception()
-                elif not stopping:  # a stopped fold's last checkpoint is not its end
-                    folders[k] = future.result()
-                    phases.mark_finished(place, names[k], folders[k])
+        errors, unfinished, ended = _await_folds(futures, folders, place, names, progress, console, control, started)
+    except KeyboardInterrupt:  # a stop signal (stopping.Stopped, or Ray's in its place): folds stop after their step
+        _stop_folds(futures, progress)  # a second signal cuts it short; Ray ends the rest with the job
+        raise
     for row in ray.get(progress.take.remote(0)):  # the last rows, sent just before their fold's fit returned
         console.epoch(row)
-    if stopping:  # the folds' last gate calls ("stop") were just answered: let the actor record their end first
+    if ended:  # the folds' last gate calls ("stop") were just answered: let the actor record their end first
         time.sleep(GATE_RECORD_S)
     progress.__ray_terminate__.remote()  # gracefully, after any call still queued (a kill would fail it)
     if errors:
@@ -712,7 +756,72 @@ def _run_folds(
             f"run {place.name}: fold(s) {', '.join(map(str, sorted(errors)))} failed; rerun the same command to "
             f"resume. Fold {k}: {first}"
         )
-    return None if stopping else [folders[k] for k in range(len(names))]
+    # stopped (a search's scheduler, or the search's driver stopped): the folds' last checkpoints are not their end
+    return None if ended or unfinished else [folders[k] for k in range(len(names))]
+
+
+# At most this long a stopped command waits for its folds to stop after their step (they may still be starting);
+# what is left then goes with the command's Ray job.
+STOP_WAIT_FOLDS_S = 30.0
+
+
+def _stop_folds(futures, progress) -> None:
+    """Asks the folds to stop after their current step, and waits until their fits returned: at most
+    STOP_WAIT_FOLDS_S seconds, and only while some fold was heard from within STOP_QUIET_S (a fold that saw the
+    stop ends its Train run in a second or two; a signal sent to the whole process group, as a batch scheduler
+    sends it, also ends the fold workers of the Ray this command started, whose fits would then never return)."""
+    import ray
+
+    started = time.monotonic()
+    stopping.say()  # at once: what follows takes seconds, and `ray job stop` kills the driver 3 s after its SIGTERM
+    try:
+        progress.stop_now.remote()
+        while time.monotonic() - started < STOP_WAIT_FOLDS_S and wait(futures, timeout=1.0).not_done:
+            if time.monotonic() - started > STOP_QUIET_S and not ray.get(
+                progress.asked_within.remote(STOP_QUIET_S), timeout=5
+            ):
+                return
+    except (ray.exceptions.RayError, ConnectionError):  # Ray itself is gone: nothing left to wait for
+        pass
+
+
+STOP_QUIET_S = 5.0
+
+
+def _await_folds(futures: dict, folders: dict, place, names, progress, console, control, started):
+    """_run_folds' wait on the folds' fits, printing their epoch rows; each finished fold marked in storage.
+    Returns (errors by fold, folds that returned unfinished, whether control stopped the folds)."""
+    import ray
+
+    errors: dict[int, BaseException] = {}
+    unfinished: set[int] = set()
+    pending, stopping, allowed, reported = set(futures), False, 0, set()
+    while pending:
+        if started is not None and reported >= set(futures.values()):
+            started()  # every fold is running: the caller's next step may start now
+            started = None
+        if control is not None and control.stop.is_set() and not stopping:
+            progress.stop.remote()  # the workers ask after each epoch
+            stopping = True
+        if control is not None and control.allowed > allowed:
+            allowed = control.allowed
+            progress.allow.remote(allowed)
+        for row in ray.get(progress.take.remote(1.0 if control is None else 0.2)):
+            console.epoch(row)
+            reported.add(row[R.FOLD])
+        for future in [f for f in pending if f.done()]:
+            pending.discard(future)
+            k = futures[future]
+            if future.exception() is not None:
+                errors[k] = future.exception()
+                continue
+            folder, finished = future.result()
+            if finished and not stopping:  # a stopped fold's last checkpoint is not its end
+                folders[k] = folder
+                phases.mark_finished(place, names[k], folder)
+            else:
+                unfinished.add(k)
+    return errors, unfinished, stopping
 
 
 # Ray records an actor task's end from the actor's own process, in batches about once a second (task events): an
@@ -736,19 +845,20 @@ class TrialControl:
 class _RoundConsole(Console):
     """A trial's console: no output of its own (the trial's log has the workers' tables); it turns the folds'
     epoch rows into rounds for Tune: round r is complete when every fold has reported epoch r or finished, and its
-    score is the folds' mean best validation weighted F1 up to epoch r."""
+    score is the folds' mean best validation figure, up to epoch r, of the one they stop on (train.monitor: weighted
+    F1 by default, micro-F1 for multi-label data; Search.score_name)."""
 
     def __init__(self, rounds, folds: int):
         import io
 
         super().__init__("quiet", io.StringIO())
         self.rounds, self.n_folds, self.sent = rounds, folds, 0
-        self.best: dict[int, dict[int, float]] = {}  # fold -> epoch -> best validation F1 so far
+        self.best: dict[int, dict[int, float]] = {}  # fold -> epoch -> best monitored validation figure so far
         self.finished: dict[int, bool] = {}
 
     def epoch(self, row: dict[str, Any]) -> None:
         k = row[R.FOLD]
-        self.best.setdefault(k, {})[row[R.EPOCH]] = row[R.BEST_F1]
+        self.best.setdefault(k, {})[row[R.EPOCH]] = row[R.best_key(row)]
         self.finished[k] = row[R.FINISHED]
         while self._complete(self.sent + 1):
             self.sent += 1
@@ -767,7 +877,7 @@ class _RoundConsole(Console):
 
 
 def _best_at(best: dict[int, float], epoch: int) -> float:
-    """A fold's best validation F1 up to `epoch` (a resumed fold reports from its first new epoch on)."""
+    """A fold's best monitored validation figure up to `epoch` (a resumed fold reports from its first new epoch on)."""
     earlier = [e for e in best if e <= epoch]
     return best[max(earlier)] if earlier else best[min(best)]
 
@@ -808,6 +918,8 @@ def _trial_trainable():
             if item is None:
                 if self.error is not None:
                     raise self.error
+                if self.metrics is None:  # its folds were stopped by the search's driver (a stop signal)
+                    raise RuntimeError(f"trial {self.index}: stopped with its search")
                 from reuters_ray.search import score_of_folds
 
                 return {**self.last, "score": score_of_folds(self.metrics["folds"]), "done": True}
@@ -824,7 +936,9 @@ def _trial_trainable():
             if self.thread.is_alive():  # ended by the scheduler (or the search): folds stop after this epoch
                 self.control.stop.set()
                 self.thread.join()
-            if self.metrics is None and self.error is None:  # the epochs its folds ran: the last may follow the stop
+            # ended by the scheduler (not by a stop of the whole search): the epochs its folds ran, the last may
+            # follow the stop
+            if self.control.stop.is_set() and self.metrics is None and self.error is None:
                 epochs = max((max(b) for b in self.console.best.values()), default=0)
                 mark_stopped(self.place, self.index, self.last["score"], epochs, time.time() - self.started)
 
@@ -834,7 +948,7 @@ def _trial_trainable():
 def run_search(base: RunConfig, search_file: str, name: str, console: Console) -> dict[str, Any]:
     """Runs (or continues) the search in `search_file` (reuters_ray.search) over the run config `base`: every trial
     a k-fold cross-validation in <cv.storage_path>/<name>/trial_<i>, at most as many at once as the cluster has
-    room for, bad trials ended by ASHA on their folds' mean validation F1 after each epoch round. Returns the
+    room for, bad trials ended by ASHA on their score (Search.score_name) after each epoch round. Returns the
     results (search.json's). Raises ConfigError or DataError, before Ray starts, for a bad search file or input;
     RuntimeError when trials failed. Like run_cv, connects to Ray (or starts it) only when not connected already,
     and then disconnects at the end."""
@@ -866,7 +980,7 @@ def _run_search(base: RunConfig, search_file: str, name: str, console: Console) 
             "cv.name: a search names its trials' run folders (trial_<i>); name the search with --search-name"
         )
     search = read_search(search_file, base)
-    phases.check_input(base)  # the data, the model, the folds, what the linear model needs
+    prep = phases.check_input(base, tokenize_now=False)  # the data, the model, the folds, what the linear model needs
     _check_lengths(base, search, search_file)
     base = base.with_absolute_paths()  # checked as given; the trials run where Tune puts them, not in this folder
     place, trials, resumed = check_search(base, search, name)
@@ -876,10 +990,13 @@ def _run_search(base: RunConfig, search_file: str, name: str, console: Console) 
     write_search(place, search, base, trials)
     console.info(
         f"search {name}: {place.uri}; {len(trials)} trials, {len(trials) - len(todo)} done before"
-        + (" (continuing)" if resumed else ""),
+        + (" (continuing)" if resumed else "")
+        + f"; a trial's score: its {search.score_name}",
         search=name,
         uri=place.uri,
     )
+    for line in prep.ds.notes() + prep.notes:  # what every trial's data and model hold (its log has them too)
+        console.info(line)
     if todo:
         _tune(search, place, configs, todo, console, room)
     rows = trial_rows(place, trials)
@@ -906,21 +1023,22 @@ def _check_lengths(base: RunConfig, search, search_file: str) -> None:
 
 
 def _say_results(console: Console, place, search, rows: list[dict[str, Any]], best: dict[str, Any] | None) -> None:
-    from reuters_ray.search import summary
+    from reuters_ray.search import named_test_figures, summary
 
     for r in sorted(rows, key=lambda r: (r["score"] is None, -(r["score"] or 0))):
-        score = "n/a" if r["score"] is None else f"{r['score']:.4f}"
+        score = "n/a" if r["score"] is None else f"{r['score']:.4f} ({search.score_name})"
         values = summary({k: r[k] for k in search.space})
         epochs = "" if r["epochs"] is None else f", {r['epochs']} epoch{'' if r['epochs'] == 1 else 's'}"
         console.info(f"trial {r['trial']}: {r['status']}, score {score}{epochs} ({values})")
     if best is not None:
-        t = best["test"]
         console.done(
-            f"search {place.name}: best trial {best['trial']} (score {best['score']:.4f}; its test figures: accuracy "
-            f"{t['accuracy']:.4f}, weighted F1 {t['f1_weighted']:.4f}, macro F1 {t['f1_macro']:.4f}); "
-            f"run folder {uri_join(place.uri, best['run'])}; report: {uri_join(place.uri, 'report.html')}",
+            f"search {place.name}: best trial {best['trial']} (score {best['score']:.4f}, {search.score_name}; its "
+            f"test figures: {named_test_figures(best['test'])}); run folder {uri_join(place.uri, best['run'])}; "
+            f"report: {uri_join(place.uri, 'report.html')}",
             search=place.name,
             best=best["trial"],
+            score=best["score"],
+            score_of=search.score_name,
         )
 
 
@@ -930,6 +1048,7 @@ def _connect_for_trials(base: RunConfig, asked: int | None) -> int:
 
     if not ray.is_initialized():
         ray.init(log_to_driver=False)
+        stopping.reinstall()  # ray.init's SIGTERM handler exits with status 15 and says nothing
     return _trials_at_once(base, ray.cluster_resources(), asked)
 
 
@@ -939,41 +1058,10 @@ def _tune(search, place, configs: dict, todo: list[int], console: Console, room:
     from ray import tune
     from ray.tune.schedulers import ASHAScheduler
 
-    from reuters_ray.search import trial_status
-
     os.environ.setdefault("RAY_TRAIN_ENABLE_STATE_TRACKING", "1")
     # ASHA's horizon one round past the longest trial: a trial ends by finishing (done), never by reaching max_t,
     # which would stop it while its last folds return and leave it without outputs
     max_t = max(c["train"]["max_epochs"] for c in configs.values()) + 1
-
-    class Say(tune.Callback):
-        """Each trial's epoch rounds on the search's console; and the end of the search held until every ended trial
-        has stopped its folds. Tune pickles its callbacks into its own experiment state, never read back here: the
-        console (a stream) is left out of the pickle."""
-
-        ended: set[int] = set()
-
-        def on_trial_result(self, iteration, trials, trial, result):
-            if console is not None and not result.get("done"):  # a finished trial's line comes with the results
-                console.info(f"trial {trial.config['trial']}: epoch {result['epoch']}, score {result['score']:.4f}")
-
-        def on_trial_complete(self, iteration, trials, trial, **info):
-            self.ended.add(trial.config["trial"])
-
-        def on_step_end(self, iteration, trials, **info):
-            # Once every trial is done in Tune's eyes, Tune gives a trial's actor 10 s to stop, then kills it, and
-            # with it the Train runs it owns (FAILED tasks). A trial the scheduler ended is still stopping its folds
-            # after their current epoch: wait for it (its cleanup writes stopped.json last).
-            if not all(t.status in ("TERMINATED", "ERROR") for t in trials):
-                return
-            deadline = time.monotonic() + STOP_WAIT_S
-            for i in sorted(self.ended):
-                while trial_status(place, i) == "to run" and time.monotonic() < deadline:
-                    time.sleep(0.5)
-            self.ended.clear()
-
-        def __reduce__(self):
-            return (object, ())
 
     trainable = tune.with_resources(_trial_trainable(), {"CPU": TRIAL_CPU})
     tuner = tune.Tuner(
@@ -995,15 +1083,91 @@ def _tune(search, place, configs: dict, todo: list[int], console: Console, room:
             ),
             max_concurrent_trials=room,
         ),
-        run_config=tune.RunConfig(name="_tune", storage_path=place.uri, callbacks=[Say()], verbose=0),
+        run_config=tune.RunConfig(
+            name="_tune", storage_path=place.uri, callbacks=[_say(search, place, console)], verbose=0
+        ),
     )
-    results = tuner.fit()
+    # Tune's own SIGINT handler would save its pickled state and print how to restore it through Tune: a search
+    # continues when the same command runs again (reuters_ray.stopping)
+    os.environ["TUNE_DISABLE_SIGINT_HANDLER"] = "1"
+    try:
+        results = tuner.fit()
+    except KeyboardInterrupt:  # a stop signal: each running trial's folds stop after their step
+        stopping.say()
+        _stop_trials(todo)
+        raise
     failed = [r for r in results if r.error is not None]
     if failed:
         first = str(failed[0].error).strip().splitlines()[-1]
         raise RuntimeError(
             f"search {place.name}: {len(failed)} trial(s) failed; rerun the same command to continue. First: {first}"
         )
+
+
+def _say(search, place, console: Console):
+    """The search's Tune callback (Tune is imported only when a search runs): each trial's epoch rounds on the
+    search's console; the end of the search held until every ended trial has stopped its folds; this process's stop
+    signals taken back from Tune."""
+    from ray import tune
+
+    from reuters_ray.search import round_line, trial_status
+
+    class Say(tune.Callback):
+        """Each trial's epoch rounds on the search's console; and the end of the search held until every ended trial
+        has stopped its folds. Tune pickles its callbacks into its own experiment state, never read back here: the
+        console (a stream) is left out of the pickle."""
+
+        ended: set[int] = set()
+        signals_taken = False
+
+        def on_step_begin(self, iteration, trials, **info):
+            # In Tune's loop, on the driver's main thread, after Tune took SIGUSR1 (always) for its own stop
+            if not self.signals_taken:
+                stopping.reinstall()
+                self.signals_taken = True
+
+        def on_trial_result(self, iteration, trials, trial, result):
+            if console is not None and not result.get("done"):  # a finished trial's line comes with the results
+                console.info(round_line(search, trial.config["trial"], result["epoch"], result["score"]))
+
+        def on_trial_complete(self, iteration, trials, trial, **info):
+            self.ended.add(trial.config["trial"])
+
+        def on_step_end(self, iteration, trials, **info):
+            # Once every trial is done in Tune's eyes, Tune gives a trial's actor 10 s to stop, then kills it, and
+            # with it the Train runs it owns (FAILED tasks). A trial the scheduler ended is still stopping its folds
+            # after their current epoch: wait for it (its cleanup writes stopped.json last).
+            if not all(t.status in ("TERMINATED", "ERROR") for t in trials):
+                return
+            deadline = time.monotonic() + STOP_WAIT_S
+            for i in sorted(self.ended):
+                while trial_status(place, i) == "to run" and time.monotonic() < deadline:
+                    time.sleep(0.5)
+            self.ended.clear()
+
+        def __reduce__(self):
+            return (object, ())
+
+    return Say()
+
+
+def _stop_trials(trials: list[int]) -> None:
+    """Asks the folds of every running trial of `trials` to stop after their current step (each trial's progress
+    actor, named <trial_i>:progress), and waits until those actors are gone, at most STOP_WAIT_FOLDS_S seconds: what
+    is left then goes with the search's Ray job. A trial stopped so is not recorded as ended by the scheduler."""
+    import ray
+
+    from reuters_ray.search import TRIAL_PREFIX
+
+    names = {f"{TRIAL_PREFIX}{i}:progress" for i in trials}
+    for name in names:
+        try:
+            ray.get_actor(name).stop_now.remote()
+        except ValueError:  # not running
+            pass
+    deadline = time.monotonic() + STOP_WAIT_FOLDS_S
+    while time.monotonic() < deadline and names & set(ray.util.list_named_actors()):  # this job's namespace
+        time.sleep(0.5)
 
 
 TRIAL_CPU = 0.01  # what a trial's actor holds: it only waits on its folds, which hold their own CPUs

@@ -6,7 +6,8 @@ A search file names which config keys vary and how, how many trials, how many at
 stopping scheduler's two numbers. Its trials are drawn from the seed alone (numpy's generator), so a rerun of the
 same command derives the same trials: nothing of Ray Tune's own (pickled) experiment state is ever read back. Each
 trial is one k-fold cross-validation of the run config with its values, in <storage>/<search>/trial_<i>/, a normal run
-folder. Its score is chosen on the training split only: the folds' mean best validation weighted F1.
+folder. Its score is chosen on the training split only: the folds' mean best validation figure of the one they stop
+on (train.monitor: weighted F1 by default, micro-F1 for multi-label data), named so wherever it is shown.
 
 The search file (YAML), every key but `space` optional:
 
@@ -82,6 +83,25 @@ class Search:
     grace_epochs: int = 1
     reduction_factor: int = 2
     source: dict[str, Any] = field(default_factory=dict, compare=False)  # the file as read, for search.json
+    # what the folds stop on, by its key (the base config's RunConfig.monitor(); a search cannot vary it): the score
+    monitor: str = field(default="f1_weighted", compare=False)
+
+    @property
+    def monitor_name(self) -> str:
+        """The monitored figure's name (rows.NAMES): "micro-F1", "weighted F1", "subset accuracy", ..."""
+        from reuters_ray.rows import NAMES
+
+        return NAMES[self.monitor]
+
+    @property
+    def score_name(self) -> str:
+        """What a trial's score is: "folds' mean best validation micro-F1"."""
+        return f"folds' mean best validation {self.monitor_name}"
+
+    @property
+    def score_column(self) -> str:
+        """trials.csv's header of the score: score_mean_best_val_<monitor>, e.g. score_mean_best_val_f1_micro."""
+        return f"score_mean_best_val_{self.monitor}"
 
 
 def read_search(path: str | Path, base: RunConfig) -> Search:
@@ -110,7 +130,7 @@ def read_search(path: str | Path, base: RunConfig) -> Search:
     if numbers.get("reduction_factor", 2) < 2:
         raise ConfigError(f"{where}: reduction_factor must be >= 2, got {numbers['reduction_factor']}")
     dists = {key: _dist(where, key, spec, base) for key, spec in space.items()}
-    return Search(space=dists, source=data, **numbers)
+    return Search(space=dists, source=data, monitor=base.monitor(), **numbers)
 
 
 def _dist(where: str, key: str, spec: Any, base: RunConfig) -> Dist:
@@ -202,6 +222,11 @@ def score_of_folds(fold_table: list[dict[str, Any]]) -> float:
     """A trial's score: its folds' mean best validation figure of the metric they stopped on (train.monitor: weighted
     F1 by default, micro-F1 for multi-label data), the training split alone, as ASHA ranked the trials' rounds."""
     return float(np.mean([f.get("val_monitor", f["val_f1_weighted"]) for f in fold_table]))
+
+
+def round_line(search: Search, trial: int, epoch: int, score: float) -> str:
+    """The search's console line for a trial's epoch round (every fold has reported `epoch`)."""
+    return f"trial {trial}: epoch {epoch}, score {score:.4f} ({search.score_name} up to epoch {epoch})"
 
 
 def summary(values: dict[str, Any]) -> str:
@@ -302,10 +327,25 @@ def mark_stopped(place: SearchPlace, trial: int, score: float, rounds: int, wall
     write_atomic(place.at(f"{TRIAL_PREFIX}{trial}", STOPPED_FILE), json.dumps(record), place.fs)
 
 
+# A finished trial's test figures (search.json, the chosen trial's line), by its metrics.json's task: key, name
+TEST_FIGURES = {
+    "single": {"accuracy": "accuracy", "f1_weighted": "weighted F1", "f1_macro": "macro F1"},
+    "multi": {
+        "f1_micro": "micro-F1",
+        "f1_macro": "macro-F1",
+        "f1_samples": "samples-F1",
+        "subset_accuracy": "subset accuracy",
+        "hamming_loss": "Hamming loss",
+    },
+}
+
+
 def trial_rows(place: SearchPlace, trials: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """One row per trial, read back from its files: its values, status, score (the folds' mean best validation
-    weighted F1: finished trials from their metrics.json, stopped ones as the scheduler saw them), epochs run,
-    wall seconds, and a finished trial's test figures (for the chosen trial alone in the report)."""
+    """One row per trial, read back from its files: its values, status, score (score_of_folds: finished trials from
+    their metrics.json, stopped ones as the scheduler saw them), epochs run, wall seconds, and a finished trial's
+    test figures (TEST_FIGURES, for the chosen trial alone in the report) and out-of-fold weighted F1 (multi-label:
+    micro-F1, out_of_fold_f1_micro)."""
+    from reuters_ray.report import figure
     from reuters_ray.storage import read_text
 
     rows = []
@@ -314,9 +354,11 @@ def trial_rows(place: SearchPlace, trials: list[dict[str, Any]]) -> list[dict[st
         row = {"trial": i, "run": folder, **values, "status": status, "score": None, "epochs": None, "wall_s": None}
         if status == "finished":
             m = json.loads(read_text(place.fs, place.at(folder, "metrics.json")))
-            row.update(score=score_of_folds(m["folds"]), epochs=max(f["epochs_run"] for f in m["folds"]),
-                       wall_s=m["wall_s"], stopped_early=False, test={k: m[k] for k in ("accuracy", "f1_weighted", "f1_macro")},
-                       out_of_fold_f1_weighted=m["out_of_fold"]["f1_weighted"])  # fmt: skip
+            task, folds = m.get("task", "single"), m["folds"]
+            oof = "f1_micro" if task == "multi" else "f1_weighted"
+            row.update(score=score_of_folds(folds), epochs=max(f["epochs_run"] for f in folds), wall_s=m["wall_s"])
+            row.update(stopped_early=False, test={k: figure(m, k) for k in TEST_FIGURES[task]})
+            row[f"out_of_fold_{oof}"] = m["out_of_fold"][oof]
         elif status == "stopped":
             row.update(json.loads(read_text(place.fs, place.at(folder, STOPPED_FILE))))
         rows.append(row)
@@ -330,10 +372,11 @@ def best_trial(rows: list[dict[str, Any]]) -> dict[str, Any] | None:
 
 
 def write_results(place: SearchPlace, search: Search, rows: list[dict[str, Any]]) -> dict[str, Any] | None:
-    """The search's results beside its trials: trials.csv, search.json (the trials' values and results),
-    report.md / report.html (the trials sorted by score, the score against each searched key, the chosen trial's
-    test figures), and `best`, naming the best finished trial's run folder (a link; in a bucket, a file holding its
-    name, which predict, export and serve follow). Returns the best trial's row."""
+    """The search's results beside its trials: trials.csv (the score under search.score_column), search.json (the
+    trials' values and results, the score under "score" and what it is under "score_of"), report.md / report.html
+    (the trials sorted by score, the score against each searched key, the chosen trial's test figures), and `best`,
+    naming the best finished trial's run folder (a link; in a bucket, a file holding its name, which predict, export
+    and serve follow). Returns the best trial's row."""
     import io
 
     import pandas as pd
@@ -343,15 +386,17 @@ def write_results(place: SearchPlace, search: Search, rows: list[dict[str, Any]]
 
     best = best_trial(rows)
     table = pd.DataFrame([{k: v for k, v in r.items() if k != "test"} for r in rows])
-    write_atomic(place.at("trials.csv"), table.to_csv(index=False), place.fs)
-    kept = json.loads(place.fs.open_input_stream(place.at(SEARCH_FILE)).read())
     write_atomic(
-        place.at(SEARCH_FILE), json.dumps({**kept, "results": rows, "best": best}, indent=1, default=str), place.fs
+        place.at("trials.csv"), table.rename(columns={"score": search.score_column}).to_csv(index=False), place.fs
     )
+    kept = json.loads(place.fs.open_input_stream(place.at(SEARCH_FILE)).read())
+    score_of = {"monitor": search.monitor, "name": search.score_name}
+    record = {**kept, "score_of": score_of, "results": rows, "best": best}
+    write_atomic(place.at(SEARCH_FILE), json.dumps(record, indent=1, default=str), place.fs)
     keys = list(search.space)
     ranked = sorted(rows, key=lambda r: (r["score"] is None, -(r["score"] or 0.0), r["trial"]))
     results = Table(
-        ["trial", *keys, "status", "score (mean best val weighted F1)", "epochs", "wall"],
+        ["trial", *keys, "status", f"score ({search.score_name})", "epochs", "wall"],
         [[r["trial"], *(_fmt(r[k]) for k in keys), r["status"], _fmt(r["score"]), r["epochs"] or "",
           f"{r['wall_s']:.0f} s" if r["wall_s"] else ""] for r in ranked],
         (0, len(keys) + 2, len(keys) + 3, len(keys) + 4),
@@ -360,12 +405,13 @@ def write_results(place: SearchPlace, search: Search, rows: list[dict[str, Any]]
         figures = []
         for key in keys:
             png = io.BytesIO()
-            _score_figure(rows, key, png)
+            _score_figure(rows, key, png, search.score_name)
             name = f"score_vs_{key.replace('.', '_')}.png"
             (Path(tmp) / name).write_bytes(png.getvalue())
             write_atomic(place.at(name), png.getvalue(), place.fs)
-            figures.append(Figure(name, f"Score against {key}: each point a trial (x: stopped early)."))
-        chosen = _chosen_section(best)
+            caption = f"Score ({search.score_name}) against {key}: each point a trial (x: stopped early)."
+            figures.append(Figure(name, caption))
+        chosen = _chosen_section(best, search)
         sections = [("Trials", [_intro(search, rows), results, *figures]), chosen]
         title = f"reuters-ray search {place.name}"
         write_atomic(place.at("report.html"), render_html(title, sections, Path(tmp)), place.fs)
@@ -383,25 +429,33 @@ def _intro(search: Search, rows: list[dict[str, Any]]) -> str:
     stopped = sum(r["status"] == "stopped" for r in rows)
     return (
         f"{len(rows)} trials drawn from seed {search.seed}, each a whole k-fold cross-validation. A trial's score is "
-        f"its folds' mean best validation weighted F1: the training split alone; the test split ranks and stops "
-        f"nothing. ASHA (grace {search.grace_epochs} epoch(s), reduction factor {search.reduction_factor}) stopped "
-        f"{stopped} trial(s) early."
+        f"its {search.score_name} (train.monitor: what the folds stop on): the training split alone; the test split "
+        f"ranks and stops nothing. ASHA (grace {search.grace_epochs} epoch(s), reduction factor "
+        f"{search.reduction_factor}) stopped {stopped} trial(s) early."
     )
 
 
-def _chosen_section(best: dict[str, Any] | None):
+def named_test_figures(test: dict[str, float]) -> str:
+    """A finished trial's test figures, each named (TEST_FIGURES): "accuracy 0.9133, weighted F1 0.9123, ..."."""
+    names = TEST_FIGURES["multi" if "f1_micro" in test else "single"]
+    return ", ".join(f"{names[k]} {test[k]:.4f}" for k in names)
+
+
+def _chosen_section(best: dict[str, Any] | None, search: Search):
     if best is None:
         return "Chosen trial", ["No trial has finished yet."]
-    t = best["test"]
+    oof = "micro-F1" if "out_of_fold_f1_micro" in best else "weighted F1"
+    oof_value = best.get("out_of_fold_f1_micro", best.get("out_of_fold_f1_weighted"))
     return "Chosen trial", [
         f"Trial {best['trial']} (`{best['run']}`, {summary({k: v for k, v in best.items() if '.' in k})}): score "
-        f"{best['score']:.4f}, out-of-fold weighted F1 {best['out_of_fold_f1_weighted']:.4f}. Its test figures, of "
-        f"the chosen trial alone (the test split chose nothing): accuracy {t['accuracy']:.4f}, weighted F1 "
-        f"{t['f1_weighted']:.4f}, macro F1 {t['f1_macro']:.4f}. Its run folder is a whole run: `{best['run']}/report.html`."
+        f"{best['score']:.4f} ({search.score_name}), out-of-fold {oof} {oof_value:.4f}. Its test figures, of the "
+        f"chosen trial alone (the test split chose nothing): {named_test_figures(best['test'])}. Its run folder is a whole "
+        f"run: `{best['run']}/report.html`."
     ]
 
 
-def _score_figure(rows: list[dict[str, Any]], key: str, out) -> None:
+def _score_figure(rows: list[dict[str, Any]], key: str, out, name: str) -> None:
+    """Each trial's score (`name`: what it is) against its value of `key`, as a PNG into `out`."""
     from reuters_ray.report import _plt, _save
 
     plt = _plt()
@@ -413,7 +467,7 @@ def _score_figure(rows: list[dict[str, Any]], key: str, out) -> None:
     if key.endswith(".lr"):
         ax.set_xscale("log")
     ax.set_xlabel(key)
-    ax.set_ylabel("score")
+    ax.set_ylabel(f"score: {name}", fontsize=8)
     ax.grid(alpha=0.3)
     _save(fig, out)
 

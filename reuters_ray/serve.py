@@ -6,7 +6,8 @@ POST /predict       {"texts": ["...", ...], "top_k": 3}  ->  {"predictions": [{"
                     (a multi-label run: {"labels": [{"label", "p"}, ...], "top": [...]}, the label set first)
 GET  /labels        {"labels": [...]}
 GET  /healthz       {"status": "ok", "run": ..., "backend": ...}
-GET  /docs, /openapi.json   the API, from the pydantic models below
+GET  /docs, /openapi.json   the API, from the pydantic models below (/docs: Swagger UI, its files served by the
+                            app from an installed package, nothing from another host; /redoc leads there)
 
 Each replica holds the run's predictor (reuters_ray.ensemble.Ensemble: the fold models, or their ONNX export, and
 a blended run's linear model). A request is validated whole (PredictRequest) before any of its texts joins a batch;
@@ -215,24 +216,46 @@ def _answer_errors_in_one_line(app) -> None:
         return JSONResponse({"error": line}, status_code=status, headers=getattr(exc, "headers", None))
 
 
+def make_app(run: str, backend: str):
+    """The service's FastAPI app before its API routes (build_app adds them): the body limit, the one-line errors,
+    and the pages a person opens, which load nothing from another host, since the service often runs where there is
+    no internet: /docs is Swagger UI with its script, style and icon served by the app itself from an installed
+    package (fastapi-offline) under /docs/static/, not from FastAPI's default CDNs (a blank page offline), and
+    /docs/oauth2-redirect is inline. /redoc redirects to /docs: ReDoc's bundle always draws Redocly's logo from
+    its CDN (no option turns that off). A fastapi.FastAPI; ImportError without the `serve` extra."""
+    from fastapi import Request
+    from fastapi.responses import RedirectResponse
+    from fastapi_offline import FastAPIOffline
+
+    app = FastAPIOffline(
+        redoc_url=None,
+        static_url="/docs/static",
+        title="reuters-ray",
+        summary=f"The predictor of run {run} ({backend})",
+        version="1",
+    )
+
+    @app.get("/redoc", include_in_schema=False)
+    async def redoc(request: Request) -> RedirectResponse:
+        return RedirectResponse(request.scope.get("root_path", "") + "/docs")
+
+    app.add_middleware(BodyLimit, limit=MAX_BODY_BYTES)
+    _answer_errors_in_one_line(app)
+    return app
+
+
 def build_app(run: str, backend: str = "torch", export_dir: str | None = None, replicas: int = 1):
-    """The Serve application: `replicas` copies of the predictor deployment, its FastAPI ingress at /."""
+    """The Serve application: `replicas` copies of the predictor deployment, its FastAPI ingress at / (make_app)."""
     import asyncio
 
-    from fastapi import FastAPI, Request
+    from fastapi import Request
     from fastapi.responses import JSONResponse
     from ray import serve
 
     from reuters_ray.ensemble import NO_TEXT, answer_of
 
-    app = FastAPI(
-        title="reuters-ray",
-        summary=f"The predictor of run {run} ({backend})",
-        version="1",
-    )
-    app.add_middleware(BodyLimit, limit=MAX_BODY_BYTES)
+    app = make_app(run, backend)
     errors = {400: {"model": ErrorResponse, "description": "a bad request, one line naming the field"}}
-    _answer_errors_in_one_line(app)
 
     @serve.deployment(name="reuters-ray-predictor", num_replicas=replicas, ray_actor_options={"num_cpus": 1})
     @serve.ingress(app)
@@ -292,26 +315,25 @@ def build_app(run: str, backend: str = "torch", export_dir: str | None = None, r
 
 
 def run_service(run: str, backend: str, export_dir: str | None, host: str, port: int, replicas: int) -> None:
-    """`reuters-ray serve`: the application on Ray Serve at http://host:port until Ctrl-C or SIGTERM, then stopped
-    (stop_serve). Joins RAY_ADDRESS (ray start, ray job submit) or starts a local Ray."""
-    import signal
+    """`reuters-ray serve`: the application on Ray Serve at http://host:port until a stop signal (Ctrl-C, SIGTERM
+    from `kill` or `ray job stop`, SIGHUP; reuters_ray.stopping), then stopped (stop_serve) and KeyboardInterrupt
+    raised (the command's "stopped" line and status). Joins RAY_ADDRESS (ray start, ray job submit) or starts a
+    local Ray."""
     import time
 
     import ray
     from ray import serve
 
+    from reuters_ray import stopping
+
+    stopping.install()  # also when started in the background by a shell, which ignores SIGINT
     if not ray.is_initialized():
         ray.init(log_to_driver=False)
+        stopping.reinstall()  # ray.init's SIGTERM handler exits with status 15
     # A Ray this command started ends with it (Serve with it, in a second); on a cluster it joined, only what it
     # started goes: its application, and Serve itself if Serve was not running before.
     owns_ray = getattr(ray._private.worker._global_node, "head", False)
     started_serve = not serve_running()
-
-    def stop(*_):
-        raise KeyboardInterrupt  # SIGTERM (ray job stop, kill) ends the service as Ctrl-C does
-
-    signal.signal(signal.SIGTERM, stop)
-    signal.signal(signal.SIGINT, stop)  # also when started in the background by a shell, which ignores SIGINT
     try:
         serve.start(http_options={"host": host, "port": port})
         serve.run(build_app(run, backend, export_dir, replicas), name=APP_NAME, route_prefix="/")
@@ -323,12 +345,9 @@ def run_service(run: str, backend: str, export_dir: str | None, host: str, port:
         )
         while True:
             time.sleep(3600)
-    except KeyboardInterrupt:
-        pass
     finally:
-        signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C does not cut the stop short
-        stop_serve(owns_ray, started_serve)
-    print("stopped", flush=True)
+        with stopping.deferred():  # a second Ctrl-C does not cut the stop short
+            stop_serve(owns_ray, started_serve)
 
 
 def serve_running() -> bool:

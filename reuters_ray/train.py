@@ -69,7 +69,7 @@ class FoldData:
 class FoldResult:
     history: list[dict[str, Any]]  # one metrics row per epoch
     best_epoch: int
-    best_score: float  # the monitored validation metric (cfg.monitor(): val/f1_weighted by default) of best_epoch
+    best_score: float  # the monitored validation figure (cfg.monitor(): f1_weighted by default) of best_epoch
     model: torch.nn.Module = field(repr=False)  # holding the best epoch's weights
 
 
@@ -370,10 +370,14 @@ def restore(state: FoldState, loaded: tuple[dict, dict, dict, dict]) -> None:
 # --- one epoch: training, validation, its row, its checkpoint --------------------------------------------------
 
 
-def train_epoch(state: FoldState, data: FoldData, plan: Plan, tc, epoch: int, dc=None) -> tuple[float, int, int]:
+def train_epoch(
+    state: FoldState, data: FoldData, plan: Plan, tc, epoch: int, dc=None, should_stop=None
+) -> tuple[float, int, int] | None:
     """One pass over the fold's training rows; (mean training loss, examples, real tokens), over all the fold's
-    workers. A student's rows (data with soft_targets) are trained on dc.alpha x the focal loss + (1 - dc.alpha) x
-    the soft-target loss at dc.temperature (dc: the run's DistillConfig).
+    workers; None when `should_stop()` (rank 0's, every STOP_CHECK_STEPS steps over several workers) said to stop
+    after an optimizer step: the epoch is left unfinished (the fold resumes from its last checkpoint). A student's
+    rows (data with soft_targets) are trained on dc.alpha x the focal loss + (1 - dc.alpha) x the soft-target loss
+    at dc.temperature (dc: the run's DistillConfig).
 
     Several workers (plan.group): the batches are the one-worker fold's, each cut into the workers' shards; a worker
     scales its shard's loss sum by workers / the step's examples and DDP averages the gradients over the workers,
@@ -414,10 +418,29 @@ def train_epoch(state: FoldState, data: FoldData, plan: Plan, tc, epoch: int, dc
         state.scaler.update()
         state.scheduler.step()
         state.optimizer.zero_grad(set_to_none=True)
+        if _stop_now(should_stop, ws, g // plan.accum):
+            return None
     if ws.world == 1:
         return loss_sum.item() / seen, seen, tokens
     total_loss, total_seen, total_tokens = ws.sum(np.array([loss_sum.item(), seen, tokens], dtype=np.float64))
     return float(total_loss / total_seen), int(total_seen), int(total_tokens)
+
+
+# Over several workers a stop is agreed on (rank 0's answer broadcast) once in this many optimizer steps: a
+# collective and a device sync every step would cost throughput for nothing.
+STOP_CHECK_STEPS = 16
+
+
+def _stop_now(should_stop, ws: Group, step: int | None = None) -> bool:
+    """Whether the fold stops now (train_fold's `should_stop`, agreed by every worker): before an epoch (step None)
+    or after optimizer step `step` of one."""
+    if should_stop is None:
+        return False
+    if ws.world == 1:
+        return bool(should_stop())
+    if step is not None and step % STOP_CHECK_STEPS != STOP_CHECK_STEPS - 1:
+        return False
+    return ws.from_rank0(ws.rank == 0 and bool(should_stop()))
 
 
 def _batch_loss(net, data: FoldData, rows: np.ndarray, alpha: torch.Tensor, plan: Plan, tc, dc) -> torch.Tensor:
@@ -463,10 +486,18 @@ def validate(model, data: FoldData, plan: Plan, tc) -> tuple[dict[str, float], f
 
 
 def epoch_row(
-    fold: int, plan: Plan, epoch: int, state: FoldState, train: tuple, val: tuple, seconds: dict, max_epochs: int
+    fold: int,
+    plan: Plan,
+    epoch: int,
+    state: FoldState,
+    train: tuple,
+    val: tuple,
+    seconds: dict,
+    max_epochs: int,
+    monitor: str = "f1_weighted",
 ) -> dict[str, Any]:
     """The epoch's row (keys: reuters_ray.rows). train: (loss, examples, tokens); val: (metrics, loss);
-    seconds: setup, train, val."""
+    seconds: setup, train, val; monitor: the validation figure early stopping follows (RunConfig.monitor())."""
     (loss, seen, tokens), (metrics, val_loss) = train, val
     device = plan.device
     return {
@@ -486,7 +517,8 @@ def epoch_row(
         R.EXAMPLES_PER_S: seen / seconds["train"],
         R.TOKENS_PER_S: tokens / seconds["train"],
         R.PEAK_GIB: torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else None,
-        R.BEST_F1: state.stopper.best,
+        R.MONITOR: monitor,
+        R.BEST + monitor: state.stopper.best,
         R.BEST_EPOCH: state.stopper.best_epoch,
         R.FINISHED: state.finished,
         R.MAX_EPOCHS: max_epochs,
@@ -529,19 +561,23 @@ def progress_of(state: FoldState, epoch: int, cfg: RunConfig, identity: dict, at
     }
 
 
-def run_epoch(cfg: RunConfig, data: FoldData, plan: Plan, state: FoldState, fold: int, epoch: int, setup_s: float):
+def run_epoch(
+    cfg: RunConfig, data: FoldData, plan: Plan, state: FoldState, fold: int, epoch: int, setup_s: float, stop=None
+):
     """Trains and validates one epoch, keeps the model when it is the best so far, and returns the epoch's row
-    (setup_s: the set-up seconds to put in it)."""
+    (setup_s: the set-up seconds to put in it); None when `stop()` said to stop during its training."""
     tc = cfg.train
     t0 = time.perf_counter()
-    trained = train_epoch(state, data, plan, tc, epoch, cfg.distill)
+    trained = train_epoch(state, data, plan, tc, epoch, cfg.distill, stop)
+    if trained is None:
+        return None
     t1 = time.perf_counter()
     metrics, val_loss, logits = validate(state.model, data, plan, tc)
     if state.stopper.update(metrics[cfg.monitor()], epoch):
         state.best_state, state.best_val_logits = cpu_state(state.model), logits
     state.finished = state.stopper.should_stop or epoch == tc.max_epochs
     seconds = {"setup": setup_s, "train": t1 - t0, "val": time.perf_counter() - t1}
-    return epoch_row(fold, plan, epoch, state, trained, (metrics, val_loss), seconds, tc.max_epochs)
+    return epoch_row(fold, plan, epoch, state, trained, (metrics, val_loss), seconds, tc.max_epochs, cfg.monitor())
 
 
 # --- the loop -------------------------------------------------------------------------------------------------
@@ -562,23 +598,22 @@ def train_fold(
     log: Callable[[str], None] = print,
     worker_info: dict[str, Any] | None = None,
     wrap: Callable[[torch.nn.Module], torch.nn.Module] | None = None,
+    should_stop: Callable[[], bool] | None = None,
 ) -> FoldResult:
     """Trains one fold; returns its epoch rows (reuters_ray.rows) and its best model.
 
     Writes out_dir/epoch_NNN every train.checkpoint_every epochs, at most one every train.checkpoint_every_s seconds
-    of training (checkpoint_interval), and after the last (train.keep_checkpoints kept)
-    and calls report(row, checkpoint folder or None) after every epoch (a true answer stops the fold there, as if
-    interrupted). resume_from: a checkpoint folder to continue
-    from exactly (weights, optimizer, schedule, scaler, RNG, early stopping), or several, newest first: the first
-    that loads is used, damaged ones skipped; none: the fold starts over (logged, and recorded in "restarts").
-    attempt: the id of the process running this call (the Ray run's): a resume from a checkpoint of the same id is
-    a worker restart, else a new run continuing an old one. stop_after_epoch: return after it as if interrupted.
-    gpu_share: this fold's share of the GPU (for the checkpointing decision). worker_info: in every row, worker/.
-
-    Data parallel: with a torch.distributed process group (Ray Train's for cv.workers_per_fold > 1, or torchrun's),
-    every worker calls this with the same arguments and trains its shard of each batch through `wrap(model)` (default
-    DDP; Ray's worker passes ray.train.torch.prepare_model), making the one-worker updates; rank 0 alone logs and
-    writes checkpoints (resumable under any number of workers); all call `report`; rank 0's answer stops them all.
+    of training (checkpoint_interval), and after the last (train.keep_checkpoints kept), and calls report(row,
+    checkpoint folder or None) after every epoch (a true answer stops the fold there, as if interrupted).
+    resume_from: a checkpoint folder to continue from exactly (weights, optimizer, schedule, scaler, RNG, early
+    stopping), or several, newest first: the first that loads is used, damaged ones skipped; none: the fold starts
+    over (logged, and in "restarts"). attempt: the id of the process running this call (the Ray run's): a resume
+    from a checkpoint of the same id is a worker restart. stop_after_epoch: return after it as if interrupted;
+    should_stop: asked before each epoch and after each optimizer step (the driver was stopped): true, it returns
+    at once, the epoch in progress unfinished. gpu_share: this fold's share of the GPU (for the checkpointing
+    decision). worker_info: in every row, worker/. Data parallel (a torch.distributed process group: Ray Train's,
+    torchrun's): every worker calls this alike and trains its shard of each batch through `wrap(model)` (default
+    DDP); rank 0 alone logs and writes checkpoints; rank 0's answers (report, should_stop) stop them all.
     Raises CheckpointError for a single damaged resume_from or one of another model or data set, ConfigError when
     the model reads fewer positions than the tokens hold or a batch cannot be split over the workers."""
     t_setup, tc = time.perf_counter(), cfg.train
@@ -602,9 +637,11 @@ def train_fold(
 
     last_checkpoint = time.perf_counter()  # or the first step: train.checkpoint_every_s counts from here
     for epoch in range(state.next_epoch, tc.max_epochs + 1):
-        if state.finished or (stop_after_epoch is not None and epoch > stop_after_epoch):
+        if state.finished or (stop_after_epoch is not None and epoch > stop_after_epoch) or _stop_now(should_stop, ws):
             break
-        row = run_epoch(cfg, data, plan, state, fold, epoch, setup_s if epoch == state.next_epoch else 0.0)
+        row = run_epoch(cfg, data, plan, state, fold, epoch, setup_s if epoch == state.next_epoch else 0.0, should_stop)
+        if row is None:  # stopped during its training
+            break
         row.update(worker)
         state.history.append(row)
         checkpoint = None
@@ -620,13 +657,15 @@ def train_fold(
         if ws.from_rank0(asked_to_stop):
             break
         if state.finished and state.stopper.should_stop:
-            log(
-                f"fold {fold}: early stop after epoch {epoch}: no val {cfg.monitor()} gain over {tc.min_delta} "
-                f"for {tc.patience} epochs"
-            )
+            log(f"fold {fold}: early stop after epoch {epoch}: {_no_gain(cfg)}")
 
-    state.model.load_state_dict(state.best_state)
+    if state.best_state is not None:
+        state.model.load_state_dict(state.best_state)
     return FoldResult(state.history, state.stopper.best_epoch, state.stopper.best, state.model)
+
+
+def _no_gain(cfg: RunConfig) -> str:
+    return f"no val {cfg.monitor()} gain over {cfg.train.min_delta} for {cfg.train.patience} epochs"
 
 
 def _report(report, row: dict[str, Any], checkpoint: Path | None) -> bool:

@@ -38,9 +38,13 @@ def test_text_mode_prints_rows_and_progress_with_time_left():
     lines = out.getvalue().splitlines()
     assert lines[0] == "run x: /runs/x" and lines[1].startswith("fold | epoch | train loss")
     assert lines[2].split("|")[:2] == ["   0 ", "     1 "] and lines[2].endswith(" *")
-    assert lines[3] == "progress: fold 0 1/3 F1 0.4000 | at most 1 min 20 s left"  # 2 epochs x 40 s
-    assert lines[5] == "progress: fold 0 1/3 F1 0.4000 | fold 1 1/3 F1 0.5000 | at most 1 min 20 s left"
-    assert lines[7] == "progress: fold 0 3/3 done F1 0.6000 | fold 1 1/3 F1 0.5000 | at most 1 min 0 s left"
+    # rows without "monitor" (as checkpoints before it wrote them) follow weighted F1, under best/f1_weighted
+    assert lines[3] == "progress, best val weighted F1: fold 0 1/3 0.4000 | at most 1 min 20 s left"  # 2 epochs x 40 s
+    assert lines[5] == "progress, best val weighted F1: fold 0 1/3 0.4000 | fold 1 1/3 0.5000 | at most 1 min 20 s left"
+    assert (
+        lines[7]
+        == "progress, best val weighted F1: fold 0 3/3 done 0.6000 | fold 1 1/3 0.5000 | at most 1 min 0 s left"
+    )
     c.epoch(row(1, 3, 0.55, finished=True))
     assert out.getvalue().splitlines()[-1].endswith("| all folds done")
 
@@ -54,7 +58,8 @@ def test_progress_names_the_folds_still_waiting_for_room():
     c.epoch(row(0, 1, 0.4, epoch_s=40))
     assert (
         c.progress_line()
-        == "progress: fold 0 1/3 F1 0.4000 | folds 1, 2, 3, 4 waiting | at most 1 min 20 s left for the running folds"
+        == "progress, best val weighted F1: fold 0 1/3 0.4000 | folds 1, 2, 3, 4 waiting | at most 1 min 20 s left for "
+        "the running folds"
     )
     c.epoch(row(2, 3, 0.5, finished=True))
     c.epoch(row(0, 3, 0.6, finished=True))
@@ -63,7 +68,7 @@ def test_progress_names_the_folds_still_waiting_for_room():
         c.epoch(row(k, 3, 0.5, finished=True))
     assert c.progress_line().endswith("| fold 4 waiting | waiting for the other folds")
     c.epoch(row(4, 3, 0.5, finished=True))
-    assert c.progress_line().endswith("| fold 4 3/3 done F1 0.5000 | all folds done")
+    assert c.progress_line().endswith("| fold 4 3/3 done 0.5000 | all folds done")
 
 
 def test_json_mode_is_one_object_per_line_and_notes_restarts():

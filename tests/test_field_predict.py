@@ -92,7 +92,8 @@ def test_python_answers_blank_and_unreadable_texts_by_the_same_rule(finished_run
     with pytest.warns(UserWarning):
         probs = ens.predict_proba(texts)
     assert np.isnan(probs[[0, 3]]).all() and np.allclose(probs[[1, 2]].sum(axis=1), 1.0)
-    np.testing.assert_allclose(probs[2], ens.predict_proba(["oil prices rose"])[0])
+    # alone or beside a longer text (another padded length): the same within float32 rounding (7e-9 seen)
+    np.testing.assert_allclose(probs[2], ens.predict_proba(["oil prices rose"])[0], rtol=1e-6)
     assert ens.answers(["", "oil"], k=2)[0] == {"label": None, "top": [], "note": "no text"}
     assert len(ens.answers(["", "oil"], k=2)[1]["top"]) == 2
     with pytest.raises(TypeError, match=r"texts must be a list of strings, not one string"):

@@ -80,7 +80,8 @@ def test_report_files_figures_and_numbers_equal_metrics_json(finished_run):
     o = m["out_of_fold"]  # out-of-fold figures beside the folds' mean, in the result's text
     assert (
         f"oof_predictions.parquet): accuracy {f4(o['accuracy'])}, weighted F1 {f4(o['f1_weighted'])}, "
-        f"macro F1 {f4(o['f1_macro'])}; the folds' mean validation figures: {f4(o['folds_mean']['accuracy'])}"
+        f"macro F1 {f4(o['f1_macro'])}; the folds' mean validation figures at their best epochs: "
+        f"{f4(o['folds_mean']['accuracy'])}"
     ) in md
     folds = md_table(md, "| fold |")
     assert [[int(r[0]), int(r[1]), r[4], r[6]] for r in folds] == [

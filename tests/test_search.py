@@ -81,7 +81,7 @@ def test_the_bad_trial_is_ended_early_and_the_best_is_chosen_on_the_training_spl
     assert result["best"]["trial"] == best and (folder / "best").resolve() == (folder / f"trial_{best}").resolve()
     assert rows[2]["score"] < min(scores.values())  # it was not learning
     csv = (folder / "trials.csv").read_text().splitlines()
-    assert csv[0].startswith("trial,run,train.lr,status,score") and len(csv) == 5
+    assert csv[0].startswith("trial,run,train.lr,status,score_mean_best_val_f1_weighted,") and len(csv) == 5
     report = (folder / "report.md").read_text()
     assert "| trial |" in report and f"Trial {best} (`trial_{best}`" in report and "of the chosen trial alone" in report
     assert (folder / "score_vs_train_lr.png").stat().st_size > 1000

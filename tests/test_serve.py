@@ -1,10 +1,13 @@
 """`reuters-ray serve` on the tests' Ray head (conftest.ray_head) with the shared tiny run, called over HTTP on
 loopback: answers equal Ensemble.predict's, concurrent requests all answered, bad requests get 400 and one line,
 and the service keeps answering; a bad request among good concurrent ones fails alone; blank texts get the "no text"
-answer; the FastAPI ingress documents itself (/docs, /openapi.json); Ctrl-C stops it within seconds, quietly."""
+answer; the FastAPI ingress documents itself (/docs, /openapi.json), and /docs draws the API in headless chromium
+from the service's own files (marker browser); Ctrl-C stops it within seconds, quietly."""
 
 import json
 import os
+import re
+import shutil
 import signal
 import subprocess
 import time
@@ -205,15 +208,61 @@ def test_the_api_documents_itself(service):
         assert response.status == 200 and b"swagger" in response.read().lower()
 
 
+def browse(url: str, folder) -> tuple[str, list[str]]:
+    """What headless chromium shows at `url` once the page's scripts ran (its DOM, serialized) and every URL the
+    page asked for, in order: the page itself and what it loaded, read from chromium's net log (requests whose
+    initiator is the page's origin), not the browser's own housekeeping (updates, autofill, dictionaries)."""
+    chromium = shutil.which("chromium")
+    if chromium is None:
+        pytest.fail("no chromium on PATH: apt-get install -y chromium (.ci/run installs it)")
+    log = folder / "net.json"
+    out = subprocess.run(
+        [chromium, "--headless", "--no-sandbox", "--disable-gpu", f"--user-data-dir={folder / 'profile'}"]
+        + ["--virtual-time-budget=10000", f"--log-net-log={log}", "--dump-dom", url],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    net = json.loads(log.read_text())
+    start, origin = net["constants"]["logEventTypes"]["URL_REQUEST_START_JOB"], "/".join(url.split("/")[:3])
+    asked = [e.get("params", {}) for e in net["events"] if e["type"] == start]
+    return out.stdout, [
+        p["url"] for p in asked if p.get("initiator") == origin or p.get("request_type") == "main frame"
+    ]
+
+
+@pytest.mark.browser
+def test_the_docs_page_renders_the_api_in_a_browser_from_the_service_alone(service, tmp_path):
+    """/docs in headless chromium on a machine without internet: Swagger UI draws the three operations from
+    /openapi.json, and the page loaded nothing but the service's own URLs (was: FastAPI's page, whose script, style
+    and icon come from public CDNs: a blank page offline). /redoc sends the browser to /docs."""
+    dom, asked = browse(service + "/docs", tmp_path / "docs")
+    drawn = re.compile(r'class="opblock-summary-path" data-path="([^"]+)"')  # an operation Swagger UI drew
+    assert sorted(drawn.findall(dom)) == ["/healthz", "/labels", "/predict"], dom[-3000:]
+    assert [u for u in asked if not u.startswith(service + "/")] == []
+    assert {u.removeprefix(service) for u in asked} == {
+        "/docs",
+        "/openapi.json",
+        "/docs/static/swagger-ui-bundle.js",
+        "/docs/static/swagger-ui.css",
+        "/docs/static/favicon.png",
+    }
+    dom, asked = browse(service + "/redoc", tmp_path / "redoc")
+    assert sorted(drawn.findall(dom)) == ["/healthz", "/labels", "/predict"], dom[-3000:]
+    assert asked[:2] == [service + "/redoc", service + "/docs"]
+    assert [u for u in asked if not u.startswith(service + "/")] == []
+
+
 def test_ctrl_c_stops_the_service_within_seconds_quietly(served):
     """Last in this file: Ctrl-C ends `reuters-ray serve` (here joined to the tests' head: its application and
     Serve, which it started, go; the head stays) in a few seconds with nothing from Ray (was: about 20 s and a
-    warning that a shutdown task failed)."""
+    warning that a shutdown task failed), one line and the shell's status for SIGINT (issue 41; was 0)."""
     url, proc, log = served
     before = open(log.name).read()
     os.killpg(proc.pid, signal.SIGINT)
     proc.wait(timeout=15)  # a few seconds: measured 4 s here (docs/results.md)
     said = open(log.name).read()[len(before) :]
-    assert proc.returncode == 0 and said == "stopped\n", said
+    assert proc.returncode == 130 and said == "reuters-ray: stopped; run the same command to continue\n", said
     with pytest.raises(OSError):  # nothing listens on the port any more
         call(url, "/healthz")
