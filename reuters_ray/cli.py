@@ -34,12 +34,11 @@ def _summary(args: argparse.Namespace) -> int:
     from reuters_ray.data import load_dataset
     from reuters_ray.data.overlap import overlap_notes
     from reuters_ray.features import class_weights
-    from reuters_ray.preprocess import preprocess
+    from reuters_ray.preprocess import prepare
 
     cfg = run_config_from_args(args).data
-    ds = load_dataset(cfg)
-    if not args.raw:
-        ds = preprocess(ds, cfg.min_samples, cfg.min_tokens)
+    # what a run trains and tests on (data.train_sample and test_sample included), or with --raw the data as loaded
+    ds = load_dataset(cfg) if args.raw else prepare(cfg)
     notes = ds.notes() + overlap_notes(ds, scored_by="`reuters-ray baseline` or `cv`")
     train, test = ds.counts("train"), ds.counts("test")
     weights = class_weights(ds.train_labels, ds.num_classes) if (train > 0).all() else [float("nan")] * ds.num_classes
@@ -412,7 +411,9 @@ def _add_data(sub) -> None:
     data = sub.add_parser("data", help="inspect a data set").add_subparsers(dest="data_command", required=True)
     summary = data.add_parser("summary", help="class table (name, train, test, weight) and provenance of any source")
     _add_run_flags(summary, sections=("data",))
-    summary.add_argument("--raw", action="store_true", help="show the data as loaded, before the preprocessing steps")
+    summary.add_argument(
+        "--raw", action="store_true", help="show the data as loaded, before the preprocessing steps and samples"
+    )
     summary.add_argument("--json", action="store_true", help="print JSON instead of a table")
     summary.set_defaults(func=_summary)
 

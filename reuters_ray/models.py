@@ -137,6 +137,11 @@ def head_note(name: str, label_names: list[str], what: str = "model.name") -> st
     head = head_labels(name)
     if head is None or head == list(label_names):
         return None
+    if sorted(head) == sorted(label_names) and len(set(head)) == len(head):
+        return (
+            f"{what} {name}: its classification head is for the run's {len(head)} labels in another order; its "
+            "outputs are put in the run's order"
+        )
     shown = ", ".join(head[:5]) + (" ..." if len(head) > 5 else "")
     return (
         f"{what} {name}: its classification head is for {len(head)} other label(s) ({shown}); a new head for the "
@@ -186,7 +191,9 @@ def build_model(
         check_model(name)  # fails fast and clearly when the name is not reachable
         source = str(packaged_minilm_path()) if name == "minilm-offline" else name
         head = head_labels(name)
-        new_head = head is not None and head != list(label_names)
+        reordered = head is not None and head != list(label_names) and sorted(head) == sorted(label_names)
+        reordered = reordered and len(set(head)) == len(head)
+        new_head = head is not None and head != list(label_names) and not reordered
         try:
             # a fine-tuned checkpoint's head for other labels: transformers would refuse it (another size) or keep it
             # (the same size, other classes); a new one is drawn for the run's labels (head_note says so)
@@ -195,8 +202,10 @@ def build_model(
             )
         except (OSError, ValueError) as e:  # e.g. a config without weights
             raise ConfigError(_unreachable(name, e)) from None
-        if new_head and head is not None and len(head) == len(label_names):
+        if new_head and len(head) == len(label_names):
             _new_head(model)
+        if reordered:  # the run's labels in another order: each output moved to its label's place
+            _reorder_head(model, [head.index(n) for n in label_names])
     # the saved model tells transformers' own users which loss its head was trained for
     model.config.problem_type = "single_label_classification"
     if gradient_checkpointing:
@@ -222,3 +231,15 @@ def _new_head(model) -> None:
                 module.weight.normal_(0.0, std)
                 if module.bias is not None:
                     module.bias.zero_()
+
+
+def _reorder_head(model, order: list[int]) -> None:
+    """Output i of the classification head becomes the loaded head's output order[i] (its last linear layer's rows)."""
+    import torch
+
+    out = getattr(model.classifier, "out_proj", model.classifier)  # RoBERTa-style heads: dense, then out_proj
+    index = torch.tensor(order)
+    with torch.no_grad():
+        out.weight.copy_(out.weight[index].clone())
+        if out.bias is not None:
+            out.bias.copy_(out.bias[index].clone())

@@ -371,10 +371,20 @@ def open_run(cfg: RunConfig, prep: Prepared) -> tuple[RunPlace, bool]:
 
 def announce(console: Console, place: RunPlace, prep: Prepared, cfg: RunConfig) -> None:
     """The run's first lines: where it lives, what loading and preprocessing did, the data's size."""
-    ds, tokens = prep.ds, prep.tokens
+    announce_run(console, place, prep)
+    announce_data(console, prep, cfg)
+
+
+def announce_run(console: Console, place: RunPlace, prep: Prepared) -> None:
+    """Where the run lives and what loading, preprocessing and the model's checks found: all known before Ray."""
     console.info(f"run {place.name}: {place.uri}", run=place.name, uri=place.uri)
-    for line in ds.notes() + prep.notes:
+    for line in prep.ds.notes() + prep.notes:
         console.info(line)
+
+
+def announce_data(console: Console, prep: Prepared, cfg: RunConfig) -> None:
+    """The data's size and its tokens (once tokenized)."""
+    ds, tokens = prep.ds, prep.tokens
     labelled = getattr(prep, "n_labelled", prep.n_train)  # a student's transfer texts come after its training texts
     train = f"{labelled} train" + (f" + {prep.n_train - labelled} transfer" if labelled < prep.n_train else "")
     console.info(
@@ -717,7 +727,9 @@ def unseen_line(m: dict[str, Any]) -> str:
         return ""
     from reuters_ray.data.overlap import UNSEEN_KEYS
 
-    figures = ", ".join(f"{UNSEEN_NAMES[k]} {u[k]:.4f}" for k in UNSEEN_KEYS[m.get("task") == "multi"])
+    multi = m.get("task") == "multi"
+    names = {**UNSEEN_NAMES, "f1_macro": "macro-F1"} if multi else UNSEEN_NAMES  # the multi-label lines' spelling
+    figures = ", ".join(f"{names[k]} {u[k]:.4f}" for k in UNSEEN_KEYS[multi])
     return f"; on the {u['n']} test texts that are not training texts: {figures}"
 
 
@@ -733,6 +745,24 @@ def run_record(cfg, place, prep, folds: Folds, timing, cluster) -> dict[str, Any
         "timing": dict(timing.laps),
         "class_weights": prep.weights.tolist(),
         "cluster": cluster,
+        **_fold_copies(prep),
+    }
+
+
+def _fold_copies(prep) -> dict[str, Any]:
+    """metrics.json's "fold_copies" when a fold's (a student's held-out slice's) validation rows hold texts of its
+    own training rows (data.overlap.fold_leaks): how many per fold, of how many, and their ids."""
+    from reuters_ray.data.overlap import fold_leaks
+
+    leaks = fold_leaks(prep.ds.train_texts, prep.folds)
+    if not any(len(rows) for rows in leaks):
+        return {}
+    ids = prep.ds.train_ids
+    return {
+        "fold_copies": [
+            {"fold": k, "validation_rows": len(val), "also_training_texts": len(rows), "ids": [ids[i] for i in rows]}
+            for k, (rows, (_, val)) in enumerate(zip(leaks, prep.folds))
+        ]
     }
 
 

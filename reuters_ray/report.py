@@ -281,21 +281,35 @@ def result_section(run: dict[str, Any]) -> Section:
     else:
         restarts_note = "Restarts: none; every fold trained in one go."
     summary = _student_summary(m) if student else _summary(m)
-    return "Result", [table, summary, *_unseen_note(m), restarts_note]
+    return "Result", [table, summary, *_overlap_notes(m), restarts_note]
 
 
-def _unseen_note(m: dict[str, Any]) -> list[str]:
-    """metrics.json's "test_unseen": the test texts that are also training texts, and the figures without them."""
-    u = m.get("test_unseen")
-    if not u:
-        return []
-    names = {"accuracy": "accuracy", "f1_weighted": "weighted F1", "f1_macro": "macro F1", "f1_micro": "micro-F1"}
-    figures = ", ".join(f"{names.get(k, 'samples-F1')} {fmt(v)}" for k, v in u.items() if k.startswith(("acc", "f1")))
-    return [
-        f"**Test texts that are training texts:** {u['shared_with_training']} of {m['n_test']} (the same text after "
-        f"cleaning); the figures above count them as held out. On the {u['n']} test texts that are not training "
-        f"texts: {figures}."
-    ]
+def _overlap_notes(m: dict[str, Any]) -> list[str]:
+    """metrics.json's "test_unseen" (test texts that are training texts, and the figures without them) and
+    "fold_copies" (validation rows that are training texts of their own fold), as report paragraphs."""
+    notes, u, copies = [], m.get("test_unseen"), m.get("fold_copies")
+    if u:
+        multi = m.get("task") == "multi"
+        names = {
+            "accuracy": "accuracy",
+            "f1_weighted": "weighted F1",
+            "f1_micro": "micro-F1",
+            "f1_samples": "samples-F1",
+        }
+        names["f1_macro"] = "macro-F1" if multi else "macro F1"
+        figures = ", ".join(f"{names[k]} {fmt(v)}" for k, v in u.items() if k in names)
+        notes.append(
+            f"**Test texts that are training texts:** {u['shared_with_training']} of {m['n_test']} (the same text "
+            f"after cleaning); the figures above count them as held out. On the {u['n']} test texts that are not "
+            f"training texts: {figures}."
+        )
+    if copies:
+        per = ", ".join(f"fold {c['fold']} {c['also_training_texts']} of {c['validation_rows']}" for c in copies)
+        notes.append(
+            f"**Validation rows that are training texts of their own fold:** {per} (`fold_copies` in metrics.json "
+            "names them): the validation figures, and what was chosen on them, count them as held out."
+        )
+    return notes
 
 
 def _student_summary(m: dict[str, Any]) -> str:

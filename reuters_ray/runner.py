@@ -422,9 +422,10 @@ def _run_cv(cfg: RunConfig, console: Console, control=None) -> dict[str, Any] | 
     # nothing is written before the input passed: a bad run leaves nothing behind (and starts no Ray)
     prep = phases.check_input(cfg, tokenize_now=False)
     place, resuming = phases.open_run(cfg, prep)
+    phases.announce_run(console, place, prep)  # what the checks found, before Ray starts
     data_done = start_ray_during(lambda: phases.tokenize_input(prep, cfg.data.max_length))
     timing.lap_at("data_s", data_done)  # checks, loading, preprocessing, tokenization (Ray starting meanwhile)
-    phases.announce(console, place, prep, cfg)
+    phases.announce_data(console, prep, cfg)
     gpu_share = connect(cfg, place, resuming)
     timing.lap("ray_start_s")  # what Ray's start took beyond the data, and placing the folds
     if resuming:
@@ -438,8 +439,8 @@ def _run_cv(cfg: RunConfig, console: Console, control=None) -> dict[str, Any] | 
         # a search's trial, which its scheduler may stop, starts its ensemble only once its folds are done
         started = ensemble_actor.start if control is None else None
         folders = _run_folds(cfg, place, gpu_share, _put_train_split(prep), console, control, started)
-        if folders is None:
-            return None  # stopped: no outputs
+        if folders is None and control is not None:
+            return None  # the trial was stopped: no outputs
         folds = phases.collect_folds(place, folders, cfg.train.patience)
         oof_logits = phases.out_of_fold_logits(place.fs, folds.best_paths, prep.folds, prep.n_train)
         timing.lap("folds_s")
@@ -686,8 +687,8 @@ def _say_done(console: Console, place: RunPlace, metrics: dict[str, Any], timing
         console.done(
             f"run {place.name}: micro-F1 {m['f1_micro']:.4f}, macro-F1 {m['f1_macro']:.4f}, samples-F1 "
             f"{m['f1_samples']:.4f}, subset accuracy {m['subset_accuracy']:.4f}, Hamming loss {m['hamming_loss']:.4f} on "
-            f"{m['n_test']} test texts ({phases.predictor_line(m)}){phases.unseen_line(m)} in "
-            f"{duration(timing['total_s'])}; report: {uri_join(place.uri, 'report.html')}",
+            f"{m['n_test']} test texts ({phases.predictor_line(m)}) in {duration(timing['total_s'])}"
+            f"{phases.unseen_line(m)}; report: {uri_join(place.uri, 'report.html')}",
             run=place.name, uri=place.uri, f1_micro=m["f1_micro"], f1_macro=m["f1_macro"], f1_samples=m["f1_samples"],
             subset_accuracy=m["subset_accuracy"], hamming_loss=m["hamming_loss"], timing=timing,
             **({"test_unseen": m["test_unseen"]} if "test_unseen" in m else {}),
@@ -695,8 +696,8 @@ def _say_done(console: Console, place: RunPlace, metrics: dict[str, Any], timing
         return
     console.done(
         f"run {place.name}: accuracy {metrics['accuracy']:.4f}, weighted F1 {metrics['f1_weighted']:.4f}, "
-        f"macro F1 {metrics['f1_macro']:.4f} on {metrics['n_test']} test texts ({phases.predictor_line(metrics)})"
-        f"{phases.unseen_line(metrics)} in {duration(timing['total_s'])}; report: {uri_join(place.uri, 'report.html')}",
+        f"macro F1 {metrics['f1_macro']:.4f} on {metrics['n_test']} test texts ({phases.predictor_line(metrics)}) "
+        f"in {duration(timing['total_s'])}{phases.unseen_line(metrics)}; report: {uri_join(place.uri, 'report.html')}",
         run=place.name,
         uri=place.uri,
         accuracy=metrics["accuracy"],
@@ -756,6 +757,11 @@ def _run_folds(
             f"run {place.name}: fold(s) {', '.join(map(str, sorted(errors)))} failed; rerun the same command to "
             f"resume. Fold {k}: {first}"
         )
+    if unfinished and control is None:  # asked to stop from elsewhere (its progress actor): not a finished run
+        raise RuntimeError(
+            f"run {place.name}: fold(s) {', '.join(map(str, sorted(unfinished)))} stopped before their end; "
+            f"{stopping.STOPPED_LINE}"
+        )
     # stopped (a search's scheduler, or the search's driver stopped): the folds' last checkpoints are not their end
     return None if ended or unfinished else [folders[k] for k in range(len(names))]
 
@@ -774,6 +780,8 @@ def _stop_folds(futures, progress) -> None:
 
     started = time.monotonic()
     stopping.say()  # at once: what follows takes seconds, and `ray job stop` kills the driver 3 s after its SIGTERM
+    if _own_ray_lost():
+        return
     try:
         progress.stop_now.remote()
         while time.monotonic() - started < STOP_WAIT_FOLDS_S and wait(futures, timeout=1.0).not_done:
@@ -786,6 +794,16 @@ def _stop_folds(futures, progress) -> None:
 
 
 STOP_QUIET_S = 5.0
+
+
+def _own_ray_lost() -> bool:
+    """Whether the local Ray this driver started has lost one of its processes: a signal sent to the whole process
+    group (`timeout`, a batch scheduler) reaches them too, and every call into Ray would then wait out its own
+    timeouts (a minute for the GCS) before the command could end."""
+    import ray
+
+    node = getattr(ray._private.worker, "_global_node", None)
+    return bool(node is not None and getattr(node, "head", False) and node.dead_processes())
 
 
 def _await_folds(futures: dict, folders: dict, place, names, progress, console, control, started):
@@ -1159,6 +1177,8 @@ def _stop_trials(trials: list[int]) -> None:
 
     from reuters_ray.search import TRIAL_PREFIX
 
+    if _own_ray_lost():
+        return
     names = {f"{TRIAL_PREFIX}{i}:progress" for i in trials}
     for name in names:
         try:

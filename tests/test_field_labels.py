@@ -86,10 +86,37 @@ def test_a_test_file_whose_cells_hold_another_separator_is_named(tmp_path):
     with pytest.raises(DataError) as e:
         load_table(train_path, test_path=test_path, task="multi")
     assert str(e.value) == (
-        f"{test_path}: column 'label': no label cell holds data.label_delimiter '|', but 2 of 36 hold a semicolon "
-        f"(data row 1: 'grain;wheat'); if it separates the labels, set --data.label_delimiter ';'; if each cell is one "
-        f"label, use --data.task single"
+        f"{test_path}: column 'label': no label cell holds data.label_delimiter '|', but 2 of 36 cells of {train_path} "
+        f"and {test_path} hold a semicolon (data row 1 of {test_path}: 'grain;wheat'); if it separates the labels, set "
+        f"--data.label_delimiter ';'; if each cell is one label, use --data.task single"
     )
+
+
+@pytest.mark.parametrize("lists", ["train", "test"])
+@pytest.mark.parametrize("fmt", ["parquet", "jsonl", "csv"])
+def test_a_file_joining_the_other_files_labels_with_a_separator_is_named(tmp_path, lists, fmt):
+    """One file writes label sets as lists (Parquet or JSON Lines lists, pandas' notation in a CSV), the other joins
+    the same labels with a comma: each file alone is consistent, so only the pair shows that 'grain,wheat' is two
+    labels (was: read as a class of its own, silently, or "test labels never seen in training")."""
+    listed = sets_table(list)
+    joined = sets_table(lambda s: ",".join(s), n=2).assign(id=lambda d: "t" + d["id"])
+    paths = {
+        "train": write(
+            listed if lists == "train" else joined, tmp_path / f"train.{fmt if lists == 'train' else 'csv'}"
+        ),
+        "test": write(joined if lists == "train" else listed, tmp_path / f"test.{fmt if lists == 'test' else 'csv'}"),
+    }
+    other = "test" if lists == "train" else "train"
+    with pytest.raises(DataError) as e:
+        load_table(paths["train"], test_path=paths["test"], task="multi")
+    assert str(e.value) == (
+        f"{paths[other]}: column 'label': 4 of its label cells join {paths[lists]}'s labels with a comma (e.g. "
+        f"'grain,wheat') while {paths[lists]} writes several labels per cell; write both files' label sets the same "
+        f"way, or set --data.label_delimiter ',' (a list stays a list)"
+    )
+    ds = load_table(paths["train"], test_path=paths["test"], task="multi", label_delimiter=",")
+    assert ds.label_names == NAMES
+    assert sets_of(ds) == {**expected_sets(listed), **{i: set(SETS[int(i[2:]) % 6]) for i in joined["id"]}}
 
 
 def test_a_label_with_a_comma_is_never_split(tmp_path):

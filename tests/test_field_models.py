@@ -47,7 +47,18 @@ def test_a_head_for_other_labels_is_drawn_again_and_the_encoder_kept(two_label_c
     assert same_size.classifier.bias.abs().sum() == 0
     kept = build_model(name, ["neg", "pos"])  # its own labels, in order: the head continues
     assert torch.equal(_head(kept), _head(saved))
-    for model in (three, same_size, kept):
+    swapped = build_model(name, ["pos", "neg"])  # its own labels in another order: each output moved to its label
+    assert torch.equal(_head(swapped), _head(saved)[[1, 0]])
+    assert torch.equal(swapped.classifier.bias, saved.classifier.bias[[1, 0]])
+    ids = torch.tensor([[101, 2000, 3000, 102]])
+    with torch.no_grad():
+        saved.eval(), swapped.eval()
+        assert torch.allclose(swapped(input_ids=ids).logits, saved(input_ids=ids).logits[:, [1, 0]], atol=1e-6)
+    assert head_note(name, ["pos", "neg"]) == (
+        f"model.name {name}: its classification head is for the run's 2 labels in another order; its outputs are put "
+        "in the run's order"
+    )
+    for model in (three, same_size, kept, swapped):
         assert model.config.problem_type == "single_label_classification"
 
     assert head_note(name, ["neg", "pos"]) is None and head_note("tiny-bert-random", ["a", "b"]) is None

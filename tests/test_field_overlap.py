@@ -105,28 +105,71 @@ def test_cv_and_a_search_name_each_folds_copies_before_ray(random_tables, tmp_pa
     for k, (train_idx, val_idx) in enumerate(prep.folds):  # each leak is a validation row with its copy in training
         train = {prep.ds.train_texts[i] for i in train_idx}
         assert all(prep.ds.train_texts[i] in train for i in leaks[k]) and set(leaks[k]) <= set(val_idx)
+    # what the run's metrics.json (run_record: a cross-validation's and a student's) and report keep of it
+    from reuters_ray.report import _overlap_notes
+
+    copies = phases._fold_copies(prep)["fold_copies"]
+    assert [(c["fold"], c["validation_rows"], c["also_training_texts"]) for c in copies] == [
+        (0, 80, 43), (1, 80, 35), (2, 80, 40)
+    ]  # fmt: skip
+    assert copies[0]["ids"] == [prep.ds.train_ids[i] for i in leaks[0]]
+    assert _overlap_notes({"fold_copies": copies}) == [
+        "**Validation rows that are training texts of their own fold:** fold 0 43 of 80, fold 1 35 of 80, fold 2 40 "
+        "of 80 (`fold_copies` in metrics.json names them): the validation figures, and what was chosen on them, count "
+        "them as held out."
+    ]
 
 
 def test_a_test_file_holding_training_texts_after_cleaning(tmp_path, capsys):
     """data.test_path: a test file with two training texts, one spelled in other case and spacing (the run's
-    cleaning makes them one), and a third text that only resembles one (not counted)."""
-    train = pd.DataFrame({"text": [f"story {i} about {w}" for i in range(20) for w in ("oil", "wheat")],
-                          "label": ["crude", "grain"] * 20})  # fmt: skip
-    test = pd.DataFrame(
+    cleaning makes them one), a third with another label than its training copy, and a fourth that only resembles
+    one (not counted)."""
+    train = pd.DataFrame(
         {
-            "text": ["Story 3  about OIL", "story 4 about wheat", "story 4 about wheat.", "a new story about oil"],
-            "label": ["crude", "grain", "grain", "crude"],
+            "text": [f"story {i} about {w}" for i in range(20) for w in ("oil", "wheat")],
+            "label": ["crude", "grain"] * 20,
         }
     )
+    texts = [
+        "Story 3  about OIL",
+        "story 4 about wheat",
+        "story 4 about wheat.",
+        "a new story about oil",
+        "story 5 about oil",
+    ]
+    test = pd.DataFrame({"text": texts, "label": ["crude", "grain", "grain", "crude", "grain"]})
     train.to_csv(tmp_path / "train.csv", index=False)
     test.to_json(tmp_path / "test.jsonl", orient="records", lines=True)
     args = [*_table(tmp_path / "train.csv"), "--data.test_path", str(tmp_path / "test.jsonl")]
     assert main(["baseline", *args]) == 0
     out = capsys.readouterr().out
     assert (
-        "warning: 2 of 4 test texts (50%) are also training texts (the same text after cleaning; test ids 0, 1)" in out
-    )
+        "warning: 3 of 5 test texts (60%) are also training texts (the same text after cleaning; test ids 0, 1, 4): 2 "
+        "with their training copy's labels (which flatters a model that remembers its training texts), 1 with others "
+        "(the data disagrees with itself); the test figures count them as held out; the baseline also scores the 2 "
+        "test texts that are not training texts"
+    ) in out
     assert "; on the 2 test texts that are not training texts: accuracy " in out
+
+
+def test_data_summary_shows_the_sample_a_run_trains_on(reuters_dir, capsys):
+    """data.train_sample and test_sample: the class table and the first lines are those of what a run uses."""
+    args = [
+        "data",
+        "summary",
+        "--data.path",
+        str(reuters_dir),
+        "--data.train_sample",
+        "750",
+        "--data.test_sample",
+        "300",
+    ]
+    assert main(args) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert any(line.startswith("kept a stratified sample of 750 of 8227 training texts") for line in out)
+    (total,) = [line for line in out if line.split()[:1] == ["total"]]
+    assert total.split() == ["total", "750", "300"]
+    assert any(line.startswith("warning: 1 of 300 test texts (0.3%) are also training texts") for line in out)
 
 
 def test_the_reuters_splits_counts(reuters, reuters_keras_text):

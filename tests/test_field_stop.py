@@ -174,7 +174,7 @@ def _one_test_text_is_a_training_text(run, metrics, stdout):
     ds = prepare(from_dict(RunConfig, yaml.safe_load((run / "config.yaml").read_text())).data)
     (shared,) = shared_test_rows(ds.train_texts, ds.test_texts)
     assert (
-        "warning: 1 of 300 test texts (0%) are also training texts (the same text after cleaning; test ids " in stdout
+        "warning: 1 of 300 test texts (0.3%) are also training texts (the same text after cleaning; test ids " in stdout
     )
     u = metrics["test_unseen"]
     assert (u["n"], u["shared_with_training"]) == (299, 1)

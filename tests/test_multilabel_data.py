@@ -245,9 +245,9 @@ def test_another_label_delimiter(tmp_path):
     assert ds.provenance["label_delimiter"] == ";"
     with pytest.raises(
         DataError,
-        match=r"tr.csv: column 'label': no label cell holds data.label_delimiter '\|', but 4 of 7 hold a semicolon "
-        r"\(data row 1: 'weather;sport'\); if it separates the labels, set --data.label_delimiter ';'; if each cell "
-        r"is one label, use --data.task single$",
+        match=r"tr.csv: column 'label': no label cell holds data.label_delimiter '\|', but 4 of 7 cells of \S+tr.csv "
+        r"and \S+te.csv hold a semicolon \(data row 1 of \S+tr.csv: 'weather;sport'\); if it separates the labels, "
+        r"set --data.label_delimiter ';'; if each cell is one label, use --data.task single$",
     ):
         load_table(train, test_path=test, task="multi")  # both files read at "|": refused before any split
 

@@ -162,11 +162,37 @@ def check_separators(files: list[tuple[str, dict]], column: str, delimiter: str)
     shown, info = next((shown, info) for shown, info in files if sep in info["separators"])
     _, row, cell = info["separators"][sep]
     cells = sum(f["cells"] for _, f in files)
+    both = len(files) > 1  # counted over both files: say so, and whose row the example is
+    where, of = (f" cells of {' and '.join(name for name, _ in files)}", f" of {shown}") if both else ("", "")
     raise DataError(
         f"{shown}: column {column!r}: no label cell holds data.label_delimiter {delimiter!r}, but {totals[sep]} of "
-        f"{cells} hold a {SEPARATOR_NAMES[sep]} (data row {row + 1}: {cell!r}); if it separates the labels, set "
-        f"--data.label_delimiter '{sep}'; if each cell is one label, use --data.task single"
+        f"{cells}{where} hold a {SEPARATOR_NAMES[sep]} (data row {row + 1}{of}: {cell!r}); if it separates the "
+        f"labels, set --data.label_delimiter '{sep}'; if each cell is one label, use --data.task single"
     )
+
+
+def check_joined(files: list[tuple[str, list[list[str]]]], column: str, delimiter: str) -> None:
+    """task multi, a training and a test file ((name, each row's labels) each): raises DataError when one file holds
+    no cell of several labels but cells that join the other file's labels with a separator ('acq,crude' where the
+    other file holds the lists ["acq", "crude"]): the two files write their label sets differently, and the joined
+    cells would be classes of their own (or test labels never seen in training)."""
+    for i, (shown, sets) in enumerate(files):
+        if any(len(labels) > 1 for labels in sets):
+            continue
+        other, others = next((name, {x for ls in s for x in ls}) for j, (name, s) in enumerate(files) if j != i)
+        for sep in (s for s in SEPARATORS if s not in delimiter):
+            joined = [
+                ls[0]
+                for ls in sets
+                if len(ls) == 1 and sep in ls[0] and ls[0] not in others
+                and all(piece.strip() in others for piece in ls[0].split(sep))
+            ]  # fmt: skip
+            if joined:
+                raise DataError(
+                    f"{shown}: column {column!r}: {len(joined)} of its label cells join {other}'s labels with a "
+                    f"{SEPARATOR_NAMES[sep]} (e.g. {joined[0]!r}) while {other} writes several labels per cell; write "
+                    f"both files' label sets the same way, or set --data.label_delimiter '{sep}' (a list stays a list)"
+                )
 
 
 def single_label_notes(shown: str, column: str, labels: list, delimiter: str, number) -> list[str]:

@@ -82,19 +82,45 @@ def _ids(ids: Sequence[str], rows) -> str:
     return listed + (f" and {len(rows) - SHOWN_IDS} more" if len(rows) > SHOWN_IDS else "")
 
 
+def _share(part: int, whole: int) -> str:
+    """A share in percent, with a decimal below 1% (1 of 300 is 0.3%, not 0%)."""
+    return f"{part / whole:.0%}" if part / whole >= 0.01 else f"{part / whole:.1%}"
+
+
 def shared_test_note(ds, scored_by: str = "the run") -> str | None:
-    """One warning line when test texts of TextDataset `ds` are training texts: how many, which ids, and what it does
-    to the test figures; None when there are none. `scored_by`: who gives the figures on the rest."""
+    """One warning line when test texts of TextDataset `ds` are training texts: how many, which ids, whether they
+    carry their training copy's labels (a model that remembers its training texts is flattered) or others (the data
+    disagrees with itself), and that the test figures count them; None when there are none. `scored_by`: who gives
+    the figures on the rest."""
     shared = shared_test_rows(ds.train_texts, ds.test_texts)
     if not len(shared):
         return None
-    n = len(ds.test_texts)
+    n, same = len(ds.test_texts), len(shared) - len(_relabelled(ds, shared))
+    flatters = "which flatters a model that remembers its training texts"
+    other = "the data disagrees with itself"
+    if same == len(shared):
+        effect = f"the test figures count them as held out, {flatters}"
+    elif same == 0:
+        effect = f"each with other labels than its training copy ({other}); the test figures count them as held out"
+    else:
+        effect = (
+            f"{same} with their training copy's labels ({flatters}), {len(shared) - same} with others ({other}); the "
+            "test figures count them as held out"
+        )
     return (
-        f"warning: {len(shared)} of {n} test texts ({len(shared) / n:.0%}) are also training texts (the same text "
-        f"after cleaning; test ids {_ids(ds.test_ids, shared)}): the test figures count them as held out, which "
-        f"flatters a model that remembers its training texts; {scored_by} also scores the {n - len(shared)} test "
-        f"texts that are not training texts"
+        f"warning: {len(shared)} of {n} test texts ({_share(len(shared), n)}) are also training texts (the same text "
+        f"after cleaning; test ids {_ids(ds.test_ids, shared)}): {effect}; {scored_by} also scores the "
+        f"{n - len(shared)} test texts that are not training texts"
     )
+
+
+def _relabelled(ds, shared: np.ndarray) -> list[int]:
+    """The test rows of `shared` whose label set is none of their training copies' label sets."""
+    by_text: dict[str, set[tuple]] = {}
+    for text, labels in zip(_cleaned(ds.train_texts), ds.label_sets("train")):
+        by_text.setdefault(text, set()).add(tuple(sorted(labels)))
+    test_sets, cleaned = ds.label_sets("test"), _cleaned(ds.test_texts)
+    return [int(i) for i in shared if tuple(sorted(test_sets[i])) not in by_text[cleaned[i]]]
 
 
 def folds_note(ds, folds: list[tuple[np.ndarray, np.ndarray]], what: str = "fold") -> str | None:
@@ -106,13 +132,14 @@ def folds_note(ds, folds: list[tuple[np.ndarray, np.ndarray]], what: str = "fold
         return None
     if what == "fold":
         per = ", ".join(f"fold {k} {len(rows)} of {len(folds[k][1])}" for k, rows in enumerate(leaks))
-    else:
-        per = f"{len(leaks[0])} of {len(folds[0][1])}"
+        chosen = "the best epoch, early stopping, the blend's weight, multi-label thresholds"
+    else:  # a student's held-out slice chooses no blend
+        per, chosen = f"{len(leaks[0])} of {len(folds[0][1])}", "the best epoch, early stopping, multi-label thresholds"
     first = np.concatenate(leaks)
     return (
         f"warning: the {what}'s validation rows hold texts that are also its training rows ({per}; ids "
-        f"{_ids(ds.train_ids, first)}): validation figures, and what is chosen on them (the best epoch, early "
-        f"stopping, the blend's weight, multi-label thresholds), count them as held out"
+        f"{_ids(ds.train_ids, first)}): validation figures, and what is chosen on them ({chosen}), count them as held "
+        "out"
     )
 
 

@@ -33,7 +33,13 @@ import numpy as np
 import pandas as pd
 
 from reuters_ray.data.dataset import TextDataset
-from reuters_ray.data.label_cells import check_separators, column_lists, separators, single_label_notes
+from reuters_ray.data.label_cells import (
+    check_joined,
+    check_separators,
+    column_lists,
+    separators,
+    single_label_notes,
+)
 from reuters_ray.errors import DataError
 from reuters_ray.text import unreadable_texts
 
@@ -542,6 +548,8 @@ def load_table(
     files = [f for f in (train, test) if f is not None]
     if multi and not any(f.notation for f in files):  # before the split, which would fail on such labels less clearly
         check_separators([(f.shown, f.separators) for f in files], label_column, label_delimiter)
+    if multi and len(files) == 2:  # each file in its own notation: one may join the other's labels
+        check_joined([(f.shown, f.labels) for f in files], label_column, label_delimiter)
     return _dataset(train, test, text_column, label_column, test_size, seed, multi, label_delimiter)
 
 
