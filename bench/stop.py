@@ -56,8 +56,8 @@ def main() -> None:
     run = next(Path(storage).iterdir())
     epochs, left_s = [], 0.0
     for k in range(folds):
-        snap = json.loads((run / f"fold_{k}" / "checkpoint_manager_snapshot.json").read_text())
-        done = [c["metrics"] for c in snap["checkpoint_results"]]
+        path = run / f"fold_{k}" / "checkpoint_manager_snapshot.json"  # none: the fold registered no epoch
+        done = [c["metrics"] for c in json.loads(path.read_text())["checkpoint_results"]] if path.exists() else []
         epochs.append(max((m[R.EPOCH] for m in done), default=0))
         pace = max((m[R.EPOCH_S] for m in done), default=0.0)
         left_s = max(left_s, (epochs_max - epochs[-1]) * pace)  # the folds train at once: the longest is left

@@ -779,7 +779,7 @@ def _stop_folds(futures, progress) -> None:
     import ray
 
     started = time.monotonic()
-    stopping.say()  # at once: what follows takes seconds, and `ray job stop` kills the driver 3 s after its SIGTERM
+    stopping.say(early=True)  # a submitted job's driver: `ray job stop` kills it 3 s after its SIGTERM
     if _own_ray_lost():
         return
     try:
@@ -1111,7 +1111,7 @@ def _tune(search, place, configs: dict, todo: list[int], console: Console, room:
     try:
         results = tuner.fit()
     except KeyboardInterrupt:  # a stop signal: each running trial's folds stop after their step
-        stopping.say()
+        stopping.say(early=True)
         _stop_trials(todo)
         raise
     failed = [r for r in results if r.error is not None]

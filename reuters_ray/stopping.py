@@ -73,14 +73,17 @@ def requested() -> int | None:
     return _state["signum"]
 
 
-def say() -> None:
-    """Prints STOPPED_LINE on stderr, once: as soon as a driver starts stopping its folds (`ray job stop` sends
-    SIGKILL 3 seconds after its SIGTERM), and again by the command's end only if not said yet."""
+def say(early: bool = False) -> None:
+    """Prints STOPPED_LINE on stderr, once, as the command's last line (after Ray's own notices). early: a driver
+    starting to stop its folds, which prints it then only inside a submitted Ray job, where `ray job stop` sends
+    SIGKILL 3 seconds after its SIGTERM (RAY_JOB_STOP_WAIT_TIME_S) and the end might never come."""
+    import os
     import sys
 
-    if not _state.get("said"):
-        _state["said"] = True
-        print(f"reuters-ray: {STOPPED_LINE}", file=sys.stderr, flush=True)
+    if _state.get("said") or (early and "RAY_JOB_CONFIG_JSON_ENV_VAR" not in os.environ):
+        return
+    _state["said"] = True
+    print(f"reuters-ray: {STOPPED_LINE}", file=sys.stderr, flush=True)
 
 
 def status() -> int:
