@@ -46,7 +46,10 @@ from reuters_ray.storage import LOCAL, copy_dir
 
 pytestmark = pytest.mark.cluster
 
-EPOCHS = 3  # a fault lands after epoch 1 is registered, and the fold still has epochs left after it resumes
+# A fault lands after epoch 1 is registered; a lost node's worker may register epoch 2 before it dies, so the fold
+# resumes after epoch 1 or 2 and still has two epochs left: the hung worker is frozen between them (an epoch takes
+# about a second here; with 3 epochs a fold resumed after epoch 2 had only its last left, and CI once saw it finish).
+EPOCHS = 4
 SECOND = "second_node"  # the second node's own resource: it names the node in `ray start` and in /proc
 
 
