@@ -24,10 +24,10 @@ def reuters18_tokens(
 ):
     """(TokenArrays, labels, label names) of a stratified sample of n preprocessed Reuters-18 wires.
     tokenizer: an alias or a local tokenizer folder (the uncased BERT vocabulary either way)."""
+    from reuters_ray.data.features import tokenize
+    from reuters_ray.data.preprocess import preprocess, subsample
     from reuters_ray.data.reuters21578 import load_reuters21578
-    from reuters_ray.features import tokenize
-    from reuters_ray.models import load_tokenizer
-    from reuters_ray.preprocess import preprocess, subsample
+    from reuters_ray.fold.models import load_tokenizer
 
     ds = preprocess(load_reuters21578(reuters_path()))
     ds = subsample(ds, n if split == "train" else None, n if split == "test" else None, seed)

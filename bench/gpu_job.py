@@ -51,7 +51,7 @@ from reuters_ray import rows as R  # noqa: E402
 def pack_tokenizer() -> None:
     """Copies the packaged uncased BERT tokenizer files into .device/tokenizer (about 1 MB)."""
     sys.path.insert(0, str(REPO))
-    from reuters_ray.models import packaged_minilm_path
+    from reuters_ray.fold.models import packaged_minilm_path
 
     src, dst = packaged_minilm_path(), DEVICE / "tokenizer"
     dst.mkdir(parents=True, exist_ok=True)

@@ -28,12 +28,12 @@ def rss_mib() -> float:
 def child(checkpointing: bool, batch: int, length: int, steps: int) -> dict:
     import torch
 
+    from reuters_ray.data.features import tokenize
+    from reuters_ray.data.preprocess import preprocess
     from reuters_ray.data.reuters21578 import load_reuters21578
-    from reuters_ray.features import tokenize
-    from reuters_ray.loss import focal_loss
-    from reuters_ray.models import build_model, load_tokenizer
-    from reuters_ray.preprocess import preprocess
-    from reuters_ray.train import collate
+    from reuters_ray.fold.loss import focal_loss
+    from reuters_ray.fold.models import build_model, load_tokenizer
+    from reuters_ray.fold.train import collate
 
     torch.manual_seed(0)
     from common import reuters_path

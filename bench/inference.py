@@ -29,9 +29,9 @@ import numpy as np
 import torch
 from common import machine, reuters18_tokens, sync
 
-from reuters_ray.ensemble import Ensemble
-from reuters_ray.inference import TorchFolds
-from reuters_ray.models import build_model
+from reuters_ray.fold.inference import TorchFolds
+from reuters_ray.fold.models import build_model
+from reuters_ray.predictor.ensemble import Ensemble
 
 
 @torch.no_grad()
@@ -58,8 +58,8 @@ def run_backends(run: str, repeat: int) -> None:
     import yaml
 
     from reuters_ray.config import RunConfig, from_dict
-    from reuters_ray.features import tokenize
-    from reuters_ray.preprocess import prepare
+    from reuters_ray.data.features import tokenize
+    from reuters_ray.data.preprocess import prepare
 
     cfg = from_dict(RunConfig, yaml.safe_load(open(f"{run}/config.yaml")))
     texts = prepare(cfg.data).test_texts
@@ -93,7 +93,7 @@ def run_students(run: str, students: list[str], repeat: int) -> None:
     import yaml
 
     from reuters_ray.config import RunConfig, from_dict
-    from reuters_ray.preprocess import prepare
+    from reuters_ray.data.preprocess import prepare
 
     cfg = from_dict(RunConfig, yaml.safe_load(open(f"{run}/config.yaml")))
     ds = prepare(cfg.data)

@@ -41,9 +41,9 @@ from reuters_ray import rows as R  # noqa: E402
 def prepare_step(work: Path, cfg_dict: dict) -> dict:
     """Loads, preprocesses and tokenizes one step's data into work/ (tokens.npz + spec.json) for the fold workers."""
     from reuters_ray.config import RunConfig, from_dict
-    from reuters_ray.features import class_weights, stratified_folds, tokenize
-    from reuters_ray.models import load_tokenizer
-    from reuters_ray.preprocess import prepare
+    from reuters_ray.data.features import class_weights, stratified_folds, tokenize
+    from reuters_ray.data.preprocess import prepare
+    from reuters_ray.fold.models import load_tokenizer
 
     cfg = from_dict(RunConfig, cfg_dict)
     ds = prepare(cfg.data)
@@ -79,8 +79,8 @@ def fold_worker(work: Path, fold: int) -> None:
     import torch
 
     from reuters_ray.config import RunConfig, from_dict
-    from reuters_ray.features import TokenArrays
-    from reuters_ray.train import FoldData, train_fold
+    from reuters_ray.data.features import TokenArrays
+    from reuters_ray.fold.train import FoldData, train_fold
 
     spec = json.loads((work / "spec.json").read_text())
     z = np.load(work / "tokens.npz")
@@ -157,12 +157,12 @@ def run_steps(steps: list[tuple[str, dict]], work_root: Path, deadline: float) -
 
     from reuters_ray.config import RunConfig, from_dict
     from reuters_ray.console import Console
-    from reuters_ray.features import TokenArrays
-    from reuters_ray.inference import TorchFolds
-    from reuters_ray.metrics import classification_metrics, evaluate_scores, softmax
+    from reuters_ray.data.features import TokenArrays
+    from reuters_ray.fold.inference import TorchFolds
+    from reuters_ray.fold.train import PROFILES, resolve_precision
     from reuters_ray.phases import blend_phase, fit_linear, out_of_fold_logits
+    from reuters_ray.scoring.metrics import classification_metrics, evaluate_scores, softmax
     from reuters_ray.storage import LOCAL
-    from reuters_ray.train import PROFILES, resolve_precision
 
     started = []
     for name, cfg in steps:

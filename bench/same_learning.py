@@ -17,11 +17,11 @@ from common import machine, reuters_path
 from sklearn.model_selection import train_test_split
 
 from reuters_ray.config import ModelConfig, RunConfig, TrainConfig
+from reuters_ray.data.features import class_weights, tokenize
+from reuters_ray.data.preprocess import preprocess
 from reuters_ray.data.reuters21578 import load_reuters21578
-from reuters_ray.features import class_weights, tokenize
-from reuters_ray.models import load_tokenizer
-from reuters_ray.preprocess import preprocess
-from reuters_ray.train import FoldData, train_fold
+from reuters_ray.fold.models import load_tokenizer
+from reuters_ray.fold.train import FoldData, train_fold
 
 
 def main() -> None:

@@ -109,7 +109,7 @@ def main() -> None:
     import yaml
 
     from reuters_ray.config import RunConfig, from_dict
-    from reuters_ray.preprocess import prepare
+    from reuters_ray.data.preprocess import prepare
 
     cfg = from_dict(RunConfig, yaml.safe_load(open(f"{a.run}/config.yaml")))
     texts = prepare(cfg.data).test_texts

@@ -4,7 +4,7 @@
 
 In this process, twice: start a local Ray (this process owns it, as `reuters-ray serve` does on a machine without
 one), deploy the run's predictor, answer one request, then stop it and time the stop up to Ray being gone: first as
-the command stopped before issue 27 (serve.shutdown(), then ray.shutdown()), then with reuters_ray.serve.stop_serve.
+the command stopped before issue 27 (serve.shutdown(), then ray.shutdown()), then with reuters_ray.predictor.serve.stop_serve.
 Prints both times and their ratio. Ray's own lines, the "graceful_shutdown failed" notice among them, go to stderr.
 """
 
@@ -22,7 +22,7 @@ def one_round(run: str, port: int, old: bool) -> float:
     import ray
     from ray import serve
 
-    from reuters_ray.serve import APP_NAME, build_app, stop_serve
+    from reuters_ray.predictor.serve import APP_NAME, build_app, stop_serve
 
     ray.init(log_to_driver=False)
     serve.start(http_options={"host": "127.0.0.1", "port": port})
@@ -48,7 +48,7 @@ def main() -> None:
     new = one_round(args.run, args.port, old=False)
     print(f"machine: {machine()}")
     print(f"stop, serve.shutdown() + ray.shutdown(): {old:.2f} s")
-    print(f"stop, reuters_ray.serve.stop_serve:      {new:.2f} s")
+    print(f"stop, reuters_ray.predictor.serve.stop_serve:      {new:.2f} s")
     print(f"ratio: {old / new:.1f}x")
 
 

@@ -20,8 +20,8 @@ import time
 import numpy as np
 import torch
 
-from reuters_ray.loss import focal_loss
-from reuters_ray.models import build_model
+from reuters_ray.fold.loss import focal_loss
+from reuters_ray.fold.models import build_model
 
 
 def batch(n: int, width: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

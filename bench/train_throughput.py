@@ -20,8 +20,8 @@ from common import machine, reuters18_tokens, sync
 
 from reuters_ray import rows as R
 from reuters_ray.config import ModelConfig, RunConfig, TrainConfig
-from reuters_ray.features import class_weights
-from reuters_ray.train import FoldData, train_fold
+from reuters_ray.data.features import class_weights
+from reuters_ray.fold.train import FoldData, train_fold
 
 
 def run(profile: str, model: str, data: FoldData, epochs: int) -> tuple[float, float, float]:

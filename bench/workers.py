@@ -1,6 +1,6 @@
 """What a fold's second data-parallel worker costs or gains: one fold trained by one worker and by two (cv.workers_per_fold
 2), with the same effective batch, as local processes joined by gloo, the way Ray Train's workers of a fold are
-(reuters_ray.parallel.run_local; Ray itself adds only its start-up, measured in docs/results.md).
+(reuters_ray.fold.parallel.run_local; Ray itself adds only its start-up, measured in docs/results.md).
 
     .venv/bin/python bench/workers.py [--model minilm-offline] [--n 600] [--max-length 128] [--epochs 3]
                                       [--batch 32] [--device cpu]
@@ -27,9 +27,9 @@ from sklearn.model_selection import train_test_split
 
 from reuters_ray import rows as R
 from reuters_ray.config import CVConfig, ModelConfig, RunConfig, TrainConfig
-from reuters_ray.features import class_weights
-from reuters_ray.parallel import run_local
-from reuters_ray.train import FoldData, train_fold
+from reuters_ray.data.features import class_weights
+from reuters_ray.fold.parallel import run_local
+from reuters_ray.fold.train import FoldData, train_fold
 
 
 def fold(cfg: RunConfig, data: FoldData, out: str, device: str, share: float) -> list[dict]:

@@ -27,14 +27,14 @@ import yaml
 
 from reuters_ray.config import field_docs, from_dict, load_yaml
 from reuters_ray.errors import ConfigError, DataError, ReutersRayError
-from reuters_ray.export import BACKENDS
+from reuters_ray.predictor.export import BACKENDS
 
 
 def _summary(args: argparse.Namespace) -> int:
     from reuters_ray.data import load_dataset
+    from reuters_ray.data.features import class_weights
     from reuters_ray.data.overlap import overlap_notes
-    from reuters_ray.features import class_weights
-    from reuters_ray.preprocess import prepare
+    from reuters_ray.data.preprocess import prepare
 
     cfg = run_config_from_args(args).data
     # what a run trains and tests on (data.train_sample and test_sample included), or with --raw the data as loaded
@@ -176,7 +176,7 @@ def _tune(args: argparse.Namespace) -> int:
 
 
 def _report(args: argparse.Namespace) -> int:
-    from reuters_ray.report import write_report
+    from reuters_ray.run.report import write_report
 
     if "://" not in args.run_dir:
         for path in write_report(args.run_dir):
@@ -267,8 +267,8 @@ def _stdin_bytes() -> bytes:
 def _predict(args: argparse.Namespace) -> int:
     from transformers.utils import logging as hf_logging
 
-    from reuters_ray.ensemble import Ensemble
-    from reuters_ray.inference import check_device
+    from reuters_ray.fold.inference import check_device
+    from reuters_ray.predictor.ensemble import Ensemble
 
     for flag, value in (("--top-k", args.top_k), ("--batch-size", args.batch_size)):
         if value < 1:
@@ -301,8 +301,8 @@ def _predict(args: argparse.Namespace) -> int:
 def _export(args: argparse.Namespace) -> int:
     from transformers.utils import logging as hf_logging
 
-    from reuters_ray.ensemble import Ensemble
-    from reuters_ray.export import GRAPHS
+    from reuters_ray.predictor.ensemble import Ensemble
+    from reuters_ray.predictor.export import GRAPHS
 
     hf_logging.disable_progress_bar()
     out = Ensemble.from_run(args.run, device="cpu").export(args.out, int8=args.int8)
@@ -354,22 +354,22 @@ def _serve(args: argparse.Namespace) -> int:
     else:
         from transformers.utils import logging as hf_logging
 
-        from reuters_ray.ensemble import cached_export
+        from reuters_ray.predictor.ensemble import cached_export
 
         hf_logging.disable_progress_bar()
         export_dir = str(cached_export(args.run, args.backend))  # made once; every replica reads the same folder
 
-    from reuters_ray.serve import run_service
+    from reuters_ray.predictor.serve import run_service
 
     run_service(str(args.run), args.backend, export_dir, host=args.host, port=args.port, replicas=args.replicas)
     return 0
 
 
 def _baseline(args: argparse.Namespace) -> int:
-    from reuters_ray.baseline import run_baseline
     from reuters_ray.data.overlap import shared_test_note
+    from reuters_ray.data.preprocess import prepare
     from reuters_ray.phases import unseen_line
-    from reuters_ray.preprocess import prepare
+    from reuters_ray.scoring.baseline import run_baseline
 
     ds = prepare(run_config_from_args(args).data)
     # what loading and preprocessing did, and test texts that are training texts, as a run's first lines say it

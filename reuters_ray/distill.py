@@ -121,10 +121,10 @@ def check_input(cfg: RunConfig) -> StudentPrepared:
     predictions, the student model, the data the teacher's (same texts, labels and split: its fingerprint), the soft
     targets rebuilt and matching the teacher's record, the held-out slice. Raises ConfigError or DataError naming the
     run, file or flag."""
+    from reuters_ray.data.features import class_weights, tokenize
     from reuters_ray.data.overlap import folds_note, shared_test_note
-    from reuters_ray.features import class_weights, tokenize
-    from reuters_ray.models import check_fits, check_layers, check_model, head_note, load_tokenizer
-    from reuters_ray.preprocess import prepare
+    from reuters_ray.data.preprocess import prepare
+    from reuters_ray.fold.models import check_fits, check_layers, check_model, head_note, load_tokenizer
     from reuters_ray.storage import finished_run
 
     teacher = cfg.distill.teacher
@@ -188,8 +188,8 @@ def transfer_texts(cfg: RunConfig, ds) -> tuple[list[str], list[str]]:
     data.min_tokens words, none equal to a test text or to an earlier one; at most distill.transfer_sample of them,
     drawn at random (seeded by data.split_seed). Raises ConfigError for another source, DataError when none is left."""
     from reuters_ray.data import load_dataset
+    from reuters_ray.data.preprocess import clean_text, count_words
     from reuters_ray.data.reuters21578 import all_wires
-    from reuters_ray.preprocess import clean_text, count_words
 
     if cfg.data.source != "reuters21578":
         raise ConfigError(
@@ -221,7 +221,7 @@ def score_transfer(prep: StudentPrepared) -> float:
     teacher, its linear model) on this process's CPU or GPU. Returns the seconds it took (0 without transfer texts)."""
     import time
 
-    from reuters_ray.ensemble import Ensemble
+    from reuters_ray.predictor.ensemble import Ensemble
 
     if prep.n_labelled == prep.n_train:
         return 0.0
@@ -258,8 +258,8 @@ def teacher_targets(local: Path, metrics: dict[str, Any], ds) -> np.ndarray:
     teacher recorded (the targets would not be the teacher's)."""
     import pandas as pd
 
-    from reuters_ray.baseline import LinearModel, out_of_fold_scores
-    from reuters_ray.blend import blend_probabilities
+    from reuters_ray.scoring.baseline import LinearModel, out_of_fold_scores
+    from reuters_ray.scoring.blend import blend_probabilities
 
     path = local / "oof_predictions.parquet"
     oof = pd.read_parquet(path)
@@ -289,8 +289,8 @@ def teacher_targets(local: Path, metrics: dict[str, Any], ds) -> np.ndarray:
 
 
 def _log_loss(y: np.ndarray, probs: np.ndarray) -> float:
-    from reuters_ray.metrics import log_loss
-    from reuters_ray.multilabel import binary_log_loss
+    from reuters_ray.scoring.metrics import log_loss
+    from reuters_ray.scoring.multilabel import binary_log_loss
 
     return binary_log_loss(y, probs) if y.ndim == 2 else log_loss(y, probs)
 
@@ -298,7 +298,7 @@ def _log_loss(y: np.ndarray, probs: np.ndarray) -> float:
 def held_out_split(labels: np.ndarray, share: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """(training rows, held-out rows) of the training split: a stratified (multi-label: iteratively stratified),
     seeded share `share` held out. Raises DataError when it cannot be drawn (a class too rare for it)."""
-    from reuters_ray.preprocess import _multilabel_sample, _sample
+    from reuters_ray.data.preprocess import _multilabel_sample, _sample
 
     n = max(1, round(len(labels) * share))
     try:
@@ -323,7 +323,7 @@ def student_metrics(cfg: RunConfig, place, prep: StudentPrepared, folds, test_lo
     ds, t = prep.ds, prep.teacher_metrics
     decision = None
     if ds.multi_label:  # thresholds on the held-out slice: the student's own validation logits, never the test split
-        from reuters_ray.checkpoint import VAL_LOGITS_FILE, read_val_logits
+        from reuters_ray.fold.checkpoint import VAL_LOGITS_FILE, read_val_logits
 
         best = folds.best_paths[0]
         val_logits = read_val_logits(read_bytes(place.fs, f"{best}/{VAL_LOGITS_FILE}"), f"{best}/{VAL_LOGITS_FILE}")
@@ -376,9 +376,9 @@ def write_outputs(place, cfg: RunConfig, prep: StudentPrepared, folds, metrics: 
     best model with the tokenizer), soft_targets.parquet, the data files (reuters_ray.outputs) and the report."""
     import pandas as pd
 
-    from reuters_ray.outputs import Predictions, write_run_outputs
     from reuters_ray.phases import probabilities, publish_outputs
-    from reuters_ray.report import write_report
+    from reuters_ray.run.outputs import Predictions, write_run_outputs
+    from reuters_ray.run.report import write_report
     from reuters_ray.storage import LOCAL, copy_dir, write_atomic
 
     ds = prep.ds

@@ -315,11 +315,11 @@ def check_input(cfg: RunConfig, tokenize_now: bool = True) -> Prepared:
     the folds, the tokenizer against the model, and what the linear model needs when the run fits it. Raises
     ConfigError or DataError naming the file, field or flag. tokenize_now=False: every check, but `tokens` is left
     None for tokenize_input (run_cv tokenizes while Ray starts)."""
-    from reuters_ray.baseline import check_fittable
+    from reuters_ray.data.features import class_weights, stratified_folds
     from reuters_ray.data.overlap import overlap_notes
-    from reuters_ray.features import class_weights, stratified_folds
-    from reuters_ray.models import check_fits, check_model, head_note, load_tokenizer
-    from reuters_ray.preprocess import prepare
+    from reuters_ray.data.preprocess import prepare
+    from reuters_ray.fold.models import check_fits, check_model, head_note, load_tokenizer
+    from reuters_ray.scoring.baseline import check_fittable
 
     dc = cfg.data
     check_model(cfg.model.name)
@@ -342,7 +342,7 @@ def check_input(cfg: RunConfig, tokenize_now: bool = True) -> Prepared:
 def tokenize_input(prep: Prepared, max_length: int) -> Prepared:
     """`prep` with its tokens: the training texts, then the test texts (features.tokenize). Nothing here refuses
     input: check_input has checked it all."""
-    from reuters_ray.features import tokenize
+    from reuters_ray.data.features import tokenize
 
     prep.tokens = tokenize(prep.ds.train_texts + prep.ds.test_texts, prep.tokenizer, max_length)
     return prep
@@ -542,7 +542,7 @@ def fold_of_rows(folds: list[tuple[np.ndarray, np.ndarray]], n: int) -> np.ndarr
 def out_of_fold_logits(fs: pafs.FileSystem, best_paths: list[str], folds, n: int) -> np.ndarray:
     """The training split's out-of-fold logits: each row scored by the best model of the fold that validated on it
     (best/val_logits.safetensors in storage). Raises RuntimeError when a fold's file is missing or does not fit."""
-    from reuters_ray.checkpoint import VAL_LOGITS_FILE, read_val_logits
+    from reuters_ray.fold.checkpoint import VAL_LOGITS_FILE, read_val_logits
 
     out = None
     for k, (best, (_, val_idx)) in enumerate(zip(best_paths, folds)):
@@ -576,8 +576,8 @@ def out_of_fold_metrics(y, oof_logits, label_names, fold_table, decision=None) -
 
 def probabilities(logits: np.ndarray, multi_label: bool) -> np.ndarray:
     """[N, K] probabilities of logits: softmax over classes, or for multi-label data each topic's sigmoid."""
-    from reuters_ray.metrics import softmax
-    from reuters_ray.multilabel import sigmoid
+    from reuters_ray.scoring.metrics import softmax
+    from reuters_ray.scoring.multilabel import sigmoid
 
     return sigmoid(logits) if multi_label else softmax(logits)
 
@@ -585,7 +585,7 @@ def probabilities(logits: np.ndarray, multi_label: bool) -> np.ndarray:
 def choose_decision(cv, y: np.ndarray, oof_probs: np.ndarray) -> dict[str, Any]:
     """Multi-label: the thresholds of a predictor chosen on its out-of-fold probabilities (multilabel.choose_thresholds
     with cv.threshold_min_positives and cv.at_least_one)."""
-    from reuters_ray.multilabel import choose_thresholds
+    from reuters_ray.scoring.multilabel import choose_thresholds
 
     return choose_thresholds(y, oof_probs, cv.threshold_min_positives, cv.at_least_one)
 
@@ -593,8 +593,8 @@ def choose_decision(cv, y: np.ndarray, oof_probs: np.ndarray) -> dict[str, Any]:
 def evaluate(y, scores, label_names, decision=None) -> dict[str, Any]:
     """metrics.evaluate_scores of [N, K] scores, or for multi-label data (`decision` given) multilabel's
     evaluate_multilabel of [N, K] probabilities at the decision's thresholds."""
-    from reuters_ray.metrics import evaluate_scores
-    from reuters_ray.multilabel import evaluate_multilabel
+    from reuters_ray.scoring.metrics import evaluate_scores
+    from reuters_ray.scoring.multilabel import evaluate_multilabel
 
     if decision is None:
         return evaluate_scores(y, scores, label_names)
@@ -622,7 +622,7 @@ def fit_linear(ds, folds) -> tuple[Any, np.ndarray, float]:
     """The linear model fitted on each fold's training rows and on the whole training split (baseline.fit_cv),
     and its seconds. CPU work on the driver: run_cv runs it in a thread while the folds train. Raises DataError
     when it cannot be fitted, saying that the folds are kept."""
-    from reuters_ray.baseline import fit_cv
+    from reuters_ray.scoring.baseline import fit_cv
 
     t = time.perf_counter()
     try:
@@ -639,9 +639,9 @@ def blend_phase(cfg: RunConfig, ds, fitted, oof_logits, ensemble, ensemble_probs
     """The run's test figures. With the linear model (`fitted`: fit_linear's result, or None when neither the blend
     nor the baseline is asked for), the baseline's test figures (cv.baseline) and, with cv.blend, the blend of its
     probabilities with the ensemble's by the weight the out-of-fold predictions chose."""
-    from reuters_ray.baseline import NAME, baseline_metrics
-    from reuters_ray.blend import blend_of_fitted, blend_probabilities
-    from reuters_ray.metrics import evaluate_scores
+    from reuters_ray.scoring.baseline import NAME, baseline_metrics
+    from reuters_ray.scoring.blend import blend_of_fitted, blend_probabilities
+    from reuters_ray.scoring.metrics import evaluate_scores
 
     if fitted is None:
         return Scored(dict(ensemble), ensemble_probs)
@@ -769,8 +769,8 @@ def _fold_copies(prep) -> dict[str, Any]:
 def write_outputs(place: RunPlace, cfg: RunConfig, prep: Prepared, folds: Folds, metrics, scored: Scored, oof_logits):
     """The run folder's outputs, written locally and then copied into storage: models/fold_<k>/ (each fold's best
     model with the tokenizer), the data files (reuters_ray.outputs), linear/ for a blended run, and the report."""
-    from reuters_ray.outputs import Predictions, write_run_outputs
-    from reuters_ray.report import write_report
+    from reuters_ray.run.outputs import Predictions, write_run_outputs
+    from reuters_ray.run.report import write_report
 
     ds = prep.ds
     with tempfile.TemporaryDirectory() as tmp:

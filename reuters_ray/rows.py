@@ -1,5 +1,5 @@
 """The epoch row: one flat dict per fold epoch, its namespaced keys defined here once. The fold loop
-(reuters_ray.train.epoch_row) writes it; Ray's reports, the console, the fold table and the report read it.
+(reuters_ray.fold.train.epoch_row) writes it; Ray's reports, the console, the fold table and the report read it.
 No torch, no Ray: the driver's console imports it.
 """
 

@@ -4,7 +4,7 @@ code is reuters_ray.serve). The driver's steps without Ray are reuters_ray.phase
     driver   the input checked and tokenized once; the arrays in the object store; one TorchTrainer per fold
              (ScalingConfig(num_workers=cv.workers_per_fold, use_gpu=...)), their fit() calls in driver threads so
              the folds run at once
-    worker   calls reuters_ray.train.train_fold, reporting each epoch (and rank 0 its checkpoint) to Ray storage;
+    worker   calls reuters_ray.fold.train.train_fold, reporting each epoch (and rank 0 its checkpoint) to Ray storage;
              a fold's several workers train it data-parallel (DDP through Ray Train's process group)
     callback on each fold's Train controller: forwards every registered report to the driver's console
     actor    the ensemble: loads each fold's best model from storage and scores the test split
@@ -65,8 +65,8 @@ def _fold_worker(config: dict[str, Any]) -> None:
     import ray.train.torch
 
     from reuters_ray.console import format_row
-    from reuters_ray.features import TokenArrays
-    from reuters_ray.train import FoldData, train_fold
+    from reuters_ray.data.features import TokenArrays
+    from reuters_ray.fold.train import FoldData, train_fold
 
     task: FoldTask = config["task"]
     rank = ray.train.get_context().get_world_rank()
@@ -364,7 +364,7 @@ class _EnsembleActor:
         # imported now, used by load: BERT's classifier is the product's (another architecture's loads there)
         from transformers import AutoModelForSequenceClassification, BertForSequenceClassification  # noqa: F401
 
-        from reuters_ray.inference import default_device
+        from reuters_ray.fold.inference import default_device
 
         self.device = default_device()
         if self.device.type == "cuda":
@@ -374,8 +374,8 @@ class _EnsembleActor:
         self.folds = None
 
     def load(self, storage_uri: str, best_paths: list[str], precision: str, profile: str) -> None:
-        from reuters_ray.inference import TorchFolds
-        from reuters_ray.train import PROFILES, resolve_precision
+        from reuters_ray.fold.inference import TorchFolds
+        from reuters_ray.fold.train import PROFILES, resolve_precision
 
         fs, _, _ = storage_location(storage_uri)  # any URI of the run's storage: its filesystem
         self._tmp = tempfile.mkdtemp(prefix="reuters-ray-ensemble-")
@@ -389,7 +389,7 @@ class _EnsembleActor:
         self.folds = TorchFolds(local, device=self.device, precision=precision)
 
     def fold_logits(self, arrays: dict[str, Any]) -> np.ndarray:
-        from reuters_ray.features import TokenArrays
+        from reuters_ray.data.features import TokenArrays
 
         return self.folds.fold_logits(TokenArrays(arrays["ids"], arrays["lengths"], arrays["pad_id"]))
 
@@ -910,7 +910,7 @@ def _trial_trainable():
     from ray import tune
 
     from reuters_ray.config import from_dict
-    from reuters_ray.search import mark_stopped, search_place
+    from reuters_ray.run.trials import mark_stopped, search_place
 
     class Trial(tune.Trainable):
         def setup(self, config: dict[str, Any]) -> None:
@@ -938,7 +938,7 @@ def _trial_trainable():
                     raise self.error
                 if self.metrics is None:  # its folds were stopped by the search's driver (a stop signal)
                     raise RuntimeError(f"trial {self.index}: stopped with its search")
-                from reuters_ray.search import score_of_folds
+                from reuters_ray.run.trials import score_of_folds
 
                 return {**self.last, "score": score_of_folds(self.metrics["folds"]), "done": True}
             self.last = item
@@ -981,7 +981,7 @@ def run_search(base: RunConfig, search_file: str, name: str, console: Console) -
 
 
 def _run_search(base: RunConfig, search_file: str, name: str, console: Console) -> dict[str, Any]:
-    from reuters_ray.search import (
+    from reuters_ray.run.trials import (
         check_search,
         read_search,
         search_place,
@@ -1026,7 +1026,7 @@ def _run_search(base: RunConfig, search_file: str, name: str, console: Console) 
 def _check_lengths(base: RunConfig, search, search_file: str) -> None:
     """The model reads every data.max_length the search may draw (phases.check_input checked the base config's
     and the tokenizer). Raises ConfigError."""
-    from reuters_ray.models import check_model
+    from reuters_ray.fold.models import check_model
 
     positions, _ = check_model(base.model.name)
     dist = search.space.get("data.max_length")
@@ -1041,7 +1041,7 @@ def _check_lengths(base: RunConfig, search, search_file: str) -> None:
 
 
 def _say_results(console: Console, place, search, rows: list[dict[str, Any]], best: dict[str, Any] | None) -> None:
-    from reuters_ray.search import named_test_figures, summary
+    from reuters_ray.run.trials import named_test_figures, summary
 
     for r in sorted(rows, key=lambda r: (r["score"] is None, -(r["score"] or 0))):
         score = "n/a" if r["score"] is None else f"{r['score']:.4f} ({search.score_name})"
@@ -1128,7 +1128,7 @@ def _say(search, place, console: Console):
     signals taken back from Tune."""
     from ray import tune
 
-    from reuters_ray.search import round_line, trial_status
+    from reuters_ray.run.trials import round_line, trial_status
 
     class Say(tune.Callback):
         """Each trial's epoch rounds on the search's console; and the end of the search held until every ended trial
@@ -1175,7 +1175,7 @@ def _stop_trials(trials: list[int]) -> None:
     is left then goes with the search's Ray job. A trial stopped so is not recorded as ended by the scheduler."""
     import ray
 
-    from reuters_ray.search import TRIAL_PREFIX
+    from reuters_ray.run.trials import TRIAL_PREFIX
 
     if _own_ray_lost():
         return

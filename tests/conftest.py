@@ -46,7 +46,7 @@ def reuters_keras_text(reuters_dir):
 
 @pytest.fixture(scope="session")
 def minilm_tokenizer():
-    from reuters_ray.models import load_tokenizer
+    from reuters_ray.fold.models import load_tokenizer
 
     return load_tokenizer("minilm-offline")
 

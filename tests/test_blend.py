@@ -12,13 +12,13 @@ from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.pipeline import make_pipeline
 from sklearn.svm import LinearSVC
 
-from reuters_ray.baseline import VOCABULARY_FILE, WEIGHTS_FILE, LinearModel, fit_cv
-from reuters_ray.blend import choose_weight, fit_blend, log_loss
 from reuters_ray.config import DataConfig, from_dict
+from reuters_ray.data.features import stratified_folds
+from reuters_ray.data.preprocess import prepare
 from reuters_ray.errors import DataError
-from reuters_ray.features import stratified_folds
-from reuters_ray.metrics import softmax
-from reuters_ray.preprocess import prepare
+from reuters_ray.scoring.baseline import VOCABULARY_FILE, WEIGHTS_FILE, LinearModel, fit_cv
+from reuters_ray.scoring.blend import choose_weight, fit_blend, log_loss
+from reuters_ray.scoring.metrics import softmax
 
 
 @pytest.fixture(scope="module")

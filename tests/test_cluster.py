@@ -153,8 +153,8 @@ def two_workers_of_each_fold(cfg_dict, root):
     a fold of two Ray Train workers must compute. Returns each fold's epoch rows."""
     from reuters_ray import phases
     from reuters_ray.config import RunConfig, from_dict
-    from reuters_ray.features import TokenArrays
-    from reuters_ray.train import FoldData, train_fold
+    from reuters_ray.data.features import TokenArrays
+    from reuters_ray.fold.train import FoldData, train_fold
 
     cfg = from_dict(RunConfig, cfg_dict)
     prep = phases.check_input(cfg)
@@ -214,7 +214,7 @@ def test_folds_of_two_workers_span_the_nodes_queue_and_restart_a_killed_worker_f
 
 
 def two_workers_local(cfg_dict, root):
-    from reuters_ray.parallel import run_local
+    from reuters_ray.fold.parallel import run_local
 
     return run_local(two_workers_of_each_fold, 2, cfg_dict, root)[0]
 

@@ -31,7 +31,7 @@ def test_search_file_loads_against_its_run_config_and_names_its_command(path):
     """A search file (search-*.yaml) reads against the run config its command names."""
     import re
 
-    from reuters_ray.search import draw_trials, read_search
+    from reuters_ray.run.trials import draw_trials, read_search
 
     (command,) = [line for line in path.read_text().splitlines() if line.startswith("#") and " tune " in line]
     assert f"--search configs/{path.name}" in command

@@ -19,9 +19,9 @@ def test_soft_targets_are_the_teachers_out_of_fold_blend_probabilities(finished_
     the teacher's calibration and blend weight. And the held-out slice: stratified, seeded, never the test split."""
     from safetensors.numpy import load_file
 
-    from reuters_ray.baseline import LinearModel
     from reuters_ray.distill import check_input, student_config
-    from reuters_ray.metrics import softmax
+    from reuters_ray.scoring.baseline import LinearModel
+    from reuters_ray.scoring.metrics import softmax
 
     teacher = finished_run
     cfg = student_config(str(teacher), [], None, None, "pupil")
@@ -117,7 +117,7 @@ def test_a_student_run_is_not_a_teacher(finished_run, tmp_path, capsys):
 
 
 def test_the_soft_target_loss_is_hintons_kl_at_the_temperature():
-    from reuters_ray.loss import distillation_loss, distillation_loss_multilabel
+    from reuters_ray.fold.loss import distillation_loss, distillation_loss_multilabel
 
     torch.manual_seed(0)
     z, teacher_z = torch.randn(5, 4), torch.randn(5, 4)
@@ -143,7 +143,7 @@ def test_the_soft_target_loss_is_hintons_kl_at_the_temperature():
 
 
 def test_model_layers_keeps_the_encoders_first_layers():
-    from reuters_ray.models import build_model
+    from reuters_ray.fold.models import build_model
 
     full, cut = build_model("minilm-offline", ["a", "b"]), build_model("minilm-offline", ["a", "b"], layers=2)
     assert cut.config.num_hidden_layers == 2 and len(cut.bert.encoder.layer) == 2

@@ -16,10 +16,10 @@ import yaml
 
 from reuters_ray.cli import main
 from reuters_ray.config import RunConfig, from_dict
-from reuters_ray.ensemble import Ensemble
+from reuters_ray.data.features import tokenize
 from reuters_ray.errors import DataError
-from reuters_ray.export import export_cache_dir
-from reuters_ray.features import tokenize
+from reuters_ray.predictor.ensemble import Ensemble
+from reuters_ray.predictor.export import export_cache_dir
 
 # Run in a fresh interpreter outside the repository: every import of reuters_ray fails, as on a machine without it.
 _HARNESS = """
@@ -72,7 +72,7 @@ def exported(finished_run, tmp_path_factory):
 @pytest.fixture(scope="module")
 def test_texts(finished_run):
     """The run's 200 test texts, preprocessed as the run did (its config.yaml)."""
-    from reuters_ray.preprocess import prepare
+    from reuters_ray.data.preprocess import prepare
 
     cfg = from_dict(RunConfig, yaml.safe_load((finished_run / "config.yaml").read_text()))
     return prepare(cfg.data).test_texts
@@ -229,9 +229,9 @@ def test_manifest_graph_metadata_and_readme_say_the_graph_is_the_fold_ensemble_p
     manifest.json (parts, input, combine: values a program uses), the graphs' own ONNX metadata, README.md."""
     import onnxruntime as ort
 
-    from reuters_ray.baseline import LinearModel
-    from reuters_ray.preprocess import clean_text
-    from reuters_ray.text import readable_texts
+    from reuters_ray.data.preprocess import clean_text
+    from reuters_ray.data.text import readable_texts
+    from reuters_ray.scoring.baseline import LinearModel
 
     m = json.loads((exported / "manifest.json").read_text())
     metrics = json.loads((finished_run / "metrics.json").read_text())

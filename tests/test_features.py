@@ -3,10 +3,10 @@
 import numpy as np
 import pytest
 
+from reuters_ray.data.features import tokenize
+from reuters_ray.data.preprocess import preprocess
 from reuters_ray.errors import DataError
-from reuters_ray.features import tokenize
-from reuters_ray.models import load_tokenizer
-from reuters_ray.preprocess import preprocess
+from reuters_ray.fold.models import load_tokenizer
 
 
 def test_tokenize_matches_the_tokenizer_and_truncates(minilm_tokenizer):

@@ -13,9 +13,9 @@ from reuters_ray.cli import main
 from reuters_ray.config import DataConfig
 from reuters_ray.data.dataset import TextDataset
 from reuters_ray.data.keras_reuters import NPZ_SHA256, PUBLISHED, _rule_note, load_keras_reuters
+from reuters_ray.data.preprocess import filter_rare_classes, prepare
 from reuters_ray.data.table import load_table
 from reuters_ray.errors import DataError
-from reuters_ray.preprocess import filter_rare_classes, prepare
 
 # Reuters-style topic sets, five rows each: a third of the cells hold two topics
 SETS = [["grain", "wheat"], ["grain"], ["wheat"], ["corn", "grain"], ["earn"], ["acq"]]

@@ -9,7 +9,7 @@ import json
 import pytest
 import torch
 
-from reuters_ray.models import build_model, head_labels, head_note, load_tokenizer
+from reuters_ray.fold.models import build_model, head_labels, head_note, load_tokenizer
 
 
 @pytest.fixture(scope="module")
@@ -73,7 +73,7 @@ def test_the_fold_loop_trains_from_it(two_label_checkpoint, reuters, minilm_toke
     from test_train import fold_data
 
     from reuters_ray.config import ModelConfig, RunConfig, TrainConfig
-    from reuters_ray.train import train_fold
+    from reuters_ray.fold.train import train_fold
 
     data = fold_data(reuters, minilm_tokenizer, 48, max_length=32)
     cfg = RunConfig(

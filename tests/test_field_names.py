@@ -20,8 +20,8 @@ from reuters_ray import phases
 from reuters_ray import rows as R
 from reuters_ray.config import MONITORS, CVConfig, DataConfig, RunConfig, TrainConfig, monitor_key
 from reuters_ray.console import Console, format_row
-from reuters_ray.outputs import Predictions, true_named, write_run_outputs
-from reuters_ray.report import build_sections, curves_figure, load_run, render_markdown
+from reuters_ray.run.outputs import Predictions, true_named, write_run_outputs
+from reuters_ray.run.report import build_sections, curves_figure, load_run, render_markdown
 
 NAMES = ["grain", "wheat", "corn"]
 # (data.task, train.monitor) -> the validation figure's key and name
@@ -66,15 +66,15 @@ def logits_for(task: str, y: np.ndarray, seed: int) -> np.ndarray:
 
 def validation(task: str, y: np.ndarray, logits: np.ndarray) -> dict[str, float]:
     """A fold's validation figures, as train.validate computes them."""
-    from reuters_ray.metrics import classification_metrics
-    from reuters_ray.multilabel import validation_metrics
+    from reuters_ray.scoring.metrics import classification_metrics
+    from reuters_ray.scoring.multilabel import validation_metrics
 
     return validation_metrics(y, logits) if task == "multi" else classification_metrics(y, logits.argmax(1), 3)
 
 
 def fold_progress(cfg: RunConfig, fold: int, epochs: int = 3) -> dict:
     """progress.json of a fold's last checkpoint: its epoch rows made by train.epoch_row, stopped on cfg.monitor()."""
-    from reuters_ray.train import EarlyStopping, epoch_row
+    from reuters_ray.fold.train import EarlyStopping, epoch_row
 
     task, y = cfg.data.task, labels(cfg.data.task, 24, fold)
     stopper = EarlyStopping(patience=5, min_delta=0.0)
@@ -159,7 +159,7 @@ def test_each_monitor_is_a_validation_figure_under_its_true_key_and_name(task, m
     figures = validation(task, y, logits_for(task, y, 2))
     assert key in figures  # what train.run_epoch reads: metrics[cfg.monitor()]
     if task == "multi":  # a multi-label run's validation figures never call the subset accuracy "accuracy"
-        from reuters_ray.multilabel import sigmoid
+        from reuters_ray.scoring.multilabel import sigmoid
 
         whole_set_right = (y == (sigmoid(logits_for(task, y, 2)) >= figures["threshold"])).all(axis=1)
         assert "accuracy" not in figures and figures["subset_accuracy"] == pytest.approx(whole_set_right.mean())
@@ -367,7 +367,7 @@ def test_the_result_line_and_its_json_fields(task):
 def make_search(tmp_path, task, monitor, older_trial=False):
     """A search of 3 trials over train.lr: trials 0 and 2 finished (trial 2 from before the true names when
     `older_trial`), trial 1 stopped by the scheduler. Returns (search, place, rows, best)."""
-    from reuters_ray.search import STOPPED_FILE, check_search, read_search, trial_rows, write_results, write_search
+    from reuters_ray.run.trials import STOPPED_FILE, check_search, read_search, trial_rows, write_results, write_search
 
     base = config(task, monitor, str(tmp_path / "runs"))
     (tmp_path / "search.yaml").write_text(yaml.safe_dump({"trials": 3, "space": {"train.lr": {"choice": [1e-4]}}}))
@@ -391,8 +391,8 @@ def make_search(tmp_path, task, monitor, older_trial=False):
 
 @pytest.mark.parametrize("task,monitor", SOME)
 def test_a_search_names_its_score_and_test_figures(task, monitor, tmp_path):
+    from reuters_ray.run.trials import round_line
     from reuters_ray.runner import _say_results
-    from reuters_ray.search import round_line
 
     search, place, rows, best = make_search(tmp_path, task, monitor)
     key, name, m = KEY[task, monitor], NAME[task, monitor], run_of(task, monitor)[1]

@@ -106,7 +106,7 @@ def test_cv_and_a_search_name_each_folds_copies_before_ray(random_tables, tmp_pa
         train = {prep.ds.train_texts[i] for i in train_idx}
         assert all(prep.ds.train_texts[i] in train for i in leaks[k]) and set(leaks[k]) <= set(val_idx)
     # what the run's metrics.json (run_record: a cross-validation's and a student's) and report keep of it
-    from reuters_ray.report import _overlap_notes
+    from reuters_ray.run.report import _overlap_notes
 
     copies = phases._fold_copies(prep)["fold_copies"]
     assert [(c["fold"], c["validation_rows"], c["also_training_texts"]) for c in copies] == [
@@ -175,7 +175,7 @@ def test_data_summary_shows_the_sample_a_run_trains_on(reuters_dir, capsys):
 def test_the_reuters_splits_counts(reuters, reuters_keras_text):
     """Reuters-21578 itself: wires that repeat a wire word for word. Keras's text (a brief without a body gets a
     later wire's body) makes four times as many."""
-    from reuters_ray.preprocess import preprocess
+    from reuters_ray.data.preprocess import preprocess
 
     for ds, shared, copies in ((reuters, 41, 80), (reuters_keras_text, 196, 467)):
         ds = preprocess(ds, 50)

@@ -14,7 +14,7 @@ import pytest
 from conftest import BIN
 
 from reuters_ray.cli import main
-from reuters_ray.ensemble import Ensemble
+from reuters_ray.predictor.ensemble import Ensemble
 
 Out = namedtuple("Out", "code out err")
 

@@ -169,7 +169,7 @@ def _one_test_text_is_a_training_text(run, metrics, stdout):
 
     from reuters_ray.config import RunConfig, from_dict
     from reuters_ray.data.overlap import shared_test_rows
-    from reuters_ray.preprocess import prepare
+    from reuters_ray.data.preprocess import prepare
 
     ds = prepare(from_dict(RunConfig, yaml.safe_load((run / "config.yaml").read_text())).data)
     (shared,) = shared_test_rows(ds.train_texts, ds.test_texts)

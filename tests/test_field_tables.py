@@ -14,9 +14,9 @@ import yaml
 
 from reuters_ray.cli import build_parser, main, run_config_from_args
 from reuters_ray.config import DataConfig, RunConfig
+from reuters_ray.data.preprocess import count_words, prepare
 from reuters_ray.data.table import load_table
 from reuters_ray.errors import ConfigError, DataError
-from reuters_ray.preprocess import count_words, prepare
 
 WORDS = "oil wheat shares bank rates trade ship coffee gold sugar cocoa steel".split()
 
@@ -282,7 +282,7 @@ def short_model(tmp_path_factory):
 
 def test_a_longer_max_length_or_a_larger_tokenizer_than_the_model_takes_is_refused(short_model, tmp_path, capsys):
     """Checked with the model's config before Ray (cv and its bad-input table: tests/test_bad_input.py)."""
-    from reuters_ray.models import check_fits, load_tokenizer
+    from reuters_ray.fold.models import check_fits, load_tokenizer
 
     tok = load_tokenizer("minilm-offline")
     with pytest.raises(
@@ -298,8 +298,8 @@ def test_a_longer_max_length_or_a_larger_tokenizer_than_the_model_takes_is_refus
 
 def test_the_fold_loop_refuses_tokens_longer_than_the_model_reads(short_model, tmp_path):
     from reuters_ray.config import ModelConfig, TrainConfig
-    from reuters_ray.features import TokenArrays
-    from reuters_ray.train import FoldData, train_fold
+    from reuters_ray.data.features import TokenArrays
+    from reuters_ray.fold.train import FoldData, train_fold
 
     tokens = TokenArrays(np.ones((4, 80), dtype=np.uint16), np.full(4, 80, dtype=np.int32), 0)
     data = FoldData(tokens, np.array([0, 1, 0, 1]), np.array([0, 1]), np.array([2, 3]), np.ones(2, "f4"), ["a", "b"])

@@ -10,8 +10,8 @@ from conftest import Exploit
 from reuters_ray.config import DataConfig
 from reuters_ray.data import load_dataset
 from reuters_ray.data.keras_reuters import LABEL_NAMES, load_keras_reuters
+from reuters_ray.data.preprocess import preprocess
 from reuters_ray.errors import DataError
-from reuters_ray.preprocess import preprocess
 
 WORDS = "the said of a as result its december acquisition space co it expects mcgrath rentcorp".split()
 WORD_INDEX = {w: i + 1 for i, w in enumerate(WORDS)}  # Keras ranks words from 1 by frequency

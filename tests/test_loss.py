@@ -5,7 +5,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-from reuters_ray.loss import focal_loss
+from reuters_ray.fold.loss import focal_loss
 
 
 def test_matches_a_hand_computed_value():

@@ -5,10 +5,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from reuters_ray.baseline import LinearModel, fit_cv
-from reuters_ray.features import class_weights, stratified_folds
-from reuters_ray.loss import focal_loss
-from reuters_ray.multilabel import choose_thresholds, decide, evaluate_multilabel, multilabel_metrics, sigmoid
+from reuters_ray.data.features import class_weights, stratified_folds
+from reuters_ray.fold.loss import focal_loss
+from reuters_ray.scoring.baseline import LinearModel, fit_cv
+from reuters_ray.scoring.multilabel import choose_thresholds, decide, evaluate_multilabel, multilabel_metrics, sigmoid
 
 NAMES = ["grain", "wheat", "corn"]
 # 4 texts, 3 topics. true sets: {grain, wheat}, {grain}, {corn}, {wheat, corn}

@@ -10,10 +10,10 @@ import pytest
 
 from reuters_ray.config import DataConfig, RunConfig, from_dict
 from reuters_ray.data.dataset import TextDataset
+from reuters_ray.data.preprocess import drop_short_texts, filter_rare_classes, preprocess, subsample
 from reuters_ray.data.reuters21578 import load_reuters21578
 from reuters_ray.data.table import load_table
 from reuters_ray.errors import ConfigError, DataError
-from reuters_ray.preprocess import drop_short_texts, filter_rare_classes, preprocess, subsample
 
 # The 25 topics of ModApte's training wires that no test wire has (training count in brackets in the note)
 TRAIN_ONLY = {

@@ -15,7 +15,7 @@ from conftest import BIN, REPO, REUTERS_DIR, RUN_TIMEOUT, cv_cmd, free_port, run
 from test_readme import MULTILABEL
 from test_serve import call
 
-from reuters_ray.multilabel import choose_thresholds, multilabel_metrics
+from reuters_ray.scoring.multilabel import choose_thresholds, multilabel_metrics
 
 pytestmark = pytest.mark.multilabel
 
@@ -93,7 +93,7 @@ def test_metrics_are_those_of_the_predictions_and_the_thresholds_come_from_out_o
 
 
 def test_predict_python_export_and_the_service_answer_label_sets(multi_run, tmp_path):
-    from reuters_ray.ensemble import Ensemble
+    from reuters_ray.predictor.ensemble import Ensemble
 
     run, _ = multi_run
     ens = Ensemble.from_run(run, device="cpu")
@@ -159,11 +159,11 @@ def test_an_export_used_without_reuters_ray_answers_label_sets_as_predict(multi_
     import onnxruntime as ort
     from test_export import ODD_TEXTS, graph_alone, run_readme_recipe
 
-    from reuters_ray.baseline import LinearModel
     from reuters_ray.cli import main
     from reuters_ray.config import RunConfig, from_dict
-    from reuters_ray.ensemble import Ensemble
-    from reuters_ray.preprocess import prepare
+    from reuters_ray.data.preprocess import prepare
+    from reuters_ray.predictor.ensemble import Ensemble
+    from reuters_ray.scoring.baseline import LinearModel
 
     run, _ = multi_run
     out = tmp_path / "export"
@@ -234,13 +234,13 @@ def test_a_student_of_a_multi_label_run_learns_sets_with_thresholds_from_its_hel
     and the bad inputs: test_distill.py; `serve` on a student's run folder: test_serve_alone.py.)"""
     from safetensors.numpy import load_file
 
-    from reuters_ray.baseline import LinearModel, out_of_fold_scores
     from reuters_ray.config import RunConfig, from_dict
     from reuters_ray.data import load_dataset
+    from reuters_ray.data.preprocess import clean_text, prepare
     from reuters_ray.data.reuters21578 import all_wires
-    from reuters_ray.ensemble import Ensemble
-    from reuters_ray.multilabel import sigmoid
-    from reuters_ray.preprocess import clean_text, prepare
+    from reuters_ray.predictor.ensemble import Ensemble
+    from reuters_ray.scoring.baseline import LinearModel, out_of_fold_scores
+    from reuters_ray.scoring.multilabel import sigmoid
 
     teacher, _ = multi_run
     cmd = [str(BIN / "reuters-ray"), "distill", "--run", str(teacher), "--out", "pupil", "--quiet",

@@ -4,9 +4,9 @@ import numpy as np
 import pytest
 
 from reuters_ray.data.dataset import TextDataset
+from reuters_ray.data.features import class_weights
+from reuters_ray.data.preprocess import clean_text, clean_texts, drop_short_texts, filter_rare_classes, preprocess
 from reuters_ray.errors import DataError
-from reuters_ray.features import class_weights
-from reuters_ray.preprocess import clean_text, clean_texts, drop_short_texts, filter_rare_classes, preprocess
 
 
 def make(train, test, names):

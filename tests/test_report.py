@@ -15,8 +15,8 @@ from PIL import Image
 
 from reuters_ray.cli import main
 from reuters_ray.config import DataConfig, from_dict
-from reuters_ray.ensemble import Ensemble
-from reuters_ray.report import FIGURES, confused_pairs
+from reuters_ray.predictor.ensemble import Ensemble
+from reuters_ray.run.report import FIGURES, confused_pairs
 
 SCRIPT = str(Path(sys.executable).parent / "reuters-ray")
 
@@ -144,7 +144,7 @@ def run_test_texts(run):
     """The run's test texts in predictions.parquet's order, prepared again from the run's own data config."""
     import yaml
 
-    from reuters_ray.preprocess import prepare
+    from reuters_ray.data.preprocess import prepare
 
     ds = prepare(from_dict(DataConfig, yaml.safe_load((run / "config.yaml").read_text())["data"]))
     return ds.test_texts, ds.test_ids

@@ -6,11 +6,11 @@ import numpy as np
 import pytest
 from conftest import copy_reuters
 
+from reuters_ray.data.features import class_weights
 from reuters_ray.data.keras_reuters import LABEL_NAMES as KERAS_LABEL_NAMES
+from reuters_ray.data.preprocess import filter_rare_classes, preprocess
 from reuters_ray.data.reuters21578 import load_reuters21578
 from reuters_ray.errors import DataError
-from reuters_ray.features import class_weights
-from reuters_ray.preprocess import filter_rare_classes, preprocess
 
 SEED_18 = [
     "cocoa",

@@ -6,7 +6,7 @@ import yaml
 
 from reuters_ray.cli import main
 from reuters_ray.config import RunConfig
-from reuters_ray.search import draw_trials, read_search
+from reuters_ray.run.trials import draw_trials, read_search
 
 GOOD = {"train.lr": {"log_uniform": [1.0e-4, 1.0e-3]}}
 CASES = {
@@ -74,7 +74,7 @@ def test_a_search_name_holding_another_search_is_refused_untouched(tmp_path, cap
     from conftest import make_csv
 
     from reuters_ray.config import from_dict
-    from reuters_ray.search import check_search, write_search
+    from reuters_ray.run.trials import check_search, write_search
 
     make_csv(tmp_path / "news.csv", n_per_class=40)
     flags = {"data": {"source": "table", "path": str(tmp_path / "news.csv"), "text_column": "headline",

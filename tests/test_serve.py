@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 from conftest import BIN, free_port
 
-from reuters_ray.serve import MAX_BODY_BYTES, MAX_TEXTS, BadRequest, parse_request
+from reuters_ray.predictor.serve import MAX_BODY_BYTES, MAX_TEXTS, BadRequest, parse_request
 
 TEXTS = [
     "Oil prices rose sharply after OPEC agreed to cut output",
@@ -78,7 +78,7 @@ def service(served):
 
 
 def test_answers_equal_the_runs_predictor(service, finished_run):
-    from reuters_ray.ensemble import Ensemble
+    from reuters_ray.predictor.ensemble import Ensemble
 
     ens = Ensemble.from_run(finished_run, device="cpu")
     status, answer = call(service, "/predict", {"texts": TEXTS, "top_k": 4})

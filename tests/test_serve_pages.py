@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from conftest import free_port
 
-from reuters_ray.serve import make_app
+from reuters_ray.predictor.serve import make_app
 
 REFERENCE = re.compile(r"""(?:src|href)\s*=\s*["']([^"']*)["']|url\(\s*["']?([^"')]*)|\burl:\s*["']([^"']*)["']""")
 

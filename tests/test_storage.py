@@ -140,7 +140,7 @@ def test_the_table_source_reads_its_files_from_a_bucket(s3, tmp_path):
 
 def test_predict_and_report_on_a_run_in_a_bucket(s3, finished_run, tmp_path, monkeypatch, capsys):
     from reuters_ray.cli import main
-    from reuters_ray.ensemble import Ensemble
+    from reuters_ray.predictor.ensemble import Ensemble
 
     uri, server_fs = s3
     copy_dir(str(finished_run), "bkt/runs/tiny", LOCAL, server_fs)  # the tiny run, as if it had run on S3

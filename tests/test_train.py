@@ -8,13 +8,13 @@ import torch
 from conftest import Exploit, latest_checkpoint, majority_f1, uses_checkpointing
 from sklearn.model_selection import train_test_split
 
-from reuters_ray.checkpoint import load_checkpoint, read_val_logits
 from reuters_ray.config import ModelConfig, RunConfig, TrainConfig
+from reuters_ray.data.features import class_weights, tokenize
+from reuters_ray.data.preprocess import preprocess
 from reuters_ray.errors import CheckpointError, ConfigError
-from reuters_ray.features import class_weights, tokenize
-from reuters_ray.models import build_model
-from reuters_ray.preprocess import preprocess
-from reuters_ray.train import (
+from reuters_ray.fold.checkpoint import load_checkpoint, read_val_logits
+from reuters_ray.fold.models import build_model
+from reuters_ray.fold.train import (
     EarlyStopping,
     FoldData,
     checkpoint_interval,
@@ -62,7 +62,7 @@ def test_tiny_model_learns_reuters_topics(reuters, minilm_tokenizer, tmp_path):
     assert res.history[res.best_epoch - 1]["val/f1_weighted"] == res.best_score
     # the returned model holds the best epoch's weights
     logits = predict_logits(res.model, data.tokens, data.val_idx, 64, "longest", torch.device("cpu"), "fp32")
-    from reuters_ray.metrics import classification_metrics
+    from reuters_ray.scoring.metrics import classification_metrics
 
     assert classification_metrics(data.labels[data.val_idx], logits.argmax(1), 6)["f1_weighted"] == pytest.approx(
         res.best_score
@@ -97,7 +97,7 @@ def test_accumulation_8x4_is_the_same_update_as_32x1(reuters, minilm_tokenizer):
     data = fold_data(reuters, minilm_tokenizer, 96, max_length=64)
     batch = collate(data.tokens, data.labels, data.train_idx[:32], "longest", torch.device("cpu"))
     alpha = torch.tensor(data.class_weights)
-    from reuters_ray.loss import focal_loss
+    from reuters_ray.fold.loss import focal_loss
 
     grads = []
     for micro in (32, 8):
@@ -213,7 +213,7 @@ def test_small_bert_random_has_the_small_bert_shape():
 
 
 def test_length_grouped_batches_cover_every_row_once_and_cut_padding(reuters, minilm_tokenizer):
-    from reuters_ray.train import length_grouped_batches, micro_batches
+    from reuters_ray.fold.train import length_grouped_batches, micro_batches
 
     data = fold_data(reuters, minilm_tokenizer, 600, max_length=300)
     lengths = data.tokens.lengths

@@ -1,5 +1,5 @@
 """Several workers per fold (cv.workers_per_fold): the fold loop as two data-parallel workers (local processes joined
-by gloo, as Ray Train's are; reuters_ray.parallel.run_local) against the same fold trained by one; placement and the
+by gloo, as Ray Train's are; reuters_ray.fold.parallel.run_local) against the same fold trained by one; placement and the
 search's room with several workers. A fold of two workers through Ray, across two nodes and with a worker killed,
 is in test_cluster.py."""
 
@@ -12,12 +12,12 @@ from test_train import fold_data
 
 from reuters_ray import rows as R
 from reuters_ray.config import CVConfig, ModelConfig, RunConfig, TrainConfig
-from reuters_ray.inference import predict_logits
-from reuters_ray.parallel import Group, run_local
+from reuters_ray.fold.inference import predict_logits
+from reuters_ray.fold.parallel import Group, run_local
+from reuters_ray.fold.train import plan_fold, train_fold, validate
 from reuters_ray.phases import place_folds, run_name, summarize_fold
-from reuters_ray.report import folds_section
+from reuters_ray.run.report import folds_section
 from reuters_ray.runner import _trials_at_once
-from reuters_ray.train import plan_fold, train_fold, validate
 
 EPOCHS = 3
 METRICS = (R.TRAIN_LOSS, R.VAL_LOSS, R.VAL_ACCURACY, R.VAL_F1, R.VAL_F1_MACRO)

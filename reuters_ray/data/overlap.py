@@ -16,7 +16,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from reuters_ray.preprocess import clean_text
+from reuters_ray.data.preprocess import clean_text
 
 SHOWN_IDS = 10  # ids named in a line; the rest counted
 

@@ -40,8 +40,8 @@ from reuters_ray.data.label_cells import (
     separators,
     single_label_notes,
 )
+from reuters_ray.data.text import unreadable_texts
 from reuters_ray.errors import DataError
-from reuters_ray.text import unreadable_texts
 
 FORMATS = {".csv": "csv", ".tsv": "tsv", ".parquet": "parquet", ".pq": "parquet", ".jsonl": "jsonl", ".ndjson": "jsonl"}
 

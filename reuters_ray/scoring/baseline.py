@@ -29,7 +29,7 @@ from sklearn.preprocessing import normalize
 from sklearn.svm import LinearSVC
 
 from reuters_ray.errors import DataError
-from reuters_ray.metrics import log_loss, softmax
+from reuters_ray.scoring.metrics import log_loss, softmax
 
 NAME = "TF-IDF (word 1-2 grams, sublinear tf) + LinearSVC (C=1, balanced class weights)"
 NAME_MULTI = "TF-IDF (word 1-2 grams, sublinear tf) + one LinearSVC per topic (C=1, balanced class weights), decisions score >= 0"
@@ -115,7 +115,7 @@ class LinearModel:
 
     def proba_of_scores(self, scores: np.ndarray) -> np.ndarray:
         if self.multi_label:
-            from reuters_ray.multilabel import sigmoid
+            from reuters_ray.scoring.multilabel import sigmoid
 
             return sigmoid(scores / self.temperature + self.bias)
         return softmax(scores / self.temperature)
@@ -252,8 +252,8 @@ def baseline_metrics(ds, scores: np.ndarray) -> dict[str, Any]:
     """The baseline's row of metrics.json: its name and metrics.evaluate_scores of its test `scores` (multi-label:
     multilabel.evaluate_multilabel of its own decisions, score >= 0 on each topic)."""
     from reuters_ray.data.overlap import on_unseen
-    from reuters_ray.metrics import evaluate_scores
-    from reuters_ray.multilabel import evaluate_multilabel, sigmoid
+    from reuters_ray.scoring.metrics import evaluate_scores
+    from reuters_ray.scoring.multilabel import evaluate_multilabel, sigmoid
 
     def evaluate(rows) -> dict[str, Any]:
         y, s = ds.test_labels[rows], scores[rows]

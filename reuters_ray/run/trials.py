@@ -345,7 +345,7 @@ def trial_rows(place: SearchPlace, trials: list[dict[str, Any]]) -> list[dict[st
     their metrics.json, stopped ones as the scheduler saw them), epochs run, wall seconds, and a finished trial's
     test figures (TEST_FIGURES, for the chosen trial alone in the report) and out-of-fold weighted F1 (multi-label:
     micro-F1, out_of_fold_f1_micro)."""
-    from reuters_ray.report import figure
+    from reuters_ray.run.report import figure
     from reuters_ray.storage import read_text
 
     rows = []
@@ -381,7 +381,7 @@ def write_results(place: SearchPlace, search: Search, rows: list[dict[str, Any]]
 
     import pandas as pd
 
-    from reuters_ray.report import Figure, Table, render_html, render_markdown
+    from reuters_ray.run.report import Figure, Table, render_html, render_markdown
     from reuters_ray.storage import LOCAL, write_atomic
 
     best = best_trial(rows)
@@ -456,7 +456,7 @@ def _chosen_section(best: dict[str, Any] | None, search: Search):
 
 def _score_figure(rows: list[dict[str, Any]], key: str, out, name: str) -> None:
     """Each trial's score (`name`: what it is) against its value of `key`, as a PNG into `out`."""
-    from reuters_ray.report import _plt, _save
+    from reuters_ray.run.report import _plt, _save
 
     plt = _plt()
     fig, ax = plt.subplots(figsize=(5.5, 3.8))

@@ -201,8 +201,8 @@ def how_to_predict(predictor, metrics: dict, graphs: list[str]) -> dict:
     program needs is here (patterns, files, numbers); the strings say the same for a reader."""
     from sklearn.feature_extraction.text import CountVectorizer
 
-    from reuters_ray.baseline import FORMAT as LINEAR_FORMAT
-    from reuters_ray.baseline import NGRAMS, VOCABULARY_FILE, WEIGHTS_FILE
+    from reuters_ray.scoring.baseline import FORMAT as LINEAR_FORMAT
+    from reuters_ray.scoring.baseline import NGRAMS, VOCABULARY_FILE, WEIGHTS_FILE
 
     multi, lm = predictor.multi_label, predictor.linear
     squash = "each label's sigmoid (labels independent)" if multi else "their softmax over the labels"
@@ -268,8 +268,8 @@ def how_to_predict(predictor, metrics: dict, graphs: list[str]) -> dict:
 def text_input(max_length: int) -> dict:
     """The manifest's "input": a text's way into the graph and the linear model, as Ensemble.predict_proba reads it
     (text.readable_texts, preprocess.clean_text, features.tokenize), with the very patterns those use."""
-    from reuters_ray.preprocess import _ARTIFACTS, _SPACE
-    from reuters_ray.text import _SURROGATE
+    from reuters_ray.data.preprocess import _ARTIFACTS, _SPACE
+    from reuters_ray.data.text import _SURROGATE
 
     return {
         "clean": [  # in order; "sub": re.sub(pattern, repl, text), case-insensitive where ignore_case

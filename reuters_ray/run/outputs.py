@@ -46,7 +46,7 @@ def write_run_outputs(
     """Writes the run folder's data files: config.yaml, provenance.json, folds.csv (metrics["folds"]), history.csv
     (every fold's epoch rows, true_named), per_class.csv, confusion_matrix.csv, predictions.parquet (the run's `test`
     predictions), oof_predictions.parquet (the training split's out-of-fold ones, when given), and metrics.json last
-    of them. The report (reuters_ray.report.write_report) is built from these files."""
+    of them. The report (reuters_ray.run.report.write_report) is built from these files."""
     run_dir, names = Path(run_dir), metrics["label_names"]
     write_atomic(run_dir / "config.yaml", yaml.safe_dump(config, sort_keys=True))
     write_atomic(run_dir / "provenance.json", json.dumps(provenance, indent=2))
@@ -90,7 +90,7 @@ def _parquet(p: Predictions, label_names: list[str]) -> bytes:
     """Parquet bytes: id, true and predicted label, [fold,] one probability column per class. Multi-label: the true
     and predicted label sets as lists of names (true_labels, predicted_labels)."""
     if p.labels.ndim == 2:
-        from reuters_ray.multilabel import decide
+        from reuters_ray.scoring.multilabel import decide
 
         pred = decide(p.probs, np.asarray(p.decision["thresholds"]), p.decision["at_least_one"])
         df = pd.DataFrame(

@@ -21,7 +21,10 @@ import numpy as np
 import torch
 
 from reuters_ray import rows as R
-from reuters_ray.checkpoint import (
+from reuters_ray.config import PROFILES, Profile, RunConfig, check_workers, forward_passes
+from reuters_ray.data.features import TokenArrays
+from reuters_ray.errors import CheckpointError, ConfigError
+from reuters_ray.fold.checkpoint import (
     cpu_state,
     first_loadable,
     load_checkpoint,
@@ -29,10 +32,7 @@ from reuters_ray.checkpoint import (
     save_checkpoint,
     set_rng_state,
 )
-from reuters_ray.config import PROFILES, Profile, RunConfig, check_workers, forward_passes
-from reuters_ray.errors import CheckpointError, ConfigError
-from reuters_ray.features import TokenArrays
-from reuters_ray.inference import (
+from reuters_ray.fold.inference import (
     collate,
     default_device,
     eval_batch_size,
@@ -40,11 +40,11 @@ from reuters_ray.inference import (
     longest_first,
     predict_logits,
 )
-from reuters_ray.loss import distillation_loss, distillation_loss_multilabel, focal_loss
-from reuters_ray.metrics import classification_metrics
-from reuters_ray.models import build_model
-from reuters_ray.multilabel import validation_metrics
-from reuters_ray.parallel import Group, epoch_seed
+from reuters_ray.fold.loss import distillation_loss, distillation_loss_multilabel, focal_loss
+from reuters_ray.fold.models import build_model
+from reuters_ray.fold.parallel import Group, epoch_seed
+from reuters_ray.scoring.metrics import classification_metrics
+from reuters_ray.scoring.multilabel import validation_metrics
 
 
 @dataclass

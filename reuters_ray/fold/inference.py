@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
-from reuters_ray.features import TokenArrays
+from reuters_ray.data.features import TokenArrays
 
 
 def default_device(device: str | torch.device | None = None) -> torch.device:

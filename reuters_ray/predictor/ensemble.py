@@ -17,12 +17,12 @@ from pathlib import Path
 
 import numpy as np
 
+from reuters_ray.data.features import tokenize
+from reuters_ray.data.preprocess import clean_text
+from reuters_ray.data.text import readable_texts
 from reuters_ray.errors import DataError
-from reuters_ray.features import tokenize
-from reuters_ray.metrics import softmax
-from reuters_ray.multilabel import decide, sigmoid
-from reuters_ray.preprocess import clean_text
-from reuters_ray.text import readable_texts
+from reuters_ray.scoring.metrics import softmax
+from reuters_ray.scoring.multilabel import decide, sigmoid
 
 NO_TEXT = "no text"  # the note of the answer to a blank text (nothing left after clean_text)
 
@@ -61,7 +61,7 @@ class Ensemble:
         "torch" meaning "onnx" there), else a finished run folder or storage URI, scored by its fold models (backend
         "torch", on `device`) or by its ONNX export, made once into the cache. Raises DataError naming what is
         missing."""
-        from reuters_ray.export import BACKENDS
+        from reuters_ray.predictor.export import BACKENDS
 
         if backend not in BACKENDS:
             raise DataError(f"backend {backend!r}: choose one of {', '.join(BACKENDS)}")
@@ -78,8 +78,8 @@ class Ensemble:
         weight. Another backend than "torch": Ensemble.load. Raises DataError naming what is missing."""
         from transformers import AutoTokenizer
 
-        from reuters_ray.baseline import LinearModel
-        from reuters_ray.inference import TorchFolds
+        from reuters_ray.fold.inference import TorchFolds
+        from reuters_ray.scoring.baseline import LinearModel
         from reuters_ray.storage import finished_run, model_dirs
 
         if backend != "torch":
@@ -107,9 +107,9 @@ class Ensemble:
         not a whole export."""
         from transformers import AutoTokenizer
 
-        from reuters_ray.baseline import LinearModel
-        from reuters_ray.export import GRAPHS, read_manifest
-        from reuters_ray.inference import OnnxFolds
+        from reuters_ray.fold.inference import OnnxFolds
+        from reuters_ray.predictor.export import GRAPHS, read_manifest
+        from reuters_ray.scoring.baseline import LinearModel
 
         folder = Path(export_dir)
         m = read_manifest(folder, backend)
@@ -126,8 +126,8 @@ class Ensemble:
         )  # fmt: skip
 
     def export(self, out_dir: str | Path, int8: bool = False) -> Path:
-        """This (torch) predictor as an export folder (reuters_ray.export.export_predictor)."""
-        from reuters_ray.export import export_predictor
+        """This (torch) predictor as an export folder (reuters_ray.predictor.export.export_predictor)."""
+        from reuters_ray.predictor.export import export_predictor
 
         return export_predictor(self, out_dir, int8=int8)
 
@@ -157,8 +157,8 @@ class Ensemble:
         did. A text the model reads nothing of
         (blank_texts) has no probabilities: its row is NaN, never a label. Lone surrogates are replaced, with a
         warning. Raises TypeError for one string instead of a list, or for items that are not strings."""
-        from reuters_ray.blend import blend_probabilities
-        from reuters_ray.features import TokenArrays
+        from reuters_ray.data.features import TokenArrays
+        from reuters_ray.scoring.blend import blend_probabilities
 
         cleaned, tokens = self._read(texts)
         out = np.full((len(cleaned), len(self.label_names)), np.nan)
@@ -225,7 +225,7 @@ def cached_export(run_dir: str | Path, backend: str) -> Path:
     """The export of run `run_dir` with the graph for `backend`, made once into export.export_cache_dir and reused.
     Several processes may ask at once: each exports into a private folder and one rename publishes it; a process
     that finds another's whole export there uses it. Raises DataError naming a run that is not a finished one."""
-    from reuters_ray.export import GRAPHS, export_cache_dir, read_manifest
+    from reuters_ray.predictor.export import GRAPHS, export_cache_dir, read_manifest
     from reuters_ray.storage import finished_run, private_dir, publish_dir
 
     if backend not in GRAPHS:

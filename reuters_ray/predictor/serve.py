@@ -9,7 +9,7 @@ GET  /healthz       {"status": "ok", "run": ..., "backend": ...}
 GET  /docs, /openapi.json   the API, from the pydantic models below (/docs: Swagger UI, its files served by the
                             app from an installed package, nothing from another host; /redoc leads there)
 
-Each replica holds the run's predictor (reuters_ray.ensemble.Ensemble: the fold models, or their ONNX export, and
+Each replica holds the run's predictor (reuters_ray.predictor.ensemble.Ensemble: the fold models, or their ONNX export, and
 a blended run's linear model). A request is validated whole (PredictRequest) before any of its texts joins a batch;
 texts of concurrent requests are then scored together (@serve.batch), and a text that fails there fails only its
 own request. A blank text gets the "no text" answer (label null), as in `predict` and Python. A bad request gets HTTP
@@ -33,7 +33,7 @@ EXAMPLE = '{"texts": ["..."], "top_k": 3}'
 
 def _unicode(text: str) -> str:
     """A text holding a lone surrogate (JSON "\\ud800") is not Unicode a tokenizer can read: refused by index."""
-    from reuters_ray.text import unreadable_texts
+    from reuters_ray.data.text import unreadable_texts
 
     if unreadable_texts([text]):
         raise ValueError("not valid Unicode (it holds a lone surrogate); send UTF-8 text")
@@ -252,7 +252,7 @@ def build_app(run: str, backend: str = "torch", export_dir: str | None = None, r
     from fastapi.responses import JSONResponse
     from ray import serve
 
-    from reuters_ray.ensemble import NO_TEXT, answer_of
+    from reuters_ray.predictor.ensemble import NO_TEXT, answer_of
 
     app = make_app(run, backend)
     errors = {400: {"model": ErrorResponse, "description": "a bad request, one line naming the field"}}
@@ -261,7 +261,7 @@ def build_app(run: str, backend: str = "torch", export_dir: str | None = None, r
     @serve.ingress(app)
     class Predictor:
         def __init__(self):
-            from reuters_ray.ensemble import Ensemble
+            from reuters_ray.predictor.ensemble import Ensemble
 
             # an export the driver made (onnx backends), else the run's own models: one loader for both
             self.ens = Ensemble.load(export_dir or run, backend, device="cpu")

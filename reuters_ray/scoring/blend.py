@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from reuters_ray.metrics import classification_metrics, log_loss, softmax
+from reuters_ray.scoring.metrics import classification_metrics, log_loss, softmax
 
 GRID = np.round(np.linspace(0.0, 1.0, 101), 2)  # candidate weights of the ensemble, steps of 0.01
 
@@ -65,7 +65,7 @@ def choose_weight_multilabel(y: np.ndarray, p_ensemble: np.ndarray, p_linear: np
     inner values; ties: the lower binary log loss, then the smaller weight), with the out-of-fold figures of the
     blend and of the two models at their own best global thresholds. Steps of 0.05 keep it to a second or two on
     ModApte's 7,769 x 90 probabilities."""
-    from reuters_ray.multilabel import binary_log_loss, multilabel_metrics
+    from reuters_ray.scoring.multilabel import binary_log_loss, multilabel_metrics
 
     yb = y.astype(bool)
     pos = yb.sum()
@@ -108,7 +108,7 @@ def fit_blend(ds, folds, oof_logits: np.ndarray):
     """The linear model (fitted on the whole training split, calibrated out of fold) and the blend's weight chosen
     on out-of-fold predictions: the fold models' `oof_logits` and the linear model's own. Reads only the training
     split of `ds` (a TextDataset). Returns (LinearModel, choose_weight's dict with the linear model's temperature)."""
-    from reuters_ray.baseline import fit_cv
+    from reuters_ray.scoring.baseline import fit_cv
 
     linear, oof_scores = fit_cv(ds.train_texts, ds.train_labels, folds, ds.num_classes)
     return linear, blend_of_fitted(ds, linear, oof_scores, oof_logits)
@@ -117,7 +117,7 @@ def fit_blend(ds, folds, oof_logits: np.ndarray):
 def blend_of_fitted(ds, linear, oof_scores: np.ndarray, oof_logits: np.ndarray) -> dict:
     """fit_blend's weight for a linear model already fitted (baseline.fit_cv's model and out-of-fold scores)."""
     if ds.multi_label:
-        from reuters_ray.multilabel import sigmoid
+        from reuters_ray.scoring.multilabel import sigmoid
 
         chosen = choose_weight_multilabel(ds.train_labels, sigmoid(oof_logits), linear.proba_of_scores(oof_scores))
         return {**chosen, "temperature": linear.temperature, "bias": linear.bias}
