@@ -7,7 +7,7 @@ For each step: the preprocessed Reuters-18 split, tokenized once; `train_fold` o
 (one process each, sharing the GPU as the Ray job's folds do); the `Ensemble` of the three best models on the test
 split; the TF-IDF + LinearSVC baseline on the same split; and the run's predictor, the blend, exactly as the runner
 makes it (reuters_ray.phases: the linear model fitted per fold and on everything while the folds train, the weight
-chosen on the folds' out-of-fold logits, phases.blend_phase). Steps 1 and 2 run at the same time (six fold
+chosen on the folds' out-of-fold logits, blend_phase). Steps 1 and 2 run at the same time (six fold
 processes), then step 3:
   1. title+body text, the config's defaults (the recipe: lr 3e-5, warmup 15%, cosine, batch 32, up to 20 epochs,
      patience 7 on validation weighted F1, dropout 0.3, focal gamma 0.5, class weights, smoothing 0.05,
@@ -160,7 +160,8 @@ def run_steps(steps: list[tuple[str, dict]], work_root: Path, deadline: float) -
     from reuters_ray.data.features import TokenArrays
     from reuters_ray.fold.inference import TorchFolds
     from reuters_ray.fold.train import PROFILES, resolve_precision
-    from reuters_ray.phases import blend_phase, fit_linear, out_of_fold_logits
+    from reuters_ray.run.folds import out_of_fold_logits
+    from reuters_ray.scoring.evaluate import blend_phase, fit_linear
     from reuters_ray.scoring.metrics import classification_metrics, evaluate_scores, softmax
     from reuters_ray.storage import LOCAL
 
@@ -178,7 +179,7 @@ def run_steps(steps: list[tuple[str, dict]], work_root: Path, deadline: float) -
             "data_s": time.perf_counter() - t0,
         }
         procs = start_folds(work, prep["spec"]["folds"])
-        # the linear model's fits while the folds train, as run_cv does (phases.fit_linear in a driver thread)
+        # the linear model's fits while the folds train, as run_cv does (fit_linear in a driver thread)
         linear = ThreadPoolExecutor(1).submit(fit_linear, prep["ds"], prep["folds"])
         started.append((out, prep, work, procs, time.perf_counter(), linear))
     figures = []

@@ -1,9 +1,9 @@
-"""Ray's start-up and the data's tokenization, in a row against at once (runner.start_ray_during; issue 33).
+"""Ray's start-up and the data's tokenization, in a row against at once (start_ray_during; issue 33).
 
     .venv/bin/python bench/ray_overlap.py            # all 8,227 + 2,043 Reuters-18 wires, max_length 300
 
 Small BERT's uncased vocabulary (small-bert-random). Each way in a fresh process (a local Ray started and shut
-down by it): A tokenizes, then calls ray.init; B calls runner.start_ray_during(tokenize), as run_cv does once the
+down by it): A tokenizes, then calls ray.init; B calls start_ray_during(tokenize), as run_cv does once the
 input is checked. Prints both wall times and B/A.
 """
 
@@ -21,16 +21,17 @@ REPO = Path(__file__).resolve().parents[1]
 CHILD = """
 import json, sys, time
 from reuters_ray.config import DataConfig, ModelConfig, RunConfig
-from reuters_ray import phases, runner
+from reuters_ray.recipes.cluster import start_ray_during
+from reuters_ray.run.inputs import check_input, tokenize_input
 cfg = RunConfig(data=DataConfig(path=sys.argv[2], max_length=300), model=ModelConfig(name="small-bert-random"))
-prep = phases.check_input(cfg, tokenize_now=False)
+prep = check_input(cfg, tokenize_now=False)
 t = time.perf_counter()
 if sys.argv[1] == "overlapped":
-    done = runner.start_ray_during(lambda: phases.tokenize_input(prep, 300))
+    done = start_ray_during(lambda: tokenize_input(prep, 300))
     ray_up = time.perf_counter()
     tokens_s = done - t
 else:
-    phases.tokenize_input(prep, 300)
+    tokenize_input(prep, 300)
     tokens_s = time.perf_counter() - t
     import ray
     ray.init(log_to_driver=False)

@@ -118,7 +118,7 @@ def _flag_values(args: argparse.Namespace) -> dict[str, dict[str, str]]:
 def _cv(args: argparse.Namespace) -> int:
     from reuters_ray.config import RunConfig
     from reuters_ray.console import Console
-    from reuters_ray.runner import run_cv
+    from reuters_ray.recipes.cv import run_cv
 
     if args.no_baseline:
         args.cv__baseline = "false"
@@ -142,8 +142,7 @@ def _cv(args: argparse.Namespace) -> int:
 
 def _distill(args: argparse.Namespace) -> int:
     from reuters_ray.console import Console
-    from reuters_ray.distill import student_config
-    from reuters_ray.runner import run_distill
+    from reuters_ray.recipes.distill import run_distill, student_config
 
     if args.transfer is not None:
         args.distill__transfer = args.transfer
@@ -165,7 +164,7 @@ def _distill(args: argparse.Namespace) -> int:
 
 def _tune(args: argparse.Namespace) -> int:
     from reuters_ray.console import Console
-    from reuters_ray.runner import run_search
+    from reuters_ray.recipes.search import run_search
 
     cfg = run_config_from_args(args)
     console = Console("quiet" if args.quiet else args.log_format)
@@ -368,8 +367,8 @@ def _serve(args: argparse.Namespace) -> int:
 def _baseline(args: argparse.Namespace) -> int:
     from reuters_ray.data.overlap import shared_test_note
     from reuters_ray.data.preprocess import prepare
-    from reuters_ray.phases import unseen_line
     from reuters_ray.scoring.baseline import run_baseline
+    from reuters_ray.scoring.evaluate import unseen_line
 
     ds = prepare(run_config_from_args(args).data)
     # what loading and preprocessing did, and test texts that are training texts, as a run's first lines say it

@@ -268,7 +268,7 @@ class CVConfig:
     storage_path: str = "runs"
     # GPUs for each of a fold's workers: unset = 1 when the cluster has a GPU per worker, an equal share when it has
     # fewer, 0.01 of each card left to the ensemble (three one-worker folds share one GPU at 0.33 each and run at
-    # once: phases.share_of_gpu), 0 without GPUs. Set it to run folds one after another instead.
+    # once: share_of_gpu), 0 without GPUs. Set it to run folds one after another instead.
     gpus_per_fold: float | None = None
     cpus_per_fold: float = 1.0  # CPUs each of a fold's workers reserves (fractions let folds share cores)
     # Data-parallel workers per fold (Ray Train workers, gradients all-reduced: NCCL on GPUs, gloo on CPU), each with

@@ -109,7 +109,7 @@ def run_dataset(run):
 def test_the_runs_weight_comes_from_out_of_fold_predictions_never_the_test_labels(finished_run):
     from conftest import FOLDS
 
-    from reuters_ray.phases import out_of_fold_logits
+    from reuters_ray.run.folds import out_of_fold_logits
     from reuters_ray.storage import LOCAL
 
     run, m = finished_run, json.loads((finished_run / "metrics.json").read_text())

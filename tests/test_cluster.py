@@ -151,13 +151,13 @@ def test_a_whole_run_lives_in_the_bucket_with_a_fold_on_each_node(cluster, refer
 def two_workers_of_each_fold(cfg_dict, root):
     """The folds of config `cfg_dict` trained by one of two local worker processes each, without Ray (run_local): what
     a fold of two Ray Train workers must compute. Returns each fold's epoch rows."""
-    from reuters_ray import phases
     from reuters_ray.config import RunConfig, from_dict
     from reuters_ray.data.features import TokenArrays
     from reuters_ray.fold.train import FoldData, train_fold
+    from reuters_ray.run.inputs import check_input
 
     cfg = from_dict(RunConfig, cfg_dict)
-    prep = phases.check_input(cfg)
+    prep = check_input(cfg)
     histories = []
     for k, (train_idx, val_idx) in enumerate(prep.folds):
         n = prep.n_train

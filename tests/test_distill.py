@@ -14,18 +14,18 @@ import torch
 
 
 def test_soft_targets_are_the_teachers_out_of_fold_blend_probabilities(finished_run):
-    """distill.check_input's soft targets against a rebuild without distill's code: each fold's best model's
+    """distill.check_student's soft targets against a rebuild without distill's code: each fold's best model's
     validation logits (its checkpoint in storage), one linear model fitted per fold on the fold_assignment.json folds,
     the teacher's calibration and blend weight. And the held-out slice: stratified, seeded, never the test split."""
     from safetensors.numpy import load_file
 
-    from reuters_ray.distill import check_input, student_config
+    from reuters_ray.recipes.distill import check_student, student_config
     from reuters_ray.scoring.baseline import LinearModel
     from reuters_ray.scoring.metrics import softmax
 
     teacher = finished_run
     cfg = student_config(str(teacher), [], None, None, "pupil")
-    prep = check_input(cfg)
+    prep = check_student(cfg)
     ds = prep.ds
     m = json.loads((teacher / "metrics.json").read_text())
     assignment = json.loads((teacher / "fold_assignment.json").read_text())
@@ -155,7 +155,7 @@ def test_model_layers_keeps_the_encoders_first_layers():
 
 def test_runs_made_before_the_distill_settings_resume_under_their_names():
     from reuters_ray.config import RunConfig
-    from reuters_ray.phases import result_config
+    from reuters_ray.run.place import result_config
 
     old = RunConfig().to_dict()
     old.pop("distill")

@@ -203,7 +203,11 @@ def test_the_readme_recipe_answers_as_predict_without_reuters_ray(finished_run, 
     plain = texts[:-1]  # a lone surrogate cannot be a command-line argument
     assert main(["predict", "--run", str(finished_run), "--json", "--top-k", str(k), *plain]) == 0
     cli = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
-    assert [{k_: v for k_, v in a.items() if k_ != "text"} for a in cli] == want[:-1]
+    # predict scores --batch-size texts at a time and answers() these 204 at once: batches padded to other lengths
+    # differ by float noise (1e-7), which can flip a probability's 6th decimal (seen: 0.048135 against 0.048136)
+    assert [(a["label"], a.get("note")) for a in cli] == [(a["label"], a.get("note")) for a in want[:-1]]
+    for a, b in zip(cli, want):
+        assert {t["label"]: t["p"] for t in a["top"]} == pytest.approx({t["label"]: t["p"] for t in b["top"]}, abs=2e-6)
     labels = [a["label"] for a in want]
     assert labels[200:202] == [None, None] and None not in labels[:200] + labels[202:]
 

@@ -86,25 +86,26 @@ def test_the_fold_loop_trains_from_it(two_label_checkpoint, reuters, minilm_toke
 
 def test_cv_tune_and_distill_say_it_in_their_first_lines_before_ray(two_label_checkpoint, finished_run, tmp_path):
     """check_input is what cv (and a search, for its base config) and distill run before anything is written or
-    Ray is imported; its notes are the run's first lines (phases.announce)."""
+    Ray is imported; its notes are the run's first lines (announce)."""
     import sys
 
     import yaml
 
-    from reuters_ray import distill, phases
     from reuters_ray.config import RunConfig, from_dict
+    from reuters_ray.recipes import distill
+    from reuters_ray.run.inputs import check_input
 
     name = str(two_label_checkpoint)
     cfg_dict = yaml.safe_load((finished_run / "config.yaml").read_text())
     cfg_dict["model"]["name"] = name
     cfg = from_dict(RunConfig, cfg_dict)
     ray_before = "ray" in sys.modules
-    prep = phases.check_input(cfg, tokenize_now=False)
+    prep = check_input(cfg, tokenize_now=False)
     k = len(prep.ds.label_names)
     said = f"its classification head is for 2 other label(s) (neg, pos); a new head for the run's {k} labels"
     assert len(prep.notes) == 1 and prep.notes[0].startswith(f"model.name {name}: {said}")
 
-    student = distill.check_input(distill.student_config(str(finished_run), [], name, None, "pupil"))
+    student = distill.check_student(distill.student_config(str(finished_run), [], name, None, "pupil"))
     assert len(student.notes) == 1 and student.notes[0].startswith(f"student {name}: {said}")
     assert student.teacher_metrics["run"] == json.loads((finished_run / "metrics.json").read_text())["run"]
     assert ("ray" in sys.modules) == ray_before  # nothing of Ray for this

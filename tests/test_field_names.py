@@ -16,12 +16,13 @@ import pandas as pd
 import pytest
 import yaml
 
-from reuters_ray import phases
 from reuters_ray import rows as R
 from reuters_ray.config import MONITORS, CVConfig, DataConfig, RunConfig, TrainConfig, monitor_key
 from reuters_ray.console import Console, format_row
+from reuters_ray.run.folds import summarize_fold
 from reuters_ray.run.outputs import Predictions, true_named, write_run_outputs
 from reuters_ray.run.report import build_sections, curves_figure, load_run, render_markdown
+from reuters_ray.scoring.evaluate import out_of_fold_metrics, probabilities, score_ensemble
 
 NAMES = ["grain", "wheat", "corn"]
 # (data.task, train.monitor) -> the validation figure's key and name
@@ -99,16 +100,16 @@ def fold_progress(cfg: RunConfig, fold: int, epochs: int = 3) -> dict:
 def _run(task: str, monitor: str | None):
     cfg = config(task, monitor)
     progress = [fold_progress(cfg, k) for k in (0, 1)]
-    table = [phases.summarize_fold(k, p, cfg.train.patience) for k, p in enumerate(progress)]
+    table = [summarize_fold(k, p, cfg.train.patience) for k, p in enumerate(progress)]
     y_train, y_test = labels(task, 40, 7), labels(task, 30, 8)
     oof = logits_for(task, y_train, 9)
     fold_logits = np.stack([logits_for(task, y_test, 11), logits_for(task, y_test, 12)])
     ds = SimpleNamespace(multi_label=task == "multi", train_labels=y_train, test_labels=y_test, label_names=NAMES)
-    ensemble = phases.score_ensemble(ds, fold_logits, table, cfg.cv, oof)
+    ensemble = score_ensemble(ds, fold_logits, table, cfg.cv, oof)
     metrics = {
         **ensemble,
         "ensemble": ensemble,
-        "out_of_fold": phases.out_of_fold_metrics(y_train, oof, NAMES, table, ensemble.get("decision")),
+        "out_of_fold": out_of_fold_metrics(y_train, oof, NAMES, table, ensemble.get("decision")),
         "task": task,
         "predictor": "ensemble",
         "run": "r",
@@ -118,7 +119,7 @@ def _run(task: str, monitor: str | None):
         "wall_s": 75.0,
         "timing": {"data_s": 1.0, "folds_s": 60.0},
     }
-    probs = phases.probabilities(fold_logits.mean(axis=0), task == "multi")
+    probs = probabilities(fold_logits.mean(axis=0), task == "multi")
     test = Predictions([f"t{i}" for i in range(30)], y_test, probs, decision=metrics.get("decision"))
     return cfg, metrics, [r for p in progress for r in p["history"]], test
 
@@ -333,12 +334,12 @@ def test_a_student_report_reads_an_older_teachers_subset_accuracy(tmp_path):
 
 @pytest.mark.parametrize("task", ["single", "multi"])
 def test_the_result_line_and_its_json_fields(task):
-    from reuters_ray.runner import _say_done
+    from reuters_ray.run.outputs import say_done
 
     _, m, _, _ = run_of(task, None)
     place = SimpleNamespace(name="r", uri="/runs/r")
     out = io.StringIO()
-    _say_done(Console("text", out), place, m, {"total_s": 75.0})
+    say_done(Console("text", out), place, m, {"total_s": 75.0})
     if task == "multi":
         assert out.getvalue() == (
             f"run r: micro-F1 {m['f1_micro']:.4f}, macro-F1 {m['f1_macro']:.4f}, samples-F1 {m['f1_samples']:.4f}, "
@@ -351,7 +352,7 @@ def test_the_result_line_and_its_json_fields(task):
             "on 30 test texts (ensemble) in 1 min 15 s; report: /runs/r/report.html\n"
         )
     out = io.StringIO()
-    _say_done(Console("json", out), place, m, {"total_s": 75.0})
+    say_done(Console("json", out), place, m, {"total_s": 75.0})
     event = json.loads(out.getvalue())
     figures = set(event) - {"event", "time", "message", "run", "uri", "timing"}
     if task == "multi":
@@ -391,8 +392,8 @@ def make_search(tmp_path, task, monitor, older_trial=False):
 
 @pytest.mark.parametrize("task,monitor", SOME)
 def test_a_search_names_its_score_and_test_figures(task, monitor, tmp_path):
+    from reuters_ray.recipes.search import _say_results
     from reuters_ray.run.trials import round_line
-    from reuters_ray.runner import _say_results
 
     search, place, rows, best = make_search(tmp_path, task, monitor)
     key, name, m = KEY[task, monitor], NAME[task, monitor], run_of(task, monitor)[1]
@@ -453,7 +454,7 @@ def test_a_search_resumed_over_an_older_multi_label_trial_reads_its_subset_accur
 def test_a_trials_rounds_are_scored_on_the_monitored_figure():
     import queue
 
-    from reuters_ray.runner import _RoundConsole
+    from reuters_ray.recipes.search import _RoundConsole
 
     cfg = config("multi", "accuracy")
     a, b = fold_progress(cfg, 0)["history"], fold_progress(cfg, 1)["history"]

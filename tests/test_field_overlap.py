@@ -77,16 +77,17 @@ def test_data_summary_names_them_and_the_copies_inside_the_training_split(random
 
 
 def test_cv_and_a_search_name_each_folds_copies_before_ray(random_tables, tmp_path):
-    """phases.check_input: what `cv` (and `tune`, for its base config) checks and says before anything is written."""
-    from reuters_ray import phases
+    """check_input: what `cv` (and `tune`, for its base config) checks and says before anything is written."""
     from reuters_ray.config import CVConfig, DataConfig, ModelConfig, RunConfig
+    from reuters_ray.run.inputs import check_input
+    from reuters_ray.run.outputs import _fold_copies
 
     cfg = RunConfig(
         data=DataConfig(source="table", path=str(random_tables / "twice.csv"), min_samples=1, max_length=16),
         model=ModelConfig(name="tiny-bert-random"),
         cv=CVConfig(folds=3, storage_path=str(tmp_path / "runs")),
     )
-    prep = phases.check_input(cfg, tokenize_now=False)
+    prep = check_input(cfg, tokenize_now=False)
     leaks = fold_leaks(prep.ds.train_texts, prep.folds)
     assert [len(rows) for rows in leaks] == [43, 35, 40]  # of 80 validation rows each: near half are copies
     test_line, fold_line = prep.notes
@@ -108,7 +109,7 @@ def test_cv_and_a_search_name_each_folds_copies_before_ray(random_tables, tmp_pa
     # what the run's metrics.json (run_record: a cross-validation's and a student's) and report keep of it
     from reuters_ray.run.report import _overlap_notes
 
-    copies = phases._fold_copies(prep)["fold_copies"]
+    copies = _fold_copies(prep)["fold_copies"]
     assert [(c["fold"], c["validation_rows"], c["also_training_texts"]) for c in copies] == [
         (0, 80, 43), (1, 80, 35), (2, 80, 40)
     ]  # fmt: skip

@@ -345,7 +345,7 @@ def test_without_the_linear_model_such_texts_pass_the_check(ray_head, tmp_path, 
 
 def test_a_linear_model_that_fails_after_the_folds_says_they_are_kept():
     from reuters_ray.data.dataset import TextDataset
-    from reuters_ray.phases import fit_linear
+    from reuters_ray.scoring.evaluate import fit_linear
 
     ds = TextDataset(["a b", "c d", "e f", "g h"], np.array([0, 1, 0, 1]), [], np.array([], int), ["x", "y"],
                      ["0", "1", "2", "3"], [])  # fmt: skip
@@ -486,7 +486,7 @@ def test_typed_flags_are_decimal_and_finite_and_run_names_one_line():
 
 
 def test_a_derived_run_name_follows_the_data():
-    from reuters_ray.phases import run_name
+    from reuters_ray.run.place import run_name
 
     cfg = RunConfig()
     assert run_name(cfg, "a" * 64) != run_name(cfg, "b" * 64) and run_name(cfg, "a" * 64) == run_name(cfg, "a" * 64)

@@ -4,15 +4,9 @@ import pytest
 
 from reuters_ray.config import CVConfig, DataConfig, RunConfig, TrainConfig
 from reuters_ray.errors import ConfigError
-from reuters_ray.phases import (
-    RESUME_FREE_KEYS,
-    check_resumable,
-    ensemble_fits_early,
-    place_folds,
-    result_config,
-    run_name,
-    summarize_fold,
-)
+from reuters_ray.recipes.cluster import ensemble_fits_early, place_folds
+from reuters_ray.run.folds import summarize_fold
+from reuters_ray.run.place import RESUME_FREE_KEYS, check_resumable, result_config, run_name
 from reuters_ray.storage import LOCAL, write_atomic
 
 
@@ -109,7 +103,7 @@ def test_resume_tries_the_restored_checkpoint_then_older_ones_fetched_one_at_a_t
     """What a fold's worker gets to resume from when Ray restores checkpoint B: B, then A (older); never C, a newer
     folder Ray did not register (an upload the driver's death cut short). Each copy is made only when asked for, so
     a good latest checkpoint costs one download."""
-    from reuters_ray.runner import resume_candidates
+    from reuters_ray.recipes.cluster import resume_candidates
 
     fold = tmp_path / "fold_0"
     for name in (

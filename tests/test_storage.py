@@ -6,7 +6,8 @@ import pyarrow.fs as pafs
 import pytest
 from conftest import moto_bucket, tiny_config
 
-from reuters_ray.phases import check_writable, publish_outputs
+from reuters_ray.run.outputs import publish_outputs
+from reuters_ray.run.place import check_writable
 from reuters_ray.storage import LOCAL, copy_dir, read_bytes, read_text, storage_location, uri_join, write_atomic
 
 

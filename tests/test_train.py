@@ -269,7 +269,7 @@ def test_no_loadable_checkpoint_starts_the_fold_over(reuters, minilm_tokenizer, 
 def test_resume_candidates_are_the_restored_checkpoint_then_older_ones(tmp_path):
     import pyarrow.fs as pafs
 
-    from reuters_ray.runner import resume_candidates
+    from reuters_ray.recipes.cluster import resume_candidates
 
     fold = tmp_path / "fold_0"
     names = [f"checkpoint_2026-11-26_08-00-0{i}.000000" for i in range(4)]
@@ -337,7 +337,7 @@ def test_checkpoint_every_n_epochs_and_where_each_epochs_time_goes(reuters, mini
 
 
 def test_fold_timing_sums_the_epoch_rows():
-    from reuters_ray.phases import fold_timing
+    from reuters_ray.run.folds import fold_timing
 
     rows = [
         {

@@ -9,16 +9,37 @@ from __future__ import annotations
 
 import io
 import json
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
+import pyarrow.fs as pafs
 import yaml
 
 from reuters_ray import rows as R
-from reuters_ray.storage import write_atomic
+from reuters_ray.config import RunConfig
+from reuters_ray.console import Console, duration
+from reuters_ray.run.folds import Folds
+from reuters_ray.run.inputs import (
+    Prepared,
+)
+from reuters_ray.run.place import RunPlace
+from reuters_ray.scoring.evaluate import (
+    Scored,
+    out_of_fold_metrics,
+    probabilities,
+    unseen_line,
+    unseen_record,
+)
+from reuters_ray.storage import (
+    LOCAL,
+    copy_dir,
+    uri_join,
+    write_atomic,
+)
 
 
 @dataclass(frozen=True)
@@ -120,3 +141,145 @@ def _finish(df: pd.DataFrame, p: Predictions, label_names: list[str]) -> bytes:
     buf = io.BytesIO()
     df.to_parquet(buf, index=False)
     return buf.getvalue()
+
+
+# Copy order into storage: metrics.json, then the report, report.md last (its presence means the run is complete).
+OUTPUT_ORDER = {"metrics.json": 1, "report.html": 2, "report.md": 3}
+
+
+def run_metrics(cfg, place, prep, folds: Folds, ensemble, scored: Scored, oof_logits, timing, cluster) -> dict:
+    """metrics.json: the predictor's test figures at the top, the ensemble's, the baseline's and the blend's beside
+    them, the out-of-fold figures, the fold table, the timing and the cluster."""
+    ds = prep.ds
+    if scored.linear_s is not None:
+        timing.laps["baseline_s"] = scored.linear_s  # the linear model's fits, in a thread during the folds
+    return {
+        **scored.metrics,
+        "ensemble": ensemble,
+        "out_of_fold": out_of_fold_metrics(
+            ds.train_labels, oof_logits, ds.label_names, folds.table, ensemble.get("decision")
+        ),
+        "task": cfg.data.task,
+        "predictor": "blend" if cfg.cv.blend else "ensemble",  # what the top-level figures are of
+        **unseen_record(ds, scored.probs, scored.metrics.get("decision")),
+        **run_record(cfg, place, prep, folds, timing, cluster),
+    }
+
+
+def run_record(cfg, place, prep, folds: Folds, timing, cluster) -> dict[str, Any]:
+    """metrics.json's keys about the run itself, a cross-validation's or a student's: its name, labels, max_length,
+    fold table, wall time and its phases, class weights and cluster."""
+    return {
+        "run": place.name,
+        "label_names": prep.ds.label_names,
+        "max_length": cfg.data.max_length,
+        "folds": folds.table,
+        "wall_s": timing.total(),
+        "timing": dict(timing.laps),
+        "class_weights": prep.weights.tolist(),
+        "cluster": cluster,
+        **_fold_copies(prep),
+    }
+
+
+def _fold_copies(prep) -> dict[str, Any]:
+    """metrics.json's "fold_copies" when a fold's (a student's held-out slice's) validation rows hold texts of its
+    own training rows (data.overlap.fold_leaks): how many per fold, of how many, and their ids."""
+    from reuters_ray.data.overlap import fold_leaks
+
+    leaks = fold_leaks(prep.ds.train_texts, prep.folds)
+    if not any(len(rows) for rows in leaks):
+        return {}
+    ids = prep.ds.train_ids
+    return {
+        "fold_copies": [
+            {"fold": k, "validation_rows": len(val), "also_training_texts": len(rows), "ids": [ids[i] for i in rows]}
+            for k, (rows, (_, val)) in enumerate(zip(leaks, prep.folds))
+        ]
+    }
+
+
+def write_outputs(place: RunPlace, cfg: RunConfig, prep: Prepared, folds: Folds, metrics, scored: Scored, oof_logits):
+    """The run folder's outputs, written locally and then copied into storage: models/fold_<k>/ (each fold's best
+    model with the tokenizer), the data files (reuters_ray.outputs), linear/ for a blended run, and the report."""
+    from reuters_ray.run.report import write_report
+
+    ds = prep.ds
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp)
+        for k, path in enumerate(folds.best_paths):
+            dst = out / "models" / f"fold_{k}"
+            dst.mkdir(parents=True)
+            copy_dir(path, str(dst), place.fs, LOCAL)
+            prep.tokenizer.save_pretrained(str(dst))
+        write_run_outputs(
+            out,
+            metrics,
+            history=folds.history,
+            test=Predictions(ds.test_ids, ds.test_labels, scored.probs, decision=metrics.get("decision")),
+            oof=Predictions(
+                ds.train_ids,
+                ds.train_labels,
+                probabilities(oof_logits, ds.multi_label),
+                fold=prep.fold_of_row(),
+                decision=metrics.get("ensemble", {}).get("decision"),
+            ),  # fmt: skip
+            config=cfg.to_dict(),
+            provenance={**ds.provenance, "fingerprint": prep.fingerprint},
+        )
+        if scored.linear is not None:
+            scored.linear.save(out / "linear")
+        write_report(out)
+        publish_outputs(out, place.fs, place.path)
+
+
+def publish_outputs(local: Path, fs: pafs.FileSystem, run_path: str) -> None:
+    """Copies a locally written run folder into storage, report.md last."""
+    for item in sorted(local.iterdir(), key=lambda p: OUTPUT_ORDER.get(p.name, 0)):
+        dst = f"{run_path}/{item.name}"
+        if item.is_dir():
+            copy_dir(str(item), dst, LOCAL, fs)
+        else:
+            write_atomic(dst, item.read_bytes(), fs)
+
+
+def predictor_line(m: dict[str, Any]) -> str:
+    """What the run's test figures are of, with the others' weighted F1 (multi-label: micro-F1) for comparison."""
+    blend = m.get("predictor") == "blend"
+    key, name = ("f1_micro", "micro-F1") if m.get("task") == "multi" else ("f1_weighted", "weighted F1")
+    if m.get("predictor") == "student":
+        t = m["teacher"]
+        others = [f"teacher ({t['predictor']}) {t[key]:.4f}", f"its ensemble {m['ensemble'][key]:.4f}"]
+        others += [f"baseline {m['baseline'][key]:.4f}"] if "baseline" in m else []
+        return f"student of run {t['run']}; {name} of the {', '.join(others)}"
+    others = [f"ensemble {m['ensemble'][key]:.4f}"] if blend else []
+    others += [f"baseline {m['baseline'][key]:.4f}"] if "baseline" in m else []
+    what = f"blend, weight {m['blend']['weight']:.2f} on the ensemble" if blend else "ensemble"
+    return what + (f"; {name} of the {' and the '.join(others)}" if others else "")
+
+
+def say_done(console: Console, place: RunPlace, metrics: dict[str, Any], timing: dict[str, float]) -> None:
+    if metrics.get("task") == "multi":
+        m = metrics
+        console.done(
+            f"run {place.name}: micro-F1 {m['f1_micro']:.4f}, macro-F1 {m['f1_macro']:.4f}, samples-F1 "
+            f"{m['f1_samples']:.4f}, subset accuracy {m['subset_accuracy']:.4f}, Hamming loss {m['hamming_loss']:.4f} on "
+            f"{m['n_test']} test texts ({predictor_line(m)}) in {duration(timing['total_s'])}"
+            f"{unseen_line(m)}; report: {uri_join(place.uri, 'report.html')}",
+            run=place.name, uri=place.uri, f1_micro=m["f1_micro"], f1_macro=m["f1_macro"], f1_samples=m["f1_samples"],
+            subset_accuracy=m["subset_accuracy"], hamming_loss=m["hamming_loss"], timing=timing,
+            **({"test_unseen": m["test_unseen"]} if "test_unseen" in m else {}),
+        )  # fmt: skip
+        return
+    console.done(
+        f"run {place.name}: accuracy {metrics['accuracy']:.4f}, weighted F1 {metrics['f1_weighted']:.4f}, "
+        f"macro F1 {metrics['f1_macro']:.4f} on {metrics['n_test']} test texts ({predictor_line(metrics)}) "
+        f"in {duration(timing['total_s'])}{unseen_line(metrics)}; report: {uri_join(place.uri, 'report.html')}",
+        run=place.name,
+        uri=place.uri,
+        accuracy=metrics["accuracy"],
+        f1_weighted=metrics["f1_weighted"],
+        f1_macro=metrics["f1_macro"],
+        timing=timing,
+        **({"test_unseen": metrics["test_unseen"]} if "test_unseen" in metrics else {}),
+    )

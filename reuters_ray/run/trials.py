@@ -278,7 +278,7 @@ def check_search(base: RunConfig, search: Search, name: str) -> tuple[SearchPlac
     """(the search's place, its trials' values, whether it is resumed), reading only. Every trial's config is
     checked, and a search folder that holds another search (another search file's trials or another base config)
     is refused in one line. Raises ConfigError."""
-    from reuters_ray.phases import result_config
+    from reuters_ray.run.place import result_config
     from reuters_ray.storage import read_text
 
     place = search_place(base.cv.storage_path, name)
@@ -301,7 +301,7 @@ def check_search(base: RunConfig, search: Search, name: str) -> tuple[SearchPlac
 def write_search(place: SearchPlace, search: Search, base: RunConfig, trials: list[dict[str, Any]]) -> None:
     """search.json: the search file as read, the base config and the trials' values. Raises ConfigError when the
     storage cannot be written."""
-    from reuters_ray.phases import check_writable
+    from reuters_ray.run.place import check_writable
     from reuters_ray.storage import write_atomic
 
     check_writable(place.fs, place.path, base.cv.storage_path)

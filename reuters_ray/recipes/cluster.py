@@ -1,13 +1,13 @@
-"""Ray orchestration of k-fold cross-validation: the one module that imports Ray Train (the service's Ray Serve
-code is reuters_ray.serve). The driver's steps without Ray are reuters_ray.phases; run_cv calls them in order.
+"""The Ray Train machinery the recipes share, and the one module that imports Ray Train (the search's Ray Tune code
+is reuters_ray.recipes.search, the service's Ray Serve code reuters_ray.predictor.serve).
 
-    driver   the input checked and tokenized once; the arrays in the object store; one TorchTrainer per fold
-             (ScalingConfig(num_workers=cv.workers_per_fold, use_gpu=...)), their fit() calls in driver threads so
-             the folds run at once
-    worker   calls reuters_ray.fold.train.train_fold, reporting each epoch (and rank 0 its checkpoint) to Ray storage;
-             a fold's several workers train it data-parallel (DDP through Ray Train's process group)
-    callback on each fold's Train controller: forwards every registered report to the driver's console
-    actor    the ensemble: loads each fold's best model from storage and scores the test split
+    connect      Ray started (or joined) once, the folds placed on the cluster (place_folds), the nodes' write test
+    fit_folds    one TorchTrainer per fold (ScalingConfig(num_workers=cv.workers_per_fold, use_gpu=...)), their fit()
+                 calls in driver threads so the folds run at once, their epoch rows forwarded to the console
+    worker       calls reuters_ray.fold.train.train_fold, reporting each epoch (and rank 0 its checkpoint) to Ray
+                 storage; a fold's several workers train it data-parallel (DDP through Ray Train's process group)
+    FoldScorer   the ensemble actor: loads each fold's best model from storage and scores the test split
+    ray_session  connects (or starts Ray) only when not connected already, and disconnects at the end
 
 Running the same command with the same run name resumes: finished folds (fold_result.json) are kept, and Ray Train
 restores each unfinished fold from its latest registered checkpoint (its own JSON snapshot; nothing unpickled).
@@ -15,27 +15,27 @@ restores each unfinished fold from its latest registered checkpoint (its own JSO
 
 from __future__ import annotations
 
+import math
 import os
-import sys
 import tempfile
 import threading
 import time
 import uuid
 from concurrent.futures import Future, ThreadPoolExecutor, wait
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pyarrow.fs as pafs
 
-from reuters_ray import phases, stopping
 from reuters_ray import rows as R
+from reuters_ray import stopping
 from reuters_ray.config import RunConfig
-from reuters_ray.console import Console, duration
+from reuters_ray.console import Console
 from reuters_ray.errors import ConfigError
-from reuters_ray.phases import RunPlace, write_test
-from reuters_ray.storage import LOCAL, copy_dir, storage_location, uri_join
+from reuters_ray.run.place import RunPlace, finished_folds, fold_names, mark_finished, write_test
+from reuters_ray.storage import LOCAL, copy_dir, storage_location
 
 
 @dataclass(frozen=True)
@@ -47,11 +47,8 @@ class FoldTask:
     gpu_share: float  # of one GPU for each worker (1.0 = a whole one; 0 on CPU); workers sharing a card get a part
     cpus: float  # for each worker
     attempt: str  # new with each fit() of the fold, kept when Ray Train restarts a dead worker
-    folder: str = ""  # its Ray Train run's folder in the run (phases.fold_names); default fold_<fold>
+    folder: str = ""  # its Ray Train run's folder in the run (fold_names); default fold_<fold>
     workers: int = 1  # data-parallel Ray Train workers (cv.workers_per_fold)
-
-
-# --- code that runs in Ray workers ----------------------------------------------------------------------------
 
 
 def _fold_worker(config: dict[str, Any]) -> None:
@@ -394,134 +391,6 @@ class _EnsembleActor:
         return self.folds.fold_logits(TokenArrays(arrays["ids"], arrays["lengths"], arrays["pad_id"]))
 
 
-# --- the driver -----------------------------------------------------------------------------------------------
-
-
-def run_cv(cfg: RunConfig, console: Console | None = None, control=None) -> dict[str, Any] | None:
-    """Runs (or resumes) k-fold CV plus the ensemble on a local or remote Ray cluster; returns metrics.json's dict.
-
-    Everything about the input (model name, data, folds, storage path, a run name used by another config or other
-    data) is checked before anything is written, and raises ConfigError or DataError. RuntimeError when a fold fails
-    (the run then resumes when started again). Connects to Ray (or starts it) only when not connected already, and
-    then disconnects at the end. `control` (TrialControl, a search's trial) gates the folds by epoch rounds; once it
-    says stop, the folds stop after their current epoch and run_cv returns None, writing no outputs (a rerun
-    continues the folds from their checkpoints).
-    """
-    ray = sys.modules.get("ray")  # not imported here: bad input is refused without importing Ray at all
-    connected_before = ray is not None and ray.is_initialized()
-    try:
-        return _run_cv(cfg, console or Console(), control)
-    finally:
-        ray = sys.modules.get("ray")
-        if not connected_before and ray is not None and ray.is_initialized():
-            ray.shutdown()  # also ends Ray's message thread, which would print after the result otherwise
-
-
-def _run_cv(cfg: RunConfig, console: Console, control=None) -> dict[str, Any] | None:
-    timing = phases.Stopwatch()
-    # nothing is written before the input passed: a bad run leaves nothing behind (and starts no Ray)
-    prep = phases.check_input(cfg, tokenize_now=False)
-    place, resuming = phases.open_run(cfg, prep)
-    phases.announce_run(console, place, prep)  # what the checks found, before Ray starts
-    data_done = start_ray_during(lambda: phases.tokenize_input(prep, cfg.data.max_length))
-    timing.lap_at("data_s", data_done)  # checks, loading, preprocessing, tokenization (Ray starting meanwhile)
-    phases.announce_data(console, prep, cfg)
-    gpu_share = connect(cfg, place, resuming)
-    timing.lap("ray_start_s")  # what Ray's start took beyond the data, and placing the folds
-    if resuming:
-        console.info(
-            f"run {place.name}: resuming (finished folds are kept, unfinished ones continue from their last checkpoint)",
-            resuming=True,
-        )
-    linear = _start_linear_fit(cfg, prep)  # CPU work on the driver while the folds train: no wall time of the run
-    ensemble_actor = _Ensemble(place, phases.ensemble_fits_early(cfg.cv, _resources(), gpu_share))
-    try:
-        # a search's trial, which its scheduler may stop, starts its ensemble only once its folds are done
-        started = ensemble_actor.start if control is None else None
-        folders = _run_folds(cfg, place, gpu_share, _put_train_split(prep), console, control, started)
-        if folders is None and control is not None:
-            return None  # the trial was stopped: no outputs
-        folds = phases.collect_folds(place, folders, cfg.train.patience)
-        oof_logits = phases.out_of_fold_logits(place.fs, folds.best_paths, prep.folds, prep.n_train)
-        timing.lap("folds_s")
-        fold_logits = ensemble_actor.test_logits(cfg, prep, folds.best_paths)
-    finally:
-        ensemble_actor.close()
-    ensemble = phases.score_ensemble(prep.ds, fold_logits, folds.table, cfg.cv, oof_logits)
-    timing.lap("ensemble_s")
-    fitted = linear.result() if linear is not None else None
-    ensemble_probs = phases.probabilities(fold_logits.mean(0), prep.ds.multi_label)
-    scored = phases.blend_phase(cfg, prep.ds, fitted, oof_logits, ensemble, ensemble_probs, console)
-    metrics = phases.run_metrics(cfg, place, prep, folds, ensemble, scored, oof_logits, timing, _cluster())
-    with stopping.deferred():  # a stop signal waits for the outputs: nothing half-written
-        phases.write_outputs(place, cfg, prep, folds, metrics, scored, oof_logits)
-    timing.lap("outputs_s")  # its own time cannot be in metrics.json (written first): the result line carries it
-    _say_done(console, place, metrics, {**timing.laps, "total_s": timing.total()})
-    return metrics
-
-
-def run_distill(cfg: RunConfig, console: Console | None = None) -> dict[str, Any]:
-    """Trains (or resumes) a student of run cfg.distill.teacher (reuters_ray.distill) as one Ray Train run, scores the
-    test split with it and writes its run folder; returns its metrics.json. Raises ConfigError or DataError before
-    anything is written for a bad teacher, student or data; RuntimeError when the training fails (the same command
-    resumes). Connects to Ray (or starts it) only when not connected already, and then disconnects at the end."""
-    ray = sys.modules.get("ray")
-    connected_before = ray is not None and ray.is_initialized()
-    try:
-        return _run_distill(cfg, console or Console())
-    finally:
-        ray = sys.modules.get("ray")
-        if not connected_before and ray is not None and ray.is_initialized():
-            ray.shutdown()
-
-
-def _run_distill(cfg: RunConfig, console: Console) -> dict[str, Any]:
-    from reuters_ray import distill
-
-    timing = phases.Stopwatch()
-    prep = distill.check_input(
-        cfg
-    )  # the teacher, the student model, the data and the soft targets: nothing written yet
-    place, resuming = phases.open_run(cfg, prep)
-    phases.announce(console, place, prep, cfg)
-    t, transfer = prep.teacher_metrics, prep.n_train - prep.n_labelled
-    train_idx, val_idx = prep.folds[0]
-    console.info(
-        f"student of run {t['run']} ({t.get('predictor', 'ensemble')} of {len(t['folds'])} fold models): "
-        f"{cfg.model.name}{'' if cfg.model.layers is None else f' (its first {cfg.model.layers} layers)'}, trained on "
-        f"{len(train_idx) - transfer} texts with their labels and the teacher's out-of-fold probabilities"
-        + (f" and {transfer} transfer texts with the teacher's probabilities" if transfer else "")
-        + f" (alpha {cfg.distill.alpha}, temperature {cfg.distill.temperature}); {len(val_idx)} held out for early "
-        "stopping",
-        teacher=t["run"],
-    )
-    if transfer:
-        console.info(f"transfer: {transfer} wires the run's data left out, scored by the teacher's predictor ...")
-        seconds = distill.score_transfer(prep)
-        console.info(f"transfer: scored in {duration(seconds)}", transfer=transfer)
-    timing.lap("data_s")
-    gpu_share = connect(cfg, place, resuming)
-    timing.lap("ray_start_s")
-    if resuming:
-        console.info(f"run {place.name}: resuming (the student continues from its last checkpoint)", resuming=True)
-    # the student alone: its scoring actor, started while it trains
-    ensemble_actor = _Ensemble(place, phases.ensemble_fits_early(cfg.cv, _resources(), gpu_share, 1))
-    try:
-        folders = _run_folds(cfg, place, gpu_share, _put_train_split(prep), console, started=ensemble_actor.start)
-        folds = phases.collect_folds(place, folders, cfg.train.patience, phases.fold_names(cfg))
-        timing.lap("folds_s")
-        test_logits = ensemble_actor.test_logits(cfg, prep, folds.best_paths)[0]
-    finally:
-        ensemble_actor.close()
-    timing.lap("ensemble_s")
-    metrics = distill.student_metrics(cfg, place, prep, folds, test_logits, timing, _cluster())
-    with stopping.deferred():  # a stop signal waits for the outputs: nothing half-written
-        distill.write_outputs(place, cfg, prep, folds, metrics, test_logits)
-    timing.lap("outputs_s")
-    _say_done(console, place, metrics, {**timing.laps, "total_s": timing.total()})
-    return metrics
-
-
 def start_ray_during(work) -> float:
     """Starts Ray (init_ray) here while `work()` runs in a thread: tokenizing overlaps the seconds Ray takes to
     start. Returns the perf_counter time at which `work` ended; its exception, if any, is raised (after Ray is up:
@@ -542,7 +411,7 @@ def init_ray() -> None:
     import ray  # only now: bad input is refused without starting (or even importing) Ray
 
     # Ray Train's state tracking: the dashboard's Train API (/api/train/v2/runs/v1) lists each fold's Train run.
-    # _run_folds keeps the folds from racing to create its actor.
+    # fit_folds keeps the folds from racing to create its actor.
     os.environ.setdefault("RAY_TRAIN_ENABLE_STATE_TRACKING", "1")
     # How often a fold's controller polls its workers (Ray's default 2 s): a fold's end, and each epoch row, reach
     # the driver up to that much later.
@@ -571,7 +440,7 @@ def connect(cfg: RunConfig, place: RunPlace, resuming: bool) -> float:
 
     init_ray()
     try:
-        gpu_share = phases.place_folds(cfg.cv, ray.cluster_resources(), len(phases.fold_names(cfg)))
+        gpu_share = place_folds(cfg.cv, ray.cluster_resources(), len(fold_names(cfg)))
         if "://" in cfg.cv.storage_path:  # a local folder is this machine's; a bucket must take every node's writes
             check_nodes_can_write(cfg.cv.storage_path, place.uri)
     except ConfigError:
@@ -581,12 +450,12 @@ def connect(cfg: RunConfig, place: RunPlace, resuming: bool) -> float:
     return gpu_share
 
 
-def _put_train_split(prep) -> Any:
+def put_train_split(prep) -> Any:
     """The training split's arrays in Ray's object store, shared zero-copy by every fold's worker."""
     import ray
 
     n = prep.n_train
-    soft = getattr(prep, "soft_targets", None)  # a student's (reuters_ray.distill.StudentPrepared)
+    soft = getattr(prep, "soft_targets", None)  # a student's (reuters_ray.recipes.distill.StudentPrepared)
     return ray.put(
         {
             "ids": prep.tokens.ids[:n],
@@ -601,14 +470,7 @@ def _put_train_split(prep) -> Any:
     )
 
 
-def _start_linear_fit(cfg: RunConfig, prep):
-    """The linear model's fits (phases.fit_linear) in a driver thread, when the blend or the baseline needs it."""
-    if not (cfg.cv.blend or cfg.cv.baseline):
-        return None
-    return _in_thread("linear-model", phases.fit_linear, prep.ds, prep.folds)
-
-
-def _in_thread(name: str, fn, *args) -> Future:
+def in_thread(name: str, fn, *args) -> Future:
     """fn(*args) in a daemon thread, its result (or exception) in the Future returned: a stopped command exits at
     once, where a pool's threads would be waited for at the interpreter's exit (a fold's fit to its end)."""
     future: Future = Future()
@@ -625,25 +487,25 @@ def _in_thread(name: str, fn, *args) -> Future:
     return future
 
 
-class _Ensemble:
+class FoldScorer:
     """The run's ensemble actor, named <run>:ensemble (the name the dashboard's Actors page shows): start() creates
-    it, as soon as every unfinished fold is running (_run_folds calls it then; none waits for room, so it takes none
-    a fold needs: no CPU, and on a GPU cluster phases.ENSEMBLE_GPU of a GPU, which place_folds leaves free when folds
-    share a card; `early`: phases.ensemble_fits_early); test_logits() creates it if not yet done, loads the fold
+    it, as soon as every unfinished fold is running (fit_folds calls it then; none waits for room, so it takes none
+    a fold needs: no CPU, and on a GPU cluster ENSEMBLE_GPU of a GPU, which place_folds leaves free when folds
+    share a card; `early`: ensemble_fits_early); test_logits() creates it if not yet done, loads the fold
     models and scores the test split."""
 
     def __init__(self, place: RunPlace, early: bool = True):
         self.place, self.early, self.actor = place, early, None
 
     def start(self) -> None:
-        """Creates the actor (unless done): while folds train only when phases.ensemble_fits_early said so."""
+        """Creates the actor (unless done): while folds train only when ensemble_fits_early said so."""
         if self.actor is None and self.early:
             self._create()
 
     def _create(self) -> None:
         import ray
 
-        gpus = phases.ENSEMBLE_GPU if ray.cluster_resources().get("GPU", 0) > 0 else 0
+        gpus = ENSEMBLE_GPU if ray.cluster_resources().get("GPU", 0) > 0 else 0
         actor_cls = ray.remote(num_cpus=0, num_gpus=gpus)(_EnsembleActor)
         # DEFAULT: not in the placement group of whatever runs this driver (a search's trial), which holds no room
         self.actor = actor_cls.options(name=f"{self.place.name}:ensemble", scheduling_strategy="DEFAULT").remote()
@@ -667,13 +529,13 @@ class _Ensemble:
             self.actor = None
 
 
-def _resources() -> dict[str, float]:
+def cluster_resources() -> dict[str, float]:
     import ray
 
     return ray.cluster_resources()
 
 
-def _cluster() -> dict[str, Any]:
+def cluster_record() -> dict[str, Any]:
     """The cluster's CPUs and GPUs and the run's job id (its job in the dashboard and `ray list`)."""
     import ray
 
@@ -681,34 +543,7 @@ def _cluster() -> dict[str, Any]:
     return {**resources, "job_id": ray.get_runtime_context().get_job_id()}
 
 
-def _say_done(console: Console, place: RunPlace, metrics: dict[str, Any], timing: dict[str, float]) -> None:
-    if metrics.get("task") == "multi":
-        m = metrics
-        console.done(
-            f"run {place.name}: micro-F1 {m['f1_micro']:.4f}, macro-F1 {m['f1_macro']:.4f}, samples-F1 "
-            f"{m['f1_samples']:.4f}, subset accuracy {m['subset_accuracy']:.4f}, Hamming loss {m['hamming_loss']:.4f} on "
-            f"{m['n_test']} test texts ({phases.predictor_line(m)}) in {duration(timing['total_s'])}"
-            f"{phases.unseen_line(m)}; report: {uri_join(place.uri, 'report.html')}",
-            run=place.name, uri=place.uri, f1_micro=m["f1_micro"], f1_macro=m["f1_macro"], f1_samples=m["f1_samples"],
-            subset_accuracy=m["subset_accuracy"], hamming_loss=m["hamming_loss"], timing=timing,
-            **({"test_unseen": m["test_unseen"]} if "test_unseen" in m else {}),
-        )  # fmt: skip
-        return
-    console.done(
-        f"run {place.name}: accuracy {metrics['accuracy']:.4f}, weighted F1 {metrics['f1_weighted']:.4f}, "
-        f"macro F1 {metrics['f1_macro']:.4f} on {metrics['n_test']} test texts ({phases.predictor_line(metrics)}) "
-        f"in {duration(timing['total_s'])}{phases.unseen_line(metrics)}; report: {uri_join(place.uri, 'report.html')}",
-        run=place.name,
-        uri=place.uri,
-        accuracy=metrics["accuracy"],
-        f1_weighted=metrics["f1_weighted"],
-        f1_macro=metrics["f1_macro"],
-        timing=timing,
-        **({"test_unseen": metrics["test_unseen"]} if "test_unseen" in metrics else {}),
-    )
-
-
-def _run_folds(
+def fit_folds(
     cfg: RunConfig, place: RunPlace, gpu_share: float, train_ref, console: Console, control=None, started=None
 ):
     """Fits the unfinished folds at once (a thread per fold waits on its TorchTrainer) while printing their epoch
@@ -720,8 +555,8 @@ def _run_folds(
     import ray
     from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
-    names = phases.fold_names(cfg)
-    folders = phases.finished_folds(place, names)
+    names = fold_names(cfg)
+    folders = finished_folds(place, names)
     # On the driver's node, as Ray Train attaches each fold's controller: the driver lives only as long as that node
     # does, and elsewhere a lost node would take the folds' reports with it. Hard: a soft preference was seen
     # spilled to another node (no CPU asked, so the driver's node always has room).
@@ -739,7 +574,7 @@ def _run_folds(
                 _worker_config(cfg), k, gpu_share, cfg.cv.cpus_per_fold, uuid.uuid4().hex[:12], names[k],
                 cfg.cv.workers_per_fold,
             )  # fmt: skip
-            futures[_in_thread(f"fold-{k}", _fit_fold, task, [train_ref], place.uri, progress)] = k
+            futures[in_thread(f"fold-{k}", _fit_fold, task, [train_ref], place.uri, progress)] = k
             if len(futures) == 1 and not all_at_once:
                 _await_train_shared_actors(next(iter(futures)))
         errors, unfinished, ended = _await_folds(futures, folders, place, names, progress, console, control, started)
@@ -807,7 +642,7 @@ def _own_ray_lost() -> bool:
 
 
 def _await_folds(futures: dict, folders: dict, place, names, progress, console, control, started):
-    """_run_folds' wait on the folds' fits, printing their epoch rows; each finished fold marked in storage.
+    """fit_folds' wait on the folds' fits, printing their epoch rows; each finished fold marked in storage.
     Returns (errors by fold, folds that returned unfinished, whether control stopped the folds)."""
     import ray
 
@@ -836,7 +671,7 @@ def _await_folds(futures: dict, folders: dict, place, names, progress, console, 
             folder, finished = future.result()
             if finished and not stopping:  # a stopped fold's last checkpoint is not its end
                 folders[k] = folder
-                phases.mark_finished(place, names[k], folder)
+                mark_finished(place, names[k], folder)
             else:
                 unfinished.add(k)
     return errors, unfinished, stopping
@@ -848,366 +683,57 @@ def _await_folds(futures: dict, folders: dict, place, names, progress, console, 
 GATE_RECORD_S = 2.0
 
 
-@dataclass
-class TrialControl:
-    """How a search's trial steers its run (run_cv's `control`): the epoch rounds the scheduler has allowed, and
-    whether it ended the trial."""
-
-    allowed: int = 0
-    stop: threading.Event = field(default_factory=threading.Event)
+# Of a GPU, what the ensemble's actor holds: it is created while the last folds train (FoldScorer), so folds
+# that share a card leave it this much.
+ENSEMBLE_GPU = 0.01
 
 
-# --- hyperparameter search: every trial a whole k-fold run, on Ray Tune ---------------------------------------
+def share_of_gpu(workers: int, gpus: int) -> float:
+    """Each of `workers` training workers' share of `gpus` GPUs: 1 when there are enough, else an equal share, as
+    many workers to a card as the busiest card takes (3 workers on 2 GPUs: 2 to a card), less ENSEMBLE_GPU on each
+    card, rounded down to Ray's 1e-4 resource grain (3 on one GPU: 0.33 each); 0 without GPUs."""
+    if gpus < 1:
+        return 0.0
+    if workers <= gpus:
+        return 1.0
+    per_card = -(-workers // gpus)
+    return math.floor((1 - ENSEMBLE_GPU) / per_card * 1e4) / 1e4
 
 
-class _RoundConsole(Console):
-    """A trial's console: no output of its own (the trial's log has the workers' tables); it turns the folds'
-    epoch rows into rounds for Tune: round r is complete when every fold has reported epoch r or finished, and its
-    score is the folds' mean best validation figure, up to epoch r, of the one they stop on (train.monitor: weighted
-    F1 by default, micro-F1 for multi-label data; Search.score_name)."""
-
-    def __init__(self, rounds, folds: int):
-        import io
-
-        super().__init__("quiet", io.StringIO())
-        self.rounds, self.n_folds, self.sent = rounds, folds, 0
-        self.best: dict[int, dict[int, float]] = {}  # fold -> epoch -> best monitored validation figure so far
-        self.finished: dict[int, bool] = {}
-
-    def epoch(self, row: dict[str, Any]) -> None:
-        k = row[R.FOLD]
-        self.best.setdefault(k, {})[row[R.EPOCH]] = row[R.best_key(row)]
-        self.finished[k] = row[R.FINISHED]
-        while self._complete(self.sent + 1):
-            self.sent += 1
-            score = float(np.mean([_best_at(b, self.sent) for b in self.best.values()]))
-            self.rounds.put({"score": score, "epoch": self.sent})
-
-    def _complete(self, r: int) -> bool:
-        if len(self.best) < self.n_folds:
-            return False
-        if all(self.finished.values()) and all(max(b) < r for b in self.best.values()):
-            return False  # every fold is done and reported: no round r
-        return all(max(b) >= r or self.finished[k] for k, b in self.best.items())
-
-    def done(self, text: str, **fields: Any) -> None:  # the run's result line: the search prints its own
-        pass
+def ensemble_fits_early(cv, cluster: dict[str, float], gpu_share: float, n_models: int | None = None) -> bool:
+    """Whether the ensemble's actor (no CPU, ENSEMBLE_GPU of a GPU on a GPU cluster) fits while the folds hold
+    their room: without GPUs, when the folds share cards (place_folds left each card ENSEMBLE_GPU) or when a card is
+    spare. Not with cv.gpus_per_fold set, or whole cards for every fold: the actor would wait for a card, and could
+    take one a restarted fold worker needs."""
+    gpus = int(cluster.get("GPU", 0))
+    if gpus == 0:
+        return True
+    workers = (n_models or cv.folds) * cv.workers_per_fold
+    return cv.gpus_per_fold is None and (gpu_share < 1 or workers < gpus)
 
 
-def _best_at(best: dict[int, float], epoch: int) -> float:
-    """A fold's best monitored validation figure up to `epoch` (a resumed fold reports from its first new epoch on)."""
-    earlier = [e for e in best if e <= epoch]
-    return best[max(earlier)] if earlier else best[min(best)]
+def place_folds(cv, cluster: dict[str, float], n_models: int | None = None) -> float:
+    """The GPU share of each fold worker on a cluster with resources `cluster` (ray.cluster_resources()).
 
-
-def _trial_trainable():
-    """The Tune trainable class of a search (a function: Ray Tune is imported only when a search runs). Each trial
-    runs run_cv in a thread of its actor; step() returns its next epoch round; cleanup(), called when the scheduler
-    or the search ends the trial, stops its folds after their current epoch and waits for them: the trial's Ray
-    Train runs end as FINISHED, with nothing left behind and no task failed."""
-    import queue
-
-    from ray import tune
-
-    from reuters_ray.config import from_dict
-    from reuters_ray.run.trials import mark_stopped, search_place
-
-    class Trial(tune.Trainable):
-        def setup(self, config: dict[str, Any]) -> None:
-            self.index, self.place = config["trial"], search_place(config["storage"], config["search"])
-            self.cfg = from_dict(RunConfig, config["configs"][str(self.index)])
-            self.rounds, self.control, self.started = queue.Queue(), TrialControl(), time.time()
-            self.console = _RoundConsole(self.rounds, self.cfg.cv.folds)
-            self.metrics, self.error, self.last = None, None, {"score": 0.0, "epoch": 0}
-            self.thread = threading.Thread(target=self._run, name=f"trial-{self.index}", daemon=True)
-            self.thread.start()
-
-        def _run(self) -> None:
-            try:
-                self.metrics = run_cv(self.cfg, self.console, self.control)
-            except BaseException as e:  # noqa: BLE001 (re-raised by step: Tune records the trial's error)
-                self.error = e
-            finally:
-                self.rounds.put(None)
-
-        def step(self) -> dict[str, Any]:
-            self.control.allowed = self.last["epoch"]  # asked for more: the folds may go past the rounds seen
-            item = self.rounds.get()
-            if item is None:
-                if self.error is not None:
-                    raise self.error
-                if self.metrics is None:  # its folds were stopped by the search's driver (a stop signal)
-                    raise RuntimeError(f"trial {self.index}: stopped with its search")
-                from reuters_ray.run.trials import score_of_folds
-
-                return {**self.last, "score": score_of_folds(self.metrics["folds"]), "done": True}
-            self.last = item
-            return item
-
-        def save_checkpoint(self, checkpoint_dir: str) -> None:
-            return None  # a trial's state is its run folder (its folds' checkpoints): nothing for Tune to keep
-
-        def load_checkpoint(self, checkpoint) -> None:
-            return None  # never restored through Tune: a rerun derives the trials and resumes their run folders
-
-        def cleanup(self) -> None:
-            if self.thread.is_alive():  # ended by the scheduler (or the search): folds stop after this epoch
-                self.control.stop.set()
-                self.thread.join()
-            # ended by the scheduler (not by a stop of the whole search): the epochs its folds ran, the last may
-            # follow the stop
-            if self.control.stop.is_set() and self.metrics is None and self.error is None:
-                epochs = max((max(b) for b in self.console.best.values()), default=0)
-                mark_stopped(self.place, self.index, self.last["score"], epochs, time.time() - self.started)
-
-    return Trial
-
-
-def run_search(base: RunConfig, search_file: str, name: str, console: Console) -> dict[str, Any]:
-    """Runs (or continues) the search in `search_file` (reuters_ray.search) over the run config `base`: every trial
-    a k-fold cross-validation in <cv.storage_path>/<name>/trial_<i>, at most as many at once as the cluster has
-    room for, bad trials ended by ASHA on their score (Search.score_name) after each epoch round. Returns the
-    results (search.json's). Raises ConfigError or DataError, before Ray starts, for a bad search file or input;
-    RuntimeError when trials failed. Like run_cv, connects to Ray (or starts it) only when not connected already,
-    and then disconnects at the end."""
-    ray = sys.modules.get("ray")
-    connected_before = ray is not None and ray.is_initialized()
-    try:
-        return _run_search(base, search_file, name, console)
-    finally:
-        ray = sys.modules.get("ray")
-        if not connected_before and ray is not None and ray.is_initialized():
-            ray.shutdown()
-
-
-def _run_search(base: RunConfig, search_file: str, name: str, console: Console) -> dict[str, Any]:
-    from reuters_ray.run.trials import (
-        check_search,
-        read_search,
-        search_place,
-        trial_config,
-        trial_rows,
-        trial_status,
-        write_results,
-        write_search,
-    )
-
-    search_place(base.cv.storage_path, name)  # a bad search name or storage path, before the data is read
-    if base.cv.name is not None:
-        raise ConfigError(
-            "cv.name: a search names its trials' run folders (trial_<i>); name the search with --search-name"
-        )
-    search = read_search(search_file, base)
-    prep = phases.check_input(base, tokenize_now=False)  # the data, the model, the folds, what the linear model needs
-    _check_lengths(base, search, search_file)
-    base = base.with_absolute_paths()  # checked as given; the trials run where Tune puts them, not in this folder
-    place, trials, resumed = check_search(base, search, name)
-    configs = {str(i): trial_config(base, v, name, base.cv.storage_path, i).to_dict() for i, v in enumerate(trials)}
-    todo = [i for i in range(len(trials)) if trial_status(place, i) == "to run"]
-    room = _connect_for_trials(base, search.max_concurrent) if todo else 0  # refused here: nothing written yet
-    write_search(place, search, base, trials)
-    console.info(
-        f"search {name}: {place.uri}; {len(trials)} trials, {len(trials) - len(todo)} done before"
-        + (" (continuing)" if resumed else "")
-        + f"; a trial's score: its {search.score_name}",
-        search=name,
-        uri=place.uri,
-    )
-    for line in prep.ds.notes() + prep.notes:  # what every trial's data and model hold (its log has them too)
-        console.info(line)
-    if todo:
-        _tune(search, place, configs, todo, console, room)
-    rows = trial_rows(place, trials)
-    best = write_results(place, search, rows)
-    _say_results(console, place, search, rows, best)
-    return {"trials": rows, "best": best}
-
-
-def _check_lengths(base: RunConfig, search, search_file: str) -> None:
-    """The model reads every data.max_length the search may draw (phases.check_input checked the base config's
-    and the tokenizer). Raises ConfigError."""
-    from reuters_ray.fold.models import check_model
-
-    positions, _ = check_model(base.model.name)
-    dist = search.space.get("data.max_length")
-    if dist is not None and positions:
-        high = max(dist.args) if dist.kind == "choice" else dist.args[1]
-        if high > positions:
+    cv.gpus_per_fold unset: a whole GPU per worker when there are enough, else a share (share_of_gpu) so the folds
+    share them and run at once (on one H100 that pays the minute of fold start-up once, not per fold:
+    docs/results.md), 0 without GPUs; a fold has cv.workers_per_fold workers. n_models: the models trained at once,
+    when not cv.folds (a student run: 1). Raises ConfigError when a fold could never be placed (it would wait forever); folds that fit
+    only one after another queue."""
+    gpus, workers = cv.gpus_per_fold, cv.workers_per_fold
+    have_gpu, have_cpu = cluster.get("GPU", 0), cluster.get("CPU", 0)
+    if gpus is None:
+        gpus = share_of_gpu((n_models or cv.folds) * workers, int(have_gpu))
+    alone = {  # one worker: the messages of before cv.workers_per_fold
+        "CPUs": f"cv.cpus_per_fold={cv.cpus_per_fold} does not fit this Ray cluster's {have_cpu:g} CPUs",
+        "GPUs": f"cv.gpus_per_fold={gpus} but this Ray cluster has {have_gpu:g} GPUs",
+    }
+    for what, each, have in (("CPUs", cv.cpus_per_fold, have_cpu), ("GPUs", gpus, have_gpu)):
+        if workers * each > have + 1e-9:
             raise ConfigError(
-                f"search {search_file}: data.max_length: {list(dist.args)} reaches {high}, but model "
-                f"{base.model.name!r} reads at most {positions} tokens (max_position_embeddings); keep it at "
-                f"{positions} or less"
+                alone[what]
+                if workers == 1
+                else f"a fold's {workers} workers (cv.workers_per_fold) need {workers * each:g} {what} ({each:g} "
+                f"each: cv.{what[:3].lower()}s_per_fold) but this Ray cluster has {have:g} {what}"
             )
-
-
-def _say_results(console: Console, place, search, rows: list[dict[str, Any]], best: dict[str, Any] | None) -> None:
-    from reuters_ray.run.trials import named_test_figures, summary
-
-    for r in sorted(rows, key=lambda r: (r["score"] is None, -(r["score"] or 0))):
-        score = "n/a" if r["score"] is None else f"{r['score']:.4f} ({search.score_name})"
-        values = summary({k: r[k] for k in search.space})
-        epochs = "" if r["epochs"] is None else f", {r['epochs']} epoch{'' if r['epochs'] == 1 else 's'}"
-        console.info(f"trial {r['trial']}: {r['status']}, score {score}{epochs} ({values})")
-    if best is not None:
-        console.done(
-            f"search {place.name}: best trial {best['trial']} (score {best['score']:.4f}, {search.score_name}; its "
-            f"test figures: {named_test_figures(best['test'])}); run folder {uri_join(place.uri, best['run'])}; "
-            f"report: {uri_join(place.uri, 'report.html')}",
-            search=place.name,
-            best=best["trial"],
-            score=best["score"],
-            score_of=search.score_name,
-        )
-
-
-def _connect_for_trials(base: RunConfig, asked: int | None) -> int:
-    """Connects to Ray (or starts it); how many trials fit at once (_trials_at_once). Raises ConfigError."""
-    import ray
-
-    if not ray.is_initialized():
-        ray.init(log_to_driver=False)
-        stopping.reinstall()  # ray.init's SIGTERM handler exits with status 15 and says nothing
-    return _trials_at_once(base, ray.cluster_resources(), asked)
-
-
-def _tune(search, place, configs: dict, todo: list[int], console: Console, room: int) -> None:
-    """The trials in `todo` as Ray Tune trials under ASHA, at most `room` at once. Tune's own experiment state
-    (pickled) goes to <search>/_tune and is never read back: a rerun derives the trials from the search file again."""
-    from ray import tune
-    from ray.tune.schedulers import ASHAScheduler
-
-    os.environ.setdefault("RAY_TRAIN_ENABLE_STATE_TRACKING", "1")
-    # ASHA's horizon one round past the longest trial: a trial ends by finishing (done), never by reaching max_t,
-    # which would stop it while its last folds return and leave it without outputs
-    max_t = max(c["train"]["max_epochs"] for c in configs.values()) + 1
-
-    trainable = tune.with_resources(_trial_trainable(), {"CPU": TRIAL_CPU})
-    tuner = tune.Tuner(
-        trainable,
-        param_space={
-            "trial": tune.grid_search(todo),
-            "storage": place.storage,
-            "search": place.name,
-            "configs": configs,
-        },
-        tune_config=tune.TuneConfig(
-            scheduler=ASHAScheduler(
-                time_attr="training_iteration",
-                metric="score",
-                mode="max",
-                max_t=max_t,
-                grace_period=min(search.grace_epochs, max_t - 1),
-                reduction_factor=search.reduction_factor,
-            ),
-            max_concurrent_trials=room,
-        ),
-        run_config=tune.RunConfig(
-            name="_tune", storage_path=place.uri, callbacks=[_say(search, place, console)], verbose=0
-        ),
-    )
-    # Tune's own SIGINT handler would save its pickled state and print how to restore it through Tune: a search
-    # continues when the same command runs again (reuters_ray.stopping)
-    os.environ["TUNE_DISABLE_SIGINT_HANDLER"] = "1"
-    try:
-        results = tuner.fit()
-    except KeyboardInterrupt:  # a stop signal: each running trial's folds stop after their step
-        stopping.say(early=True)
-        _stop_trials(todo)
-        raise
-    failed = [r for r in results if r.error is not None]
-    if failed:
-        first = str(failed[0].error).strip().splitlines()[-1]
-        raise RuntimeError(
-            f"search {place.name}: {len(failed)} trial(s) failed; rerun the same command to continue. First: {first}"
-        )
-
-
-def _say(search, place, console: Console):
-    """The search's Tune callback (Tune is imported only when a search runs): each trial's epoch rounds on the
-    search's console; the end of the search held until every ended trial has stopped its folds; this process's stop
-    signals taken back from Tune."""
-    from ray import tune
-
-    from reuters_ray.run.trials import round_line, trial_status
-
-    class Say(tune.Callback):
-        """Each trial's epoch rounds on the search's console; and the end of the search held until every ended trial
-        has stopped its folds. Tune pickles its callbacks into its own experiment state, never read back here: the
-        console (a stream) is left out of the pickle."""
-
-        ended: set[int] = set()
-        signals_taken = False
-
-        def on_step_begin(self, iteration, trials, **info):
-            # In Tune's loop, on the driver's main thread, after Tune took SIGUSR1 (always) for its own stop
-            if not self.signals_taken:
-                stopping.reinstall()
-                self.signals_taken = True
-
-        def on_trial_result(self, iteration, trials, trial, result):
-            if console is not None and not result.get("done"):  # a finished trial's line comes with the results
-                console.info(round_line(search, trial.config["trial"], result["epoch"], result["score"]))
-
-        def on_trial_complete(self, iteration, trials, trial, **info):
-            self.ended.add(trial.config["trial"])
-
-        def on_step_end(self, iteration, trials, **info):
-            # Once every trial is done in Tune's eyes, Tune gives a trial's actor 10 s to stop, then kills it, and
-            # with it the Train runs it owns (FAILED tasks). A trial the scheduler ended is still stopping its folds
-            # after their current epoch: wait for it (its cleanup writes stopped.json last).
-            if not all(t.status in ("TERMINATED", "ERROR") for t in trials):
-                return
-            deadline = time.monotonic() + STOP_WAIT_S
-            for i in sorted(self.ended):
-                while trial_status(place, i) == "to run" and time.monotonic() < deadline:
-                    time.sleep(0.5)
-            self.ended.clear()
-
-        def __reduce__(self):
-            return (object, ())
-
-    return Say()
-
-
-def _stop_trials(trials: list[int]) -> None:
-    """Asks the folds of every running trial of `trials` to stop after their current step (each trial's progress
-    actor, named <trial_i>:progress), and waits until those actors are gone, at most STOP_WAIT_FOLDS_S seconds: what
-    is left then goes with the search's Ray job. A trial stopped so is not recorded as ended by the scheduler."""
-    import ray
-
-    from reuters_ray.run.trials import TRIAL_PREFIX
-
-    if _own_ray_lost():
-        return
-    names = {f"{TRIAL_PREFIX}{i}:progress" for i in trials}
-    for name in names:
-        try:
-            ray.get_actor(name).stop_now.remote()
-        except ValueError:  # not running
-            pass
-    deadline = time.monotonic() + STOP_WAIT_FOLDS_S
-    while time.monotonic() < deadline and names & set(ray.util.list_named_actors()):  # this job's namespace
-        time.sleep(0.5)
-
-
-TRIAL_CPU = 0.01  # what a trial's actor holds: it only waits on its folds, which hold their own CPUs
-STOP_WAIT_S = 600.0  # at most this long for ended trials to stop their folds when the search ends (Tune's own limit)
-
-
-def _trials_at_once(base: RunConfig, cluster: dict[str, float], asked: int | None) -> int:
-    """How many trials fit the cluster at once: each holds its folds' CPUs (and GPU shares) and a sliver for its
-    actor. Raises ConfigError when not even one fits."""
-    workers = base.cv.workers_per_fold
-    per_trial = base.cv.folds * workers * base.cv.cpus_per_fold + TRIAL_CPU
-    gpus = (base.cv.gpus_per_fold or 0.0) * workers
-    fit = int(cluster.get("CPU", 0) // per_trial)
-    if gpus:
-        fit = min(fit, int(cluster.get("GPU", 0) // (base.cv.folds * gpus)))
-    if fit < 1:
-        each = f"{workers} workers x " if workers > 1 else ""
-        raise ConfigError(
-            f"one trial needs {per_trial:g} CPUs ({base.cv.folds} folds x {each}cv.cpus_per_fold={base.cv.cpus_per_fold}) "
-            f"{'and ' + str(base.cv.folds * gpus) + ' GPUs ' if gpus else ''}but this Ray cluster has "
-            f"{cluster.get('CPU', 0):g} CPUs{' and ' + format(cluster.get('GPU', 0), 'g') + ' GPUs' if gpus else ''}"
-        )
-    return min(fit, asked) if asked else fit
+    return gpus

@@ -3,11 +3,11 @@ the teacher's soft targets, in a run folder of its own that `predict`, `export` 
 here: reuters_ray.runner.run_distill calls these in order and trains the student as one Ray Train run.
 
     student_config   the teacher's config.yaml with the user's settings over it, distill.teacher set
-    check_input      the teacher finished and distillable, the data the teacher's, the student model, the soft
+    check_student    the teacher finished and distillable, the data the teacher's, the student model, the soft
                      targets and the held-out slice: all checked before anything is written
     teacher_targets  the teacher predictor's out-of-fold probabilities of every training text
     student_metrics  metrics.json of a student run: the student's test figures beside the teacher's
-    write_outputs    the run folder: models/student, soft_targets.parquet, the data files, the report
+    write_student_outputs  the run folder: models/student, soft_targets.parquet, the data files, the report
 
 Soft targets without leakage: a training text's target is the teacher's out-of-fold probability, from the fold model
 that never trained on it (oof_predictions.parquet) blended, as the teacher's predictor is, with the linear model's
@@ -22,16 +22,38 @@ from __future__ import annotations
 import io
 import json
 import math
+import sys
 import tempfile
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from reuters_ray import stopping
 from reuters_ray.config import RunConfig
+from reuters_ray.console import Console, duration
 from reuters_ray.errors import ConfigError, DataError
-from reuters_ray.phases import Prepared
+from reuters_ray.recipes.cluster import (
+    FoldScorer,
+    cluster_record,
+    cluster_resources,
+    connect,
+    ensemble_fits_early,
+    fit_folds,
+    put_train_split,
+)
+from reuters_ray.run.folds import collect_folds
+from reuters_ray.run.inputs import (
+    Prepared,
+    announce,
+    open_run,
+)
+from reuters_ray.run.outputs import say_done
+from reuters_ray.run.place import Stopwatch, fold_names
+from reuters_ray.scoring.evaluate import probabilities
+from reuters_ray.storage import LOCAL, copy_dir
 
 SOFT_TARGETS = "soft_targets.parquet"  # in a student run: each training text's teacher probabilities, and its role
 STUDENT = "student"  # the student's Ray Train run (<run>/student) and its model (models/student)
@@ -116,7 +138,7 @@ class StudentPrepared(Prepared):
         return np.arange(self.n_train) < self.n_labelled
 
 
-def check_input(cfg: RunConfig) -> StudentPrepared:
+def check_student(cfg: RunConfig) -> StudentPrepared:
     """The student run's input, checked before anything is written: the teacher a finished run with out-of-fold
     predictions, the student model, the data the teacher's (same texts, labels and split: its fingerprint), the soft
     targets rebuilt and matching the teacher's record, the held-out slice. Raises ConfigError or DataError naming the
@@ -219,7 +241,6 @@ def transfer_texts(cfg: RunConfig, ds) -> tuple[list[str], list[str]]:
 def score_transfer(prep: StudentPrepared) -> float:
     """Fills in the transfer texts' soft targets: the teacher's whole predictor (its fold models and, for a blended
     teacher, its linear model) on this process's CPU or GPU. Returns the seconds it took (0 without transfer texts)."""
-    import time
 
     from reuters_ray.predictor.ensemble import Ensemble
 
@@ -317,7 +338,8 @@ def student_metrics(cfg: RunConfig, place, prep: StudentPrepared, folds, test_lo
     """metrics.json of a student run: the student's test figures at the top (multi-label: at thresholds chosen on
     its held-out slice), the teacher's predictor, ensemble and baseline figures beside them (from the teacher's
     metrics.json: the same test split), what the student learnt from, the fold table's one row, the timing."""
-    from reuters_ray.phases import choose_decision, evaluate, probabilities, run_record, unseen_record
+    from reuters_ray.run.outputs import run_record
+    from reuters_ray.scoring.evaluate import choose_decision, evaluate, unseen_record
     from reuters_ray.storage import read_bytes
 
     ds, t = prep.ds, prep.teacher_metrics
@@ -371,15 +393,14 @@ def _teacher_model(local: Path) -> str:
     return str(cfg.get("model", {}).get("name"))
 
 
-def write_outputs(place, cfg: RunConfig, prep: StudentPrepared, folds, metrics: dict, test_logits) -> None:
+def write_student_outputs(place, cfg: RunConfig, prep: StudentPrepared, folds, metrics: dict, test_logits) -> None:
     """The student run's folder, written locally and then copied into storage (report.md last): models/student (the
     best model with the tokenizer), soft_targets.parquet, the data files (reuters_ray.outputs) and the report."""
     import pandas as pd
 
-    from reuters_ray.phases import probabilities, publish_outputs
-    from reuters_ray.run.outputs import Predictions, write_run_outputs
+    from reuters_ray.run.outputs import Predictions, publish_outputs, write_run_outputs
     from reuters_ray.run.report import write_report
-    from reuters_ray.storage import LOCAL, copy_dir, write_atomic
+    from reuters_ray.storage import write_atomic
 
     ds = prep.ds
     with tempfile.TemporaryDirectory() as tmp:
@@ -409,3 +430,62 @@ def write_outputs(place, cfg: RunConfig, prep: StudentPrepared, folds, metrics: 
         )
         write_report(out)
         publish_outputs(out, place.fs, place.path)
+
+
+def run_distill(cfg: RunConfig, console: Console | None = None) -> dict[str, Any]:
+    """Trains (or resumes) a student of run cfg.distill.teacher (reuters_ray.distill) as one Ray Train run, scores the
+    test split with it and writes its run folder; returns its metrics.json. Raises ConfigError or DataError before
+    anything is written for a bad teacher, student or data; RuntimeError when the training fails (the same command
+    resumes). Connects to Ray (or starts it) only when not connected already, and then disconnects at the end."""
+    ray = sys.modules.get("ray")
+    connected_before = ray is not None and ray.is_initialized()
+    try:
+        return _run_distill(cfg, console or Console())
+    finally:
+        ray = sys.modules.get("ray")
+        if not connected_before and ray is not None and ray.is_initialized():
+            ray.shutdown()
+
+
+def _run_distill(cfg: RunConfig, console: Console) -> dict[str, Any]:
+
+    timing = Stopwatch()
+    prep = check_student(cfg)  # the teacher, the student model, the data and the soft targets: nothing written yet
+    place, resuming = open_run(cfg, prep)
+    announce(console, place, prep, cfg)
+    t, transfer = prep.teacher_metrics, prep.n_train - prep.n_labelled
+    train_idx, val_idx = prep.folds[0]
+    console.info(
+        f"student of run {t['run']} ({t.get('predictor', 'ensemble')} of {len(t['folds'])} fold models): "
+        f"{cfg.model.name}{'' if cfg.model.layers is None else f' (its first {cfg.model.layers} layers)'}, trained on "
+        f"{len(train_idx) - transfer} texts with their labels and the teacher's out-of-fold probabilities"
+        + (f" and {transfer} transfer texts with the teacher's probabilities" if transfer else "")
+        + f" (alpha {cfg.distill.alpha}, temperature {cfg.distill.temperature}); {len(val_idx)} held out for early "
+        "stopping",
+        teacher=t["run"],
+    )
+    if transfer:
+        console.info(f"transfer: {transfer} wires the run's data left out, scored by the teacher's predictor ...")
+        seconds = score_transfer(prep)
+        console.info(f"transfer: scored in {duration(seconds)}", transfer=transfer)
+    timing.lap("data_s")
+    gpu_share = connect(cfg, place, resuming)
+    timing.lap("ray_start_s")
+    if resuming:
+        console.info(f"run {place.name}: resuming (the student continues from its last checkpoint)", resuming=True)
+    # the student alone: its scoring actor, started while it trains
+    ensemble_actor = FoldScorer(place, ensemble_fits_early(cfg.cv, cluster_resources(), gpu_share, 1))
+    try:
+        folders = fit_folds(cfg, place, gpu_share, put_train_split(prep), console, started=ensemble_actor.start)
+        folds = collect_folds(place, folders, cfg.train.patience, fold_names(cfg))
+        timing.lap("folds_s")
+        test_logits = ensemble_actor.test_logits(cfg, prep, folds.best_paths)[0]
+    finally:
+        ensemble_actor.close()
+    timing.lap("ensemble_s")
+    metrics = student_metrics(cfg, place, prep, folds, test_logits, timing, cluster_record())
+    with stopping.deferred():  # a stop signal waits for the outputs: nothing half-written
+        write_student_outputs(place, cfg, prep, folds, metrics, test_logits)
+    timing.lap("outputs_s")
+    say_done(console, place, metrics, {**timing.laps, "total_s": timing.total()})
+    return metrics
