@@ -15,7 +15,7 @@ import argparse
 import numpy as np
 from common import reuters18_tokens
 
-from reuters_ray.fold.train import length_grouped_batches, micro_batches
+from reuters_ray.fold.optim import length_grouped_batches, micro_batches
 
 
 def main() -> None:

@@ -6,7 +6,7 @@
 For each step: the preprocessed Reuters-18 split, tokenized once; `train_fold` on each of the 3 stratified folds
 (one process each, sharing the GPU as the Ray job's folds do); the `Ensemble` of the three best models on the test
 split; the TF-IDF + LinearSVC baseline on the same split; and the run's predictor, the blend, exactly as the runner
-makes it (reuters_ray.phases: the linear model fitted per fold and on everything while the folds train, the weight
+makes it (reuters_ray.run: the linear model fitted per fold and on everything while the folds train, the weight
 chosen on the folds' out-of-fold logits, blend_phase). Steps 1 and 2 run at the same time (six fold
 processes), then step 3:
   1. title+body text, the config's defaults (the recipe: lr 3e-5, warmup 15%, cosine, batch 32, up to 20 epochs,

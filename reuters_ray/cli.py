@@ -25,12 +25,12 @@ from pathlib import Path
 
 import yaml
 
-from reuters_ray.config import field_docs, from_dict, load_yaml
+from reuters_ray.config import field_docs, load_config, load_yaml
 from reuters_ray.errors import ConfigError, DataError, ReutersRayError
 from reuters_ray.predictor.export import BACKENDS
 
 
-def _summary(args: argparse.Namespace) -> int:
+def _cmd_data_summary(args: argparse.Namespace) -> int:
     from reuters_ray.data import load_dataset
     from reuters_ray.data.features import class_weights
     from reuters_ray.data.overlap import overlap_notes
@@ -95,14 +95,7 @@ def _add_run_flags(p: argparse.ArgumentParser, sections: tuple[str, ...] = ("dat
 
 def run_config_from_args(args: argparse.Namespace):
     """RunConfig from --config, then the --section.key flags given (flags win)."""
-    from reuters_ray.config import RunConfig
-
-    values: dict = load_yaml(args.config) if args.config else {}
-    for section, keys in _flag_values(args).items():
-        if not isinstance(values.get(section), dict):
-            values[section] = {}
-        values[section].update(keys)
-    return from_dict(RunConfig, values)
+    return load_config(args.config, **_flag_values(args))
 
 
 def _flag_values(args: argparse.Namespace) -> dict[str, dict[str, str]]:
@@ -115,7 +108,7 @@ def _flag_values(args: argparse.Namespace) -> dict[str, dict[str, str]]:
     return values
 
 
-def _cv(args: argparse.Namespace) -> int:
+def _cmd_cv(args: argparse.Namespace) -> int:
     from reuters_ray.config import RunConfig
     from reuters_ray.console import Console
     from reuters_ray.recipes.cv import run_cv
@@ -140,7 +133,7 @@ def _cv(args: argparse.Namespace) -> int:
     return 0
 
 
-def _distill(args: argparse.Namespace) -> int:
+def _cmd_distill(args: argparse.Namespace) -> int:
     from reuters_ray.console import Console
     from reuters_ray.recipes.distill import run_distill, student_config
 
@@ -162,7 +155,7 @@ def _distill(args: argparse.Namespace) -> int:
     return 0
 
 
-def _tune(args: argparse.Namespace) -> int:
+def _cmd_tune(args: argparse.Namespace) -> int:
     from reuters_ray.console import Console
     from reuters_ray.recipes.search import run_search
 
@@ -174,7 +167,7 @@ def _tune(args: argparse.Namespace) -> int:
     return 0
 
 
-def _report(args: argparse.Namespace) -> int:
+def _cmd_report(args: argparse.Namespace) -> int:
     from reuters_ray.run.report import write_report
 
     if "://" not in args.run_dir:
@@ -263,7 +256,7 @@ def _stdin_bytes() -> bytes:
     return buffer.read() if buffer is not None else sys.stdin.read().encode("utf-8", "surrogateescape")
 
 
-def _predict(args: argparse.Namespace) -> int:
+def _cmd_predict(args: argparse.Namespace) -> int:
     from transformers.utils import logging as hf_logging
 
     from reuters_ray.fold.inference import check_device
@@ -297,7 +290,7 @@ def _predict(args: argparse.Namespace) -> int:
     return 0
 
 
-def _export(args: argparse.Namespace) -> int:
+def _cmd_export(args: argparse.Namespace) -> int:
     from transformers.utils import logging as hf_logging
 
     from reuters_ray.predictor.ensemble import Ensemble
@@ -338,7 +331,7 @@ def _cannot_listen(host: str, port: int) -> str | None:
         return e.strerror or str(e)
 
 
-def _serve(args: argparse.Namespace) -> int:
+def _cmd_serve(args: argparse.Namespace) -> int:
     from reuters_ray.storage import finished_run
 
     if args.replicas < 1:
@@ -364,7 +357,7 @@ def _serve(args: argparse.Namespace) -> int:
     return 0
 
 
-def _baseline(args: argparse.Namespace) -> int:
+def _cmd_baseline(args: argparse.Namespace) -> int:
     from reuters_ray.data.overlap import shared_test_note
     from reuters_ray.data.preprocess import prepare
     from reuters_ray.scoring.baseline import run_baseline
@@ -400,8 +393,17 @@ def build_parser() -> argparse.ArgumentParser:
         prog="reuters-ray", description="Fine-tune small BERT encoders for news-topic classification with Ray."
     )
     sub = parser.add_subparsers(dest="command", required=True)
-    for add in (_add_data, _add_cv, _add_tune, _add_distill, _add_report, _add_predict, _add_export, _add_serve,
-                _add_baseline):  # fmt: skip
+    for add in (
+        _add_data,
+        _add_cv,
+        _add_tune,
+        _add_distill,
+        _add_report,
+        _add_predict,
+        _add_export,
+        _add_serve,
+        _add_baseline,
+    ):
         add(sub)
     return parser
 
@@ -414,7 +416,7 @@ def _add_data(sub) -> None:
         "--raw", action="store_true", help="show the data as loaded, before the preprocessing steps and samples"
     )
     summary.add_argument("--json", action="store_true", help="print JSON instead of a table")
-    summary.set_defaults(func=_summary)
+    summary.set_defaults(func=_cmd_data_summary)
 
 
 def _add_cv(sub) -> None:
@@ -436,7 +438,7 @@ def _add_cv(sub) -> None:
         default="text",
         help="text: a table row per fold epoch and a progress line; json: one JSON object per line (default: text)",
     )
-    cv.set_defaults(func=_cv)
+    cv.set_defaults(func=_cmd_cv)
 
 
 def _add_tune(sub) -> None:
@@ -453,7 +455,7 @@ def _add_tune(sub) -> None:
     tune.add_argument("--search-name", metavar="NAME", help="the search's folder (default: the search file's name)")
     _add_run_flags(tune)
     _add_output_flags(tune)
-    tune.set_defaults(func=_tune)
+    tune.set_defaults(func=_cmd_tune)
 
 
 def _add_output_flags(p: argparse.ArgumentParser) -> argparse._ArgumentGroup:
@@ -484,16 +486,20 @@ def _add_distill(sub) -> None:
         "--student-layers", type=int, metavar="N", help="keep the student encoder's first N layers (model.layers)"
     )
     distill.add_argument(
-        "--transfer", choices=("none", "unlabeled"), help="the same as --distill.transfer: unlabeled also learns the "
+        "--transfer",
+        choices=("none", "unlabeled"),
+        help="the same as --distill.transfer: unlabeled also learns the "
         "teacher's answers on the Reuters-21578 wires the run's data left out",
-    )  # fmt: skip
+    )
     distill.add_argument(
-        "--out", metavar="NAME", help="the student run's name in cv.storage_path (default: derived; cv.storage_path "
+        "--out",
+        metavar="NAME",
+        help="the student run's name in cv.storage_path (default: derived; cv.storage_path "
         "defaults to the folder holding the teacher)",
-    )  # fmt: skip
+    )
     _add_run_flags(distill, sections=("data", "model", "train", "cv", "distill"))
     _add_output_flags(distill)
-    distill.set_defaults(func=_distill)
+    distill.set_defaults(func=_cmd_distill)
 
 
 def _add_report(sub) -> None:
@@ -503,7 +509,7 @@ def _add_report(sub) -> None:
         description="Rebuild a finished run's report (report.md, report.html, PNG figures) from its files.",
     )
     report.add_argument("run_dir", metavar="RUN_DIR", help="a run folder: <cv.storage_path>/<run name>")
-    report.set_defaults(func=_report)
+    report.set_defaults(func=_cmd_report)
 
 
 def _add_predict(sub) -> None:
@@ -527,7 +533,7 @@ def _add_predict(sub) -> None:
         help="torch: the fold models; onnx / onnx-int8: the run's ONNX export (fp32 / INT8 weights, CPU), "
         "made once into ~/.cache/reuters-ray/exports (default: torch)",
     )
-    predict.set_defaults(func=_predict)
+    predict.set_defaults(func=_cmd_predict)
 
 
 def _add_export(sub) -> None:
@@ -541,7 +547,7 @@ def _add_export(sub) -> None:
     export.add_argument("--run", required=True, metavar="RUN_DIR", help="a finished run folder (or storage URI)")
     export.add_argument("--out", required=True, metavar="DIR", help="a new (or empty) folder to write")
     export.add_argument("--int8", action="store_true", help="also write model.int8.onnx: dynamic INT8 weights")
-    export.set_defaults(func=_export)
+    export.set_defaults(func=_cmd_export)
 
 
 def _add_serve(sub) -> None:
@@ -561,7 +567,7 @@ def _add_serve(sub) -> None:
     serve.add_argument("--host", default="127.0.0.1", help="address to bind (default: 127.0.0.1, this machine only)")
     serve.add_argument("--port", type=int, default=8000, help="HTTP port (default: 8000)")
     serve.add_argument("--replicas", type=int, default=1, metavar="N", help="copies of the predictor (default: 1)")
-    serve.set_defaults(func=_serve)
+    serve.set_defaults(func=_cmd_serve)
 
 
 def _add_baseline(sub) -> None:
@@ -573,7 +579,7 @@ def _add_baseline(sub) -> None:
     )
     _add_run_flags(baseline, sections=("data",))
     baseline.add_argument("--json", action="store_true", help="print all metrics (per class, confusion matrix) as JSON")
-    baseline.set_defaults(func=_baseline)
+    baseline.set_defaults(func=_cmd_baseline)
 
 
 # The verbs that run until done or stopped: a stop signal ends them with one line (reuters_ray.stopping)

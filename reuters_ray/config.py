@@ -65,7 +65,7 @@ class DataConfig:
     min_tokens: int = 3
     # Tokens per text after WordPiece, [CLS] and [SEP] included; longer texts are truncated.
     max_length: int = 300
-    # Tokenizer: a hub id, a local folder, or an offline alias (see reuters_ray.models). Unset: the model's own.
+    # Tokenizer: a hub id, a local folder, or an offline alias (see reuters_ray.fold.models). Unset: the model's own.
     tokenizer: str | None = None
     # Stratified samples of the (preprocessed) splits, seeded by split_seed, for quick runs. Unset: everything.
     train_sample: int | None = None
@@ -278,7 +278,7 @@ class CVConfig:
     max_failures: int = 2  # restarts of a fold whose worker dies; each continues from its last checkpoint
     baseline: bool = True  # also fit and score the TF-IDF + linear SVM baseline on the same split (seconds, CPU)
     # The run's predictor: w * the ensemble's probabilities + (1 - w) * the baseline's (calibrated), w chosen on
-    # out-of-fold predictions, never on the test split (reuters_ray.blend). false: the seed's pure ensemble.
+    # out-of-fold predictions, never on the test split (reuters_ray.scoring.blend). false: the seed's pure ensemble.
     blend: bool = True
     # data.task multi: a topic with at least this many training positives gets a threshold of its own, chosen on the
     # out-of-fold probabilities; the others share one global threshold chosen the same way (one number fitted on
@@ -302,7 +302,7 @@ class CVConfig:
                 (
                     # a folder in storage_path, also inside a URI and on one line of the console: no path separators,
                     # no ? # % (a URI's), no control characters, no spaces at either end, not . or ..
-                    self.name is None or _folder_name(self.name),
+                    self.name is None or folder_name(self.name),
                     "name",
                     "a folder name without / \\ ? # %, control characters or spaces at its ends (and not . or ..)",
                 ),
@@ -367,7 +367,7 @@ def check_workers(tc: TrainConfig, workers: int) -> None:
         )
 
 
-def _folder_name(name: str) -> bool:
+def folder_name(name: str) -> bool:
     return (
         bool(name)
         and name == name.strip()
@@ -417,9 +417,12 @@ class RunConfig:
 
         d = self.data
         data = dataclasses.replace(
-            d, path=absolute(d.resolved_path()), test_path=absolute(d.test_path), cache_dir=absolute(d.cache_dir),
+            d,
+            path=absolute(d.resolved_path()),
+            test_path=absolute(d.test_path),
+            cache_dir=absolute(d.cache_dir),
             tokenizer=absolute(d.tokenizer, must_exist=True),
-        )  # fmt: skip
+        )
         model = dataclasses.replace(self.model, name=absolute(self.model.name, must_exist=True))
         cv = dataclasses.replace(self.cv, storage_path=absolute(self.cv.storage_path))
         return dataclasses.replace(self, data=data, model=model, cv=cv)
@@ -470,8 +473,18 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
 
 
 _INT, _FLOAT = re.compile(r"[+-]?[0-9]+"), re.compile(r"[+-]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][+-]?[0-9]+)?")
-_WORDS = {"true": True, "false": False, "yes": True, "no": False, "on": True, "off": False, "null": None,
-          "none": None, "~": None, "": None}  # fmt: skip
+_WORDS = {
+    "true": True,
+    "false": False,
+    "yes": True,
+    "no": False,
+    "on": True,
+    "off": False,
+    "null": None,
+    "none": None,
+    "~": None,
+    "": None,
+}
 
 
 def _scalar(text: str) -> Any:
@@ -560,3 +573,16 @@ def load_yaml(path: str | Path, what: str = "config") -> dict[str, Any]:
     if data is not None and not isinstance(data, dict):
         raise ConfigError(f"{what}: {path} must hold a mapping of keys to values")
     return data or {}
+
+
+def load_config(path: str | Path | None = None, **overrides: dict[str, Any]) -> RunConfig:
+    """The RunConfig of YAML file `path` (None: every default) with `overrides` over it, one mapping per section:
+    load_config("configs/quick-cpu.yaml", cv={"name": "quick"}, train={"max_epochs": 1}). Values are checked as
+    the command line's are (strings such as "1e-4" are converted). Raises ConfigError naming the file, key or type."""
+    values: dict[str, Any] = load_yaml(path) if path is not None else {}
+    for section, keys in overrides.items():
+        if not isinstance(keys, dict):
+            raise ConfigError(f"config: {section} must be a mapping of its keys, got {keys!r}")
+        kept = values.get(section)
+        values[section] = {**(kept if isinstance(kept, dict) else {}), **keys}
+    return from_dict(RunConfig, values)

@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import signal
 import threading
+from concurrent.futures import Future
 
 STOPPED_LINE = "stopped; run the same command to continue"
 # SIGUSR1: what Slurm sends ahead of a job's time limit when asked to (sbatch --signal=USR1@60)
@@ -113,3 +114,20 @@ def deferred():
     if not _state["deferred"] and _state["pending"]:
         _state["pending"] = False
         raise Stopped(_state["signum"])
+
+
+def in_thread(name: str, fn, *args) -> Future:
+    """fn(*args) in a daemon thread, its result (or exception) in the Future returned: a stopped command exits at
+    once, where a pool's threads would be waited for at the interpreter's exit (a fold's fit to its end)."""
+    future: Future = Future()
+
+    def run() -> None:
+        if not future.set_running_or_notify_cancel():
+            return
+        try:
+            future.set_result(fn(*args))
+        except BaseException as e:  # noqa: BLE001 (handed to whoever waits on the future)
+            future.set_exception(e)
+
+    threading.Thread(target=run, name=name, daemon=True).start()
+    return future

@@ -1,5 +1,5 @@
 """Screenshots of the Ray dashboard's Jobs page and one job's page, taken by headless Chromium logged in through
-the dashboard's own token prompt: what a user sees of a reuters-ray job. For the README; not part of the package.
+the dashboard's own token prompt: what a user sees of a reuters-ray job. For docs/cluster.md; not part of the package.
 
     apt-get install chromium && pip install playwright    # Debian's Chromium; playwright only drives it
     python scripts/dashboard_screenshots.py --job raysubmit_... [--address http://127.0.0.1:8265] [--out docs/img]

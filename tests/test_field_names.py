@@ -19,9 +19,10 @@ import yaml
 from reuters_ray import rows as R
 from reuters_ray.config import MONITORS, CVConfig, DataConfig, RunConfig, TrainConfig, monitor_key
 from reuters_ray.console import Console, format_row
+from reuters_ray.run.figures import curves_figure
 from reuters_ray.run.folds import summarize_fold
 from reuters_ray.run.outputs import Predictions, true_named, write_run_outputs
-from reuters_ray.run.report import build_sections, curves_figure, load_run, render_markdown
+from reuters_ray.run.report import build_sections, load_run, render_markdown
 from reuters_ray.scoring.evaluate import out_of_fold_metrics, probabilities, score_ensemble
 
 NAMES = ["grain", "wheat", "corn"]
@@ -75,7 +76,8 @@ def validation(task: str, y: np.ndarray, logits: np.ndarray) -> dict[str, float]
 
 def fold_progress(cfg: RunConfig, fold: int, epochs: int = 3) -> dict:
     """progress.json of a fold's last checkpoint: its epoch rows made by train.epoch_row, stopped on cfg.monitor()."""
-    from reuters_ray.fold.train import EarlyStopping, epoch_row
+    from reuters_ray.fold.optim import EarlyStopping
+    from reuters_ray.fold.train import epoch_row
 
     task, y = cfg.data.task, labels(cfg.data.task, 24, fold)
     stopper = EarlyStopping(patience=5, min_delta=0.0)

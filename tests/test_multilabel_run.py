@@ -215,7 +215,7 @@ def test_an_export_used_without_reuters_ray_answers_label_sets_as_predict(multi_
 
 @pytest.mark.parametrize("line", [x for x in MULTILABEL if "jobs/cv.py" not in x], ids=lambda x: x[:70])
 def test_readme_multilabel_commands_run(line, multi_run):
-    """The README's multi-label commands as written (the quick run's folder being this tiny multi-label run)."""
+    """The multi-label commands of docs/multilabel.md as written (its run folder being this tiny multi-label run)."""
     run, _ = multi_run
     line = line.replace(".venv/bin/", f"{BIN}/").replace("runs/modapte-quick", str(run))
     line = line.replace("../shared/data/reuters21578", str(REUTERS_DIR))

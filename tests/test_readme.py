@@ -1,6 +1,8 @@
-"""The README's commands: every `reuters-ray` / `jobs/cv.py` line parses with the real parser, and the ones that
-run in seconds (data summary, baseline, report, predict on the walk-through's run) run as written. The cv runs
-themselves are exercised by test_cv.py and test_ray_job.py."""
+"""The commands of the README and of the pages it links to (docs/*.md): every `reuters-ray` / `jobs/cv.py` line
+parses with the real parser, and the ones that run in seconds (data summary, baseline, report, predict on the
+walk-through's run) run as written. The cv runs themselves are exercised by test_cv.py and test_ray_job.py. The README
+stays a front door (at most 12 KB, its first run and result within its first 3 KB), and no sample output shows a
+path of the machine it ran on."""
 
 import re
 import shlex
@@ -14,17 +16,25 @@ from conftest import REPO, REUTERS_DIR
 from reuters_ray.cli import build_parser
 
 BIN = Path(sys.executable).parent
+PAGES = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]  # the README and every page of docs/
+MAIN_COMMAND = ".venv/bin/python jobs/cv.py --config configs/quick-cpu.yaml --cv.name quick"
+
+
+def fenced_blocks(text: str, lang: str) -> list[str]:
+    """The bodies of a page's ```lang blocks."""
+    return re.findall(rf"```{lang}\n(.*?)```", text, re.S)
 
 
 def readme_commands() -> list[str]:
-    """Shell command lines in the README's bash blocks, continuation lines joined, comments dropped."""
-    text = (REPO / "README.md").read_text()
+    """Shell command lines in the bash blocks of the README and docs/*.md, continuation lines joined, comments
+    dropped."""
     lines = []
-    for block in re.findall(r"```bash\n(.*?)```", text, re.S):
-        for line in block.replace("\\\n", " ").splitlines():
-            line = re.sub(r"\s+#.*$", "", line).strip()
-            if line and not line.startswith("#"):
-                lines.append(line)
+    for page in PAGES:
+        for block in fenced_blocks(page.read_text(encoding="utf-8"), "bash"):
+            for line in block.replace("\\\n", " ").splitlines():
+                line = re.sub(r"\s+#.*$", "", line).strip()
+                if line and not line.startswith("#"):
+                    lines.append(line)
     return lines
 
 
@@ -82,3 +92,74 @@ def test_readme_command_runs(line, finished_run, tmp_path):
     out = subprocess.run(["bash", "-c", line], cwd=REPO, capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-2000:]
     assert out.stdout.strip()
+
+
+# a path of the machine a sample ran on (/work/main/runs/quick): samples show runs/quick or other relative paths
+MACHINE_PATH = re.compile(r"(?<![\w.])/(work|tmp|home|root|Users)/")
+
+
+@pytest.mark.parametrize("page", PAGES, ids=lambda p: p.relative_to(REPO).as_posix())
+def test_no_sample_shows_a_machine_path(page):
+    text = page.read_text(encoding="utf-8")
+    found = [
+        f"{lang} block: {line.strip()[:120]}"
+        for lang in ("bash", "text")
+        for block in fenced_blocks(text, lang)
+        for line in block.splitlines()
+        if MACHINE_PATH.search(line)
+    ]
+    assert not found, f"{page.name}: absolute machine paths in samples:\n" + "\n".join(found)
+
+
+def test_the_readme_is_a_front_door():
+    """At most 12 KB, and the quick run's command and its result line start within the first 3 KB: a reader sees
+    what it does, how to run it and what it prints before any detail."""
+    raw = (REPO / "README.md").read_bytes()
+    assert len(raw) <= 12_288, f"README.md is {len(raw)} bytes; move detail to docs/"
+    command = raw.find(f"\n{MAIN_COMMAND}\n".encode()) + 1
+    result = re.search(rb"^run quick: accuracy [0-9.]+, weighted F1", raw, re.M)
+    assert command > 0 and result, "README.md lost its main command or its result line"
+    assert command < 3072 and result.start() < 3072, (command, result.start())
+    assert command < result.start()
+
+
+def github_anchor(heading: str) -> str:
+    """GitHub's id of a heading: lower case, punctuation but hyphens and underscores dropped, spaces to hyphens."""
+    return re.sub(r"[^\w\- ]", "", heading.strip().lower()).replace(" ", "-")
+
+
+def test_the_pages_links_lead_somewhere():
+    """Every relative link of the README and docs/*.md names a file that exists, and an anchor of a Markdown page
+    one of its headings."""
+    broken = []
+    for page in PAGES:
+        text = page.read_text(encoding="utf-8")
+        for target in re.findall(r"\]\(([^)\s]+)\)", re.sub(r"```.*?```", "", text, flags=re.S)):
+            if re.match(r"[a-z]+:", target):  # http:, https:, mailto:
+                continue
+            path, _, anchor = target.partition("#")
+            linked = (page.parent / path).resolve() if path else page
+            if not linked.exists():
+                broken.append(f"{page.name}: {target}")
+            elif anchor and linked.suffix == ".md":
+                headings = re.findall(r"^#{1,6} (.+)$", re.sub(r"```.*?```", "", linked.read_text(), flags=re.S), re.M)
+                if anchor not in {github_anchor(h) for h in headings}:
+                    broken.append(f"{page.name}: {target}")
+    assert not broken, "links to nothing:\n" + "\n".join(broken)
+
+
+PYTHON_IMPORTS = sorted(
+    {
+        line.strip()
+        for page in PAGES
+        for block in fenced_blocks(page.read_text(encoding="utf-8"), "python")
+        for line in block.splitlines()
+        if re.match(r"\s*from reuters_ray[\w.]* import ", line)
+    }
+)
+
+
+@pytest.mark.parametrize("line", PYTHON_IMPORTS)
+def test_the_pages_python_imports_work(line):
+    """Every `from reuters_ray... import ...` line of a page's Python blocks names what the package holds."""
+    exec(line.split("#")[0], {})

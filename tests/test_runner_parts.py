@@ -4,9 +4,9 @@ import pytest
 
 from reuters_ray.config import CVConfig, DataConfig, RunConfig, TrainConfig
 from reuters_ray.errors import ConfigError
-from reuters_ray.recipes.cluster import ensemble_fits_early, place_folds
 from reuters_ray.run.folds import summarize_fold
 from reuters_ray.run.place import RESUME_FREE_KEYS, check_resumable, result_config, run_name
+from reuters_ray.run.resources import ensemble_fits_early, place_folds
 from reuters_ray.storage import LOCAL, write_atomic
 
 

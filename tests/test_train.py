@@ -14,15 +14,8 @@ from reuters_ray.data.preprocess import preprocess
 from reuters_ray.errors import CheckpointError, ConfigError
 from reuters_ray.fold.checkpoint import load_checkpoint, read_val_logits
 from reuters_ray.fold.models import build_model
-from reuters_ray.fold.train import (
-    EarlyStopping,
-    FoldData,
-    checkpoint_interval,
-    collate,
-    lr_factor,
-    predict_logits,
-    train_fold,
-)
+from reuters_ray.fold.optim import EarlyStopping, lr_factor
+from reuters_ray.fold.train import FoldData, checkpoint_interval, collate, predict_logits, train_fold
 
 
 def best_val_logits(checkpoint):
@@ -213,7 +206,7 @@ def test_small_bert_random_has_the_small_bert_shape():
 
 
 def test_length_grouped_batches_cover_every_row_once_and_cut_padding(reuters, minilm_tokenizer):
-    from reuters_ray.fold.train import length_grouped_batches, micro_batches
+    from reuters_ray.fold.optim import length_grouped_batches, micro_batches
 
     data = fold_data(reuters, minilm_tokenizer, 600, max_length=300)
     lengths = data.tokens.lengths

@@ -15,11 +15,11 @@ from reuters_ray.config import CVConfig, ModelConfig, RunConfig, TrainConfig
 from reuters_ray.fold.inference import predict_logits
 from reuters_ray.fold.parallel import Group, run_local
 from reuters_ray.fold.train import plan_fold, train_fold, validate
-from reuters_ray.recipes.cluster import place_folds
 from reuters_ray.recipes.search import _trials_at_once
 from reuters_ray.run.folds import summarize_fold
 from reuters_ray.run.place import run_name
 from reuters_ray.run.report import folds_section
+from reuters_ray.run.resources import place_folds
 
 EPOCHS = 3
 METRICS = (R.TRAIN_LOSS, R.VAL_LOSS, R.VAL_ACCURACY, R.VAL_F1, R.VAL_F1_MACRO)

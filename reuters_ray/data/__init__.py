@@ -9,22 +9,24 @@ from __future__ import annotations
 
 from reuters_ray.config import DataConfig
 from reuters_ray.data.dataset import TextDataset
+from reuters_ray.data.keras_reuters import load_keras_reuters
+from reuters_ray.data.reuters21578 import load_reuters21578
+from reuters_ray.data.table import load_table
 
 
 def load_dataset(cfg: DataConfig) -> TextDataset:
-    """Loads the raw data set `cfg` names (no filtering: see reuters_ray.preprocess)."""
+    """Loads the raw data set `cfg` names (no filtering: see reuters_ray.data.preprocess)."""
     if cfg.source == "reuters21578":
-        from reuters_ray.data.reuters21578 import load_reuters21578
-
         return load_reuters21578(
-            cfg.resolved_path(), text=cfg.text, cache_dir=cfg.cache_dir, seed=cfg.split_seed, split=cfg.split,
+            cfg.resolved_path(),
+            text=cfg.text,
+            cache_dir=cfg.cache_dir,
+            seed=cfg.split_seed,
+            split=cfg.split,
             task=cfg.task,
-        )  # fmt: skip
+        )
     if cfg.source == "keras":
-        from reuters_ray.data.keras_reuters import load_keras_reuters
-
         return load_keras_reuters(cache_dir=cfg.cache_dir, num_words=cfg.keras_num_words, seed=cfg.split_seed)
-    from reuters_ray.data.table import load_table
 
     return load_table(
         cfg.path,

@@ -115,7 +115,7 @@ def column_lists(
     if others:
         raise DataError(
             f"{shown}: column {column!r} holds labels in {notation} notation (data row {first + 1}: "
-            f"{strings[first]!r}) in data rows {_rows(lists)} but other text in data rows {_rows(others)} (data row "
+            f"{strings[first]!r}) in data rows {data_rows(lists)} but other text in data rows {data_rows(others)} (data row "
             f"{others[0] + 1}: {strings[others[0]]!r}); write every cell the same way: a list, or labels separated by "
             f"data.label_delimiter {delimiter!r}"
         )
@@ -184,9 +184,11 @@ def check_joined(files: list[tuple[str, list[list[str]]]], column: str, delimite
             joined = [
                 ls[0]
                 for ls in sets
-                if len(ls) == 1 and sep in ls[0] and ls[0] not in others
+                if len(ls) == 1
+                and sep in ls[0]
+                and ls[0] not in others
                 and all(piece.strip() in others for piece in ls[0].split(sep))
-            ]  # fmt: skip
+            ]
             if joined:
                 raise DataError(
                     f"{shown}: column {column!r}: {len(joined)} of its label cells join {other}'s labels with a "
@@ -223,7 +225,7 @@ def single_label_notes(shown: str, column: str, labels: list, delimiter: str, nu
     return notes
 
 
-def _rows(positions) -> str:
+def data_rows(positions) -> str:
     """Data rows (from 1) at 0-based `positions`, the first five."""
     positions = list(positions)
     return ", ".join(str(i + 1) for i in positions[:5]) + (" ..." if len(positions) > 5 else "")

@@ -20,11 +20,12 @@ import re
 import numpy as np
 
 from reuters_ray.config import DataConfig
+from reuters_ray.data import load_dataset
 from reuters_ray.data.dataset import TextDataset
 from reuters_ray.errors import DataError
 
-_ARTIFACTS = re.compile(r"\[(?:start|unk|pad|unused)\]", re.I)
-_SPACE = re.compile(r"\s+")
+TOKEN_ARTIFACTS = re.compile(r"\[(?:start|unk|pad|unused)\]", re.I)
+WHITESPACE = re.compile(r"\s+")
 # Scripts written without spaces between words: Thai, Lao, Tibetan, Myanmar, Khmer, kana, CJK ideographs (and their
 # compatibility forms, half-width katakana, the supplementary planes' ideographs). BERT's tokenizer splits each
 # CJK character off on its own; the others have no spaces to split at.
@@ -43,7 +44,7 @@ def count_words(text: str) -> int:
 
 def clean_text(text: str) -> str:
     """Lowercase, strip Keras's marker tokens, collapse whitespace. Punctuation and numbers stay (seed 2.2)."""
-    return _SPACE.sub(" ", _ARTIFACTS.sub(" ", text.lower())).strip()
+    return WHITESPACE.sub(" ", TOKEN_ARTIFACTS.sub(" ", text.lower())).strip()
 
 
 def _keep(ds: TextDataset, keep: dict[str, np.ndarray]) -> dict:
@@ -173,7 +174,7 @@ def subsample(ds: TextDataset, train: int | None, test: int | None, seed: int = 
         keep = np.ones(len(labels), dtype=bool)
         if n is not None and n < len(labels):
             try:
-                rows = _multilabel_sample(labels, n, seed) if labels.ndim == 2 else _sample(labels, n, seed)
+                rows = multilabel_sample(labels, n, seed) if labels.ndim == 2 else stratified_sample(labels, n, seed)
             except ValueError as e:
                 raise DataError(f"data.{split}_sample={n}: cannot draw a stratified sample ({e})") from None
             keep[:] = False
@@ -190,14 +191,14 @@ def subsample(ds: TextDataset, train: int | None, test: int | None, seed: int = 
     return out
 
 
-def _sample(labels: np.ndarray, n: int, seed: int) -> np.ndarray:
+def stratified_sample(labels: np.ndarray, n: int, seed: int) -> np.ndarray:
     from sklearn.model_selection import train_test_split  # here: importing sklearn costs seconds
 
     rows, _ = train_test_split(np.arange(len(labels)), train_size=n, stratify=labels, random_state=seed)
     return rows
 
 
-def _multilabel_sample(labels: np.ndarray, n: int, seed: int) -> np.ndarray:
+def multilabel_sample(labels: np.ndarray, n: int, seed: int) -> np.ndarray:
     """`n` rows of multi-hot `labels` drawn by iterative stratification, seeded. The stratification may miss `n` by a
     few rows (it puts each topic's share before the size); the difference is made up one row at a time, each time
     the row whose topics are furthest over (to leave) or under (to join) their share of `n`."""
@@ -223,7 +224,6 @@ def _multilabel_sample(labels: np.ndarray, n: int, seed: int) -> np.ndarray:
 def prepare(dc: DataConfig) -> TextDataset:
     """The data a run trains and tests on: data.source loaded, preprocessed, then sampled as `dc` says. The cv
     driver, `reuters-ray baseline` and the tests that rebuild a run's split start from this one function."""
-    from reuters_ray.data import load_dataset
 
     ds = preprocess(load_dataset(dc), dc.min_samples, dc.min_tokens)
     return subsample(ds, dc.train_sample, dc.test_sample, dc.split_seed)

@@ -294,7 +294,7 @@ def load_reuters21578(
 
 def all_wires(path: str | None, cache_dir: str | None = None) -> list[tuple[str, str]]:
     """(NEWID, own text: title and body, as data.text title+body reads it) of every wire of the distribution, in file
-    order: with topics or without, of every split. A student's transfer texts (reuters_ray.distill) are drawn from
+    order: with topics or without, of every split. A student's transfer texts (reuters_ray.recipes.distill) are drawn from
     the ones a run left out. Raises DataError as load_reuters21578 does."""
     files, _ = _read_files(path, cache_dir)
     docs, _ = _parse(files)

@@ -37,11 +37,13 @@ from reuters_ray.data.label_cells import (
     check_joined,
     check_separators,
     column_lists,
+    data_rows,
     separators,
     single_label_notes,
 )
 from reuters_ray.data.text import unreadable_texts
 from reuters_ray.errors import DataError
+from reuters_ray.storage import read_bytes, storage_location
 
 FORMATS = {".csv": "csv", ".tsv": "tsv", ".parquet": "parquet", ".pq": "parquet", ".jsonl": "jsonl", ".ndjson": "jsonl"}
 
@@ -49,8 +51,6 @@ FORMATS = {".csv": "csv", ".tsv": "tsv", ".parquet": "parquet", ".pq": "parquet"
 def _fetch(path: str) -> tuple[str, str, bytes, str]:
     """(the file's name for messages, its name for provenance, its bytes, its format) of a local path or a URI."""
     if "://" in path:
-        from reuters_ray.storage import read_bytes, storage_location
-
         try:
             fs, inner, _ = storage_location(path)
         except (ValueError, OSError) as e:  # a URI pyarrow does not take
@@ -85,8 +85,12 @@ class _JsonNumber:
         return self.text
 
 
-WIDE_BOMS = [(b"\xff\xfe\x00\x00", "UTF-32"), (b"\x00\x00\xfe\xff", "UTF-32"), (b"\xff\xfe", "UTF-16"),
-             (b"\xfe\xff", "UTF-16")]  # fmt: skip
+WIDE_BOMS = [
+    (b"\xff\xfe\x00\x00", "UTF-32"),
+    (b"\x00\x00\xfe\xff", "UTF-32"),
+    (b"\xff\xfe", "UTF-16"),
+    (b"\xfe\xff", "UTF-16"),
+]
 
 
 def wide_encoding(data: bytes) -> str | None:
@@ -220,7 +224,7 @@ def _cells(shown: str, column: str, values: list, labels: bool) -> list[str | No
 
     def refuse(rows: list[int], what: str, hint: str = "") -> None:
         if rows:
-            raise DataError(f"{shown}: column {column!r} holds {what} in data rows {_rows(rows)}{hint}")
+            raise DataError(f"{shown}: column {column!r} holds {what} in data rows {data_rows(rows)}{hint}")
 
     lists = [i for i, v in enumerate(values) if isinstance(v, (list, dict, np.ndarray))]
     several = labels and any(isinstance(values[i], (list, np.ndarray)) for i in lists)
@@ -251,12 +255,6 @@ def _missing(value) -> bool:
     if isinstance(value, str):
         return not value.strip()
     return value is None or value is pd.NA or (isinstance(value, (float, np.floating)) and np.isnan(value))
-
-
-def _rows(positions) -> str:
-    """Data rows (from 1) at 0-based `positions`, the first five."""
-    positions = list(positions)
-    return ", ".join(str(i + 1) for i in positions[:5]) + (" ..." if len(positions) > 5 else "")
 
 
 @dataclass
@@ -320,7 +318,7 @@ def _read_file(
         absent = [i for i, v in enumerate(labels) if v is None]
         if absent:
             raise DataError(
-                f"{shown}: column {label_column!r} has {len(absent)} missing label(s), data rows {_rows(absent)}"
+                f"{shown}: column {label_column!r} has {len(absent)} missing label(s), data rows {data_rows(absent)}"
             )
         items, unlabelled = [[c] for c in cells], np.zeros(len(labels), dtype=bool)
         notes += single_label_notes(shown, label_column, labels, label_delimiter, _JsonNumber)
@@ -336,7 +334,7 @@ def _read_file(
     repeated = next((v for v, rows in at.items() if len(rows) > 1), None)
     if repeated is not None:
         raise DataError(
-            f"{shown}: column 'id' repeats {repeated!r} in data rows {_rows(at[repeated])}; ids name rows in "
+            f"{shown}: column 'id' repeats {repeated!r} in data rows {data_rows(at[repeated])}; ids name rows in "
             f"predictions and folds, so each must be unique (rename the column to have rows numbered instead)"
         )
     # empty texts (and, task multi, rows without a label): dropped and counted, as the seed's short-text filter drops
@@ -395,7 +393,7 @@ def _label_sets(shown: str, column: str, values: list, delimiter: str) -> tuple[
         sets.append(list(dict.fromkeys(names)))
         items_of.append(kept)
     for what, rows in faults.items():
-        raise DataError(f"{shown}: column {column!r} holds {what} in data rows {_rows(sorted(set(rows)))}")
+        raise DataError(f"{shown}: column {column!r} holds {what} in data rows {data_rows(sorted(set(rows)))}")
     return sets, items_of
 
 

@@ -6,13 +6,13 @@ from __future__ import annotations
 
 import re
 
-_SURROGATE = re.compile("[\ud800-\udfff]")
+SURROGATE = re.compile("[\ud800-\udfff]")
 
 
 def unreadable_texts(texts: list[str]) -> list[int]:
     """Indices of the texts that hold a lone surrogate (e.g. JSON's "\\ud800", or bytes Python kept with
     surrogateescape): not Unicode any tokenizer can read."""
-    return [i for i, t in enumerate(texts) if _SURROGATE.search(t)]
+    return [i for i, t in enumerate(texts) if SURROGATE.search(t)]
 
 
 def readable_texts(texts: list[str]) -> list[str]:
@@ -22,7 +22,7 @@ def readable_texts(texts: list[str]) -> list[str]:
         import warnings
 
         warnings.warn(f"texts {_indices(bad)}: lone surrogates (not Unicode) replaced by U+FFFD", stacklevel=3)
-    return [_SURROGATE.sub("\ufffd", t) for t in texts] if bad else list(texts)
+    return [SURROGATE.sub("\ufffd", t) for t in texts] if bad else list(texts)
 
 
 def _indices(rows: list[int], shown: int = 20) -> str:

@@ -3,7 +3,7 @@ export alike. No Ray here.
 
     predict_logits   one model's float32 logits for rows of a TokenArrays, batched longest-first
     TorchFolds       the fold models (Hugging Face folders) on a device: each fold's logits, and their mean
-    OnnxFolds        an exported graph (reuters_ray.export) on onnxruntime: the mean of the folds' logits
+    OnnxFolds        an exported graph (reuters_ray.predictor.export) on onnxruntime: the mean of the folds' logits
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ import torch
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from reuters_ray.data.features import TokenArrays
+from reuters_ray.errors import ConfigError
 
 
 def default_device(device: str | torch.device | None = None) -> torch.device:
@@ -26,7 +27,6 @@ def default_device(device: str | torch.device | None = None) -> torch.device:
 
 def check_device(device: str) -> torch.device:
     """`device` as torch names it, after checking it exists here. Raises ConfigError naming it otherwise."""
-    from reuters_ray.errors import ConfigError
 
     try:
         dev = torch.device(device)
@@ -149,7 +149,7 @@ class TorchFolds:
 
 
 class OnnxFolds:
-    """An exported graph (the fold models' averaged logits: reuters_ray.export) scored by onnxruntime on CPU, batched
+    """An exported graph (the fold models' averaged logits: reuters_ray.predictor.export) scored by onnxruntime on CPU, batched
     longest-first as predict_logits does."""
 
     def __init__(self, graph: str | Path, num_labels: int, batch_size: int = 64, threads: int | None = None):

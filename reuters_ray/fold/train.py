@@ -7,7 +7,6 @@ a `report` function that forwards each epoch's metrics and checkpoint folder.
 from __future__ import annotations
 
 import contextlib
-import functools
 import math
 import os
 import socket
@@ -42,6 +41,13 @@ from reuters_ray.fold.inference import (
 )
 from reuters_ray.fold.loss import distillation_loss, distillation_loss_multilabel, focal_loss
 from reuters_ray.fold.models import build_model
+from reuters_ray.fold.optim import (
+    EarlyStopping,
+    build_optimizer,
+    build_scheduler,
+    length_grouped_batches,
+    micro_batches,
+)
 from reuters_ray.fold.parallel import Group, epoch_seed
 from reuters_ray.scoring.metrics import classification_metrics
 from reuters_ray.scoring.multilabel import validation_metrics
@@ -58,7 +64,7 @@ class FoldData:
     val_idx: np.ndarray
     class_weights: np.ndarray
     label_names: list[str]
-    # A student's (reuters_ray.distill): the teacher's probabilities for every row of `labels` [N, K] float32, the
+    # A student's (reuters_ray.recipes.distill): the teacher's probabilities for every row of `labels` [N, K] float32, the
     # soft targets its loss mixes with the true labels (cfg.distill). None: a fold of a cross-validation.
     soft_targets: np.ndarray | None = None
     # A student's: bool [N], which rows have true labels (the others are transfer texts: soft targets alone).
@@ -99,60 +105,6 @@ def resolve_precision(requested: str, profile: Profile, device: torch.device) ->
     if device.type != "cuda":
         return "fp32"
     return "bf16" if torch.cuda.is_bf16_supported() and not profile.fp16_on_cuda else "fp16"
-
-
-def lr_factor(step: int, warmup_steps: int, total_steps: int) -> float:
-    """Linear warmup from 0 to 1 over warmup_steps, then cosine decay to 0 at total_steps."""
-    if step < warmup_steps:
-        return step / max(1, warmup_steps)
-    progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
-    return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
-
-
-@dataclass
-class EarlyStopping:
-    """Stops after `patience` epochs without an improvement of more than `min_delta` (higher is better)."""
-
-    patience: int
-    min_delta: float
-    best: float = -math.inf
-    best_epoch: int = 0
-    bad_epochs: int = 0
-
-    def update(self, score: float, epoch: int) -> bool:
-        """Records one epoch's score; returns True when it is a new best."""
-        if score > self.best + self.min_delta:
-            self.best, self.best_epoch, self.bad_epochs = score, epoch, 0
-            return True
-        self.bad_epochs += 1
-        return False
-
-    @property
-    def should_stop(self) -> bool:
-        return self.bad_epochs >= self.patience
-
-
-def micro_batches(idx: np.ndarray, batch_size: int, seed: int | None) -> list[np.ndarray]:
-    """`idx` cut into batches; shuffled by a generator seeded with `seed` (None keeps the order)."""
-    if seed is not None:
-        idx = np.random.default_rng(seed).permutation(idx)
-    return [idx[i : i + batch_size] for i in range(0, len(idx), batch_size)]
-
-
-def length_grouped_batches(
-    idx: np.ndarray, lengths: np.ndarray, batch_size: int, seed: int, pool: int = 50
-) -> list[np.ndarray]:
-    """Batches of similar lengths: shuffle, cut into pools of `pool` batches, sort each pool by length, cut it
-    into batches, shuffle the batch order. Which examples share a batch is random apart from their length,
-    so batches stay mixed across classes; padding falls to a few percent (bench/padding.py, docs/results.md)."""
-    rng = np.random.default_rng(seed)
-    idx = rng.permutation(idx)
-    batches = []
-    for start in range(0, len(idx), batch_size * pool):
-        chunk = idx[start : start + batch_size * pool]
-        chunk = chunk[np.argsort(lengths[chunk], kind="stable")]
-        batches += [chunk[i : i + batch_size] for i in range(0, len(chunk), batch_size)]
-    return [batches[i] for i in rng.permutation(len(batches))]
 
 
 def _identity(cfg: RunConfig, data: FoldData) -> dict[str, Any]:
@@ -295,24 +247,6 @@ def build_fold_model(
     if cfg.train.compile:
         model.forward = torch.compile(model.forward, dynamic=True)  # lengths vary per batch; keeps state_dict keys
     return model.to(plan.device)
-
-
-def build_optimizer(model: torch.nn.Module, lr: float, weight_decay: float, fused: bool) -> torch.optim.AdamW:
-    """AdamW with decay on matrices only (none on biases and LayerNorm weights)."""
-    decay = [p for p in model.parameters() if p.ndim >= 2]
-    no_decay = [p for p in model.parameters() if p.ndim < 2]
-    groups = [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-    return torch.optim.AdamW(groups, lr=lr, fused=fused or None)
-
-
-def build_scheduler(optimizer, total_steps: int, warmup_ratio: float) -> torch.optim.lr_scheduler.LambdaLR:
-    """Linear warmup over warmup_ratio of all steps, then cosine decay to 0 (lr_factor)."""
-    warmup_steps = math.ceil(total_steps * warmup_ratio)
-    return torch.optim.lr_scheduler.LambdaLR(optimizer, functools.partial(_lr_at, warmup_steps, total_steps))
-
-
-def _lr_at(warmup_steps: int, total_steps: int, step: int) -> float:
-    return lr_factor(step, warmup_steps, total_steps)
 
 
 @dataclass
@@ -527,7 +461,7 @@ def epoch_row(
 
 
 def write_checkpoint(folder: Path, state: FoldState, row: dict[str, Any], progress: dict[str, Any]) -> Path:
-    """The epoch's checkpoint (reuters_ray.checkpoint); its write time goes into `row` before progress.json, which
+    """The epoch's checkpoint (reuters_ray.fold.checkpoint); its write time goes into `row` before progress.json, which
     holds the rows, is written."""
     t = time.perf_counter()
 

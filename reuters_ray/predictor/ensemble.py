@@ -1,11 +1,11 @@
 """A run's predictor: the fold models' averaged logits (the ensemble's vote), blended with the linear model where
-the run did (cv.blend, reuters_ray.blend), answering texts. One loader builds it from a run folder, a run in a
+the run did (cv.blend, reuters_ray.scoring.blend), answering texts. One loader builds it from a run folder, a run in a
 bucket, or an export; the CLI (`predict`, `serve`, `export`), Python and the service all use it.
 
     Ensemble.load(source, backend="torch")   source: a run folder, a storage URI, or an export folder
     ens.predict(texts) / ens.predict_proba(texts) / ens.answers(texts, k)
 
-The fold scorer is reuters_ray.inference's TorchFolds (backend "torch") or OnnxFolds (an export's graph, fp32 or
+The fold scorer is reuters_ray.fold.inference's TorchFolds (backend "torch") or OnnxFolds (an export's graph, fp32 or
 INT8: "onnx", "onnx-int8"); a run asked for an ONNX backend is exported once into a local cache (cached_export).
 """
 
@@ -17,12 +17,17 @@ from pathlib import Path
 
 import numpy as np
 
-from reuters_ray.data.features import tokenize
+from reuters_ray.data.features import TokenArrays, tokenize
 from reuters_ray.data.preprocess import clean_text
 from reuters_ray.data.text import readable_texts
 from reuters_ray.errors import DataError
+from reuters_ray.fold.inference import OnnxFolds, TorchFolds
+from reuters_ray.predictor.export import BACKENDS, GRAPHS, export_cache_dir, export_predictor, read_manifest
+from reuters_ray.scoring.baseline import LinearModel
+from reuters_ray.scoring.blend import blend_probabilities
 from reuters_ray.scoring.metrics import softmax
 from reuters_ray.scoring.multilabel import decide, sigmoid
+from reuters_ray.storage import finished_run, model_dirs, private_dir, publish_dir
 
 NO_TEXT = "no text"  # the note of the answer to a blank text (nothing left after clean_text)
 
@@ -61,7 +66,6 @@ class Ensemble:
         "torch" meaning "onnx" there), else a finished run folder or storage URI, scored by its fold models (backend
         "torch", on `device`) or by its ONNX export, made once into the cache. Raises DataError naming what is
         missing."""
-        from reuters_ray.predictor.export import BACKENDS
 
         if backend not in BACKENDS:
             raise DataError(f"backend {backend!r}: choose one of {', '.join(BACKENDS)}")
@@ -78,10 +82,6 @@ class Ensemble:
         weight. Another backend than "torch": Ensemble.load. Raises DataError naming what is missing."""
         from transformers import AutoTokenizer
 
-        from reuters_ray.fold.inference import TorchFolds
-        from reuters_ray.scoring.baseline import LinearModel
-        from reuters_ray.storage import finished_run, model_dirs
-
         if backend != "torch":
             return cls.load(run_dir, backend, device)
         local = finished_run(str(run_dir))
@@ -96,9 +96,15 @@ class Ensemble:
                 raise DataError(f"{local / 'linear'}: a linear model of {n} classes, fold models of {k}")
         tokenizer = AutoTokenizer.from_pretrained(str(dirs[0]))
         return cls(
-            folds, tokenizer, folds.label_names, metrics["max_length"], linear, weight, run_dir=local,
+            folds,
+            tokenizer,
+            folds.label_names,
+            metrics["max_length"],
+            linear,
+            weight,
+            run_dir=local,
             decision=metrics.get("decision") if metrics.get("task") == "multi" else None,
-        )  # fmt: skip
+        )
 
     @classmethod
     def from_export(cls, export_dir: str | Path, backend: str = "onnx") -> Ensemble:
@@ -106,10 +112,6 @@ class Ensemble:
         "onnx-int8"), tokenizer, labels and, for a blended run, linear model. Raises DataError for a folder that is
         not a whole export."""
         from transformers import AutoTokenizer
-
-        from reuters_ray.fold.inference import OnnxFolds
-        from reuters_ray.predictor.export import GRAPHS, read_manifest
-        from reuters_ray.scoring.baseline import LinearModel
 
         folder = Path(export_dir)
         m = read_manifest(folder, backend)
@@ -121,13 +123,17 @@ class Ensemble:
         blended = m["predictor"] == "blend"
         linear = LinearModel.load(folder / "linear") if blended else None
         return cls(
-            folds, tokenizer, m["label_names"], int(m["max_length"]), linear, m["blend_weight"] if blended else 1.0,
+            folds,
+            tokenizer,
+            m["label_names"],
+            int(m["max_length"]),
+            linear,
+            m["blend_weight"] if blended else 1.0,
             decision=m.get("decision"),
-        )  # fmt: skip
+        )
 
     def export(self, out_dir: str | Path, int8: bool = False) -> Path:
         """This (torch) predictor as an export folder (reuters_ray.predictor.export.export_predictor)."""
-        from reuters_ray.predictor.export import export_predictor
 
         return export_predictor(self, out_dir, int8=int8)
 
@@ -157,8 +163,6 @@ class Ensemble:
         did. A text the model reads nothing of
         (blank_texts) has no probabilities: its row is NaN, never a label. Lone surrogates are replaced, with a
         warning. Raises TypeError for one string instead of a list, or for items that are not strings."""
-        from reuters_ray.data.features import TokenArrays
-        from reuters_ray.scoring.blend import blend_probabilities
 
         cleaned, tokens = self._read(texts)
         out = np.full((len(cleaned), len(self.label_names)), np.nan)
@@ -225,8 +229,6 @@ def cached_export(run_dir: str | Path, backend: str) -> Path:
     """The export of run `run_dir` with the graph for `backend`, made once into export.export_cache_dir and reused.
     Several processes may ask at once: each exports into a private folder and one rename publishes it; a process
     that finds another's whole export there uses it. Raises DataError naming a run that is not a finished one."""
-    from reuters_ray.predictor.export import GRAPHS, export_cache_dir, read_manifest
-    from reuters_ray.storage import finished_run, private_dir, publish_dir
 
     if backend not in GRAPHS:
         raise DataError(f"backend {backend!r}: choose one of {', '.join(GRAPHS)}")

@@ -1,4 +1,4 @@
-"""ONNX export of a finished run's predictor (reuters_ray.ensemble loads it back: Ensemble.load).
+"""ONNX export of a finished run's predictor (reuters_ray.predictor.ensemble loads it back: Ensemble.load).
 
     reuters-ray export --run RUN --out DIR [--int8]
 
@@ -10,7 +10,7 @@ DIR/model.onnx        one graph: the fold models side by side, their logits aver
                       says which and where the recipe is
 DIR/model.int8.onnx   with --int8: the same graph with dynamically quantized INT8 weights (onnxruntime)
 DIR/tokenizer/        the run's tokenizer (Hugging Face files)
-DIR/linear/           a blended run's linear model (reuters_ray.baseline), blended as the run did
+DIR/linear/           a blended run's linear model (reuters_ray.scoring.baseline), blended as the run did
 DIR/manifest.json     format tag, the run's name, config hash and test metrics (the predictor's: test_metrics_of),
                       label names, max_length, the blend weight, the task and a multi-label run's thresholds (of the
                       predictor's probabilities), the SHA-256 of every graph, checked on load; and how to answer as
@@ -33,8 +33,12 @@ import shutil
 import tempfile
 from pathlib import Path
 
+from reuters_ray.data.preprocess import TOKEN_ARTIFACTS, WHITESPACE
+from reuters_ray.data.text import SURROGATE
 from reuters_ray.errors import DataError
-from reuters_ray.storage import sha256_file
+from reuters_ray.scoring.baseline import FORMAT as LINEAR_FORMAT
+from reuters_ray.scoring.baseline import NGRAMS, VOCABULARY_FILE, WEIGHTS_FILE
+from reuters_ray.storage import cache_root, finished_run, sha256_file
 
 FORMAT = "reuters-ray-export/1"
 RECIPE = 4  # how an export is made (4: README.md, the manifest's recipe, the graphs' metadata); a cached export of
@@ -201,9 +205,6 @@ def how_to_predict(predictor, metrics: dict, graphs: list[str]) -> dict:
     program needs is here (patterns, files, numbers); the strings say the same for a reader."""
     from sklearn.feature_extraction.text import CountVectorizer
 
-    from reuters_ray.scoring.baseline import FORMAT as LINEAR_FORMAT
-    from reuters_ray.scoring.baseline import NGRAMS, VOCABULARY_FILE, WEIGHTS_FILE
-
     multi, lm = predictor.multi_label, predictor.linear
     squash = "each label's sigmoid (labels independent)" if multi else "their softmax over the labels"
     student = metrics.get("predictor") == "student"
@@ -268,15 +269,13 @@ def how_to_predict(predictor, metrics: dict, graphs: list[str]) -> dict:
 def text_input(max_length: int) -> dict:
     """The manifest's "input": a text's way into the graph and the linear model, as Ensemble.predict_proba reads it
     (text.readable_texts, preprocess.clean_text, features.tokenize), with the very patterns those use."""
-    from reuters_ray.data.preprocess import _ARTIFACTS, _SPACE
-    from reuters_ray.data.text import _SURROGATE
 
     return {
         "clean": [  # in order; "sub": re.sub(pattern, repl, text), case-insensitive where ignore_case
-            {"op": "sub", "pattern": _SURROGATE.pattern, "repl": "\ufffd", "ignore_case": False},
+            {"op": "sub", "pattern": SURROGATE.pattern, "repl": "\ufffd", "ignore_case": False},
             {"op": "lower"},
-            {"op": "sub", "pattern": _ARTIFACTS.pattern, "repl": " ", "ignore_case": True},
-            {"op": "sub", "pattern": _SPACE.pattern, "repl": " ", "ignore_case": False},
+            {"op": "sub", "pattern": TOKEN_ARTIFACTS.pattern, "repl": " ", "ignore_case": True},
+            {"op": "sub", "pattern": WHITESPACE.pattern, "repl": " ", "ignore_case": False},
             {"op": "strip"},
         ],
         "tokenizer": "tokenizer/",
@@ -339,7 +338,6 @@ def export_cache_dir(run_dir: str | Path, local: Path | None = None) -> Path:
     /exports/<hash of the run's location, the export RECIPE and the run's metrics.json>, so a resumed or rerun run,
     or a newer way of exporting, gets a new export. `local`: the run's local copy, when the caller has it already.
     Raises DataError naming `run_dir` when it is not a finished run."""
-    from reuters_ray.storage import cache_root, finished_run
 
     metrics = ((local or finished_run(str(run_dir))) / "metrics.json").read_bytes()
     key = hashlib.sha256(f"{run_dir}\0{RECIPE}\0".encode() + metrics).hexdigest()[:16]
@@ -555,5 +553,5 @@ nearly every text, not all). From a shell: `python recipe.py path/to/this/folder
 ## With reuters-ray
 
 `reuters-ray predict --run path/to/this/folder "some text"` or, in Python,
-`Ensemble.load("path/to/this/folder").predict(texts)` (reuters_ray.ensemble) answer the same.
+`Ensemble.load("path/to/this/folder").predict(texts)` (reuters_ray.predictor.ensemble) answer the same.
 """

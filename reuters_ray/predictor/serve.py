@@ -24,6 +24,10 @@ from typing import Annotated, Any
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictInt, StrictStr, ValidationError
 
+from reuters_ray import stopping
+from reuters_ray.data.text import unreadable_texts
+from reuters_ray.predictor.ensemble import NO_TEXT, Ensemble, answer_of
+
 MAX_BODY_BYTES = 1 << 20  # 1 MiB
 MAX_TEXTS = 256  # per request
 MAX_BATCH = 64  # texts scored at once by a replica, across requests
@@ -33,7 +37,6 @@ EXAMPLE = '{"texts": ["..."], "top_k": 3}'
 
 def _unicode(text: str) -> str:
     """A text holding a lone surrogate (JSON "\\ud800") is not Unicode a tokenizer can read: refused by index."""
-    from reuters_ray.data.text import unreadable_texts
 
     if unreadable_texts([text]):
         raise ValueError("not valid Unicode (it holds a lone surrogate); send UTF-8 text")
@@ -252,8 +255,6 @@ def build_app(run: str, backend: str = "torch", export_dir: str | None = None, r
     from fastapi.responses import JSONResponse
     from ray import serve
 
-    from reuters_ray.predictor.ensemble import NO_TEXT, answer_of
-
     app = make_app(run, backend)
     errors = {400: {"model": ErrorResponse, "description": "a bad request, one line naming the field"}}
 
@@ -261,7 +262,6 @@ def build_app(run: str, backend: str = "torch", export_dir: str | None = None, r
     @serve.ingress(app)
     class Predictor:
         def __init__(self):
-            from reuters_ray.predictor.ensemble import Ensemble
 
             # an export the driver made (onnx backends), else the run's own models: one loader for both
             self.ens = Ensemble.load(export_dir or run, backend, device="cpu")
@@ -323,8 +323,6 @@ def run_service(run: str, backend: str, export_dir: str | None, host: str, port:
 
     import ray
     from ray import serve
-
-    from reuters_ray import stopping
 
     stopping.install()  # also when started in the background by a shell, which ignores SIGINT
     if not ray.is_initialized():

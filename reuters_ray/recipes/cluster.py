@@ -15,13 +15,15 @@ restores each unfinished fold from its latest registered checkpoint (its own JSO
 
 from __future__ import annotations
 
-import math
 import os
+import sys
 import tempfile
 import threading
 import time
 import uuid
-from concurrent.futures import Future, ThreadPoolExecutor, wait
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor, wait
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -32,9 +34,15 @@ import pyarrow.fs as pafs
 from reuters_ray import rows as R
 from reuters_ray import stopping
 from reuters_ray.config import RunConfig
-from reuters_ray.console import Console
+from reuters_ray.console import format_row
+from reuters_ray.data.features import TokenArrays
 from reuters_ray.errors import ConfigError
-from reuters_ray.run.place import RunPlace, finished_folds, fold_names, mark_finished, write_test
+from reuters_ray.fold.inference import TorchFolds, default_device
+from reuters_ray.fold.train import PROFILES, FoldData, resolve_precision, train_fold
+from reuters_ray.run.inputs import Run
+from reuters_ray.run.place import finished_folds, fold_names, mark_finished, write_test
+from reuters_ray.run.resources import ENSEMBLE_GPU, ensemble_fits_early, place_folds
+from reuters_ray.stopping import in_thread
 from reuters_ray.storage import LOCAL, copy_dir, storage_location
 
 
@@ -61,19 +69,21 @@ def _fold_worker(config: dict[str, Any]) -> None:
     import ray.train
     import ray.train.torch
 
-    from reuters_ray.console import format_row
-    from reuters_ray.data.features import TokenArrays
-    from reuters_ray.fold.train import FoldData, train_fold
-
     task: FoldTask = config["task"]
     rank = ray.train.get_context().get_world_rank()
     arrays = ray.get(config["data_ref"][0])  # numpy arrays come back zero-copy from the object store
     train_idx, val_idx = arrays["folds"][task.fold]
     tokens = TokenArrays(arrays["ids"], arrays["lengths"], arrays["pad_id"])
     data = FoldData(
-        tokens, arrays["labels"], train_idx, val_idx, arrays["class_weights"], arrays["label_names"],
-        soft_targets=arrays.get("soft_targets"), labelled=arrays.get("labelled"),  # a student's
-    )  # fmt: skip
+        tokens,
+        arrays["labels"],
+        train_idx,
+        val_idx,
+        arrays["class_weights"],
+        arrays["label_names"],
+        soft_targets=arrays.get("soft_targets"),
+        labelled=arrays.get("labelled"),  # a student's
+    )
     if rank == 0:
         print(format_row(), flush=True)  # the epoch table in the worker's log too (dashboard, Ray's log files)
     stop = _watch_stop(config["progress"]) if rank == 0 else None  # rank 0 asks; train_fold tells the others
@@ -361,8 +371,6 @@ class _EnsembleActor:
         # imported now, used by load: BERT's classifier is the product's (another architecture's loads there)
         from transformers import AutoModelForSequenceClassification, BertForSequenceClassification  # noqa: F401
 
-        from reuters_ray.fold.inference import default_device
-
         self.device = default_device()
         if self.device.type == "cuda":
             import torch
@@ -371,8 +379,6 @@ class _EnsembleActor:
         self.folds = None
 
     def load(self, storage_uri: str, best_paths: list[str], precision: str, profile: str) -> None:
-        from reuters_ray.fold.inference import TorchFolds
-        from reuters_ray.fold.train import PROFILES, resolve_precision
 
         fs, _, _ = storage_location(storage_uri)  # any URI of the run's storage: its filesystem
         self._tmp = tempfile.mkdtemp(prefix="reuters-ray-ensemble-")
@@ -386,9 +392,22 @@ class _EnsembleActor:
         self.folds = TorchFolds(local, device=self.device, precision=precision)
 
     def fold_logits(self, arrays: dict[str, Any]) -> np.ndarray:
-        from reuters_ray.data.features import TokenArrays
 
         return self.folds.fold_logits(TokenArrays(arrays["ids"], arrays["lengths"], arrays["pad_id"]))
+
+
+@contextmanager
+def ray_session() -> Iterator[None]:
+    """Around a recipe: Ray is connected to (or started) inside only when not connected already, and then
+    disconnected at the end. Ray is not imported here: bad input is refused without importing Ray at all."""
+    ray = sys.modules.get("ray")
+    connected_before = ray is not None and ray.is_initialized()
+    try:
+        yield
+    finally:
+        ray = sys.modules.get("ray")
+        if not connected_before and ray is not None and ray.is_initialized():
+            ray.shutdown()  # also ends Ray's message thread, which would print after the result otherwise
 
 
 def start_ray_during(work) -> float:
@@ -432,21 +451,23 @@ def init_ray() -> None:
 HEALTH_CHECK_S = 0.5
 
 
-def connect(cfg: RunConfig, place: RunPlace, resuming: bool) -> float:
+def connect(run: Run) -> float:
     """Joins the Ray cluster (ray start, ray job submit) or starts a local one, and checks that the folds fit it and
-    that every node can write a bucket's run folder; returns each fold's GPU share. A new run's folder is removed
-    again when it is refused here (ConfigError)."""
+    that every node can write a bucket's run folder; sets (and returns) each fold worker's GPU share, run.gpu_share.
+    A new run's folder is removed again when it is refused here (ConfigError)."""
     import ray
 
+    cfg, place = run.cfg, run.place
     init_ray()
     try:
         gpu_share = place_folds(cfg.cv, ray.cluster_resources(), len(fold_names(cfg)))
         if "://" in cfg.cv.storage_path:  # a local folder is this machine's; a bucket must take every node's writes
             check_nodes_can_write(cfg.cv.storage_path, place.uri)
     except ConfigError:
-        if not resuming:
+        if not run.resuming:
             place.fs.delete_dir(place.path)  # refused before any training: a new run leaves nothing behind
         raise
+    run.gpu_share = gpu_share
     return gpu_share
 
 
@@ -470,32 +491,17 @@ def put_train_split(prep) -> Any:
     )
 
 
-def in_thread(name: str, fn, *args) -> Future:
-    """fn(*args) in a daemon thread, its result (or exception) in the Future returned: a stopped command exits at
-    once, where a pool's threads would be waited for at the interpreter's exit (a fold's fit to its end)."""
-    future: Future = Future()
-
-    def run() -> None:
-        if not future.set_running_or_notify_cancel():
-            return
-        try:
-            future.set_result(fn(*args))
-        except BaseException as e:  # noqa: BLE001 (handed to whoever waits on the future)
-            future.set_exception(e)
-
-    threading.Thread(target=run, name=name, daemon=True).start()
-    return future
-
-
 class FoldScorer:
     """The run's ensemble actor, named <run>:ensemble (the name the dashboard's Actors page shows): start() creates
     it, as soon as every unfinished fold is running (fit_folds calls it then; none waits for room, so it takes none
     a fold needs: no CPU, and on a GPU cluster ENSEMBLE_GPU of a GPU, which place_folds leaves free when folds
-    share a card; `early`: ensemble_fits_early); test_logits() creates it if not yet done, loads the fold
-    models and scores the test split."""
+    share a card; when it does not fit early (ensemble_fits_early), once they are done); test_logits() creates it
+    if not yet done, loads the fold models and scores the test split."""
 
-    def __init__(self, place: RunPlace, early: bool = True):
-        self.place, self.early, self.actor = place, early, None
+    def __init__(self, run: Run):
+        self.run, self.place, self.actor = run, run.place, None
+        n_models = len(fold_names(run.cfg))
+        self.early = ensemble_fits_early(run.cfg.cv, cluster_resources(), run.gpu_share, n_models)
 
     def start(self) -> None:
         """Creates the actor (unless done): while folds train only when ensemble_fits_early said so."""
@@ -510,10 +516,11 @@ class FoldScorer:
         # DEFAULT: not in the placement group of whatever runs this driver (a search's trial), which holds no room
         self.actor = actor_cls.options(name=f"{self.place.name}:ensemble", scheduling_strategy="DEFAULT").remote()
 
-    def test_logits(self, cfg: RunConfig, prep, best_paths: list[str]) -> np.ndarray:
+    def test_logits(self, best_paths: list[str]) -> np.ndarray:
         """[folds, N, K] test logits of the fold models at `best_paths` (in storage)."""
         import ray
 
+        cfg, prep = self.run.cfg, self.run.prep
         if self.actor is None:
             self._create()
         n = prep.n_train
@@ -543,9 +550,7 @@ def cluster_record() -> dict[str, Any]:
     return {**resources, "job_id": ray.get_runtime_context().get_job_id()}
 
 
-def fit_folds(
-    cfg: RunConfig, place: RunPlace, gpu_share: float, train_ref, console: Console, control=None, started=None
-):
+def fit_folds(run: Run, train_ref, control=None, started=None):
     """Fits the unfinished folds at once (a thread per fold waits on its TorchTrainer) while printing their epoch
     rows; returns each fold's last checkpoint folder. `started` (a callable) is called once every unfinished fold has
     reported an epoch (none waits for room any more). A search's trial passes `control` (TrialControl): its folds go
@@ -555,6 +560,7 @@ def fit_folds(
     import ray
     from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
+    cfg, place, console = run.cfg, run.place, run.console
     names = fold_names(cfg)
     folders = finished_folds(place, names)
     # On the driver's node, as Ray Train attaches each fold's controller: the driver lives only as long as that node
@@ -571,9 +577,14 @@ def fit_folds(
     try:
         for k in sorted(console.expected):
             task = FoldTask(
-                _worker_config(cfg), k, gpu_share, cfg.cv.cpus_per_fold, uuid.uuid4().hex[:12], names[k],
+                _worker_config(cfg),
+                k,
+                run.gpu_share,
+                cfg.cv.cpus_per_fold,
+                uuid.uuid4().hex[:12],
+                names[k],
                 cfg.cv.workers_per_fold,
-            )  # fmt: skip
+            )
             futures[in_thread(f"fold-{k}", _fit_fold, task, [train_ref], place.uri, progress)] = k
             if len(futures) == 1 and not all_at_once:
                 _await_train_shared_actors(next(iter(futures)))
@@ -615,7 +626,7 @@ def _stop_folds(futures, progress) -> None:
 
     started = time.monotonic()
     stopping.say(early=True)  # a submitted job's driver: `ray job stop` kills it 3 s after its SIGTERM
-    if _own_ray_lost():
+    if own_ray_lost():
         return
     try:
         progress.stop_now.remote()
@@ -631,7 +642,7 @@ def _stop_folds(futures, progress) -> None:
 STOP_QUIET_S = 5.0
 
 
-def _own_ray_lost() -> bool:
+def own_ray_lost() -> bool:
     """Whether the local Ray this driver started has lost one of its processes: a signal sent to the whole process
     group (`timeout`, a batch scheduler) reaches them too, and every call into Ray would then wait out its own
     timeouts (a minute for the GCS) before the command could end."""
@@ -681,59 +692,3 @@ def _await_folds(futures: dict, folders: dict, place, names, progress, console, 
 # actor terminated within that time after answering a call can leave the call recorded as FAILED (WORKER_DIED), as
 # once seen in the search's test. Seconds waited before the progress actor of a stopped trial goes.
 GATE_RECORD_S = 2.0
-
-
-# Of a GPU, what the ensemble's actor holds: it is created while the last folds train (FoldScorer), so folds
-# that share a card leave it this much.
-ENSEMBLE_GPU = 0.01
-
-
-def share_of_gpu(workers: int, gpus: int) -> float:
-    """Each of `workers` training workers' share of `gpus` GPUs: 1 when there are enough, else an equal share, as
-    many workers to a card as the busiest card takes (3 workers on 2 GPUs: 2 to a card), less ENSEMBLE_GPU on each
-    card, rounded down to Ray's 1e-4 resource grain (3 on one GPU: 0.33 each); 0 without GPUs."""
-    if gpus < 1:
-        return 0.0
-    if workers <= gpus:
-        return 1.0
-    per_card = -(-workers // gpus)
-    return math.floor((1 - ENSEMBLE_GPU) / per_card * 1e4) / 1e4
-
-
-def ensemble_fits_early(cv, cluster: dict[str, float], gpu_share: float, n_models: int | None = None) -> bool:
-    """Whether the ensemble's actor (no CPU, ENSEMBLE_GPU of a GPU on a GPU cluster) fits while the folds hold
-    their room: without GPUs, when the folds share cards (place_folds left each card ENSEMBLE_GPU) or when a card is
-    spare. Not with cv.gpus_per_fold set, or whole cards for every fold: the actor would wait for a card, and could
-    take one a restarted fold worker needs."""
-    gpus = int(cluster.get("GPU", 0))
-    if gpus == 0:
-        return True
-    workers = (n_models or cv.folds) * cv.workers_per_fold
-    return cv.gpus_per_fold is None and (gpu_share < 1 or workers < gpus)
-
-
-def place_folds(cv, cluster: dict[str, float], n_models: int | None = None) -> float:
-    """The GPU share of each fold worker on a cluster with resources `cluster` (ray.cluster_resources()).
-
-    cv.gpus_per_fold unset: a whole GPU per worker when there are enough, else a share (share_of_gpu) so the folds
-    share them and run at once (on one H100 that pays the minute of fold start-up once, not per fold:
-    docs/results.md), 0 without GPUs; a fold has cv.workers_per_fold workers. n_models: the models trained at once,
-    when not cv.folds (a student run: 1). Raises ConfigError when a fold could never be placed (it would wait forever); folds that fit
-    only one after another queue."""
-    gpus, workers = cv.gpus_per_fold, cv.workers_per_fold
-    have_gpu, have_cpu = cluster.get("GPU", 0), cluster.get("CPU", 0)
-    if gpus is None:
-        gpus = share_of_gpu((n_models or cv.folds) * workers, int(have_gpu))
-    alone = {  # one worker: the messages of before cv.workers_per_fold
-        "CPUs": f"cv.cpus_per_fold={cv.cpus_per_fold} does not fit this Ray cluster's {have_cpu:g} CPUs",
-        "GPUs": f"cv.gpus_per_fold={gpus} but this Ray cluster has {have_gpu:g} GPUs",
-    }
-    for what, each, have in (("CPUs", cv.cpus_per_fold, have_cpu), ("GPUs", gpus, have_gpu)):
-        if workers * each > have + 1e-9:
-            raise ConfigError(
-                alone[what]
-                if workers == 1
-                else f"a fold's {workers} workers (cv.workers_per_fold) need {workers * each:g} {what} ({each:g} "
-                f"each: cv.{what[:3].lower()}s_per_fold) but this Ray cluster has {have:g} {what}"
-            )
-    return gpus

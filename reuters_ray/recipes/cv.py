@@ -5,7 +5,6 @@ blend with the linear model fitted meanwhile, and writes the run's outputs, repo
 
 from __future__ import annotations
 
-import sys
 from typing import Any
 
 from reuters_ray import stopping
@@ -14,19 +13,18 @@ from reuters_ray.console import Console
 from reuters_ray.recipes.cluster import (
     FoldScorer,
     cluster_record,
-    cluster_resources,
     connect,
-    ensemble_fits_early,
     fit_folds,
-    in_thread,
     put_train_split,
+    ray_session,
     start_ray_during,
 )
 from reuters_ray.run.folds import collect_folds, out_of_fold_logits
-from reuters_ray.run.inputs import announce_data, announce_run, check_input, open_run, tokenize_input
+from reuters_ray.run.inputs import Run, announce_data, announce_run, check_input, open_run, tokenize_input
 from reuters_ray.run.outputs import run_metrics, say_done, write_outputs
 from reuters_ray.run.place import Stopwatch
 from reuters_ray.scoring.evaluate import blend_phase, fit_linear, probabilities, score_ensemble
+from reuters_ray.stopping import in_thread
 
 
 def run_cv(cfg: RunConfig, console: Console | None = None, control=None) -> dict[str, Any] | None:
@@ -35,18 +33,12 @@ def run_cv(cfg: RunConfig, console: Console | None = None, control=None) -> dict
     Everything about the input (model name, data, folds, storage path, a run name used by another config or other
     data) is checked before anything is written, and raises ConfigError or DataError. RuntimeError when a fold fails
     (the run then resumes when started again). Connects to Ray (or starts it) only when not connected already, and
-    then disconnects at the end. `control` (TrialControl, a search's trial) gates the folds by epoch rounds; once it
-    says stop, the folds stop after their current epoch and run_cv returns None, writing no outputs (a rerun
-    continues the folds from their checkpoints).
+    then disconnects at the end. `control` (recipes.search.TrialControl, a search's trial) gates the folds by epoch
+    rounds; once it says stop, the folds stop after their current epoch and run_cv returns None, writing no outputs
+    (a rerun continues the folds from their checkpoints).
     """
-    ray = sys.modules.get("ray")  # not imported here: bad input is refused without importing Ray at all
-    connected_before = ray is not None and ray.is_initialized()
-    try:
+    with ray_session():
         return _run_cv(cfg, console or Console(), control)
-    finally:
-        ray = sys.modules.get("ray")
-        if not connected_before and ray is not None and ray.is_initialized():
-            ray.shutdown()  # also ends Ray's message thread, which would print after the result otherwise
 
 
 def _run_cv(cfg: RunConfig, console: Console, control=None) -> dict[str, Any] | None:
@@ -54,11 +46,12 @@ def _run_cv(cfg: RunConfig, console: Console, control=None) -> dict[str, Any] | 
     # nothing is written before the input passed: a bad run leaves nothing behind (and starts no Ray)
     prep = check_input(cfg, tokenize_now=False)
     place, resuming = open_run(cfg, prep)
+    run = Run(cfg, place, prep, console, resuming, timing)
     announce_run(console, place, prep)  # what the checks found, before Ray starts
     data_done = start_ray_during(lambda: tokenize_input(prep, cfg.data.max_length))
     timing.lap_at("data_s", data_done)  # checks, loading, preprocessing, tokenization (Ray starting meanwhile)
     announce_data(console, prep, cfg)
-    gpu_share = connect(cfg, place, resuming)
+    connect(run)
     timing.lap("ray_start_s")  # what Ray's start took beyond the data, and placing the folds
     if resuming:
         console.info(
@@ -66,27 +59,26 @@ def _run_cv(cfg: RunConfig, console: Console, control=None) -> dict[str, Any] | 
             resuming=True,
         )
     linear = _start_linear_fit(cfg, prep)  # CPU work on the driver while the folds train: no wall time of the run
-    ensemble_actor = FoldScorer(place, ensemble_fits_early(cfg.cv, cluster_resources(), gpu_share))
+    scorer = FoldScorer(run)
     try:
         # a search's trial, which its scheduler may stop, starts its ensemble only once its folds are done
-        started = ensemble_actor.start if control is None else None
-        folders = fit_folds(cfg, place, gpu_share, put_train_split(prep), console, control, started)
+        folders = fit_folds(run, put_train_split(prep), control, scorer.start if control is None else None)
         if folders is None and control is not None:
             return None  # the trial was stopped: no outputs
         folds = collect_folds(place, folders, cfg.train.patience)
         oof_logits = out_of_fold_logits(place.fs, folds.best_paths, prep.folds, prep.n_train)
         timing.lap("folds_s")
-        fold_logits = ensemble_actor.test_logits(cfg, prep, folds.best_paths)
+        fold_logits = scorer.test_logits(folds.best_paths)
     finally:
-        ensemble_actor.close()
+        scorer.close()
     ensemble = score_ensemble(prep.ds, fold_logits, folds.table, cfg.cv, oof_logits)
     timing.lap("ensemble_s")
     fitted = linear.result() if linear is not None else None
     ensemble_probs = probabilities(fold_logits.mean(0), prep.ds.multi_label)
     scored = blend_phase(cfg, prep.ds, fitted, oof_logits, ensemble, ensemble_probs, console)
-    metrics = run_metrics(cfg, place, prep, folds, ensemble, scored, oof_logits, timing, cluster_record())
+    metrics = run_metrics(run, folds, ensemble, scored, oof_logits, cluster_record())
     with stopping.deferred():  # a stop signal waits for the outputs: nothing half-written
-        write_outputs(place, cfg, prep, folds, metrics, scored, oof_logits)
+        write_outputs(run, folds, metrics, scored, oof_logits)
     timing.lap("outputs_s")  # its own time cannot be in metrics.json (written first): the result line carries it
     say_done(console, place, metrics, {**timing.laps, "total_s": timing.total()})
     return metrics

@@ -1,6 +1,6 @@
 """A student distilled from a finished run's predictor: one model, trained by the fold loop on the true labels and on
 the teacher's soft targets, in a run folder of its own that `predict`, `export` and `serve` take like any run. No Ray
-here: reuters_ray.runner.run_distill calls these in order and trains the student as one Ray Train run.
+here: reuters_ray.recipes.distill.run_distill calls these in order and trains the student as one Ray Train run.
 
     student_config   the teacher's config.yaml with the user's settings over it, distill.teacher set
     check_student    the teacher finished and distillable, the data the teacher's, the student model, the soft
@@ -22,7 +22,6 @@ from __future__ import annotations
 import io
 import json
 import math
-import sys
 import tempfile
 import time
 from dataclasses import dataclass
@@ -32,28 +31,41 @@ from typing import Any
 import numpy as np
 
 from reuters_ray import stopping
-from reuters_ray.config import RunConfig
+from reuters_ray.config import RunConfig, from_dict, load_yaml
 from reuters_ray.console import Console, duration
+from reuters_ray.data import load_dataset
+from reuters_ray.data.features import class_weights, tokenize
+from reuters_ray.data.overlap import folds_note, shared_test_note
+from reuters_ray.data.preprocess import clean_text, count_words, multilabel_sample, prepare, stratified_sample
+from reuters_ray.data.reuters21578 import all_wires
 from reuters_ray.errors import ConfigError, DataError
+from reuters_ray.fold.checkpoint import VAL_LOGITS_FILE, read_val_logits
+from reuters_ray.fold.models import check_fits, check_layers, check_model, head_note, load_tokenizer
+from reuters_ray.predictor.ensemble import Ensemble
 from reuters_ray.recipes.cluster import (
     FoldScorer,
     cluster_record,
-    cluster_resources,
     connect,
-    ensemble_fits_early,
     fit_folds,
     put_train_split,
+    ray_session,
 )
 from reuters_ray.run.folds import collect_folds
 from reuters_ray.run.inputs import (
     Prepared,
+    Run,
     announce,
     open_run,
 )
-from reuters_ray.run.outputs import say_done
+from reuters_ray.run.outputs import Predictions, publish_outputs, run_record, say_done, write_run_outputs
 from reuters_ray.run.place import Stopwatch, fold_names
-from reuters_ray.scoring.evaluate import probabilities
-from reuters_ray.storage import LOCAL, copy_dir
+from reuters_ray.run.report import write_report
+from reuters_ray.scoring.baseline import LinearModel, out_of_fold_scores
+from reuters_ray.scoring.blend import blend_probabilities
+from reuters_ray.scoring.evaluate import choose_decision, evaluate, probabilities, unseen_record
+from reuters_ray.scoring.metrics import log_loss
+from reuters_ray.scoring.multilabel import binary_log_loss
+from reuters_ray.storage import LOCAL, copy_dir, finished_run, read_bytes, write_atomic
 
 SOFT_TARGETS = "soft_targets.parquet"  # in a student run: each training text's teacher probabilities, and its role
 STUDENT = "student"  # the student's Ray Train run (<run>/student) and its model (models/student)
@@ -62,14 +74,13 @@ STUDENT = "student"  # the student's Ray Train run (<run>/student) and its model
 # --- the config ----------------------------------------------------------------------------------------------------
 
 
-def student_config(teacher: str, overrides: list[dict[str, Any]], student: str | None, layers: int | None,
-                   name: str | None) -> RunConfig:  # fmt: skip
+def student_config(
+    teacher: str, overrides: list[dict[str, Any]], student: str | None, layers: int | None, name: str | None
+) -> RunConfig:
     """The student run's config: the teacher's config.yaml, then each mapping of `overrides` in turn (a --config
     file, the --section.key flags), then the student model (`student`, default the teacher's model.name; `layers`,
     model.layers), the run name (`name`, cv.name) and distill.teacher. cv.storage_path, unless overridden: the folder
     that holds the teacher. Raises DataError for a teacher that is not a finished run, ConfigError for a bad key."""
-    from reuters_ray.config import from_dict
-    from reuters_ray.storage import finished_run
 
     local = finished_run(teacher)
     values = _yaml(local / "config.yaml")
@@ -102,7 +113,6 @@ def _parent(teacher: str) -> str:
 
 
 def _yaml(path: Path) -> dict[str, Any]:
-    from reuters_ray.config import load_yaml
 
     return load_yaml(path, what="teacher config")
 
@@ -143,11 +153,6 @@ def check_student(cfg: RunConfig) -> StudentPrepared:
     predictions, the student model, the data the teacher's (same texts, labels and split: its fingerprint), the soft
     targets rebuilt and matching the teacher's record, the held-out slice. Raises ConfigError or DataError naming the
     run, file or flag."""
-    from reuters_ray.data.features import class_weights, tokenize
-    from reuters_ray.data.overlap import folds_note, shared_test_note
-    from reuters_ray.data.preprocess import prepare
-    from reuters_ray.fold.models import check_fits, check_layers, check_model, head_note, load_tokenizer
-    from reuters_ray.storage import finished_run
 
     teacher = cfg.distill.teacher
     local = finished_run(teacher)
@@ -209,9 +214,6 @@ def transfer_texts(cfg: RunConfig, ds) -> tuple[list[str], list[str]]:
     split nor the source's whole test split holds (before any sample), cleaned as training texts are, with at least
     data.min_tokens words, none equal to a test text or to an earlier one; at most distill.transfer_sample of them,
     drawn at random (seeded by data.split_seed). Raises ConfigError for another source, DataError when none is left."""
-    from reuters_ray.data import load_dataset
-    from reuters_ray.data.preprocess import clean_text, count_words
-    from reuters_ray.data.reuters21578 import all_wires
 
     if cfg.data.source != "reuters21578":
         raise ConfigError(
@@ -241,8 +243,6 @@ def transfer_texts(cfg: RunConfig, ds) -> tuple[list[str], list[str]]:
 def score_transfer(prep: StudentPrepared) -> float:
     """Fills in the transfer texts' soft targets: the teacher's whole predictor (its fold models and, for a blended
     teacher, its linear model) on this process's CPU or GPU. Returns the seconds it took (0 without transfer texts)."""
-
-    from reuters_ray.predictor.ensemble import Ensemble
 
     if prep.n_labelled == prep.n_train:
         return 0.0
@@ -274,13 +274,10 @@ def teacher_targets(local: Path, metrics: dict[str, Any], ds) -> np.ndarray:
     """[n_train, K] float32: for each training text of `ds` (in its order), the teacher predictor's out-of-fold
     probabilities. An ensemble teacher: oof_predictions.parquet's. A blended teacher: w x those + (1 - w) x the
     linear model's out-of-fold probabilities (its fold fits made again on the teacher's folds, calibrated by the
-    teacher's saved linear model), the predictor's own formula (reuters_ray.blend). Raises DataError when the file
+    teacher's saved linear model), the predictor's own formula (reuters_ray.scoring.blend). Raises DataError when the file
     does not cover the training texts, or when the linear model's out-of-fold log loss differs from the one the
     teacher recorded (the targets would not be the teacher's)."""
     import pandas as pd
-
-    from reuters_ray.scoring.baseline import LinearModel, out_of_fold_scores
-    from reuters_ray.scoring.blend import blend_probabilities
 
     path = local / "oof_predictions.parquet"
     oof = pd.read_parquet(path)
@@ -310,8 +307,6 @@ def teacher_targets(local: Path, metrics: dict[str, Any], ds) -> np.ndarray:
 
 
 def _log_loss(y: np.ndarray, probs: np.ndarray) -> float:
-    from reuters_ray.scoring.metrics import log_loss
-    from reuters_ray.scoring.multilabel import binary_log_loss
 
     return binary_log_loss(y, probs) if y.ndim == 2 else log_loss(y, probs)
 
@@ -319,11 +314,10 @@ def _log_loss(y: np.ndarray, probs: np.ndarray) -> float:
 def held_out_split(labels: np.ndarray, share: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """(training rows, held-out rows) of the training split: a stratified (multi-label: iteratively stratified),
     seeded share `share` held out. Raises DataError when it cannot be drawn (a class too rare for it)."""
-    from reuters_ray.data.preprocess import _multilabel_sample, _sample
 
     n = max(1, round(len(labels) * share))
     try:
-        held = _multilabel_sample(labels, n, seed) if labels.ndim == 2 else _sample(labels, n, seed)
+        held = multilabel_sample(labels, n, seed) if labels.ndim == 2 else stratified_sample(labels, n, seed)
     except ValueError as e:
         raise DataError(f"distill.val_share={share}: cannot hold out a stratified slice ({e})") from None
     keep = np.ones(len(labels), dtype=bool)
@@ -334,19 +328,14 @@ def held_out_split(labels: np.ndarray, share: float, seed: int) -> tuple[np.ndar
 # --- after the training ---------------------------------------------------------------------------------------------
 
 
-def student_metrics(cfg: RunConfig, place, prep: StudentPrepared, folds, test_logits, timing, cluster) -> dict:
+def student_metrics(run: Run, folds, test_logits, cluster) -> dict:
     """metrics.json of a student run: the student's test figures at the top (multi-label: at thresholds chosen on
     its held-out slice), the teacher's predictor, ensemble and baseline figures beside them (from the teacher's
     metrics.json: the same test split), what the student learnt from, the fold table's one row, the timing."""
-    from reuters_ray.run.outputs import run_record
-    from reuters_ray.scoring.evaluate import choose_decision, evaluate, unseen_record
-    from reuters_ray.storage import read_bytes
-
+    cfg, place, prep = run.cfg, run.place, run.prep
     ds, t = prep.ds, prep.teacher_metrics
     decision = None
     if ds.multi_label:  # thresholds on the held-out slice: the student's own validation logits, never the test split
-        from reuters_ray.fold.checkpoint import VAL_LOGITS_FILE, read_val_logits
-
         best = folds.best_paths[0]
         val_logits = read_val_logits(read_bytes(place.fs, f"{best}/{VAL_LOGITS_FILE}"), f"{best}/{VAL_LOGITS_FILE}")
         val_idx = prep.folds[0][1]
@@ -384,7 +373,7 @@ def student_metrics(cfg: RunConfig, place, prep: StudentPrepared, folds, test_lo
             "transfer_texts": transfer,  # their ids: soft_targets.parquet's rows of role "transfer"
         },
         "student": {"model": cfg.model.name, "layers": cfg.model.layers},
-        **run_record(cfg, place, prep, folds, timing, cluster),
+        **run_record(run, folds, cluster),
     }
 
 
@@ -393,15 +382,12 @@ def _teacher_model(local: Path) -> str:
     return str(cfg.get("model", {}).get("name"))
 
 
-def write_student_outputs(place, cfg: RunConfig, prep: StudentPrepared, folds, metrics: dict, test_logits) -> None:
+def write_student_outputs(run: Run, folds, metrics: dict, test_logits) -> None:
     """The student run's folder, written locally and then copied into storage (report.md last): models/student (the
-    best model with the tokenizer), soft_targets.parquet, the data files (reuters_ray.outputs) and the report."""
+    best model with the tokenizer), soft_targets.parquet, the data files (reuters_ray.run.outputs) and the report."""
     import pandas as pd
 
-    from reuters_ray.run.outputs import Predictions, publish_outputs, write_run_outputs
-    from reuters_ray.run.report import write_report
-    from reuters_ray.storage import write_atomic
-
+    cfg, place, prep = run.cfg, run.place, run.prep
     ds = prep.ds
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp)
@@ -433,25 +419,19 @@ def write_student_outputs(place, cfg: RunConfig, prep: StudentPrepared, folds, m
 
 
 def run_distill(cfg: RunConfig, console: Console | None = None) -> dict[str, Any]:
-    """Trains (or resumes) a student of run cfg.distill.teacher (reuters_ray.distill) as one Ray Train run, scores the
+    """Trains (or resumes) a student of run cfg.distill.teacher (reuters_ray.recipes.distill) as one Ray Train run, scores the
     test split with it and writes its run folder; returns its metrics.json. Raises ConfigError or DataError before
     anything is written for a bad teacher, student or data; RuntimeError when the training fails (the same command
     resumes). Connects to Ray (or starts it) only when not connected already, and then disconnects at the end."""
-    ray = sys.modules.get("ray")
-    connected_before = ray is not None and ray.is_initialized()
-    try:
+    with ray_session():
         return _run_distill(cfg, console or Console())
-    finally:
-        ray = sys.modules.get("ray")
-        if not connected_before and ray is not None and ray.is_initialized():
-            ray.shutdown()
 
 
 def _run_distill(cfg: RunConfig, console: Console) -> dict[str, Any]:
-
     timing = Stopwatch()
     prep = check_student(cfg)  # the teacher, the student model, the data and the soft targets: nothing written yet
     place, resuming = open_run(cfg, prep)
+    run = Run(cfg, place, prep, console, resuming, timing)
     announce(console, place, prep, cfg)
     t, transfer = prep.teacher_metrics, prep.n_train - prep.n_labelled
     train_idx, val_idx = prep.folds[0]
@@ -469,23 +449,23 @@ def _run_distill(cfg: RunConfig, console: Console) -> dict[str, Any]:
         seconds = score_transfer(prep)
         console.info(f"transfer: scored in {duration(seconds)}", transfer=transfer)
     timing.lap("data_s")
-    gpu_share = connect(cfg, place, resuming)
+    connect(run)
     timing.lap("ray_start_s")
     if resuming:
         console.info(f"run {place.name}: resuming (the student continues from its last checkpoint)", resuming=True)
     # the student alone: its scoring actor, started while it trains
-    ensemble_actor = FoldScorer(place, ensemble_fits_early(cfg.cv, cluster_resources(), gpu_share, 1))
+    scorer = FoldScorer(run)
     try:
-        folders = fit_folds(cfg, place, gpu_share, put_train_split(prep), console, started=ensemble_actor.start)
+        folders = fit_folds(run, put_train_split(prep), started=scorer.start)
         folds = collect_folds(place, folders, cfg.train.patience, fold_names(cfg))
         timing.lap("folds_s")
-        test_logits = ensemble_actor.test_logits(cfg, prep, folds.best_paths)[0]
+        test_logits = scorer.test_logits(folds.best_paths)[0]
     finally:
-        ensemble_actor.close()
+        scorer.close()
     timing.lap("ensemble_s")
-    metrics = student_metrics(cfg, place, prep, folds, test_logits, timing, cluster_record())
+    metrics = student_metrics(run, folds, test_logits, cluster_record())
     with stopping.deferred():  # a stop signal waits for the outputs: nothing half-written
-        write_student_outputs(place, cfg, prep, folds, metrics, test_logits)
+        write_student_outputs(run, folds, metrics, test_logits)
     timing.lap("outputs_s")
     say_done(console, place, metrics, {**timing.laps, "total_s": timing.total()})
     return metrics

@@ -6,7 +6,6 @@ and the search folder's files are reuters_ray.run.trials.
 from __future__ import annotations
 
 import os
-import sys
 import threading
 import time
 from dataclasses import dataclass, field
@@ -16,12 +15,29 @@ import numpy as np
 
 from reuters_ray import rows as R
 from reuters_ray import stopping
-from reuters_ray.config import RunConfig
+from reuters_ray.config import RunConfig, from_dict
 from reuters_ray.console import Console
 from reuters_ray.errors import ConfigError
-from reuters_ray.recipes.cluster import STOP_WAIT_FOLDS_S, _own_ray_lost
+from reuters_ray.fold.models import check_model
+from reuters_ray.recipes.cluster import STOP_WAIT_FOLDS_S, own_ray_lost, ray_session
 from reuters_ray.recipes.cv import run_cv
 from reuters_ray.run.inputs import check_input
+from reuters_ray.run.trials import (
+    TRIAL_PREFIX,
+    check_search,
+    mark_stopped,
+    named_test_figures,
+    read_search,
+    round_line,
+    score_of_folds,
+    search_place,
+    summary,
+    trial_config,
+    trial_rows,
+    trial_status,
+    write_results,
+    write_search,
+)
 from reuters_ray.storage import uri_join
 
 
@@ -83,9 +99,6 @@ def _trial_trainable():
 
     from ray import tune
 
-    from reuters_ray.config import from_dict
-    from reuters_ray.run.trials import mark_stopped, search_place
-
     class Trial(tune.Trainable):
         def setup(self, config: dict[str, Any]) -> None:
             self.index, self.place = config["trial"], search_place(config["storage"], config["search"])
@@ -112,7 +125,6 @@ def _trial_trainable():
                     raise self.error
                 if self.metrics is None:  # its folds were stopped by the search's driver (a stop signal)
                     raise RuntimeError(f"trial {self.index}: stopped with its search")
-                from reuters_ray.run.trials import score_of_folds
 
                 return {**self.last, "score": score_of_folds(self.metrics["folds"]), "done": True}
             self.last = item
@@ -138,33 +150,17 @@ def _trial_trainable():
 
 
 def run_search(base: RunConfig, search_file: str, name: str, console: Console) -> dict[str, Any]:
-    """Runs (or continues) the search in `search_file` (reuters_ray.search) over the run config `base`: every trial
+    """Runs (or continues) the search in `search_file` (reuters_ray.run.trials) over the run config `base`: every trial
     a k-fold cross-validation in <cv.storage_path>/<name>/trial_<i>, at most as many at once as the cluster has
     room for, bad trials ended by ASHA on their score (Search.score_name) after each epoch round. Returns the
     results (search.json's). Raises ConfigError or DataError, before Ray starts, for a bad search file or input;
     RuntimeError when trials failed. Like run_cv, connects to Ray (or starts it) only when not connected already,
     and then disconnects at the end."""
-    ray = sys.modules.get("ray")
-    connected_before = ray is not None and ray.is_initialized()
-    try:
+    with ray_session():
         return _run_search(base, search_file, name, console)
-    finally:
-        ray = sys.modules.get("ray")
-        if not connected_before and ray is not None and ray.is_initialized():
-            ray.shutdown()
 
 
 def _run_search(base: RunConfig, search_file: str, name: str, console: Console) -> dict[str, Any]:
-    from reuters_ray.run.trials import (
-        check_search,
-        read_search,
-        search_place,
-        trial_config,
-        trial_rows,
-        trial_status,
-        write_results,
-        write_search,
-    )
 
     search_place(base.cv.storage_path, name)  # a bad search name or storage path, before the data is read
     if base.cv.name is not None:
@@ -200,7 +196,6 @@ def _run_search(base: RunConfig, search_file: str, name: str, console: Console) 
 def _check_lengths(base: RunConfig, search, search_file: str) -> None:
     """The model reads every data.max_length the search may draw (check_input checked the base config's
     and the tokenizer). Raises ConfigError."""
-    from reuters_ray.fold.models import check_model
 
     positions, _ = check_model(base.model.name)
     dist = search.space.get("data.max_length")
@@ -215,7 +210,6 @@ def _check_lengths(base: RunConfig, search, search_file: str) -> None:
 
 
 def _say_results(console: Console, place, search, rows: list[dict[str, Any]], best: dict[str, Any] | None) -> None:
-    from reuters_ray.run.trials import named_test_figures, summary
 
     for r in sorted(rows, key=lambda r: (r["score"] is None, -(r["score"] or 0))):
         score = "n/a" if r["score"] is None else f"{r['score']:.4f} ({search.score_name})"
@@ -302,8 +296,6 @@ def _say(search, place, console: Console):
     signals taken back from Tune."""
     from ray import tune
 
-    from reuters_ray.run.trials import round_line, trial_status
-
     class Say(tune.Callback):
         """Each trial's epoch rounds on the search's console; and the end of the search held until every ended trial
         has stopped its folds. Tune pickles its callbacks into its own experiment state, never read back here: the
@@ -349,9 +341,7 @@ def _stop_trials(trials: list[int]) -> None:
     is left then goes with the search's Ray job. A trial stopped so is not recorded as ended by the scheduler."""
     import ray
 
-    from reuters_ray.run.trials import TRIAL_PREFIX
-
-    if _own_ray_lost():
+    if own_ray_lost():
         return
     names = {f"{TRIAL_PREFIX}{i}:progress" for i in trials}
     for name in names:

@@ -12,6 +12,8 @@ import numpy as np
 import pyarrow.fs as pafs
 
 from reuters_ray import rows as R
+from reuters_ray.config import monitor_key
+from reuters_ray.fold.checkpoint import VAL_LOGITS_FILE, read_val_logits
 from reuters_ray.run.place import RunPlace
 from reuters_ray.storage import (
     read_bytes,
@@ -92,7 +94,6 @@ def summarize_fold(fold: int, progress: dict[str, Any], patience: int) -> dict[s
 def fold_monitor(progress: dict[str, Any]) -> str:
     """The key of the validation figure a fold stopped on (RunConfig.monitor()), from its progress.json: its config,
     else its rows (f1_micro for multi-label rows, f1_weighted otherwise)."""
-    from reuters_ray.config import monitor_key
 
     cfg, last = progress.get("config"), progress["history"][-1]
     if cfg:
@@ -133,7 +134,6 @@ def collect_folds(place: RunPlace, folders: list[str], patience: int, names: lis
 def out_of_fold_logits(fs: pafs.FileSystem, best_paths: list[str], folds, n: int) -> np.ndarray:
     """The training split's out-of-fold logits: each row scored by the best model of the fold that validated on it
     (best/val_logits.safetensors in storage). Raises RuntimeError when a fold's file is missing or does not fit."""
-    from reuters_ray.fold.checkpoint import VAL_LOGITS_FILE, read_val_logits
 
     out = None
     for k, (best, (_, val_idx)) in enumerate(zip(best_paths, folds)):

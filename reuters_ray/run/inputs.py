@@ -13,14 +13,35 @@ import yaml
 
 from reuters_ray.config import RunConfig
 from reuters_ray.console import Console
+from reuters_ray.data.features import class_weights, stratified_folds, tokenize
+from reuters_ray.data.overlap import overlap_notes
+from reuters_ray.data.preprocess import prepare
 from reuters_ray.errors import ConfigError, DataError
-from reuters_ray.run.place import DATA_FILE, RunPlace, check_resumable, check_writable, run_name
+from reuters_ray.fold.models import check_fits, check_model, head_note, load_tokenizer
+from reuters_ray.run.place import DATA_FILE, RunPlace, Stopwatch, check_resumable, check_writable, run_name
+from reuters_ray.scoring.baseline import check_fittable
 from reuters_ray.storage import (
     storage_location,
     unreachable_endpoint,
     uri_join,
     write_atomic,
 )
+
+
+@dataclass
+class Run:
+    """One run as it travels a recipe (cv, a student, a search's trial), instead of loose pieces: its config, its
+    place in storage, its checked input (Prepared, or a student's StudentPrepared), its console, whether it resumes
+    an earlier run of the same name, its stopwatch, and each fold worker's GPU share once connected
+    (recipes.cluster.connect)."""
+
+    cfg: RunConfig
+    place: RunPlace
+    prep: Any  # Prepared | StudentPrepared
+    console: Console
+    resuming: bool
+    timing: Stopwatch
+    gpu_share: float = 0.0
 
 
 @dataclass
@@ -54,11 +75,6 @@ def check_input(cfg: RunConfig, tokenize_now: bool = True) -> Prepared:
     the folds, the tokenizer against the model, and what the linear model needs when the run fits it. Raises
     ConfigError or DataError naming the file, field or flag. tokenize_now=False: every check, but `tokens` is left
     None for tokenize_input (run_cv tokenizes while Ray starts)."""
-    from reuters_ray.data.features import class_weights, stratified_folds
-    from reuters_ray.data.overlap import overlap_notes
-    from reuters_ray.data.preprocess import prepare
-    from reuters_ray.fold.models import check_fits, check_model, head_note, load_tokenizer
-    from reuters_ray.scoring.baseline import check_fittable
 
     dc = cfg.data
     check_model(cfg.model.name)
@@ -81,7 +97,6 @@ def check_input(cfg: RunConfig, tokenize_now: bool = True) -> Prepared:
 def tokenize_input(prep: Prepared, max_length: int) -> Prepared:
     """`prep` with its tokens: the training texts, then the test texts (features.tokenize). Nothing here refuses
     input: check_input has checked it all."""
-    from reuters_ray.data.features import tokenize
 
     prep.tokens = tokenize(prep.ds.train_texts + prep.ds.test_texts, prep.tokenizer, max_length)
     return prep

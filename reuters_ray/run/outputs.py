@@ -1,7 +1,7 @@
 """The data files of a run folder, written from the run's results. No Ray here.
 
 Every file is written under a temporary name and moved into place (reuters_ray.storage). In a run folder
-metrics.json comes after the data files, and the report (reuters_ray.report) after metrics.json, report.md last:
+metrics.json comes after the data files, and the report (reuters_ray.run.report) after metrics.json, report.md last:
 its presence means the run is complete.
 """
 
@@ -20,13 +20,13 @@ import pyarrow.fs as pafs
 import yaml
 
 from reuters_ray import rows as R
-from reuters_ray.config import RunConfig
+from reuters_ray.config import monitor_key
 from reuters_ray.console import Console, duration
+from reuters_ray.data.overlap import fold_leaks
 from reuters_ray.run.folds import Folds
-from reuters_ray.run.inputs import (
-    Prepared,
-)
+from reuters_ray.run.inputs import Run
 from reuters_ray.run.place import RunPlace
+from reuters_ray.run.report import write_report
 from reuters_ray.scoring.evaluate import (
     Scored,
     out_of_fold_metrics,
@@ -34,6 +34,7 @@ from reuters_ray.scoring.evaluate import (
     unseen_line,
     unseen_record,
 )
+from reuters_ray.scoring.multilabel import decide
 from reuters_ray.storage import (
     LOCAL,
     copy_dir,
@@ -93,7 +94,6 @@ def true_named(history: list[dict[str, Any]], config: dict[str, Any]) -> list[di
     """The epoch rows with every figure under its true name. Rows a resumed run kept from checkpoints written
     before the names (no rows.MONITOR) carry the monitored figure's best under best/f1_weighted whatever it was, and
     a multi-label run's subset accuracy under val/accuracy: moved to best/<monitor> and val/subset_accuracy."""
-    from reuters_ray.config import monitor_key
 
     monitor = monitor_key(config.get("train", {}).get("monitor"), config.get("data", {}).get("task"))
     out = []
@@ -111,8 +111,6 @@ def _parquet(p: Predictions, label_names: list[str]) -> bytes:
     """Parquet bytes: id, true and predicted label, [fold,] one probability column per class. Multi-label: the true
     and predicted label sets as lists of names (true_labels, predicted_labels)."""
     if p.labels.ndim == 2:
-        from reuters_ray.scoring.multilabel import decide
-
         pred = decide(p.probs, np.asarray(p.decision["thresholds"]), p.decision["at_least_one"])
         df = pd.DataFrame(
             {
@@ -147,12 +145,12 @@ def _finish(df: pd.DataFrame, p: Predictions, label_names: list[str]) -> bytes:
 OUTPUT_ORDER = {"metrics.json": 1, "report.html": 2, "report.md": 3}
 
 
-def run_metrics(cfg, place, prep, folds: Folds, ensemble, scored: Scored, oof_logits, timing, cluster) -> dict:
+def run_metrics(run: Run, folds: Folds, ensemble, scored: Scored, oof_logits, cluster) -> dict:
     """metrics.json: the predictor's test figures at the top, the ensemble's, the baseline's and the blend's beside
     them, the out-of-fold figures, the fold table, the timing and the cluster."""
-    ds = prep.ds
+    cfg, ds = run.cfg, run.prep.ds
     if scored.linear_s is not None:
-        timing.laps["baseline_s"] = scored.linear_s  # the linear model's fits, in a thread during the folds
+        run.timing.laps["baseline_s"] = scored.linear_s  # the linear model's fits, in a thread during the folds
     return {
         **scored.metrics,
         "ensemble": ensemble,
@@ -162,13 +160,14 @@ def run_metrics(cfg, place, prep, folds: Folds, ensemble, scored: Scored, oof_lo
         "task": cfg.data.task,
         "predictor": "blend" if cfg.cv.blend else "ensemble",  # what the top-level figures are of
         **unseen_record(ds, scored.probs, scored.metrics.get("decision")),
-        **run_record(cfg, place, prep, folds, timing, cluster),
+        **run_record(run, folds, cluster),
     }
 
 
-def run_record(cfg, place, prep, folds: Folds, timing, cluster) -> dict[str, Any]:
+def run_record(run: Run, folds: Folds, cluster) -> dict[str, Any]:
     """metrics.json's keys about the run itself, a cross-validation's or a student's: its name, labels, max_length,
     fold table, wall time and its phases, class weights and cluster."""
+    cfg, place, prep, timing = run.cfg, run.place, run.prep, run.timing
     return {
         "run": place.name,
         "label_names": prep.ds.label_names,
@@ -185,7 +184,6 @@ def run_record(cfg, place, prep, folds: Folds, timing, cluster) -> dict[str, Any
 def _fold_copies(prep) -> dict[str, Any]:
     """metrics.json's "fold_copies" when a fold's (a student's held-out slice's) validation rows hold texts of its
     own training rows (data.overlap.fold_leaks): how many per fold, of how many, and their ids."""
-    from reuters_ray.data.overlap import fold_leaks
 
     leaks = fold_leaks(prep.ds.train_texts, prep.folds)
     if not any(len(rows) for rows in leaks):
@@ -199,11 +197,10 @@ def _fold_copies(prep) -> dict[str, Any]:
     }
 
 
-def write_outputs(place: RunPlace, cfg: RunConfig, prep: Prepared, folds: Folds, metrics, scored: Scored, oof_logits):
+def write_outputs(run: Run, folds: Folds, metrics, scored: Scored, oof_logits):
     """The run folder's outputs, written locally and then copied into storage: models/fold_<k>/ (each fold's best
-    model with the tokenizer), the data files (reuters_ray.outputs), linear/ for a blended run, and the report."""
-    from reuters_ray.run.report import write_report
-
+    model with the tokenizer), the data files (write_run_outputs), linear/ for a blended run, and the report."""
+    cfg, place, prep = run.cfg, run.place, run.prep
     ds = prep.ds
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp)
@@ -223,7 +220,7 @@ def write_outputs(place: RunPlace, cfg: RunConfig, prep: Prepared, folds: Folds,
                 probabilities(oof_logits, ds.multi_label),
                 fold=prep.fold_of_row(),
                 decision=metrics.get("ensemble", {}).get("decision"),
-            ),  # fmt: skip
+            ),
             config=cfg.to_dict(),
             provenance={**ds.provenance, "fingerprint": prep.fingerprint},
         )
@@ -266,10 +263,16 @@ def say_done(console: Console, place: RunPlace, metrics: dict[str, Any], timing:
             f"{m['f1_samples']:.4f}, subset accuracy {m['subset_accuracy']:.4f}, Hamming loss {m['hamming_loss']:.4f} on "
             f"{m['n_test']} test texts ({predictor_line(m)}) in {duration(timing['total_s'])}"
             f"{unseen_line(m)}; report: {uri_join(place.uri, 'report.html')}",
-            run=place.name, uri=place.uri, f1_micro=m["f1_micro"], f1_macro=m["f1_macro"], f1_samples=m["f1_samples"],
-            subset_accuracy=m["subset_accuracy"], hamming_loss=m["hamming_loss"], timing=timing,
+            run=place.name,
+            uri=place.uri,
+            f1_micro=m["f1_micro"],
+            f1_macro=m["f1_macro"],
+            f1_samples=m["f1_samples"],
+            subset_accuracy=m["subset_accuracy"],
+            hamming_loss=m["hamming_loss"],
+            timing=timing,
             **({"test_unseen": m["test_unseen"]} if "test_unseen" in m else {}),
-        )  # fmt: skip
+        )
         return
     console.done(
         f"run {place.name}: accuracy {metrics['accuracy']:.4f}, weighted F1 {metrics['f1_weighted']:.4f}, "

@@ -42,7 +42,7 @@ RESUME_FREE_KEYS = {
         "blend",
         "threshold_min_positives",
         "at_least_one",
-    ),  # fmt: skip
+    ),
     "train": ("eval_batch_size", "compile", "keep_checkpoints", "checkpoint_every", "checkpoint_every_s"),
 }
 

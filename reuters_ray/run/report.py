@@ -24,6 +24,8 @@ import yaml
 from reuters_ray import rows as R
 from reuters_ray.console import duration
 from reuters_ray.errors import DataError
+from reuters_ray.run.figures import confusion_figure, curves_figure, f1_support_figure, monitor_of
+from reuters_ray.storage import write_atomic
 
 FIGURES = ("confusion_matrix.png", "f1_vs_support.png", "training_curves.png")
 
@@ -81,113 +83,6 @@ def load_run(run_dir: Path) -> dict[str, Any]:
 
 
 # --- figures --------------------------------------------------------------------------------------------------
-
-
-def _save(fig, path) -> None:
-    """A figure as a PNG into `path` (a file or a binary stream), closed after."""
-    fig.tight_layout()
-    fig.savefig(path, dpi=110, format="png")
-    _plt().close(fig)
-
-
-def _plt():
-    import matplotlib
-
-    matplotlib.use("Agg")  # files only, no display
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
-def confusion_figure(cm: np.ndarray, names: list[str], path: Path, predictor: str) -> None:
-    """Heatmap of the confusion matrix: colour = share of the true class, numbers = counts."""
-    plt = _plt()
-    k = len(names)
-    share = cm / np.maximum(cm.sum(axis=1, keepdims=True), 1)
-    size = max(5.0, 0.42 * k + 2.5)
-    fig, ax = plt.subplots(figsize=(size + 1.2, size))
-    im = ax.imshow(share, cmap="Blues", vmin=0, vmax=1)
-    ax.set_xticks(range(k), names, rotation=60, ha="right", fontsize=8)
-    ax.set_yticks(range(k), names, fontsize=8)
-    ax.set_xlabel("predicted class")
-    ax.set_ylabel("true class")
-    for i in range(k):
-        for j in range(k):
-            if cm[i, j]:
-                ax.text(
-                    j,
-                    i,
-                    str(cm[i, j]),
-                    ha="center",
-                    va="center",
-                    fontsize=7,
-                    color="white" if share[i, j] > 0.5 else "black",
-                )
-    fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04, label="share of the true class")
-    ax.set_title(f"Confusion matrix of the {predictor} on the test split")
-    _save(fig, path)
-
-
-def f1_support_figure(per_class: list[dict], baseline: list[dict] | None, path: Path, predictor: str) -> None:
-    """Per-class F1 against test support (log scale), the class names beside the points."""
-    plt = _plt()
-    fig, ax = plt.subplots(figsize=(8, 5.5))
-    support = [max(c["support"], 1) for c in per_class]
-    ax.scatter(support, [c["f1"] for c in per_class], color="tab:blue", label=predictor, zorder=3)
-    if baseline:
-        ax.scatter(
-            support,
-            [c["f1"] for c in baseline],
-            color="tab:orange",
-            marker="x",
-            label="TF-IDF + SVM baseline",
-            zorder=2,
-        )
-    for c, x in zip(per_class, support):
-        ax.annotate(c["name"], (x, c["f1"]), textcoords="offset points", xytext=(4, 3), fontsize=7)
-    ax.set_xscale("log")
-    ax.set_ylim(-0.05, 1.05)
-    ax.set_xlabel("test examples of the class (log scale)")
-    ax.set_ylabel("F1")
-    ax.set_title("Per-class F1 against support")
-    ax.grid(alpha=0.3)
-    ax.legend(loc="lower right")
-    _save(fig, path)
-
-
-def monitor_of(config: dict[str, Any]) -> str:
-    """The key of the validation figure a run's folds stopped on (RunConfig.monitor()), from its config.yaml."""
-    from reuters_ray.config import monitor_key
-
-    return monitor_key(config["train"].get("monitor"), config["data"].get("task"))
-
-
-def curves_figure(history: pd.DataFrame, path: Path, monitor: str = "f1_weighted") -> None:
-    """Training and validation loss, and the monitored validation figure (monitor_of), per epoch; one colour per
-    fold."""
-    key, name = R.VAL + monitor, R.NAMES[monitor]
-    if key not in history and key == R.VAL_SUBSET_ACCURACY:  # a multi-label run's rows before it had its own key
-        key = R.VAL_ACCURACY
-    plt = _plt()
-    fig, (a, b) = plt.subplots(1, 2, figsize=(11, 4.2))
-    for k, h in history.groupby(R.FOLD):
-        h = h.drop_duplicates(R.EPOCH, keep="last").sort_values(R.EPOCH)  # an epoch retrained after a restart
-        color = f"C{int(k)}"
-        a.plot(h[R.EPOCH], h[R.TRAIN_LOSS], color=color, marker="o", ms=3, label=f"fold {k} train")
-        a.plot(h[R.EPOCH], h[R.VAL_LOSS], color=color, ls="--", marker="o", ms=3, label=f"fold {k} val")
-        b.plot(h[R.EPOCH], h[key], color=color, marker="o", ms=3, label=f"fold {k}")
-        best = h.loc[h[key].idxmax()]
-        b.scatter([best[R.EPOCH]], [best[key]], color=color, marker="*", s=140, zorder=3)
-    a.set_title("Focal loss per epoch (solid: train, dashed: validation)")
-    b.set_title(f"Validation {name} per epoch (star: best epoch)")
-    for ax in (a, b):
-        ax.set_xlabel("epoch")
-        ax.grid(alpha=0.3)
-        ax.xaxis.get_major_locator().set_params(integer=True)
-        ax.legend(fontsize=7)
-    a.set_ylabel("loss")
-    b.set_ylabel(name)
-    _save(fig, path)
 
 
 # --- content --------------------------------------------------------------------------------------------------
@@ -423,11 +318,19 @@ def per_topic_section(run: dict[str, Any]) -> Section:
     for i in order:
         c = m["per_class"][i]
         table.rows.append(
-            [c["name"], c["support"], fmt(c["precision"]), fmt(c["recall"]), fmt(c["f1"]), c["missed"], c["false"],
-             f"{m['decision']['thresholds'][i]:.2f}"]
+            [
+                c["name"],
+                c["support"],
+                fmt(c["precision"]),
+                fmt(c["recall"]),
+                fmt(c["f1"]),
+                c["missed"],
+                c["false"],
+                f"{m['decision']['thresholds'][i]:.2f}",
+            ]
             + ([fmt(ens["per_class"][i]["f1"])] if blend else [])
             + ([fmt(base["per_class"][i]["f1"])] if base else [])
-        )  # fmt: skip
+        )
     note = (
         "Missed: test texts with the topic that the predictor did not give it (false negatives); false: texts given "
         "the topic without having it (false positives)."
@@ -457,18 +360,36 @@ def folds_section(run: dict[str, Any]) -> Section:
     folds, ens = m["folds"], m.get("ensemble", m)
     acc = "subset_accuracy" if m.get("task") == "multi" else "accuracy"  # the val_ figures: at the best epoch
     table = Table(
-        ["fold", f"best epoch (by val {monitor})", "epochs run", f"val {R.NAMES[acc]}", "val weighted F1",
-         "val macro F1", "test weighted F1 alone", "restarts", "workers", "node(s)"],
         [
-            [f["fold"], f["best_epoch"], f["epochs_run"], fmt(figure(f, "val_" + acc)), fmt(f["val_f1_weighted"]),
-             fmt(f["val_f1_macro"]), fmt(f["test_f1_weighted"]), len(f.get("restarts", [])),
-             ", ".join(map(str, f.get("worker_counts") or [f.get("workers", 1)])),  # two: a resume changed them
-             # Ray's node ids, shortened as the dashboard shows them: every node the fold's workers trained on
-             ", ".join(n[:12] for n in f.get("node_ids") or [f.get("node_id") or "n/a"])]
+            "fold",
+            f"best epoch (by val {monitor})",
+            "epochs run",
+            f"val {R.NAMES[acc]}",
+            "val weighted F1",
+            "val macro F1",
+            "test weighted F1 alone",
+            "restarts",
+            "workers",
+            "node(s)",
+        ],
+        [
+            [
+                f["fold"],
+                f["best_epoch"],
+                f["epochs_run"],
+                fmt(figure(f, "val_" + acc)),
+                fmt(f["val_f1_weighted"]),
+                fmt(f["val_f1_macro"]),
+                fmt(f["test_f1_weighted"]),
+                len(f.get("restarts", [])),
+                ", ".join(map(str, f.get("worker_counts") or [f.get("workers", 1)])),  # two: a resume changed them
+                # Ray's node ids, shortened as the dashboard shows them: every node the fold's workers trained on
+                ", ".join(n[:12] for n in f.get("node_ids") or [f.get("node_id") or "n/a"]),
+            ]
             for f in folds
         ],
         (0, 1, 2, 3, 4, 5, 6, 7, 8),
-    )  # fmt: skip
+    )
     key, name = ("f1_micro", "micro-F1") if m.get("task") == "multi" else ("f1_weighted", "weighted F1")
     if m.get("task") == "multi":  # micro-F1 beside the table's weighted F1: the multi-label figure
         table.headers[4:4] = ["val micro-F1"]
@@ -501,17 +422,31 @@ def folds_section(run: dict[str, Any]) -> Section:
 
 def _time_table(folds: list[dict[str, Any]]) -> Table:
     return Table(
-        ["fold", "wall", "set-up", "training", "validation", "checkpoint write", "checkpoint report", "examples/s",
-         "tokens/s", "peak GPU memory"],
         [
-            [f["fold"], duration(f.get("wall_s", f["train_s"])),
-             *(_seconds(f.get(k)) for k in ("setup_s", "train_s", "val_s", "checkpoint_s", "report_s")),
-             _number(f.get("examples_per_s"), ".1f"), _number(f.get("tokens_per_s"), ",.0f"),
-             "n/a" if f.get("peak_gpu_gib") is None else f"{f['peak_gpu_gib']:.2f} GiB"]
+            "fold",
+            "wall",
+            "set-up",
+            "training",
+            "validation",
+            "checkpoint write",
+            "checkpoint report",
+            "examples/s",
+            "tokens/s",
+            "peak GPU memory",
+        ],
+        [
+            [
+                f["fold"],
+                duration(f.get("wall_s", f["train_s"])),
+                *(_seconds(f.get(k)) for k in ("setup_s", "train_s", "val_s", "checkpoint_s", "report_s")),
+                _number(f.get("examples_per_s"), ".1f"),
+                _number(f.get("tokens_per_s"), ",.0f"),
+                "n/a" if f.get("peak_gpu_gib") is None else f"{f['peak_gpu_gib']:.2f} GiB",
+            ]
             for f in folds
         ],
         (0, 1, 2, 3, 4, 5, 6, 7, 8, 9),
-    )  # fmt: skip
+    )
 
 
 def per_class_section(run: dict[str, Any]) -> Section:
@@ -581,10 +516,19 @@ def setup_section(run: dict[str, Any]) -> Section:
     )
     steps = Table(
         ["step", "parameters", "removed train", "removed test", "train after", "test after"],
-        [[s["step"], _step_params(s["params"]), s["removed"]["train"], s["removed"]["test"], s["after"]["train"],
-          s["after"]["test"]] for s in prov.get("steps", [])],
+        [
+            [
+                s["step"],
+                _step_params(s["params"]),
+                s["removed"]["train"],
+                s["removed"]["test"],
+                s["after"]["train"],
+                s["after"]["test"],
+            ]
+            for s in prov.get("steps", [])
+        ],
         (2, 3, 4, 5),
-    )  # fmt: skip
+    )
     return "Setup and provenance", [setup, "Preprocessing steps, in order:", steps]
 
 
@@ -701,7 +645,6 @@ def render_html(title: str, sections: list[Section], run_dir: Path) -> str:
 
 def write_report(run_dir: Path) -> list[Path]:
     """Writes the figures, report.html and report.md (last) into `run_dir`; returns their paths."""
-    from reuters_ray.storage import write_atomic
 
     run_dir = Path(run_dir)
     run = load_run(run_dir)

@@ -37,17 +37,34 @@ from typing import Any
 
 import numpy as np
 
-from reuters_ray.config import RunConfig, from_dict, load_yaml
+from reuters_ray.config import RunConfig, folder_name, from_dict, load_yaml
 from reuters_ray.errors import ConfigError
+from reuters_ray.rows import NAMES
+from reuters_ray.run.figures import pyplot, save_png
+from reuters_ray.run.place import check_writable, result_config
+from reuters_ray.run.report import Figure, Table, figure, render_html, render_markdown
+from reuters_ray.storage import LOCAL, read_bytes, read_text, storage_location, uri_join, write_atomic
 
 # What a search may vary: what a fold computes from. Not where a run lives or how it is placed (cv.*), nor what the
 # data is (a different data set would make the trials' scores incomparable); data.max_length reads the same data.
 SEARCHABLE = {
-    "train": ("lr", "weight_decay", "warmup_ratio", "batch_size", "grad_accum", "max_epochs", "patience",
-              "min_delta", "focal_gamma", "label_smoothing", "max_grad_norm", "seed"),
+    "train": (
+        "lr",
+        "weight_decay",
+        "warmup_ratio",
+        "batch_size",
+        "grad_accum",
+        "max_epochs",
+        "patience",
+        "min_delta",
+        "focal_gamma",
+        "label_smoothing",
+        "max_grad_norm",
+        "seed",
+    ),
     "model": ("hidden_dropout", "attention_dropout"),
     "data": ("max_length", "min_tokens"),
-}  # fmt: skip
+}
 DISTRIBUTIONS = ("log_uniform", "uniform", "integer", "choice")
 MAX_TRIALS = 1000  # every trial is checked before anything starts, and each is a whole k-fold run
 TRIAL_PREFIX = "trial_"
@@ -89,7 +106,6 @@ class Search:
     @property
     def monitor_name(self) -> str:
         """The monitored figure's name (rows.NAMES): "micro-F1", "weighted F1", "subset accuracy", ..."""
-        from reuters_ray.rows import NAMES
 
         return NAMES[self.monitor]
 
@@ -156,7 +172,7 @@ def _dist(where: str, key: str, spec: Any, base: RunConfig) -> Dist:
         return Dist(kind, tuple(args))
     if isinstance(args, list) and tp is float:  # YAML reads 1e-5 (no dot) as a string; the config takes it as 1e-05
         args = [_float_text(a) for a in args]
-    if not (isinstance(args, list) and len(args) == 2 and all(_number(a) for a in args)):
+    if not (isinstance(args, list) and len(args) == 2 and all(_is_number(a) for a in args)):
         raise ConfigError(f"{where}: {key}: {kind} takes [low, high], two numbers, got {args!r}")
     low, high = args
     if kind == "integer" and tp is not int:
@@ -187,7 +203,7 @@ def _float_text(x: Any) -> Any:
     return x
 
 
-def _number(x: Any) -> bool:
+def _is_number(x: Any) -> bool:
     return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
 
 
@@ -212,7 +228,6 @@ def draw_trials(search: Search) -> list[dict[str, Any]]:
 def trial_config(base: RunConfig, values: dict[str, Any], search_name: str, storage: str, trial: int) -> RunConfig:
     """Trial `trial`'s run config: `base` with its values, its run folder <storage>/<search_name>/trial_<i>."""
     cfg = _with(base, values, f"trial {trial}")
-    from reuters_ray.storage import uri_join  # a bucket's URI keeps its query (?endpoint_override=...) at the end
 
     cv = dataclasses.replace(cfg.cv, name=f"{TRIAL_PREFIX}{trial}", storage_path=uri_join(storage, search_name))
     return dataclasses.replace(cfg, cv=cv)
@@ -260,10 +275,8 @@ class SearchPlace:
 def search_place(storage: str, name: str) -> SearchPlace:
     """The place of search `name` in cv.storage_path `storage`. Raises ConfigError for a name that is no folder name
     or a storage path pyarrow does not take."""
-    from reuters_ray.config import _folder_name
-    from reuters_ray.storage import storage_location, uri_join
 
-    if not _folder_name(name):
+    if not folder_name(name):
         raise ConfigError(
             f"search name {name!r}: a folder name without / \\ ? # %, control characters or spaces at its ends"
         )
@@ -278,8 +291,6 @@ def check_search(base: RunConfig, search: Search, name: str) -> tuple[SearchPlac
     """(the search's place, its trials' values, whether it is resumed), reading only. Every trial's config is
     checked, and a search folder that holds another search (another search file's trials or another base config)
     is refused in one line. Raises ConfigError."""
-    from reuters_ray.run.place import result_config
-    from reuters_ray.storage import read_text
 
     place = search_place(base.cv.storage_path, name)
     trials = draw_trials(search)
@@ -301,8 +312,6 @@ def check_search(base: RunConfig, search: Search, name: str) -> tuple[SearchPlac
 def write_search(place: SearchPlace, search: Search, base: RunConfig, trials: list[dict[str, Any]]) -> None:
     """search.json: the search file as read, the base config and the trials' values. Raises ConfigError when the
     storage cannot be written."""
-    from reuters_ray.run.place import check_writable
-    from reuters_ray.storage import write_atomic
 
     check_writable(place.fs, place.path, base.cv.storage_path)
     write_atomic(place.at(SEARCH_FILE), search_json(search, base, trials), place.fs)
@@ -310,7 +319,6 @@ def write_search(place: SearchPlace, search: Search, base: RunConfig, trials: li
 
 def trial_status(place: SearchPlace, trial: int) -> str:
     """ "finished" (its run folder holds report.md), "stopped" (the scheduler ended it: stopped.json) or "to run"."""
-    from reuters_ray.storage import read_bytes
 
     folder = f"{TRIAL_PREFIX}{trial}"
     if read_bytes(place.fs, place.at(folder, "report.md")) is not None:
@@ -321,7 +329,6 @@ def trial_status(place: SearchPlace, trial: int) -> str:
 
 
 def mark_stopped(place: SearchPlace, trial: int, score: float, rounds: int, wall_s: float) -> None:
-    from reuters_ray.storage import write_atomic
 
     record = {"score": score, "epochs": rounds, "wall_s": wall_s, "stopped_early": True}
     write_atomic(place.at(f"{TRIAL_PREFIX}{trial}", STOPPED_FILE), json.dumps(record), place.fs)
@@ -345,8 +352,6 @@ def trial_rows(place: SearchPlace, trials: list[dict[str, Any]]) -> list[dict[st
     their metrics.json, stopped ones as the scheduler saw them), epochs run, wall seconds, and a finished trial's
     test figures (TEST_FIGURES, for the chosen trial alone in the report) and out-of-fold weighted F1 (multi-label:
     micro-F1, out_of_fold_f1_micro)."""
-    from reuters_ray.run.report import figure
-    from reuters_ray.storage import read_text
 
     rows = []
     for i, values in enumerate(trials):
@@ -381,9 +386,6 @@ def write_results(place: SearchPlace, search: Search, rows: list[dict[str, Any]]
 
     import pandas as pd
 
-    from reuters_ray.run.report import Figure, Table, render_html, render_markdown
-    from reuters_ray.storage import LOCAL, write_atomic
-
     best = best_trial(rows)
     table = pd.DataFrame([{k: v for k, v in r.items() if k != "test"} for r in rows])
     write_atomic(
@@ -397,10 +399,19 @@ def write_results(place: SearchPlace, search: Search, rows: list[dict[str, Any]]
     ranked = sorted(rows, key=lambda r: (r["score"] is None, -(r["score"] or 0.0), r["trial"]))
     results = Table(
         ["trial", *keys, "status", f"score ({search.score_name})", "epochs", "wall"],
-        [[r["trial"], *(_fmt(r[k]) for k in keys), r["status"], _fmt(r["score"]), r["epochs"] or "",
-          f"{r['wall_s']:.0f} s" if r["wall_s"] else ""] for r in ranked],
+        [
+            [
+                r["trial"],
+                *(_fmt(r[k]) for k in keys),
+                r["status"],
+                _fmt(r["score"]),
+                r["epochs"] or "",
+                f"{r['wall_s']:.0f} s" if r["wall_s"] else "",
+            ]
+            for r in ranked
+        ],
         (0, len(keys) + 2, len(keys) + 3, len(keys) + 4),
-    )  # fmt: skip
+    )
     with tempfile.TemporaryDirectory() as tmp:
         figures = []
         for key in keys:
@@ -456,9 +467,8 @@ def _chosen_section(best: dict[str, Any] | None, search: Search):
 
 def _score_figure(rows: list[dict[str, Any]], key: str, out, name: str) -> None:
     """Each trial's score (`name`: what it is) against its value of `key`, as a PNG into `out`."""
-    from reuters_ray.run.report import _plt, _save
 
-    plt = _plt()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(5.5, 3.8))
     for r in rows:
         if r["score"] is not None:
@@ -469,14 +479,12 @@ def _score_figure(rows: list[dict[str, Any]], key: str, out, name: str) -> None:
     ax.set_xlabel(key)
     ax.set_ylabel(f"score: {name}", fontsize=8)
     ax.grid(alpha=0.3)
-    _save(fig, out)
+    save_png(fig, out)
 
 
 def _point_best(place: SearchPlace, run: str, local_fs) -> None:
     """`best` beside the trials: a relative link on a local disk, a file holding the run's folder name in a bucket."""
     import os
-
-    from reuters_ray.storage import write_atomic
 
     if place.fs.type_name == local_fs.type_name:
         link = Path(place.path) / BEST

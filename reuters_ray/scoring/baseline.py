@@ -3,7 +3,7 @@
 Fitted on the same (preprocessed, sampled) training split the folds share, scored on the same test split, so
 its row stands beside the ensemble's in the report. Inside the CV it is also fitted on each fold's training rows,
 which gives its out-of-fold scores: they calibrate its probabilities (one softmax temperature) and choose the
-blend's weight (reuters_ray.blend) without touching the test split.
+blend's weight (reuters_ray.scoring.blend) without touching the test split.
 
 Multi-label data (multi-hot labels [N, K]): one binary linear SVM per topic (one-vs-rest, the classic
 text-categorization SVM of Joachims 1998 and Yang & Liu 1999; balanced class weights as for single-label data: on
@@ -28,8 +28,10 @@ from sklearn.feature_extraction.text import CountVectorizer, TfidfVectorizer
 from sklearn.preprocessing import normalize
 from sklearn.svm import LinearSVC
 
+from reuters_ray.data.overlap import on_unseen
 from reuters_ray.errors import DataError
-from reuters_ray.scoring.metrics import log_loss, softmax
+from reuters_ray.scoring.metrics import evaluate_scores, log_loss, softmax
+from reuters_ray.scoring.multilabel import evaluate_multilabel, sigmoid
 
 NAME = "TF-IDF (word 1-2 grams, sublinear tf) + LinearSVC (C=1, balanced class weights)"
 NAME_MULTI = "TF-IDF (word 1-2 grams, sublinear tf) + one LinearSVC per topic (C=1, balanced class weights), decisions score >= 0"
@@ -115,8 +117,6 @@ class LinearModel:
 
     def proba_of_scores(self, scores: np.ndarray) -> np.ndarray:
         if self.multi_label:
-            from reuters_ray.scoring.multilabel import sigmoid
-
             return sigmoid(scores / self.temperature + self.bias)
         return softmax(scores / self.temperature)
 
@@ -251,9 +251,6 @@ def fit_cv(
 def baseline_metrics(ds, scores: np.ndarray) -> dict[str, Any]:
     """The baseline's row of metrics.json: its name and metrics.evaluate_scores of its test `scores` (multi-label:
     multilabel.evaluate_multilabel of its own decisions, score >= 0 on each topic)."""
-    from reuters_ray.data.overlap import on_unseen
-    from reuters_ray.scoring.metrics import evaluate_scores
-    from reuters_ray.scoring.multilabel import evaluate_multilabel, sigmoid
 
     def evaluate(rows) -> dict[str, Any]:
         y, s = ds.test_labels[rows], scores[rows]

@@ -6,7 +6,7 @@ never trained on it), never on the test split: `choose_weight` takes no test lab
 
 Multi-label data: the same blend of per-topic probabilities (sigmoids of the ensemble, Platt-scaled SVM scores), the
 weight chosen by the out-of-fold micro-F1 at the best global threshold (choose_weight_multilabel); the topics'
-thresholds are then chosen on the chosen blend (reuters_ray.phases.choose_decision).
+thresholds are then chosen on the chosen blend (reuters_ray.scoring.evaluate.choose_decision).
 """
 
 from __future__ import annotations
@@ -15,7 +15,9 @@ from typing import Any
 
 import numpy as np
 
+from reuters_ray.scoring.baseline import fit_cv
 from reuters_ray.scoring.metrics import classification_metrics, log_loss, softmax
+from reuters_ray.scoring.multilabel import binary_log_loss, multilabel_metrics, sigmoid
 
 GRID = np.round(np.linspace(0.0, 1.0, 101), 2)  # candidate weights of the ensemble, steps of 0.01
 
@@ -65,7 +67,6 @@ def choose_weight_multilabel(y: np.ndarray, p_ensemble: np.ndarray, p_linear: np
     inner values; ties: the lower binary log loss, then the smaller weight), with the out-of-fold figures of the
     blend and of the two models at their own best global thresholds. Steps of 0.05 keep it to a second or two on
     ModApte's 7,769 x 90 probabilities."""
-    from reuters_ray.scoring.multilabel import binary_log_loss, multilabel_metrics
 
     yb = y.astype(bool)
     pos = yb.sum()
@@ -91,8 +92,12 @@ def choose_weight_multilabel(y: np.ndarray, p_ensemble: np.ndarray, p_linear: np
     def figures(probs: np.ndarray) -> dict[str, float]:
         f1, t = best_micro(probs)
         m = multilabel_metrics(y, probs >= t)
-        return {"f1_micro": m["f1_micro"], "f1_macro": m["f1_macro"], "threshold": t,
-                "log_loss": binary_log_loss(y, probs)}  # fmt: skip
+        return {
+            "f1_micro": m["f1_micro"],
+            "f1_macro": m["f1_macro"],
+            "threshold": t,
+            "log_loss": binary_log_loss(y, probs),
+        }
 
     return {
         "weight": w,
@@ -108,7 +113,6 @@ def fit_blend(ds, folds, oof_logits: np.ndarray):
     """The linear model (fitted on the whole training split, calibrated out of fold) and the blend's weight chosen
     on out-of-fold predictions: the fold models' `oof_logits` and the linear model's own. Reads only the training
     split of `ds` (a TextDataset). Returns (LinearModel, choose_weight's dict with the linear model's temperature)."""
-    from reuters_ray.scoring.baseline import fit_cv
 
     linear, oof_scores = fit_cv(ds.train_texts, ds.train_labels, folds, ds.num_classes)
     return linear, blend_of_fitted(ds, linear, oof_scores, oof_logits)
@@ -117,8 +121,6 @@ def fit_blend(ds, folds, oof_logits: np.ndarray):
 def blend_of_fitted(ds, linear, oof_scores: np.ndarray, oof_logits: np.ndarray) -> dict:
     """fit_blend's weight for a linear model already fitted (baseline.fit_cv's model and out-of-fold scores)."""
     if ds.multi_label:
-        from reuters_ray.scoring.multilabel import sigmoid
-
         chosen = choose_weight_multilabel(ds.train_labels, sigmoid(oof_logits), linear.proba_of_scores(oof_scores))
         return {**chosen, "temperature": linear.temperature, "bias": linear.bias}
     chosen = choose_weight(ds.train_labels, softmax(oof_logits), linear.proba_of_scores(oof_scores))

@@ -13,7 +13,12 @@ import numpy as np
 
 from reuters_ray.config import RunConfig
 from reuters_ray.console import Console
+from reuters_ray.data.overlap import UNSEEN_KEYS, on_unseen
 from reuters_ray.errors import DataError
+from reuters_ray.scoring.baseline import NAME, baseline_metrics, fit_cv
+from reuters_ray.scoring.blend import blend_of_fitted, blend_probabilities
+from reuters_ray.scoring.metrics import evaluate_scores, softmax
+from reuters_ray.scoring.multilabel import choose_thresholds, evaluate_multilabel, sigmoid
 
 
 @dataclass
@@ -45,8 +50,6 @@ def out_of_fold_metrics(y, oof_logits, label_names, fold_table, decision=None) -
 
 def probabilities(logits: np.ndarray, multi_label: bool) -> np.ndarray:
     """[N, K] probabilities of logits: softmax over classes, or for multi-label data each topic's sigmoid."""
-    from reuters_ray.scoring.metrics import softmax
-    from reuters_ray.scoring.multilabel import sigmoid
 
     return sigmoid(logits) if multi_label else softmax(logits)
 
@@ -54,7 +57,6 @@ def probabilities(logits: np.ndarray, multi_label: bool) -> np.ndarray:
 def choose_decision(cv, y: np.ndarray, oof_probs: np.ndarray) -> dict[str, Any]:
     """Multi-label: the thresholds of a predictor chosen on its out-of-fold probabilities (multilabel.choose_thresholds
     with cv.threshold_min_positives and cv.at_least_one)."""
-    from reuters_ray.scoring.multilabel import choose_thresholds
 
     return choose_thresholds(y, oof_probs, cv.threshold_min_positives, cv.at_least_one)
 
@@ -62,8 +64,6 @@ def choose_decision(cv, y: np.ndarray, oof_probs: np.ndarray) -> dict[str, Any]:
 def evaluate(y, scores, label_names, decision=None) -> dict[str, Any]:
     """metrics.evaluate_scores of [N, K] scores, or for multi-label data (`decision` given) multilabel's
     evaluate_multilabel of [N, K] probabilities at the decision's thresholds."""
-    from reuters_ray.scoring.metrics import evaluate_scores
-    from reuters_ray.scoring.multilabel import evaluate_multilabel
 
     if decision is None:
         return evaluate_scores(y, scores, label_names)
@@ -91,7 +91,6 @@ def fit_linear(ds, folds) -> tuple[Any, np.ndarray, float]:
     """The linear model fitted on each fold's training rows and on the whole training split (baseline.fit_cv),
     and its seconds. CPU work on the driver: run_cv runs it in a thread while the folds train. Raises DataError
     when it cannot be fitted, saying that the folds are kept."""
-    from reuters_ray.scoring.baseline import fit_cv
 
     t = time.perf_counter()
     try:
@@ -108,9 +107,6 @@ def blend_phase(cfg: RunConfig, ds, fitted, oof_logits, ensemble, ensemble_probs
     """The run's test figures. With the linear model (`fitted`: fit_linear's result, or None when neither the blend
     nor the baseline is asked for), the baseline's test figures (cv.baseline) and, with cv.blend, the blend of its
     probabilities with the ensemble's by the weight the out-of-fold predictions chose."""
-    from reuters_ray.scoring.baseline import NAME, baseline_metrics
-    from reuters_ray.scoring.blend import blend_of_fitted, blend_probabilities
-    from reuters_ray.scoring.metrics import evaluate_scores
 
     if fitted is None:
         return Scored(dict(ensemble), ensemble_probs)
@@ -164,7 +160,6 @@ UNSEEN_NAMES = {
 def unseen_record(ds, probs: np.ndarray, decision: dict | None) -> dict[str, Any]:
     """metrics.json's "test_unseen": the predictor's figures (probs [n_test, K]; decision: a multi-label predictor's
     thresholds) on the test texts that are not training texts (data.overlap.on_unseen), when some are."""
-    from reuters_ray.data.overlap import on_unseen
 
     u = on_unseen(ds, lambda rows: evaluate(ds.test_labels[rows], probs[rows], ds.label_names, decision))
     return {"test_unseen": u} if u else {}
@@ -175,7 +170,6 @@ def unseen_line(m: dict[str, Any]) -> str:
     u = m.get("test_unseen")
     if not u:
         return ""
-    from reuters_ray.data.overlap import UNSEEN_KEYS
 
     multi = m.get("task") == "multi"
     names = {**UNSEEN_NAMES, "f1_macro": "macro-F1"} if multi else UNSEEN_NAMES  # the multi-label lines' spelling

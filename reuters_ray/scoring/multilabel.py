@@ -171,7 +171,7 @@ def evaluate_multilabel(
         "labels_per_text": {
             "true": float(y.sum(axis=1).mean()) if len(y) else 0.0,
             "predicted": float(pred.sum(axis=1).mean()) if len(y) else 0.0,
-        },  # fmt: skip
+        },
     }
 
 
