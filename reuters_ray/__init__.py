@@ -4,6 +4,8 @@ The public face (what `__all__` names); everything else is the rooms' own busine
 
     configs     RunConfig (one typed config: data, model, train, cv, distill), DataConfig, load_config
     data        load_dataset(DataConfig) -> TextDataset (train and test texts, labels, ids, provenance)
+    the door    TextClassifier(config, **overrides).fit(DataFrame) -> predict, predict_proba, evaluate,
+                leaderboard, distill; TextClassifier.load(run folder | bucket run | export)
     recipes     run_cv (k-fold cross-validation, the ensemble, the blend, the report), run_search (a search on Ray
                 Tune, every trial a k-fold run), run_distill (a student of a finished run)
     predictor   Ensemble.load(run_dir) -> predict(texts): what `reuters-ray predict` answers
@@ -26,6 +28,7 @@ from reuters_ray.errors import CheckpointError, ConfigError, DataError, ReutersR
 
 if TYPE_CHECKING:  # loaded on first use (below): they import torch and transformers
     from reuters_ray.predictor.ensemble import Ensemble
+    from reuters_ray.recipes.classifier import TextClassifier
     from reuters_ray.recipes.cv import run_cv
     from reuters_ray.recipes.distill import run_distill
     from reuters_ray.recipes.search import run_search
@@ -39,6 +42,7 @@ __all__ = [
     "Ensemble",
     "ReutersRayError",
     "RunConfig",
+    "TextClassifier",
     "TextDataset",
     "__version__",
     "load_config",
@@ -50,6 +54,7 @@ __all__ = [
 
 _LAZY = {
     "Ensemble": "reuters_ray.predictor.ensemble",
+    "TextClassifier": "reuters_ray.recipes.classifier",
     "run_cv": "reuters_ray.recipes.cv",
     "run_distill": "reuters_ray.recipes.distill",
     "run_search": "reuters_ray.recipes.search",

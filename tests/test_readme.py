@@ -4,6 +4,7 @@ walk-through's run) run as written. The cv runs themselves are exercised by test
 stays a front door (at most 12 KB, its first run and result within its first 3 KB), and no sample output shows a
 path of the machine it ran on."""
 
+import json
 import re
 import shlex
 import subprocess
@@ -163,3 +164,36 @@ PYTHON_IMPORTS = sorted(
 def test_the_pages_python_imports_work(line):
     """Every `from reuters_ray... import ...` line of a page's Python blocks names what the package holds."""
     exec(line.split("#")[0], {})
+
+
+NOTEBOOK_CELL = next(
+    block
+    for block in fenced_blocks((REPO / "README.md").read_text(encoding="utf-8"), "python")
+    if "TextClassifier" in block and ".fit(" in block
+)
+
+
+@pytest.mark.runs
+def test_the_readme_notebook_cell_runs_and_answers_as_predict(ray_head, tiny_yaml, tmp_path):
+    """The README's cell as written (the tiny config for quick-cpu, this machine's data folder), in a process of its
+    own in an empty folder: it fits on a DataFrame (no file written by the user), prints a leaderboard of at least
+    three rows, and its labels of the two texts are what `reuters-ray predict --run <its run folder>` prints."""
+    cell = NOTEBOOK_CELL.replace('"quick-cpu"', repr(str(tiny_yaml))).replace(
+        "../shared/data/reuters21578", str(REUTERS_DIR)
+    )
+    texts = re.search(r"clf\.predict\((\[.*?\])\)", cell)[1]
+    cell += (
+        f"import json\nprint('ROWS', len(clf.leaderboard()))\nprint('LABELS', json.dumps(list(clf.predict({texts}))))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", cell], cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr[-3000:]
+    lines = out.stdout.splitlines()
+    assert int(next(line for line in lines if line.startswith("ROWS ")).split()[1]) >= 3
+    labels = json.loads(next(line for line in lines if line.startswith("LABELS "))[7:])
+    run = tmp_path / "runs" / "quick-frame"
+    assert (run / "metrics.json").is_file() and sorted(p.name for p in tmp_path.iterdir()) == ["runs"]
+    cli = subprocess.run(
+        [str(BIN / "reuters-ray"), "predict", "--run", str(run), *json.loads(texts)],
+        capture_output=True, text=True, timeout=300, check=True,
+    )  # fmt: skip
+    assert [line.split("\t")[0] for line in cli.stdout.splitlines()] == labels

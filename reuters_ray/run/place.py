@@ -145,20 +145,22 @@ def check_resumable(
     if previous is None:
         return False
     old, new = result_config(yaml.safe_load(previous)), result_config(cfg.to_dict())
-    if old != new:
-        diff = [f"{s}.{k}" for s in new for k in new[s] if old.get(s, {}).get(k) != new[s][k]]
+    kept = read_text(fs, f"{run_path}/{DATA_FILE}")  # absent in runs made before it existed: those resume as before
+    kept_data = json.loads(kept) if kept is not None else None
+    diff = [f"{s}.{k}" for s in new for k in new[s] if old.get(s, {}).get(k) != new[s][k]]
+    other_data = data is not None and kept_data is not None and kept_data["sha256"] != data["sha256"]
+    if old != new and not (other_data and set(diff) <= {"data.path", "data.test_path"}):  # else: other data, below
         raise ConfigError(
             f"run {name!r} in {cfg.cv.storage_path} was made with another config (differs in {', '.join(diff)}); "
             f"use the same config to resume it, or another cv.name"
         )
-    kept = read_text(fs, f"{run_path}/{DATA_FILE}")  # absent in runs made before it existed: those resume as before
-    if data is not None and kept is not None and json.loads(kept)["sha256"] != data["sha256"]:
+    if other_data:  # the same file changed, or another file (a TextClassifier's other DataFrame) in its place
 
         def said(d: dict[str, Any]) -> str:
             return f"{d['train']} train / {d['test']} test texts, {d['classes']} classes, sha256 {d['sha256'][:12]}"
 
         raise ConfigError(
-            f"run {name!r} in {cfg.cv.storage_path} was made with other data ({said(json.loads(kept))}; now "
+            f"run {name!r} in {cfg.cv.storage_path} was made with other data ({said(kept_data)}; now "
             f"{said(data)}); use the same data to resume it, or another cv.name"
         )
     return True
