@@ -140,9 +140,42 @@ def test_a_frame_of_label_lists_is_a_multi_label_table(tmp_path, monkeypatch):
     assert ds.train_labels.shape[1] == 2 and ds.train_labels.sum() + ds.test_labels.sum() == 80
 
 
+def test_what_the_table_source_refuses_in_a_frame_names_the_frame(frames, config, tmp_path):
+    clf = TextClassifier(config_of(config), log_format="quiet", cv={"storage_path": str(tmp_path / "runs")})
+    test = frames[1].head(40).assign(topic="a-topic-never-trained")
+    with pytest.raises(DataError, match=r"^the test DataFrame: test labels never seen in training: 'a-topic-never"):
+        clf.fit(frames[0], text="body", label="topic", test=test)
+    assert not (tmp_path / "runs").exists()
+
+
 def test_a_preset_a_file_and_overrides_give_the_same_config():
     a = TextClassifier("quick-cpu", train={"max_epochs": 2}, log_format="quiet").config
     b = TextClassifier(REPO / "configs" / "quick-cpu.yaml", train={"max_epochs": "2"}, log_format="quiet").config
     assert a == b and a.train.max_epochs == 2 and a.model.name == "minilm-offline"
     with pytest.raises(ConfigError, match="unknown key"):
         TextClassifier("quick-cpu", train={"max_epoch": 2})
+
+
+@pytest.mark.runs
+def test_a_frame_of_label_lists_fits_a_multi_label_run(ray_head, reuters_dir, config, tmp_path, capsys):
+    """ModApte's topics as lists in a DataFrame: the run is multi-label, its leaderboard micro-F1, its answers label
+    sets, as `reuters-ray predict` prints them."""
+    ds = load_dataset(DataConfig(path=str(reuters_dir), split="modapte", task="multi"))
+
+    common = ds.train_labels.sum(axis=0) >= 50  # the frequent topics: a split needs 2 of each, the config 50
+
+    def frame(texts, labels):
+        topics = [[ds.label_names[j] for j in np.flatnonzero(r & common)] for r in labels]
+        return pd.DataFrame({"text": texts, "topics": topics})
+
+    clf = TextClassifier(config_of(config), log_format="quiet", cv={"storage_path": str(tmp_path), "name": "multi"})
+    clf.fit(frame(ds.train_texts, ds.train_labels), label="topics")  # ModApte's test topics include unseen ones
+    assert clf.config.data.task == "multi" and clf.metrics["task"] == "multi"
+    board = clf.leaderboard()
+    assert "test_f1_micro" in board.columns and board.loc[0, "test_f1_micro"] == clf.metrics["f1_micro"]
+    labels = clf.predict(TEXTS)
+    assert all(isinstance(v, list) for v in labels)
+    capsys.readouterr()
+    assert main(["predict", "--run", str(tmp_path / "multi"), *TEXTS]) == 0
+    cli = [line.split("\t")[0] for line in capsys.readouterr().out.splitlines()]
+    assert ["|".join(v) or "(none)" for v in labels] == cli

@@ -78,7 +78,14 @@ class TextClassifier:
         data = {"source": "table", "path": paths[0], "test_path": paths[1], "text_column": text}
         data |= {"label_column": label, **({"task": "multi"} if multi else {})}
         cfg = dataclasses.replace(self.config, data=dataclasses.replace(self.config.data, **data))
-        metrics = run_cv(cfg, self.console)
+        try:
+            metrics = run_cv(cfg, self.console)
+        except DataError as e:  # the table source names its file: a frame's is the cache's, not the user's
+            text = str(e)
+            for path, role, given in zip(paths, ("train", "test"), (train, test)):
+                if isinstance(given, pd.DataFrame):
+                    text = text.replace(path, f"the {role} DataFrame")
+            raise DataError(text) from None
         self.config, self.text = cfg, text
         return self._loaded(uri_join(cfg.cv.storage_path, metrics["run"]), metrics)
 
