@@ -263,16 +263,43 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     from reuters_ray.predictor.ensemble import Ensemble
 
     for flag, value in (("--top-k", args.top_k), ("--batch-size", args.batch_size)):
-        if value < 1:
+        if value is not None and value < 1:
             raise ConfigError(f"{flag} must be >= 1, got {value}")
-    texts = _read_texts(args)
+    table_flags = {"--out": args.out, "--text-column": args.text_column, "--engine": args.engine}
+    if args.table is None and (given := [f for f, v in table_flags.items() if v is not None]):
+        raise ConfigError(f"{given[0]} is for --table IN: give the table to label")
+    if args.table is not None:
+        if args.texts or args.file:
+            raise ConfigError("give --table or texts (arguments, --file or -), not both")
+        if args.out is None:
+            raise ConfigError("--table needs --out OUT: where the labelled table goes (a new file or folder)")
+        if args.json:
+            raise ConfigError("--json is for texts; a table's answers are columns of --out")
+    texts = _read_texts(args) if args.table is None else []
     if args.device is not None:
         if args.backend != "torch":
             raise ConfigError(f"--device is for --backend torch; the {args.backend} export runs on onnxruntime's CPU")
-        check_device(args.device)
+        if args.engine != "ray-data":
+            check_device(args.device)
+        elif args.device != "cpu" and not args.device.startswith("cuda"):  # the cluster's devices, not this machine's
+            raise ConfigError(f"--device {args.device!r}: with --engine ray-data, cpu or cuda (the cluster's GPUs)")
     hf_logging.disable_progress_bar()  # one "Loading weights" bar per fold model is noise here
+    if args.table is not None:  # the local engine, or Ray Data's (reuters_ray.predictor.batch)
+        where = dict(run=args.run, table=args.table, out=args.out, text_column=args.text_column or "text")
+        how = dict(top_k=args.top_k, batch_size=args.batch_size, backend=args.backend, device=args.device)
+        if args.engine == "ray-data":
+            from reuters_ray.predictor.batch import predict_dataset
+
+            with contextlib.redirect_stdout(sys.stderr):  # Ray's notices; stdout holds the result line alone
+                line = predict_dataset(**where, **how)
+        else:
+            from reuters_ray.predictor.tables import predict_table
+
+            line = predict_table(**where, **how)
+        print(line)
+        return 0
     ens = Ensemble.load(args.run, backend=args.backend, device=args.device)
-    k = min(args.top_k, len(ens.label_names))
+    k = min(args.top_k or 3, len(ens.label_names))
     for start in range(0, len(texts), args.batch_size):
         batch = texts[start : start + args.batch_size]
         for text, answer in zip(batch, ens.answers(batch, k)):
@@ -522,8 +549,35 @@ def _add_predict(sub) -> None:
     predict.add_argument("texts", nargs="*", metavar="TEXT", help="texts to label; - reads them from standard input")
     predict.add_argument("--run", required=True, metavar="RUN_DIR", help="a finished run folder (with models/fold_*)")
     predict.add_argument("--file", metavar="F", help="a UTF-8 text file, one text per line")
-    predict.add_argument("--top-k", type=int, default=3, metavar="K", help="probabilities shown per text (default: 3)")
+    predict.add_argument(
+        "--top-k",
+        type=int,
+        metavar="K",
+        help="probabilities shown per text (default: 3); with --table, columns top_1_label, top_1_p, ... top_K_p "
+        "instead of one p_<label> column per class",
+    )
     predict.add_argument("--batch-size", type=int, default=64, metavar="N", help="texts scored at once (default: 64)")
+    tables = predict.add_argument_group("tables in, tables out")
+    tables.add_argument(
+        "--table",
+        metavar="IN",
+        help="label the texts of a table: .csv, .tsv, .parquet or .jsonl, a local path or a URI (s3://...); every row "
+        "and column is kept and the answers added (label or labels, p_<label> ...)",
+    )
+    tables.add_argument("--text-column", metavar="C", help="the table's text column (default: text)")
+    tables.add_argument(
+        "--out",
+        metavar="OUT",
+        help="where the labelled table goes: a new file of any of the formats (--engine local), or a new folder of "
+        "Parquet files (--engine ray-data); never overwritten",
+    )
+    tables.add_argument(
+        "--engine",
+        choices=("local", "ray-data"),
+        help="local: the table in memory, scored here (up to a few hundred thousand rows); ray-data: read, scored "
+        "by a pool of actors and written by Ray Data on the Ray cluster in RAY_ADDRESS, else a local Ray "
+        "(default: local)",
+    )
     predict.add_argument("--device", metavar="D", help="cpu, cuda, cuda:1 (default: cuda when there is one)")
     predict.add_argument("--json", action="store_true", help="one JSON object per text: label and top-k probabilities")
     predict.add_argument(

@@ -10,7 +10,8 @@ In file order (the last test loses the second node):
 2. two folds of two workers each on room for two workers: each fold's workers on both nodes, the folds queued, a
    killed worker restarts its fold's workers from their checkpoint (issue 32);
 3. a search of two trials at once, a node each, in the bucket (issue 29);
-4. the faults, in one `ray job submit` job: a fold's worker SIGKILLed, the second node lost (its raylet SIGKILLed)
+4. a table in the bucket labelled by `predict --engine ray-data`, an actor on each node (issue 43);
+5. the faults, in one `ray job submit` job: a fold's worker SIGKILLed, the second node lost (its raylet SIGKILLed)
    while the other fold trains there, a hung worker, the job stopped once one fold has finished; submitted again it
    resumes from the bucket and ends with the reference's metrics."""
 
@@ -39,6 +40,7 @@ from conftest import (
     registered,
     same_model_metrics,
     settle,
+    state_list,
     tiny_config,
 )
 
@@ -263,6 +265,59 @@ def test_a_search_in_the_bucket_runs_trials_on_both_nodes_and_predict_follows_be
                             timeout=RUN_TIMEOUT, env=env)  # fmt: skip
     assert report.returncode == 0, report.stderr[-3000:]
     assert report.stdout.splitlines()[-1] == cluster.uri(f"bkt/searches/search/{best}/report.md")
+
+
+def test_a_table_in_the_bucket_is_labelled_by_ray_data_on_both_nodes_as_the_local_engine_labels_it(
+    cluster, reference, tmp_path
+):
+    """Issue 43: the reference run's test wires as a Parquet table in the bucket, rows shuffled; `predict --engine
+    ray-data` as a driver on the cluster (RAY_ADDRESS) reads it with Ray Data, scores it with a pool of two actors
+    (one per CPU: one on each node) and writes Parquet files into a folder of the bucket. Its rows, ids, order and
+    labels are the local engine's on a local copy of the table and run; Ray's task events show each node's actor
+    scoring batches. (Before the faults test, which loses the second node.)"""
+    import pandas as pd
+    import pyarrow.parquet as pq
+
+    from reuters_ray.cli import main
+    from reuters_ray.config import RunConfig, from_dict
+    from reuters_ray.data.preprocess import prepare
+
+    config, _, copy = reference
+    ds = prepare(from_dict(RunConfig, yaml.safe_load(config.read_text())).data)
+    frame = pd.DataFrame({"id": ds.test_ids, "text": ds.test_texts}).sample(frac=1, random_state=5)
+    frame.to_parquet(tmp_path / "wires.parquet", index=False)
+    with cluster.fs.open_output_stream("bkt/tables/wires.parquet") as f:
+        f.write((tmp_path / "wires.parquet").read_bytes())
+    env = {**os.environ, "REUTERS_RAY_CACHE": str(tmp_path / "cache")}  # the driver's, and so its actors'
+    cmd = [str(BIN / "reuters-ray"), "predict", "--run", cluster.uri("bkt/runs/reference"), "--engine", "ray-data",
+           "--table", cluster.uri("bkt/tables/wires.parquet"), "--out", cluster.uri("bkt/tables/labelled"),
+           "--batch-size", "16"]  # fmt: skip
+    (tmp_path / "cwd").mkdir()
+    out = subprocess.run(cmd, cwd=tmp_path / "cwd", capture_output=True, text=True, timeout=RUN_TIMEOUT, env=env)
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    assert list((tmp_path / "cwd").iterdir()) == []  # nothing written where the driver ran
+    parts = files(cluster.fs, "bkt/tables/labelled")
+    assert parts == [f"part-{n:05d}.parquet" for n in range(len(parts))] and len(parts) >= 2, parts
+    assert out.stdout.splitlines() == [
+        f"wrote {len(frame)} rows to {cluster.uri('bkt/tables/labelled')} ({len(parts)} Parquet files, 2 actors)"
+    ]
+    got = pd.concat(
+        [pq.read_table(f"bkt/tables/labelled/{p}", filesystem=cluster.fs).to_pandas() for p in parts],
+        ignore_index=True,
+    )
+    assert main(["predict", "--run", str(copy), "--table", str(tmp_path / "wires.parquet"), "--out",
+                 str(tmp_path / "local.parquet")]) == 0  # fmt: skip
+    want = pd.read_parquet(tmp_path / "local.parquet")
+    assert list(got.columns) == list(want.columns) == ["id", "text", "label", *[c for c in want if c.startswith("p_")]]
+    assert got["id"].tolist() == want["id"].tolist() == frame["id"].tolist()
+    assert got["label"].tolist() == want["label"].tolist()
+    # each node's actor scored batches: Ray's task events (the state API), the map_batches actors' tasks
+    deadline, scored_on = time.monotonic() + 60, set()
+    while scored_on != {cluster.head, cluster.second} and time.monotonic() < deadline:
+        tasks = state_list(cluster.dashboard, "tasks", type="ACTOR_TASK", state="FINISHED")
+        scored_on = {t["node_id"] for t in tasks if "TableScorer" in t["name"]}
+        time.sleep(1)
+    assert scored_on == {cluster.head, cluster.second}
 
 
 def raylet_of(marker):

@@ -112,7 +112,10 @@ def test_ray_train_tune_and_serve_each_behind_one_module():
     assert ray_users("ray.train") == {"recipes/cluster.py"}
     assert ray_users("ray.tune") == {"recipes/search.py"}
     assert ray_users("ray.serve") == {"predictor/serve.py"}
-    assert ray_users("ray") == {"recipes/cluster.py", "recipes/search.py", "predictor/serve.py"}
+    # Ray Data's batch inference (predict --engine ray-data) is predictor/batch.py's; cluster.py imports one Ray Data
+    # internal, the autoscaling coordinator that Ray Train's controllers share (_create_train_shared_actors)
+    assert ray_users("ray.data") == {"predictor/batch.py", "recipes/cluster.py"}
+    assert ray_users("ray") == {"recipes/cluster.py", "recipes/search.py", "predictor/serve.py", "predictor/batch.py"}
 
 
 def test_no_module_imports_ray_before_it_runs():

@@ -150,6 +150,25 @@ def test_predict_python_export_and_the_service_answer_label_sets(multi_run, tmp_
         proc.wait(timeout=60)
 
 
+def test_predict_table_adds_label_sets(multi_run, tmp_path):
+    """`predict --table` on the multi-label run (issue 43): a `labels` column of label-name lists, null for the blank
+    text, as Ensemble.predict answers; in CSV each set joined as `predict` prints it."""
+    from reuters_ray.cli import main
+    from reuters_ray.predictor.ensemble import Ensemble
+
+    run, _ = multi_run
+    sets = Ensemble.from_run(run, device="cpu").predict(TEXTS)
+    pd.DataFrame({"id": [3, 1, 2], "text": TEXTS}).to_parquet(tmp_path / "wires.parquet", index=False)
+    for out in ("labelled.parquet", "labelled.csv"):
+        assert main(["predict", "--run", str(run), "--table", str(tmp_path / "wires.parquet"), "--out",
+                     str(tmp_path / out), "--top-k", "2"]) == 0  # fmt: skip
+    got = pd.read_parquet(tmp_path / "labelled.parquet")
+    assert list(got.columns) == ["id", "text", "labels", "top_1_label", "top_1_p", "top_2_label", "top_2_p"]
+    assert got["id"].tolist() == [3, 1, 2] and [None if v is None else list(v) for v in got["labels"]] == sets
+    joined = pd.read_csv(tmp_path / "labelled.csv", keep_default_na=False)["labels"].tolist()
+    assert joined == ["|".join(s) if s else "" for s in sets]
+
+
 def test_an_export_used_without_reuters_ray_answers_label_sets_as_predict(multi_run, tmp_path, capsys):
     """The issue's case: the multi-label export used as an onnxruntime user would, outside reuters-ray, from its folder
     alone (its README's recipe, manifest.json): label sets and probabilities are `reuters-ray predict --json`'s, the
