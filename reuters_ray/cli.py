@@ -74,7 +74,9 @@ def _cmd_data_summary(args: argparse.Namespace) -> int:
     return 0
 
 
-def _add_run_flags(p: argparse.ArgumentParser, sections: tuple[str, ...] = ("data", "model", "train", "cv")) -> None:
+def _add_run_flags(
+    p: argparse.ArgumentParser, sections: tuple[str, ...] = ("data", "model", "train", "cv", "track")
+) -> None:
     """--config plus one --section.key flag per field of RunConfig (YAML keys, same names)."""
     from reuters_ray.config import RunConfig
 
@@ -524,7 +526,7 @@ def _add_distill(sub) -> None:
         help="the student run's name in cv.storage_path (default: derived; cv.storage_path "
         "defaults to the folder holding the teacher)",
     )
-    _add_run_flags(distill, sections=("data", "model", "train", "cv", "distill"))
+    _add_run_flags(distill, sections=("data", "model", "train", "cv", "distill", "track"))
     _add_output_flags(distill)
     distill.set_defaults(func=_cmd_distill)
 

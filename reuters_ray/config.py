@@ -347,6 +347,36 @@ class DistillConfig:
         )
 
 
+@dataclass
+class TrackConfig:
+    """Experiment tracking (reuters_ray.track): what the driver logs to MLflow. Live metrics in Ray's dashboard need
+    no setting (every run publishes them)."""
+
+    # Log the run to MLflow (the `track` extra: pip install 'reuters-ray[track]'): one MLflow run per reuters-ray run,
+    # a nested run per fold with every epoch's figures, the test figures, the report and the predictor as an MLflow
+    # model. A resumed run continues its MLflow run (its id is kept in the run folder's tracking.json).
+    mlflow: bool = False
+    # MLflow's tracking URI. Unset: MLFLOW_TRACKING_URI, else MLflow's own default (MLflow 3: sqlite:///mlflow.db in
+    # the current folder, which `mlflow ui` started in the same folder shows).
+    uri: str | None = None
+    experiment: str = "reuters-ray"  # the MLflow experiment the runs go to (made when missing)
+    # Also register the predictor's MLflow model under this name in MLflow's model registry. Unset: logged only.
+    register: str | None = None
+    # Log the predictor as an MLflow model (a pyfunc: a copy of the fold models, tokenizer and linear model).
+    log_model: bool = True
+
+    def __post_init__(self) -> None:
+        _check(
+            self,
+            "track",
+            [
+                (bool(self.experiment.strip()), "experiment", "a name"),
+                (self.register is None or bool(self.register.strip()), "register", "a name or unset"),
+                (self.mlflow or self.register is None, "register", "unset unless track.mlflow is true"),
+            ],
+        )
+
+
 def forward_passes(tc: TrainConfig) -> tuple[int, int]:
     """(examples per forward pass over all of a fold's workers, forward passes per optimizer step) in profile
     tc.profile: the same batch_size x grad_accum examples per step either way."""
@@ -385,6 +415,7 @@ class RunConfig:
     train: TrainConfig = dataclasses.field(default_factory=TrainConfig)
     cv: CVConfig = dataclasses.field(default_factory=CVConfig)
     distill: DistillConfig = dataclasses.field(default_factory=DistillConfig)
+    track: TrackConfig = dataclasses.field(default_factory=TrackConfig)
 
     def __post_init__(self) -> None:
         check_workers(self.train, self.cv.workers_per_fold)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import sys
 import time
+from collections.abc import Callable
 from typing import Any, TextIO
 
 from reuters_ray import rows as R
@@ -60,6 +61,9 @@ class Console:
         self.mode, self.stream = mode, stream or sys.stdout
         self.folds: dict[int, dict[str, Any]] = {}  # fold -> its latest epoch row
         self.expected: set[int] = set()  # the folds this run trains (runner); those without a row yet are waiting
+        # Called with every epoch row before it is shown (experiment tracking, live metrics): one that raises is
+        # dropped with one warning, and the run goes on.
+        self.listeners: list[Callable[[dict[str, Any]], None]] = []
         self._header_shown = False
 
     def _emit(self, event: str, text: str | None, fields: dict[str, Any]) -> None:
@@ -75,8 +79,24 @@ class Console:
     def info(self, text: str, **fields: Any) -> None:
         self._emit("info", text, {"message": text, **fields})
 
+    def warning(self, text: str, **fields: Any) -> None:
+        """One line on stderr in every mode ("reuters-ray: warning: ..."), and a "warning" event in JSON mode."""
+        print(f"reuters-ray: warning: {text}", file=sys.stderr, flush=True)
+        if self.mode == "json":
+            self._emit("warning", None, {"message": text, **fields})
+
+    def tell_listeners(self, row: dict[str, Any]) -> None:
+        for listen in list(self.listeners):
+            try:
+                listen(row)
+            except Exception as e:  # noqa: BLE001 (watching a run never ends it)
+                self.listeners.remove(listen)
+                self.warning(f"{getattr(listen, '__qualname__', listen)} stopped: {type(e).__name__}: {e}")
+
     def epoch(self, row: dict[str, Any]) -> None:
-        """One fold's epoch row (reuters_ray.rows) and, in text mode, the progress of all folds."""
+        """One fold's epoch row (reuters_ray.rows), told to the listeners, and, in text mode, the progress of all
+        folds."""
+        self.tell_listeners(row)
         last = self.folds.get(row[R.FOLD])
         if last is not None and row.get(R.RESTARTS, 0) > last.get(R.RESTARTS, 0):
             self._emit(

@@ -17,7 +17,7 @@ MODULES = sorted(PACKAGE.rglob("*.py"))
 # The rooms, lowest first; a module may import its own room and the ones below it, never one above. run and
 # predictor stand side by side (neither imports the other); the ground modules import only each other.
 GROUND = {"config", "errors", "console", "rows", "storage", "stopping"}
-RANKS = {"ground": 0, "data": 1, "scoring": 2, "fold": 3, "run": 4, "predictor": 4, "recipes": 5, "cli": 6}
+RANKS = {"ground": 0, "data": 1, "scoring": 2, "fold": 3, "run": 4, "predictor": 4, "track": 5, "recipes": 6, "cli": 7}
 
 
 def module_name(path: Path) -> str:
@@ -115,7 +115,15 @@ def test_ray_train_tune_and_serve_each_behind_one_module():
     # Ray Data's batch inference (predict --engine ray-data) is predictor/batch.py's; cluster.py imports one Ray Data
     # internal, the autoscaling coordinator that Ray Train's controllers share (_create_train_shared_actors)
     assert ray_users("ray.data") == {"predictor/batch.py", "recipes/cluster.py"}
-    assert ray_users("ray") == {"recipes/cluster.py", "recipes/search.py", "predictor/serve.py", "predictor/batch.py"}
+    # Ray's application metrics (ray.util.metrics), the dashboard's live view of the folds, are track/live.py's
+    assert ray_users("ray.util.metrics") == {"track/live.py"}
+    assert ray_users("ray") == {
+        "recipes/cluster.py",
+        "recipes/search.py",
+        "predictor/serve.py",
+        "predictor/batch.py",
+        "track/live.py",
+    }
 
 
 def test_no_module_imports_ray_before_it_runs():

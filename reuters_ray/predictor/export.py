@@ -33,9 +33,12 @@ import shutil
 import tempfile
 from pathlib import Path
 
+import yaml
+
 from reuters_ray.data.preprocess import TOKEN_ARTIFACTS, WHITESPACE
 from reuters_ray.data.text import SURROGATE
 from reuters_ray.errors import DataError
+from reuters_ray.fold.card import CardFigure, card_metadata
 from reuters_ray.scoring.baseline import FORMAT as LINEAR_FORMAT
 from reuters_ray.scoring.baseline import NGRAMS, VOCABULARY_FILE, WEIGHTS_FILE
 from reuters_ray.storage import cache_root, finished_run, sha256_file
@@ -187,7 +190,7 @@ def export_predictor(predictor, out_dir: str | Path, int8: bool = False) -> Path
             **how,
         }
         (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
-        (tmp / README).write_text(readme(manifest), encoding="utf-8")
+        (tmp / README).write_text(export_card(run, manifest) + readme(manifest), encoding="utf-8")
         if out.exists():
             out.rmdir()  # empty, checked above
         tmp.chmod(0o755)  # mkdtemp made it private
@@ -196,6 +199,19 @@ def export_predictor(predictor, out_dir: str | Path, int8: bool = False) -> Path
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return out
+
+
+def export_card(run: Path, manifest: dict) -> str:
+    """The export README's model-card metadata (reuters_ray.fold.card): the predictor's test figures in its
+    model-index, the base model and data set from the run's config.yaml."""
+    config = yaml.safe_load((run / "config.yaml").read_text())
+    fingerprint = json.loads(p.read_text()) if (p := run / "data_fingerprint.json").is_file() else {}
+    return card_metadata(
+        title=f"{manifest['run']} export ({manifest['predictor']})",
+        base_model=config["model"]["name"],
+        data={**config["data"], **fingerprint},
+        results=[CardFigure(k, v) for k, v in manifest["test_metrics"].items()],
+    )
 
 
 def how_to_predict(predictor, metrics: dict, graphs: list[str]) -> dict:

@@ -44,6 +44,7 @@ from reuters_ray.run.place import finished_folds, fold_names, mark_finished, wri
 from reuters_ray.run.resources import ENSEMBLE_GPU, ensemble_fits_early, place_folds
 from reuters_ray.stopping import in_thread
 from reuters_ray.storage import LOCAL, copy_dir, storage_location
+from reuters_ray.track.live import LiveMetrics
 
 
 @dataclass(frozen=True)
@@ -572,6 +573,9 @@ def fit_folds(run: Run, train_ref, control=None, started=None):
     if control is not None:
         progress.allow.remote(0)  # gated: each fold waits after its first epoch for the trial's next round
     console.expected = {k for k in range(len(names)) if k not in folders}
+    # the dashboard's live metrics: a search's trial is tagged trial=trial_<i>, run=<search> (its storage folder)
+    search = cfg.cv.storage_path.rstrip("/").rsplit("/", 1)[-1] if control is not None else ""
+    console.listeners.append(live := LiveMetrics(search or place.name, place.name if control is not None else ""))
     all_at_once = not console.expected or _create_train_shared_actors()
     futures = {}
     try:
@@ -597,6 +601,7 @@ def fit_folds(run: Run, train_ref, control=None, started=None):
     if ended:  # the folds' last gate calls ("stop") were just answered: let the actor record their end first
         time.sleep(GATE_RECORD_S)
     progress.__ray_terminate__.remote()  # gracefully, after any call still queued (a kill would fail it)
+    console.listeners.remove(live)
     if errors:
         k, first = min(errors.items())
         raise RuntimeError(

@@ -25,6 +25,7 @@ from reuters_ray.run.outputs import run_metrics, say_done, write_outputs
 from reuters_ray.run.place import Stopwatch
 from reuters_ray.scoring.evaluate import blend_phase, fit_linear, probabilities, score_ensemble
 from reuters_ray.stopping import in_thread
+from reuters_ray.track.mlflow_run import ARTIFACTS, Tracker, check_tracking, model_logger, run_figures, tracked
 
 
 def run_cv(cfg: RunConfig, console: Console | None = None, control=None) -> dict[str, Any] | None:
@@ -43,17 +44,25 @@ def run_cv(cfg: RunConfig, console: Console | None = None, control=None) -> dict
 
 def _run_cv(cfg: RunConfig, console: Console, control=None) -> dict[str, Any] | None:
     timing = Stopwatch()
+    check_tracking(cfg.track)  # MLflow asked for and not installed: said before anything is written
     # nothing is written before the input passed: a bad run leaves nothing behind (and starts no Ray)
     prep = check_input(cfg, tokenize_now=False)
     place, resuming = open_run(cfg, prep)
     run = Run(cfg, place, prep, console, resuming, timing)
+    with tracked(run, "cv") as tracker:
+        return _train_and_score(run, tracker, control)
+
+
+def _train_and_score(run: Run, tracker: Tracker, control) -> dict[str, Any] | None:
+    cfg, place, prep, console, timing = run.cfg, run.place, run.prep, run.console, run.timing
     announce_run(console, place, prep)  # what the checks found, before Ray starts
     data_done = start_ray_during(lambda: tokenize_input(prep, cfg.data.max_length))
     timing.lap_at("data_s", data_done)  # checks, loading, preprocessing, tokenization (Ray starting meanwhile)
     announce_data(console, prep, cfg)
     connect(run)
     timing.lap("ray_start_s")  # what Ray's start took beyond the data, and placing the folds
-    if resuming:
+    tracker.tag({"reuters_ray.ray_job_id": cluster_record()["job_id"]})
+    if run.resuming:
         console.info(
             f"run {place.name}: resuming (finished folds are kept, unfinished ones continue from their last checkpoint)",
             resuming=True,
@@ -80,6 +89,7 @@ def _run_cv(cfg: RunConfig, console: Console, control=None) -> dict[str, Any] | 
     with stopping.deferred():  # a stop signal waits for the outputs: nothing half-written
         write_outputs(run, folds, metrics, scored, oof_logits)
     timing.lap("outputs_s")  # its own time cannot be in metrics.json (written first): the result line carries it
+    tracker.finish(run_figures(metrics), ARTIFACTS, model=model_logger(run, metrics))
     say_done(console, place, metrics, {**timing.laps, "total_s": timing.total()})
     return metrics
 

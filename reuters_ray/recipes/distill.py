@@ -39,6 +39,7 @@ from reuters_ray.data.overlap import folds_note, shared_test_note
 from reuters_ray.data.preprocess import clean_text, count_words, multilabel_sample, prepare, stratified_sample
 from reuters_ray.data.reuters21578 import all_wires
 from reuters_ray.errors import ConfigError, DataError
+from reuters_ray.fold.card import CARD, student_card
 from reuters_ray.fold.checkpoint import VAL_LOGITS_FILE, read_val_logits
 from reuters_ray.fold.models import check_fits, check_layers, check_model, head_note, load_tokenizer
 from reuters_ray.predictor.ensemble import Ensemble
@@ -66,6 +67,15 @@ from reuters_ray.scoring.evaluate import choose_decision, evaluate, probabilitie
 from reuters_ray.scoring.metrics import log_loss
 from reuters_ray.scoring.multilabel import binary_log_loss
 from reuters_ray.storage import LOCAL, copy_dir, finished_run, read_bytes, write_atomic
+from reuters_ray.track.mlflow_run import (
+    ARTIFACTS,
+    TRACKING_FILE,
+    Tracker,
+    check_tracking,
+    model_logger,
+    run_figures,
+    tracked,
+)
 
 SOFT_TARGETS = "soft_targets.parquet"  # in a student run: each training text's teacher probabilities, and its role
 STUDENT = "student"  # the student's Ray Train run (<run>/student) and its model (models/student)
@@ -414,6 +424,7 @@ def write_student_outputs(run: Run, folds, metrics: dict, test_logits) -> None:
             config=cfg.to_dict(),
             provenance={**ds.provenance, "fingerprint": prep.fingerprint},
         )
+        (dst / CARD).write_text(student_card(metrics, cfg.to_dict(), prep.fingerprint))
         write_report(out)
         publish_outputs(out, place.fs, place.path)
 
@@ -429,9 +440,30 @@ def run_distill(cfg: RunConfig, console: Console | None = None) -> dict[str, Any
 
 def _run_distill(cfg: RunConfig, console: Console) -> dict[str, Any]:
     timing = Stopwatch()
+    check_tracking(cfg.track)  # MLflow asked for and not installed: said before anything is written
     prep = check_student(cfg)  # the teacher, the student model, the data and the soft targets: nothing written yet
     place, resuming = open_run(cfg, prep)
     run = Run(cfg, place, prep, console, resuming, timing)
+    with tracked(run, "student", children=None, tags=teacher_tags(cfg, prep.teacher_dir)) as tracker:
+        return _train_student(run, tracker)
+
+
+def teacher_tags(cfg: RunConfig, teacher_dir: Path) -> dict[str, str]:
+    """The MLflow tags that link a student's run to its teacher: the teacher's run folder and, when the teacher was
+    tracked (its tracking.json), its MLflow run id and tracking URI."""
+    kept = teacher_dir / TRACKING_FILE
+    tracking = json.loads(kept.read_text()) if kept.is_file() else {}
+    tags = {"reuters_ray.teacher": cfg.distill.teacher}
+    if tracking:
+        tags |= {
+            "reuters_ray.teacher_mlflow_run_id": tracking["run_id"],
+            "reuters_ray.teacher_mlflow_uri": tracking["uri"],
+        }
+    return tags
+
+
+def _train_student(run: Run, tracker: Tracker) -> dict[str, Any]:
+    cfg, place, prep, console, timing = run.cfg, run.place, run.prep, run.console, run.timing
     announce(console, place, prep, cfg)
     t, transfer = prep.teacher_metrics, prep.n_train - prep.n_labelled
     train_idx, val_idx = prep.folds[0]
@@ -451,7 +483,8 @@ def _run_distill(cfg: RunConfig, console: Console) -> dict[str, Any]:
     timing.lap("data_s")
     connect(run)
     timing.lap("ray_start_s")
-    if resuming:
+    tracker.tag({"reuters_ray.ray_job_id": cluster_record()["job_id"]})
+    if run.resuming:
         console.info(f"run {place.name}: resuming (the student continues from its last checkpoint)", resuming=True)
     # the student alone: its scoring actor, started while it trains
     scorer = FoldScorer(run)
@@ -467,5 +500,6 @@ def _run_distill(cfg: RunConfig, console: Console) -> dict[str, Any]:
     with stopping.deferred():  # a stop signal waits for the outputs: nothing half-written
         write_student_outputs(run, folds, metrics, test_logits)
     timing.lap("outputs_s")
+    tracker.finish(run_figures(metrics), ARTIFACTS, model=model_logger(run, metrics))
     say_done(console, place, metrics, {**timing.laps, "total_s": timing.total()})
     return metrics

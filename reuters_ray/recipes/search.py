@@ -5,6 +5,7 @@ and the search folder's files are reuters_ray.run.trials.
 
 from __future__ import annotations
 
+import json
 import os
 import threading
 import time
@@ -23,6 +24,7 @@ from reuters_ray.recipes.cluster import STOP_WAIT_FOLDS_S, own_ray_lost, ray_ses
 from reuters_ray.recipes.cv import run_cv
 from reuters_ray.run.inputs import check_input
 from reuters_ray.run.trials import (
+    SEARCH_FILE,
     TRIAL_PREFIX,
     check_search,
     mark_stopped,
@@ -38,7 +40,8 @@ from reuters_ray.run.trials import (
     write_results,
     write_search,
 )
-from reuters_ray.storage import uri_join
+from reuters_ray.storage import read_text, uri_join
+from reuters_ray.track.mlflow_run import Tracker, check_tracking
 
 
 @dataclass
@@ -65,6 +68,7 @@ class _RoundConsole(Console):
         self.finished: dict[int, bool] = {}
 
     def epoch(self, row: dict[str, Any]) -> None:
+        self.tell_listeners(row)
         k = row[R.FOLD]
         self.best.setdefault(k, {})[row[R.EPOCH]] = row[R.best_key(row)]
         self.finished[k] = row[R.FINISHED]
@@ -162,6 +166,7 @@ def run_search(base: RunConfig, search_file: str, name: str, console: Console) -
 
 def _run_search(base: RunConfig, search_file: str, name: str, console: Console) -> dict[str, Any]:
 
+    check_tracking(base.track)  # MLflow asked for and not installed: said before anything is read or written
     search_place(base.cv.storage_path, name)  # a bad search name or storage path, before the data is read
     if base.cv.name is not None:
         raise ConfigError(
@@ -185,12 +190,44 @@ def _run_search(base: RunConfig, search_file: str, name: str, console: Console) 
     )
     for line in prep.ds.notes() + prep.notes:  # what every trial's data and model hold (its log has them too)
         console.info(line)
-    if todo:
-        _tune(search, place, configs, todo, console, room)
-    rows = trial_rows(place, trials)
-    best = write_results(place, search, rows)
+    tracker = Tracker(base.track, place, console, "search", children="trial")
+    tracker.start(base.to_dict(), {"reuters_ray.data_sha256": prep.fingerprint["sha256"]}, range(len(trials)))
+    try:
+        if todo:
+            _tune(search, place, configs, todo, console, room, tracker)
+        rows = trial_rows(place, trials)
+        best = write_results(place, search, rows)
+    except BaseException as e:
+        tracker.close("FAILED" if isinstance(e, Exception) else "KILLED")  # KeyboardInterrupt: a stop signal
+        raise
+    _track_trials(tracker, place, search, rows, best)
     _say_results(console, place, search, rows, best)
     return {"trials": rows, "best": best}
+
+
+def _track_trials(tracker: Tracker, place, search, rows: list[dict[str, Any]], best: dict[str, Any] | None) -> None:
+    """Each trial's nested MLflow run: its values (params), status, folds' best validation figures (as metrics,
+    fold_<k>/val_<figure>: the folds are not runs of their own) and test figures; the chosen trial tagged; then the
+    search's run ended with its results as artifacts."""
+    for r in rows:
+        figures = {f"test/{k}": float(v) for k, v in (r.get("test") or {}).items()}
+        if r["status"] == "finished":
+            m = json.loads(read_text(place.fs, place.at(r["run"], "metrics.json")))
+            for f in m["folds"]:
+                figures |= {
+                    f"fold_{f['fold']}/{k}": float(v)
+                    for k, v in f.items()
+                    if k.startswith("val_") and isinstance(v, float)
+                }
+        if r["score"] is not None:
+            figures[search.score_column] = float(r["score"])
+        chosen = best is not None and r["trial"] == best["trial"]
+        tags = {"reuters_ray.status": r["status"], "reuters_ray.chosen": str(chosen).lower()}
+        tracker.child_metrics(r["trial"], figures, params={k: r[k] for k in search.space}, tags=tags)
+    if best is not None:
+        tracker.tag({"reuters_ray.best_trial": str(best["trial"])})
+    best_figures = {f"best/test/{k}": float(v) for k, v in best["test"].items()} if best else {}
+    tracker.finish(best_figures, ["trials.csv", SEARCH_FILE, "report.md"])
 
 
 def _check_lengths(base: RunConfig, search, search_file: str) -> None:
@@ -238,7 +275,7 @@ def _connect_for_trials(base: RunConfig, asked: int | None) -> int:
     return _trials_at_once(base, ray.cluster_resources(), asked)
 
 
-def _tune(search, place, configs: dict, todo: list[int], console: Console, room: int) -> None:
+def _tune(search, place, configs: dict, todo: list[int], console: Console, room: int, tracker: Tracker) -> None:
     """The trials in `todo` as Ray Tune trials under ASHA, at most `room` at once. Tune's own experiment state
     (pickled) goes to <search>/_tune and is never read back: a rerun derives the trials from the search file again."""
     from ray import tune
@@ -270,7 +307,7 @@ def _tune(search, place, configs: dict, todo: list[int], console: Console, room:
             max_concurrent_trials=room,
         ),
         run_config=tune.RunConfig(
-            name="_tune", storage_path=place.uri, callbacks=[_say(search, place, console)], verbose=0
+            name="_tune", storage_path=place.uri, callbacks=[_say(search, place, console, tracker)], verbose=0
         ),
     )
     # Tune's own SIGINT handler would save its pickled state and print how to restore it through Tune: a search
@@ -290,7 +327,7 @@ def _tune(search, place, configs: dict, todo: list[int], console: Console, room:
         )
 
 
-def _say(search, place, console: Console):
+def _say(search, place, console: Console, tracker: Tracker):
     """The search's Tune callback (Tune is imported only when a search runs): each trial's epoch rounds on the
     search's console; the end of the search held until every ended trial has stopped its folds; this process's stop
     signals taken back from Tune."""
@@ -313,6 +350,9 @@ def _say(search, place, console: Console):
         def on_trial_result(self, iteration, trials, trial, result):
             if console is not None and not result.get("done"):  # a finished trial's line comes with the results
                 console.info(round_line(search, trial.config["trial"], result["epoch"], result["score"]))
+                tracker.child_metrics(
+                    trial.config["trial"], {search.score_column: result["score"]}, step=result["epoch"]
+                )
 
         def on_trial_complete(self, iteration, trials, trial, **info):
             self.ended.add(trial.config["trial"])

@@ -23,6 +23,7 @@ from reuters_ray import rows as R
 from reuters_ray.config import monitor_key
 from reuters_ray.console import Console, duration
 from reuters_ray.data.overlap import fold_leaks
+from reuters_ray.fold.card import CARD, fold_card
 from reuters_ray.run.folds import Folds
 from reuters_ray.run.inputs import Run
 from reuters_ray.run.place import RunPlace
@@ -224,6 +225,8 @@ def write_outputs(run: Run, folds: Folds, metrics, scored: Scored, oof_logits):
             config=cfg.to_dict(),
             provenance={**ds.provenance, "fingerprint": prep.fingerprint},
         )
+        for k in range(len(folds.best_paths)):  # each fold model explains itself when pushed to a model hub
+            (out / "models" / f"fold_{k}" / CARD).write_text(fold_card(metrics, cfg.to_dict(), prep.fingerprint, k))
         if scored.linear is not None:
             scored.linear.save(out / "linear")
         write_report(out)

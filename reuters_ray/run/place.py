@@ -44,6 +44,7 @@ RESUME_FREE_KEYS = {
         "at_least_one",
     ),
     "train": ("eval_batch_size", "compile", "keep_checkpoints", "checkpoint_every", "checkpoint_every_s"),
+    "track": ("mlflow", "uri", "experiment", "register", "log_model"),  # where the run is logged, not what it is
 }
 
 
@@ -100,6 +101,7 @@ ADDED_KEYS = {
         "transfer": "none",
         "transfer_sample": None,
     },  # a cv run: the defaults; absent from the config.yaml of older runs
+    "track": {},  # every key free to differ (RESUME_FREE_KEYS): the section left out whole
 }
 
 

@@ -230,7 +230,8 @@ def trial_config(base: RunConfig, values: dict[str, Any], search_name: str, stor
     cfg = _with(base, values, f"trial {trial}")
 
     cv = dataclasses.replace(cfg.cv, name=f"{TRIAL_PREFIX}{trial}", storage_path=uri_join(storage, search_name))
-    return dataclasses.replace(cfg, cv=cv)
+    track = dataclasses.replace(cfg.track, mlflow=False, register=None)  # the search's driver logs its trials
+    return dataclasses.replace(cfg, cv=cv, track=track)
 
 
 def score_of_folds(fold_table: list[dict[str, Any]]) -> float:
