@@ -75,6 +75,7 @@ def _train_and_score(run: Run, tracker: Tracker, control) -> dict[str, Any] | No
         if folders is None and control is not None:
             return None  # the trial was stopped: no outputs
         folds = collect_folds(place, folders, cfg.train.patience)
+        tracker.history(folds.history)
         oof_logits = out_of_fold_logits(place.fs, folds.best_paths, prep.folds, prep.n_train)
         timing.lap("folds_s")
         fold_logits = scorer.test_logits(folds.best_paths)

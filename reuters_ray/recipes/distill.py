@@ -491,6 +491,7 @@ def _train_student(run: Run, tracker: Tracker) -> dict[str, Any]:
     try:
         folders = fit_folds(run, put_train_split(prep), started=scorer.start)
         folds = collect_folds(place, folders, cfg.train.patience, fold_names(cfg))
+        tracker.history(folds.history)
         timing.lap("folds_s")
         test_logits = scorer.test_logits(folds.best_paths)[0]
     finally:

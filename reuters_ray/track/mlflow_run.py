@@ -147,6 +147,13 @@ class Tracker:
         run), once."""
         self._queue(self._epoch, dict(row), int(time.time() * 1000))
 
+    def history(self, rows: list[dict[str, Any]]) -> None:
+        """The folds' epoch rows as their checkpoints keep them (history.csv's): those not logged live are logged
+        now (folds that finished before tracking was turned on, a row the console never saw); the others are
+        skipped."""
+        for row in sorted(rows, key=lambda r: (r[R.FOLD], r[R.EPOCH])):
+            self.epoch(row)
+
     def child_metrics(self, index: int, metrics: dict[str, float], step: int = 0, params=None, tags=None) -> None:
         """Metrics (and params, tags) of the nested run of child `index` (a search's trial)."""
         self._queue(self._child_metrics, index, metrics, step, params or {}, tags or {})
@@ -219,7 +226,7 @@ class Tracker:
         step = int(row[R.EPOCH])
         if run_id is None or step <= self.last_step.get(run_id, 0):
             return  # a resumed (or restarted) fold's epoch that is logged already
-        figures = numeric(row, EPOCH_PREFIXES) | {R.LR: float(row[R.LR])}
+        figures = numeric(row, EPOCH_PREFIXES) | numeric({R.LR: row.get(R.LR)})
         self._client().log_batch(run_id, metrics=[Metric(k, v, timestamp, step) for k, v in figures.items()])
         self.last_step[run_id] = step
 
