@@ -225,7 +225,9 @@ def test_one_mlflow_run_and_a_nested_run_per_fold_each_epoch_once_as_in_history_
     assert logged["blend/weight"] == pytest.approx(metrics["blend"]["weight"])
     fingerprint = json.loads((tracked.run / "data_fingerprint.json").read_text())
     tags, params = parent.data.tags, parent.data.params
-    assert tags["reuters_ray.data_sha256"] == fingerprint["sha256"] and tags["reuters_ray.run_folder"] == str(tracked.run)
+    assert tags["reuters_ray.data_sha256"] == fingerprint["sha256"] and tags["reuters_ray.run_folder"] == str(
+        tracked.run
+    )
     assert tags["reuters_ray.ray_job_id"] == metrics["cluster"]["job_id"]  # the second command's job
     assert params["train.lr"] == "0.003" and params["cv.folds"] == str(FOLDS) and params["track.mlflow"] == "True"
     artifacts = {a.path for a in client.list_artifacts(parent.info.run_id)}
@@ -271,9 +273,7 @@ def test_the_dashboard_metrics_carry_each_folds_console_rows(tracked):
 
 
 @pytest.mark.track
-def test_a_store_that_cannot_be_written_mid_run_is_one_warning_and_the_run_finishes(
-    ray_head, reuters_dir, tmp_path
-):
+def test_a_store_that_cannot_be_written_mid_run_is_one_warning_and_the_run_finishes(ray_head, reuters_dir, tmp_path):
     """The SQLite store locked by another process (an exclusive transaction) once the MLflow run is made: one
     warning line, and the run finishes with its run folder whole."""
     (tmp_path / "tiny.yaml").write_text(yaml.safe_dump(tiny_config(reuters_dir, folds=FOLDS)))
@@ -298,4 +298,3 @@ def test_a_store_that_cannot_be_written_mid_run_is_one_warning_and_the_run_finis
     assert (run / "report.md").is_file() and (run / "metrics.json").is_file()
     assert all((run / "models" / f"fold_{k}" / "model.safetensors").is_file() for k in range(FOLDS))
     assert out.decode().startswith(f"run {run.name}: accuracy ")
-
