@@ -44,8 +44,9 @@ def searched(ray_head, tmp_path_factory):
     (work / "tiny.yaml").write_text(yaml.safe_dump(cfg))
     (work / "search.yaml").write_text(yaml.safe_dump(SEARCH))
     # paths relative to the folder the command runs in, as a user writes them (Tune runs each trial elsewhere)
-    cmd = ["tune", "--config", "tiny.yaml", "--search", "search.yaml", "--cv.storage_path", "runs", "--search-name",
-           "s", "--quiet"]  # fmt: skip
+    # tracked in MLflow's default store of this folder, written as a user would (the search's driver logs the trials)
+    cmd = ["tune", "--config", "tiny.yaml", "--search", "search.yaml", "--cv.storage_path", "runs", "--track.mlflow",
+           "true", "--track.uri", "sqlite:///mlflow.db", "--search-name", "s", "--quiet"]  # fmt: skip
     here = os.getcwd()
     os.chdir(work)
     ray.init(log_to_driver=False)  # joined here (RAY_ADDRESS) to name the job: the command then keeps the connection
@@ -85,6 +86,42 @@ def test_the_bad_trial_is_ended_early_and_the_best_is_chosen_on_the_training_spl
     report = (folder / "report.md").read_text()
     assert "| trial |" in report and f"Trial {best} (`trial_{best}`" in report and "of the chosen trial alone" in report
     assert (folder / "score_vs_train_lr.png").stat().st_size > 1000
+
+
+def test_the_search_is_one_mlflow_run_with_a_nested_run_per_trial(searched):
+    """Run twice, logged once: one run for the search (continued by the rerun, not duplicated), a nested run per
+    trial with its values, its epoch rounds' scores, its folds' best validation figures as metrics and its test
+    figures; the chosen trial tagged."""
+    from mlflow import MlflowClient
+
+    folder, *_ = searched
+    result = json.loads((folder / "search.json").read_text())
+    rows = {r["trial"]: r for r in result["results"]}
+    client = MlflowClient(f"sqlite:///{folder.parent.parent / 'mlflow.db'}")
+    runs = client.search_runs([client.get_experiment_by_name("reuters-ray").experiment_id])
+    (parent,) = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
+    assert parent.info.run_name == "s" and parent.data.tags["reuters_ray.kind"] == "search"
+    assert parent.info.status == "FINISHED" and parent.data.tags["reuters_ray.best_trial"] == str(
+        result["best"]["trial"]
+    )
+    trials = {int(r.data.tags["reuters_ray.trial"]): r for r in runs if r.data.tags.get("mlflow.parentRunId")}
+    assert sorted(trials) == [0, 1, 2, 3] and len(runs) == 5
+    assert all(r.data.tags["mlflow.parentRunId"] == parent.info.run_id for r in trials.values())
+    for i, run in trials.items():
+        assert float(run.data.params["train.lr"]) == rows[i]["train.lr"]
+        assert run.data.tags["reuters_ray.status"] == rows[i]["status"]
+        assert run.data.tags["reuters_ray.chosen"] == str(i == result["best"]["trial"]).lower()
+        assert run.data.metrics["score_mean_best_val_f1_weighted"] == pytest.approx(rows[i]["score"])
+        rounds = [m.step for m in client.get_metric_history(run.info.run_id, "score_mean_best_val_f1_weighted")]
+        assert rounds[0] == 1 and max(rounds) == rows[i]["epochs"]
+    for i in (0, 1, 3):  # finished: their folds as metrics, their test figures
+        folds = json.loads((folder / f"trial_{i}" / "metrics.json").read_text())["folds"]
+        logged = trials[i].data.metrics
+        assert [logged[f"fold_{k}/val_f1_weighted"] for k in range(2)] == pytest.approx(
+            [f["val_f1_weighted"] for f in folds]
+        )
+        assert logged["test/accuracy"] == pytest.approx(rows[i]["test"]["accuracy"])
+    assert not any(k.startswith("test/") for k in trials[2].data.metrics)  # stopped: no test figures
 
 
 def test_a_trial_is_a_run_folder_predict_takes_through_best(searched, capsys):

@@ -223,7 +223,8 @@ def _track_trials(tracker: Tracker, place, search, rows: list[dict[str, Any]], b
             figures[search.score_column] = float(r["score"])
         chosen = best is not None and r["trial"] == best["trial"]
         tags = {"reuters_ray.status": r["status"], "reuters_ray.chosen": str(chosen).lower()}
-        tracker.child_metrics(r["trial"], figures, params={k: r[k] for k in search.space}, tags=tags)
+        step = r["epochs"] or 0  # its last round: the score there is the trial's
+        tracker.child_metrics(r["trial"], figures, step=step, params={k: r[k] for k in search.space}, tags=tags)
     if best is not None:
         tracker.tag({"reuters_ray.best_trial": str(best["trial"])})
     best_figures = {f"best/test/{k}": float(v) for k, v in best["test"].items()} if best else {}
