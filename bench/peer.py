@@ -90,7 +90,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     print(f"bench/peer.py: mode {args.mode}, config {args.config or 'the defaults'}, {args.repeat} round(s)")
     for i in range(args.repeat):
-        sides = [lambda: run_peer(args), lambda: run_ours(args, i)]
+        sides = [lambda: run_peer(args), lambda i=i: run_ours(args, i)]
         results = [side() for side in (sides if args.first == "peer" else sides[::-1])]
         peer, ours = sorted(results, key=lambda r: r["side"] != "peer (Trainer k-fold loop)")
         print(f"round {i + 1}:")
