@@ -118,8 +118,12 @@ def predictor_table(metrics: dict[str, Any]) -> str:
     rows += [("the linear model (TF-IDF + linear SVM)", metrics["baseline"])] if "baseline" in metrics else []
     head = "| test figures | " + " | ".join(NAMES[k] for k in keys) + " |"
     lines = [head, "|" + "---|" * (len(keys) + 1)]
-    lines += ["| " + name + " | " + " | ".join(f"{m[k]:.4f}" for k in keys) + " |" for name, m in rows]
+    lines += ["| " + name + " | " + " | ".join(_figure(m.get(k)) for k in keys) + " |" for name, m in rows]
     return "\n".join(lines)
+
+
+def _figure(value) -> str:
+    return "" if value is None else f"{value:.4f}"
 
 
 def fold_card(metrics: dict[str, Any], config: dict[str, Any], fingerprint: dict[str, Any], k: int) -> str:
@@ -167,8 +171,8 @@ def student_card(metrics: dict[str, Any], config: dict[str, Any], fingerprint: d
         [
             "| test figures | " + " | ".join(NAMES[k] for k in keys) + " |",
             "|" + "---|" * (len(keys) + 1),
-            "| this student | " + " | ".join(f"{metrics[k]:.4f}" for k in keys) + " |",
-            f"| its teacher ({t['predictor']}) | " + " | ".join(f"{t[k]:.4f}" if k in t else "" for k in keys) + " |",
+            "| this student | " + " | ".join(_figure(metrics.get(k)) for k in keys) + " |",
+            f"| its teacher ({t['predictor']}) | " + " | ".join(_figure(t.get(k)) for k in keys) + " |",
         ]
     )
     body = (

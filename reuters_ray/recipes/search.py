@@ -41,7 +41,7 @@ from reuters_ray.run.trials import (
     write_search,
 )
 from reuters_ray.storage import read_text, uri_join
-from reuters_ray.track.mlflow_run import Tracker, check_tracking
+from reuters_ray.track.mlflow_run import ENDING_S, Tracker, check_tracking
 
 
 @dataclass
@@ -198,7 +198,7 @@ def _run_search(base: RunConfig, search_file: str, name: str, console: Console) 
         rows = trial_rows(place, trials)
         best = write_results(place, search, rows)
     except BaseException as e:
-        tracker.close("FAILED" if isinstance(e, Exception) else "KILLED")  # KeyboardInterrupt: a stop signal
+        tracker.close("FAILED" if isinstance(e, Exception) else "KILLED", ENDING_S)  # KeyboardInterrupt: a stop
         raise
     _track_trials(tracker, place, search, rows, best)
     _say_results(console, place, search, rows, best)

@@ -40,6 +40,7 @@ from reuters_ray.track.pyfunc import log_predictor
 
 TRACKING_FILE = "tracking.json"  # in the run (or search) folder: {"uri", "experiment_id", "run_id", "children"}
 FLUSH_S = 300.0  # at most this long the end of a run waits for MLflow (the model's upload included)
+ENDING_S = 15.0  # at most this long a stopped or failed run waits for MLflow to mark its runs
 # Epoch-row keys logged per epoch: the figures, not the worker's host or pid
 EPOCH_PREFIXES = (R.TRAIN_LOSS.split("/")[0] + "/", R.VAL, R.BEST, R.EPOCH_S, R.PEAK_GIB)
 # An unreachable tracking server: MLflow's own defaults retry for minutes (7 tries, 120 s each) before its first
@@ -165,17 +166,18 @@ class Tracker:
         self._queue(self._finish, metrics, files, model, status)
         self.close()
 
-    def close(self, status: str | None = None) -> None:
+    def close(self, status: str | None = None, wait_s: float = FLUSH_S) -> None:
         """Ends the MLflow runs as `status` (e.g. "KILLED" for a stopped run; None: leave them as they are) and waits
-        for the queue, FLUSH_S at most."""
+        for the queue, `wait_s` at most (a stopped or failed run: ENDING_S, so a stop is not held up by a slow
+        store)."""
         if not self.enabled:
             return
         if status is not None:
             self._queue(self._end, status)
         self.jobs.put(None)
-        self.thread.join(FLUSH_S)
+        self.thread.join(wait_s)
         if self.thread.is_alive():
-            self.console.warning(f"MLflow tracking at {self.uri} still busy after {FLUSH_S:.0f} s; left behind")
+            self.console.warning(f"MLflow tracking at {self.uri} still busy after {wait_s:.0f} s; left behind")
         self.enabled = False
 
     # --- the MLflow calls (background thread) ------------------------------------------------------------------
@@ -321,7 +323,7 @@ def tracked(run, kind: str, children: str | None = "fold", tags: dict[str, str] 
     try:
         yield tracker
     except BaseException as e:
-        tracker.close("FAILED" if isinstance(e, Exception) else "KILLED")  # KeyboardInterrupt: a stop signal
+        tracker.close("FAILED" if isinstance(e, Exception) else "KILLED", ENDING_S)  # KeyboardInterrupt: a stop
         raise
     finally:
         run.console.listeners.remove(tracker.epoch)
