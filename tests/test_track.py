@@ -80,7 +80,8 @@ def test_the_pyfunc_reads_a_text_column_a_series_or_a_list():
 def test_a_student_is_linked_to_its_tracked_teacher(tmp_path):
     cfg = load_config(None, distill={"teacher": "runs/teacher"})
     assert teacher_tags(cfg, tmp_path) == {"reuters_ray.teacher": "runs/teacher"}
-    (tmp_path / "tracking.json").write_text(json.dumps({"uri": "sqlite:///m.db", "run_id": "abc", "children": {}}))
+    stores = {"sqlite:///a.db": {"run_id": "old"}, "sqlite:///m.db": {"experiment_id": "1", "run_id": "abc"}}
+    (tmp_path / "tracking.json").write_text(json.dumps({"stores": stores, "last": "sqlite:///m.db"}))
     assert teacher_tags(cfg, tmp_path) == {
         "reuters_ray.teacher": "runs/teacher",
         "reuters_ray.teacher_mlflow_run_id": "abc",
@@ -198,6 +199,8 @@ def mlflow_runs(uri: str):
 def test_one_mlflow_run_and_a_nested_run_per_fold_each_epoch_once_as_in_history_csv(tracked):
     client, runs = mlflow_runs(tracked.uri)
     kept = json.loads((tracked.run / "tracking.json").read_text())
+    assert kept["last"] == tracked.uri and list(kept["stores"]) == [tracked.uri]
+    kept = kept["stores"][tracked.uri]
     (parent,) = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
     assert parent.info.run_id == kept["run_id"] and parent.info.run_name == tracked.run.name
     assert parent.info.status == "FINISHED"
@@ -229,6 +232,7 @@ def test_one_mlflow_run_and_a_nested_run_per_fold_each_epoch_once_as_in_history_
         tracked.run
     )
     assert tags["reuters_ray.ray_job_id"] == metrics["cluster"]["job_id"]  # the second command's job
+    assert tags["reuters_ray.predictor"] == "blend"
     assert params["train.lr"] == "0.003" and params["cv.folds"] == str(FOLDS) and params["track.mlflow"] == "True"
     artifacts = {a.path for a in client.list_artifacts(parent.info.run_id)}
     assert {"report.md", "metrics.json", "per_class.csv", "history.csv", "model"} <= artifacts
@@ -298,3 +302,33 @@ def test_a_store_that_cannot_be_written_mid_run_is_one_warning_and_the_run_finis
     assert (run / "report.md").is_file() and (run / "metrics.json").is_file()
     assert all((run / "models" / f"fold_{k}" / "model.safetensors").is_file() for k in range(FOLDS))
     assert out.decode().startswith(f"run {run.name}: accuracy ")
+
+
+def test_a_run_logged_to_another_store_and_back_keeps_one_run_in_each(tmp_path):
+    """The Tracker alone (no Ray) against two real SQLite stores: logged to A, then B, then A again: one parent and
+    its two fold runs in each store, A's continued, each epoch once."""
+    from mlflow import MlflowClient
+
+    from reuters_ray.console import Console
+    from reuters_ray.run.place import RunPlace
+    from reuters_ray.storage import LOCAL
+    from reuters_ray.track.mlflow_run import Tracker
+
+    (tmp_path / "run").mkdir()
+    place = RunPlace("run", LOCAL, str(tmp_path / "run"), str(tmp_path / "run"))
+    stores = [f"sqlite:///{tmp_path / name}.db" for name in ("a", "b", "a")]
+    for epoch, uri in enumerate(stores, start=1):
+        tracker = Tracker(TrackConfig(mlflow=True, uri=uri), place, Console("quiet"), "cv")
+        tracker.start(RunConfig().to_dict(), {"reuters_ray.data_sha256": "x"}, [0, 1])
+        for fold in (0, 1):
+            tracker.epoch({"fold": fold, "epoch": epoch, "lr": 1e-4, "train/loss": 1.0 / epoch, "val/f1_weighted": 0.5})
+        tracker.finish({"wall_s": 1.0}, [])
+        assert not tracker.failed
+    for uri, epochs in ((stores[0], [1, 3]), (stores[1], [2])):
+        client = MlflowClient(uri)
+        runs = client.search_runs([client.get_experiment_by_name("reuters-ray").experiment_id])
+        assert len([r for r in runs if "mlflow.parentRunId" not in r.data.tags]) == 1 and len(runs) == 3
+        child = next(r for r in runs if r.data.tags.get("reuters_ray.fold") == "0")
+        assert [m.step for m in client.get_metric_history(child.info.run_id, "train/loss")] == epochs
+    kept = json.loads((tmp_path / "run" / "tracking.json").read_text())
+    assert kept["last"] == stores[0] and sorted(kept["stores"]) == sorted(set(stores))

@@ -25,7 +25,15 @@ from reuters_ray.run.outputs import run_metrics, say_done, write_outputs
 from reuters_ray.run.place import Stopwatch
 from reuters_ray.scoring.evaluate import blend_phase, fit_linear, probabilities, score_ensemble
 from reuters_ray.stopping import in_thread
-from reuters_ray.track.mlflow_run import ARTIFACTS, Tracker, check_tracking, model_logger, run_figures, tracked
+from reuters_ray.track.mlflow_run import (
+    ARTIFACTS,
+    PREDICTOR_TAG,
+    Tracker,
+    check_tracking,
+    model_logger,
+    run_figures,
+    tracked,
+)
 
 
 def run_cv(cfg: RunConfig, console: Console | None = None, control=None) -> dict[str, Any] | None:
@@ -90,7 +98,7 @@ def _train_and_score(run: Run, tracker: Tracker, control) -> dict[str, Any] | No
     with stopping.deferred():  # a stop signal waits for the outputs: nothing half-written
         write_outputs(run, folds, metrics, scored, oof_logits)
     timing.lap("outputs_s")  # its own time cannot be in metrics.json (written first): the result line carries it
-    tracker.finish(run_figures(metrics), ARTIFACTS, model=model_logger(run, metrics))
+    tracker.finish(run_figures(metrics), ARTIFACTS, model_logger(run, metrics), {PREDICTOR_TAG: metrics["predictor"]})
     say_done(console, place, metrics, {**timing.laps, "total_s": timing.total()})
     return metrics
 

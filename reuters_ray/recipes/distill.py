@@ -69,6 +69,7 @@ from reuters_ray.scoring.multilabel import binary_log_loss
 from reuters_ray.storage import LOCAL, copy_dir, finished_run, read_bytes, write_atomic
 from reuters_ray.track.mlflow_run import (
     ARTIFACTS,
+    PREDICTOR_TAG,
     TRACKING_FILE,
     Tracker,
     check_tracking,
@@ -454,10 +455,11 @@ def teacher_tags(cfg: RunConfig, teacher_dir: Path) -> dict[str, str]:
     kept = teacher_dir / TRACKING_FILE
     tracking = json.loads(kept.read_text()) if kept.is_file() else {}
     tags = {"reuters_ray.teacher": cfg.distill.teacher}
-    if tracking:
+    if tracking:  # the store the teacher was logged to last
+        uri = tracking["last"]
         tags |= {
-            "reuters_ray.teacher_mlflow_run_id": tracking["run_id"],
-            "reuters_ray.teacher_mlflow_uri": tracking["uri"],
+            "reuters_ray.teacher_mlflow_run_id": tracking["stores"][uri]["run_id"],
+            "reuters_ray.teacher_mlflow_uri": uri,
         }
     return tags
 
@@ -501,6 +503,6 @@ def _train_student(run: Run, tracker: Tracker) -> dict[str, Any]:
     with stopping.deferred():  # a stop signal waits for the outputs: nothing half-written
         write_student_outputs(run, folds, metrics, test_logits)
     timing.lap("outputs_s")
-    tracker.finish(run_figures(metrics), ARTIFACTS, model=model_logger(run, metrics))
+    tracker.finish(run_figures(metrics), ARTIFACTS, model_logger(run, metrics), {PREDICTOR_TAG: metrics["predictor"]})
     say_done(console, place, metrics, {**timing.laps, "total_s": timing.total()})
     return metrics

@@ -38,7 +38,9 @@ from reuters_ray.errors import ConfigError
 from reuters_ray.storage import read_text, write_atomic
 from reuters_ray.track.pyfunc import log_predictor
 
-TRACKING_FILE = "tracking.json"  # in the run (or search) folder: {"uri", "experiment_id", "run_id", "children"}
+# In the run (or search) folder: {"stores": {tracking URI: {"experiment_id", "run_id", "children": {index: run id}}},
+# "last": the URI logged to last}
+TRACKING_FILE = "tracking.json"
 FLUSH_S = 300.0  # at most this long the end of a run waits for MLflow (the model's upload included)
 ENDING_S = 15.0  # at most this long a stopped or failed run waits for MLflow to mark its runs
 # Epoch-row keys logged per epoch: the figures, not the worker's host or pid
@@ -126,7 +128,8 @@ class Tracker:
                 fn(*args)
             except Exception as e:  # noqa: BLE001 (tracking never ends the run)
                 self.failed = True
-                first = str(e).strip().splitlines()[0][:300] if str(e).strip() else ""
+                text = str(e).strip().splitlines()[0] if str(e).strip() else ""
+                first = text if len(text) <= 240 else text[:240] + " ..."
                 self.console.warning(
                     f"MLflow tracking at {self.uri} failed ({type(e).__name__}: {first}); the run goes on without "
                     f"it (its run folder has everything)",
@@ -159,10 +162,12 @@ class Tracker:
         """Metrics (and params, tags) of the nested run of child `index` (a search's trial)."""
         self._queue(self._child_metrics, index, metrics, step, params or {}, tags or {})
 
-    def finish(self, metrics: dict[str, float], files: list[str], model=None, status: str = "FINISHED") -> None:
-        """Logs the run's end: `metrics` on the run, `files` (names in the run folder) as artifacts, `model` (a
-        callable (client, run_id) logging the MLflow model, or None), the nested runs and the run ended as `status`;
-        then waits for the queue, FLUSH_S at most."""
+    def finish(self, metrics: dict[str, float], files: list[str], model=None, tags=None, status="FINISHED") -> None:
+        """Logs the run's end: `metrics` and `tags` on the run, `files` (names in the run folder) as artifacts,
+        `model` (a callable (client, run_id) logging the MLflow model, or None), the nested runs and the run ended as
+        `status`; then waits for the queue, FLUSH_S at most."""
+        if tags:
+            self.tag(tags)
         self._queue(self._finish, metrics, files, model, status)
         self.close()
 
@@ -193,9 +198,10 @@ class Tracker:
         from mlflow.entities import Param
 
         client = self._client()
-        kept = read_text(self.place.fs, self.place.at(TRACKING_FILE))
-        kept = json.loads(kept) if kept else None
-        if kept is not None and kept.get("uri") == self.uri and _exists(client, kept["run_id"]):
+        text = read_text(self.place.fs, self.place.at(TRACKING_FILE))
+        stores = json.loads(text)["stores"] if text else {}
+        kept = stores.get(self.uri)  # this store's runs: a run logged to several stores continues each its own
+        if kept is not None and _exists(client, kept["run_id"]):
             self.ids = {**kept, "children": {int(k): v for k, v in kept.get("children", {}).items()}}
             client.update_run(self.ids["run_id"], status="RUNNING")
             for run_id in [self.ids["run_id"], *self.ids["children"].values()]:
@@ -204,7 +210,7 @@ class Tracker:
             exp = client.get_experiment_by_name(self.track.experiment)
             exp_id = exp.experiment_id if exp is not None else client.create_experiment(self.track.experiment)
             run = client.create_run(exp_id, run_name=self.place.name, tags={"reuters_ray.kind": self.kind})
-            self.ids = {"uri": self.uri, "experiment_id": exp_id, "run_id": run.info.run_id, "children": {}}
+            self.ids = {"experiment_id": exp_id, "run_id": run.info.run_id, "children": {}}
         run_id = self.ids["run_id"]
         logged = client.get_run(run_id).data.params  # a resumed run: params are logged once (MLflow keeps them)
         params = [Param(k, v[:6000]) for k, v in flat_params(config).items() if k not in logged]
@@ -219,7 +225,8 @@ class Tracker:
                     tags={"mlflow.parentRunId": run_id, f"reuters_ray.{self.children}": str(index)},
                 )
                 self.ids["children"][index] = child.info.run_id
-        write_atomic(self.place.at(TRACKING_FILE), json.dumps(self.ids, indent=2), self.place.fs)
+        kept = {"stores": {**stores, self.uri: self.ids}, "last": self.uri}
+        write_atomic(self.place.at(TRACKING_FILE), json.dumps(kept, indent=2), self.place.fs)
 
     def _epoch(self, row: dict[str, Any], timestamp: int) -> None:
         from mlflow.entities import Metric
@@ -292,6 +299,7 @@ def set_tags_batch(client, run_id: str, tags: dict[str, str]) -> None:
     client.log_batch(run_id, tags=[RunTag(k, str(v)[:5000]) for k, v in tags.items()])
 
 
+PREDICTOR_TAG = "reuters_ray.predictor"  # what `predict` answers with: blend, ensemble or student
 ARTIFACTS = ("report.md", "metrics.json", "per_class.csv", "folds.csv", "history.csv", "config.yaml")
 
 

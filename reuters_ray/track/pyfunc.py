@@ -2,6 +2,7 @@
 
     mlflow.pyfunc.load_model("runs:/<run id>/model").predict(pd.DataFrame({"text": [...]}))
       -> DataFrame: label (multi-label: labels, a list) and p_<label> per class: predict --table's added columns
+    (the model's signature asks for a string column `text`; MLflow drops other columns before predict sees them)
 
 Logged as MLflow's "models from code" (MODEL_CODE, a script MLflow keeps in the model and runs when it is loaded):
 nothing is pickled. The model's one artifact, `predictor`, is the run's predictor files: metrics.json, models/
