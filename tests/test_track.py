@@ -80,6 +80,8 @@ def test_the_pyfunc_reads_a_text_column_a_series_or_a_list():
 def test_a_student_is_linked_to_its_tracked_teacher(tmp_path):
     cfg = load_config(None, distill={"teacher": "runs/teacher"})
     assert teacher_tags(cfg, tmp_path) == {"reuters_ray.teacher": "runs/teacher"}
+    (tmp_path / "tracking.json").write_text(json.dumps({"uri": "sqlite:///m.db", "run_id": "abc"}))  # another shape
+    assert teacher_tags(cfg, tmp_path) == {"reuters_ray.teacher": "runs/teacher"}
     stores = {"sqlite:///a.db": {"run_id": "old"}, "sqlite:///m.db": {"experiment_id": "1", "run_id": "abc"}}
     (tmp_path / "tracking.json").write_text(json.dumps({"stores": stores, "last": "sqlite:///m.db"}))
     assert teacher_tags(cfg, tmp_path) == {

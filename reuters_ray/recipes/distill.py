@@ -455,12 +455,10 @@ def teacher_tags(cfg: RunConfig, teacher_dir: Path) -> dict[str, str]:
     kept = teacher_dir / TRACKING_FILE
     tracking = json.loads(kept.read_text()) if kept.is_file() else {}
     tags = {"reuters_ray.teacher": cfg.distill.teacher}
-    if tracking:  # the store the teacher was logged to last
-        uri = tracking["last"]
-        tags |= {
-            "reuters_ray.teacher_mlflow_run_id": tracking["stores"][uri]["run_id"],
-            "reuters_ray.teacher_mlflow_uri": uri,
-        }
+    uri = tracking.get("last")  # the store the teacher was logged to last
+    kept = tracking.get("stores", {}).get(uri) if isinstance(tracking, dict) else None
+    if kept:
+        tags |= {"reuters_ray.teacher_mlflow_run_id": kept["run_id"], "reuters_ray.teacher_mlflow_uri": uri}
     return tags
 
 

@@ -199,7 +199,7 @@ class Tracker:
 
         client = self._client()
         text = read_text(self.place.fs, self.place.at(TRACKING_FILE))
-        stores = json.loads(text)["stores"] if text else {}
+        stores = json.loads(text).get("stores", {}) if text else {}  # a file of another shape: new runs
         kept = stores.get(self.uri)  # this store's runs: a run logged to several stores continues each its own
         if kept is not None and _exists(client, kept["run_id"]):
             self.ids = {**kept, "children": {int(k): v for k, v in kept.get("children", {}).items()}}
