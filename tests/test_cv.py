@@ -71,7 +71,9 @@ def test_a_healthy_run_fails_no_ray_task_and_stores_no_pickle(ray_head, finished
         return state_list(ray_head, resource, **filters)
 
     names = {t["name"] for t in listed("tasks", job_id=job)}
-    assert {"TrainController.run", "RayTrainWorker.run_train_fn", "_EnsembleActor.fold_logits"} <= names
+    assert {"TrainController.run", "RayTrainWorker.run_train_fn"} <= names
+    # each fold scored the test split with its best model as it finished: no ensemble actor loaded them again
+    assert not {n for n in names if n.startswith("_EnsembleActor")}
     assert listed("tasks", job_id=job, state="FAILED") == []
     assert listed("tasks", job_id=job, state="FINISHED") != []  # the filter filters
     assert not [p for p in finished_run.rglob("*") if p.suffix in (".pkl", ".pickle")]
@@ -120,3 +122,36 @@ def test_a_fold_that_cannot_fit_the_cluster_is_refused(ray_head, tiny_yaml, tmp_
     last = capsys.readouterr().err.strip().splitlines()[-1]
     assert last == "reuters-ray: error: cv.cpus_per_fold=64.0 does not fit this Ray cluster's 2 CPUs"
     assert list(tmp_path.iterdir()) == []
+
+
+def test_folds_finished_without_test_logits_are_scored_by_the_ensemble_actor(
+    ray_head, tiny_yaml, finished_run, tmp_path
+):
+    """Folds finished before their workers kept test logits (an older version's run, resumed): the ensemble actor
+    loads their best models and scores the test split, to the same figures as the folds' own test logits."""
+    import shutil
+    import subprocess
+
+    from conftest import RUN_TIMEOUT, cv_cmd
+
+    storage = tmp_path / "runs"
+    shutil.copytree(finished_run, storage / finished_run.name)
+    kept = list((storage / finished_run.name).glob("fold_*/checkpoint_*/best/test_logits.safetensors"))
+    assert {p.parents[2].name for p in kept} == {f"fold_{k}" for k in range(FOLDS)}
+    for p in kept:
+        p.unlink()
+    out = subprocess.run(cv_cmd(tiny_yaml, storage) + ["--quiet"], capture_output=True, text=True, timeout=RUN_TIMEOUT)
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    again = json.loads((storage / finished_run.name / "metrics.json").read_text())
+    before = json.loads((finished_run / "metrics.json").read_text())
+    for key in ("accuracy", "f1_weighted", "f1_macro"):
+        assert again["ensemble"][key] == pytest.approx(before["ensemble"][key]) and again[key] == pytest.approx(
+            before[key]
+        )
+    probs = [
+        pd.read_parquet(r / "predictions.parquet").filter(like="p_").to_numpy()
+        for r in (finished_run, storage / finished_run.name)
+    ]
+    np.testing.assert_allclose(probs[0], probs[1], atol=1e-5)
+    names = {t["name"] for t in state_list(ray_head, "tasks", job_id=again["cluster"]["job_id"])}
+    assert "_EnsembleActor.fold_logits" in names and "RayTrainWorker.run_train_fn" not in names  # scored, not trained

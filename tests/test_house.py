@@ -109,7 +109,8 @@ def test_ray_train_tune_and_serve_each_behind_one_module():
             if any(m == prefix or m.startswith(prefix + ".") for m in imports(p))
         }
 
-    assert ray_users("ray.train") == {"recipes/cluster.py"}
+    # the driver's side in cluster.py; what the folds' own Ray processes unpickle, light, in fold_worker.py
+    assert ray_users("ray.train") == {"recipes/cluster.py", "recipes/fold_worker.py"}
     assert ray_users("ray.tune") == {"recipes/search.py"}
     assert ray_users("ray.serve") == {"predictor/serve.py"}
     # Ray Data's batch inference (predict --engine ray-data) is predictor/batch.py's; cluster.py imports one Ray Data
@@ -119,6 +120,7 @@ def test_ray_train_tune_and_serve_each_behind_one_module():
     assert ray_users("ray.util.metrics") == {"track/live.py"}
     assert ray_users("ray") == {
         "recipes/cluster.py",
+        "recipes/fold_worker.py",
         "recipes/search.py",
         "predictor/serve.py",
         "predictor/batch.py",

@@ -103,7 +103,7 @@ def test_resume_tries_the_restored_checkpoint_then_older_ones_fetched_one_at_a_t
     """What a fold's worker gets to resume from when Ray restores checkpoint B: B, then A (older); never C, a newer
     folder Ray did not register (an upload the driver's death cut short). Each copy is made only when asked for, so
     a good latest checkpoint costs one download."""
-    from reuters_ray.recipes.cluster import resume_candidates
+    from reuters_ray.recipes.fold_worker import resume_candidates
 
     fold = tmp_path / "fold_0"
     for name in (
@@ -121,3 +121,25 @@ def test_resume_tries_the_restored_checkpoint_then_older_ones_fetched_one_at_a_t
     assert (first / "progress.json").read_text() == "checkpoint_2026-01-01_00-00-02.1"
     assert sorted(p.name for p in local.iterdir()) == ["resume_0"]  # the older one not fetched yet
     assert [(p / "progress.json").read_text() for p in found] == ["checkpoint_2026-01-01_00-00-01.1"]
+
+
+def test_kept_test_logits_are_every_folds_or_none(tmp_path):
+    """The run's test logits come from the folds' best/ folders only when every fold kept them for this test split;
+    otherwise (a fold finished by an older version, another test split) None: the ensemble actor scores."""
+    import numpy as np
+    from transformers import BertConfig
+
+    from reuters_ray.fold.checkpoint import save_best
+    from reuters_ray.run.folds import kept_test_logits
+
+    rng = np.random.default_rng(0)
+    logits = [rng.normal(size=(5, 3)).astype(np.float32) for _ in range(3)]
+    config, weights = BertConfig(hidden_size=8, num_hidden_layers=1, num_attention_heads=2), {}
+    best = []
+    for k, z in enumerate(logits):
+        best.append(str(tmp_path / f"fold_{k}" / "best"))
+        save_best(tmp_path / f"fold_{k}" / "best", config, weights, test_logits=z)
+    np.testing.assert_array_equal(kept_test_logits(LOCAL, best, 5), np.stack(logits))
+    assert kept_test_logits(LOCAL, best, 6) is None  # another test split
+    save_best(tmp_path / "old" / "best", config, weights)  # a fold finished without them
+    assert kept_test_logits(LOCAL, [*best[:2], str(tmp_path / "old" / "best")], 5) is None

@@ -139,12 +139,12 @@ def test_the_search_leaves_no_failed_task_and_no_worker_behind(ray_head, searche
     assert failed == [], [(t["name"], t.get("error_type"), t.get("error_message")) for t in failed]
     names = {t["name"] for t in state_list(ray_head, "tasks", job_id=job)}
     assert {"TrainController.run", "RayTrainWorker.run_train_fn"} <= names  # the filter filters
-    ours = ("RayTrainWorker", "TrainController", "_Progress", "_EnsembleActor")  # not Train's shared state actor
+    ours = ("RayTrainWorker", "TrainController", "Progress", "_EnsembleActor")  # not Train's shared state actor
     alive = [
         a["class_name"] for a in state_list(ray_head, "actors", job_id=job, state="ALIVE") if a["class_name"] in ours
     ]
     assert alive == []  # the ended trial's fold workers went with it, as every finished trial's did
-    assert {a["class_name"] for a in state_list(ray_head, "actors", job_id=job)} >= {"RayTrainWorker", "_Progress"}
+    assert {a["class_name"] for a in state_list(ray_head, "actors", job_id=job)} >= {"RayTrainWorker", "Progress"}
     runs = [r for r in dashboard_get(ray_head, "/api/train/v2/runs/v1")["train_runs"] if r["job_id"] == job]
     assert sorted({r["name"].split("/")[0] for r in runs}) == ["trial_0", "trial_1", "trial_2", "trial_3"]
     assert {r["status"] for r in runs} == {"FINISHED"}  # trial 2's folds too: stopped after an epoch, not killed

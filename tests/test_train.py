@@ -15,7 +15,8 @@ from reuters_ray.errors import CheckpointError, ConfigError
 from reuters_ray.fold.checkpoint import load_checkpoint, read_val_logits
 from reuters_ray.fold.models import build_model
 from reuters_ray.fold.optim import EarlyStopping, lr_factor
-from reuters_ray.fold.train import FoldData, checkpoint_interval, collate, predict_logits, train_fold
+from reuters_ray.fold.plan import checkpoint_interval
+from reuters_ray.fold.train import FoldData, collate, predict_logits, train_fold
 
 
 def best_val_logits(checkpoint):
@@ -262,7 +263,7 @@ def test_no_loadable_checkpoint_starts_the_fold_over(reuters, minilm_tokenizer, 
 def test_resume_candidates_are_the_restored_checkpoint_then_older_ones(tmp_path):
     import pyarrow.fs as pafs
 
-    from reuters_ray.recipes.cluster import resume_candidates
+    from reuters_ray.recipes.fold_worker import resume_candidates
 
     fold = tmp_path / "fold_0"
     names = [f"checkpoint_2026-11-26_08-00-0{i}.000000" for i in range(4)]
@@ -358,3 +359,79 @@ def test_fold_timing_sums_the_epoch_rows():
     assert (t["train_s"], t["val_s"], t["checkpoint_s"], t["report_s"], t["wall_s"]) == (7.0, 1.0, 0.5, 0.1, 8.6)
     assert (t["examples_per_s"], t["tokens_per_s"], t["peak_gpu_gib"]) == (150.0, 2000.0, 1.5)
     assert fold_timing([{**rows[0], "memory/peak_gib": None}])["peak_gpu_gib"] is None
+
+
+def test_precision_and_optimizer_follow_the_cpu(reuters, minilm_tokenizer):
+    """auto is bf16 on a CPU with AMX (this machine's, as /proc/cpuinfo says) in the default profile, fp32 in the
+    seed's; a request is kept; AdamW is torch's fused kernel on CPU in the default profile."""
+    from reuters_ray.config import PROFILES
+    from reuters_ray.fold.plan import cpu_has_amx_bf16, plan_fold, resolve_precision
+    from reuters_ray.fold.train import build_fold_state
+
+    cpu = torch.device("cpu")
+    with open("/proc/cpuinfo") as f:
+        amx = "amx_bf16" in f.read()
+    assert cpu_has_amx_bf16() == amx
+    assert resolve_precision("auto", PROFILES["default"], cpu) == ("bf16" if amx else "fp32")
+    assert resolve_precision("auto", PROFILES["seed"], cpu) == "fp32"
+    assert resolve_precision("fp32", PROFILES["default"], cpu) == "fp32"
+    data = fold_data(reuters, minilm_tokenizer, 60, max_length=32)
+    for profile, fused in (("default", True), ("seed", None)):
+        cfg = tiny_cfg(profile=profile)
+        state = build_fold_state(cfg, data, plan_fold(cfg, len(data.train_idx), 0, cpu, 1.0))
+        assert state.optimizer.defaults["fused"] is fused
+
+
+def test_a_finished_fold_scores_the_test_split_and_validates_in_fp32(reuters, minilm_tokenizer, tmp_path):
+    """Trained in bf16 on CPU, the fold is validated in fp32 (its kept out-of-fold logits are its best model's in
+    fp32, as the predictor answers), and its test logits are scored as the run's ensemble scores them (TorchFolds);
+    the test split is never trained on."""
+    from reuters_ray.fold.checkpoint import TEST_LOGITS_FILE
+    from reuters_ray.fold.inference import TorchFolds
+
+    data = fold_data(reuters, minilm_tokenizer, 150, max_length=32)
+    ds = preprocess(reuters, min_samples=300)
+    test = tokenize(ds.test_texts[:40], minilm_tokenizer, 32)
+    cfg = tiny_cfg(max_epochs=2, precision="bf16")
+    res = train_fold(cfg, FoldData(**{**data.__dict__, "test_tokens": test}), tmp_path / "with", log=lambda s: None)
+    last = latest_checkpoint(tmp_path / "with")
+    kept = read_val_logits((last / "best" / TEST_LOGITS_FILE).read_bytes(), str(last))
+    ensemble = TorchFolds([last / "best"]).fold_logits(test)[0]
+    assert kept.shape == (40, 6)
+    np.testing.assert_allclose(kept, ensemble, atol=1e-5)
+    cpu = torch.device("cpu")
+    oof = predict_logits(res.model, data.tokens, data.val_idx, 16, "longest", cpu, "fp32")
+    np.testing.assert_allclose(best_val_logits(last), oof, atol=1e-5)
+    assert not np.allclose(oof, predict_logits(res.model, data.tokens, data.val_idx, 16, "longest", cpu, "bf16"))
+    # the same fold without test tokens: the same training (the test split changes nothing), no test logits
+    alone = train_fold(cfg, data, tmp_path / "without", log=lambda s: None)
+    assert all(torch.equal(a, b) for a, b in zip(res.model.state_dict().values(), alone.model.state_dict().values()))
+    assert not (latest_checkpoint(tmp_path / "without") / "best" / TEST_LOGITS_FILE).exists()
+    # intermediate checkpoints carry none either: the best model of an unfinished fold may still change
+    assert not (tmp_path / "with" / "epoch_001" / "best" / TEST_LOGITS_FILE).exists()
+
+
+def test_final_scores_use_the_best_weights_and_keep_the_last(reuters, minilm_tokenizer):
+    """When the best epoch is not the last, the final scoring loads the best weights for scoring and puts the
+    last epoch's back (the last checkpoint's weights, from which a resume would continue)."""
+    from reuters_ray.fold.checkpoint import cpu_state
+    from reuters_ray.fold.plan import plan_fold
+    from reuters_ray.fold.train import build_fold_state, final_scores
+
+    data = fold_data(reuters, minilm_tokenizer, 60, max_length=32)
+    ds = preprocess(reuters, min_samples=300)
+    data.test_tokens = tokenize(ds.test_texts[:10], minilm_tokenizer, 32)
+    cfg, cpu = tiny_cfg(precision="bf16"), torch.device("cpu")
+    plan = plan_fold(cfg, len(data.train_idx), 0, cpu, 1.0)
+    state = build_fold_state(cfg, data, plan)
+    last = cpu_state(state.model)
+    torch.manual_seed(7)
+    best = build_model("tiny-bert-random", data.label_names, 0.1)
+    state.best_state = cpu_state(best)
+    state.stopper.best_epoch = 1
+    final_scores(state, data, plan, 2)
+    assert all(torch.equal(v, last[k]) for k, v in state.model.state_dict().items())
+    every = np.arange(10)
+    np.testing.assert_allclose(
+        state.test_logits, predict_logits(best, data.test_tokens, every, 16, "longest", cpu, "fp32"), atol=1e-6
+    )

@@ -14,7 +14,8 @@ from reuters_ray import rows as R
 from reuters_ray.config import CVConfig, ModelConfig, RunConfig, TrainConfig
 from reuters_ray.fold.inference import predict_logits
 from reuters_ray.fold.parallel import Group, run_local
-from reuters_ray.fold.train import plan_fold, train_fold, validate
+from reuters_ray.fold.plan import plan_fold
+from reuters_ray.fold.train import train_fold, validate
 from reuters_ray.recipes.search import _trials_at_once
 from reuters_ray.run.folds import summarize_fold
 from reuters_ray.run.place import run_name

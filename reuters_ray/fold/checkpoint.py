@@ -8,7 +8,8 @@ One checkpoint is a folder:
     best/               the best model so far as a Hugging Face folder (config.json with label names +
                         model.safetensors): every checkpoint carries it, so keeping only the latest few
                         checkpoints never loses the best model; beside it val_logits.safetensors, that model's
-                        logits on the fold's validation rows (the run's out-of-fold predictions)
+                        logits on the fold's validation rows (the run's out-of-fold predictions), and in a
+                        finished fold's last checkpoint test_logits.safetensors, its logits on the test split
 Folders are written under a temporary name and renamed, so a crash never leaves a half-written checkpoint.
 """
 
@@ -31,6 +32,7 @@ from reuters_ray.errors import CheckpointError
 
 MODEL_FILE, STATE_FILE, PROGRESS_FILE, BEST_DIR = "model.safetensors", "state.pt", "progress.json", "best"
 VAL_LOGITS_FILE = "val_logits.safetensors"  # in best/
+TEST_LOGITS_FILE = "test_logits.safetensors"  # in best/ of a finished fold's last checkpoint
 
 
 def rng_state() -> dict[str, Any]:
@@ -60,21 +62,25 @@ def cpu_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
 
 
 def save_best(
-    path: Path, model_config, best_state: dict[str, torch.Tensor], val_logits: np.ndarray | None = None
+    path: Path,
+    model_config,
+    best_state: dict[str, torch.Tensor],
+    val_logits: np.ndarray | None = None,
+    test_logits: np.ndarray | None = None,
 ) -> None:
     """Writes a Hugging Face model folder (config + safetensors) that from_pretrained loads, and the model's
-    validation logits beside it when given."""
+    validation and test logits beside it when given."""
     path.mkdir(parents=True, exist_ok=True)
     model_config.save_pretrained(path)
     save_file(best_state, path / MODEL_FILE, metadata={"format": "pt"})
-    if val_logits is not None:
-        save_file(
-            {"logits": torch.from_numpy(np.ascontiguousarray(val_logits, dtype=np.float32))}, path / VAL_LOGITS_FILE
-        )
+    for logits, name in ((val_logits, VAL_LOGITS_FILE), (test_logits, TEST_LOGITS_FILE)):
+        if logits is not None:
+            save_file({"logits": torch.from_numpy(np.ascontiguousarray(logits, dtype=np.float32))}, path / name)
 
 
 def read_val_logits(data: bytes, where: str) -> np.ndarray:
-    """The logits array of a val_logits.safetensors file's bytes; CheckpointError naming `where` when damaged."""
+    """The logits array of a val_logits.safetensors (or test_logits.safetensors) file's bytes; CheckpointError naming
+    `where` when damaged."""
     from safetensors.numpy import load
 
     try:
@@ -90,6 +96,7 @@ def save_checkpoint(
     training_state: dict[str, Any],
     progress: dict[str, Any] | Callable[[], dict[str, Any]],
     best_val_logits: np.ndarray | None = None,
+    best_test_logits: np.ndarray | None = None,
 ) -> Path:
     """Writes checkpoint folder `path` atomically (temporary sibling, then rename). Returns `path`.
 
@@ -101,7 +108,7 @@ def save_checkpoint(
     tmp.mkdir(parents=True)
     save_file(cpu_state(model), tmp / MODEL_FILE, metadata={"format": "pt"})
     torch.save({**training_state, "rng": rng_state()}, tmp / STATE_FILE)
-    save_best(tmp / BEST_DIR, model.config, best_state, best_val_logits)
+    save_best(tmp / BEST_DIR, model.config, best_state, best_val_logits, best_test_logits)
     (tmp / PROGRESS_FILE).write_text(json.dumps(progress() if callable(progress) else progress, indent=1))
     shutil.rmtree(path, ignore_errors=True)
     os.replace(tmp, path)

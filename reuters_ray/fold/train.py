@@ -7,7 +7,6 @@ a `report` function that forwards each epoch's metrics and checkpoint folder.
 from __future__ import annotations
 
 import contextlib
-import math
 import os
 import socket
 import time
@@ -20,7 +19,7 @@ import numpy as np
 import torch
 
 from reuters_ray import rows as R
-from reuters_ray.config import PROFILES, Profile, RunConfig, check_workers, forward_passes
+from reuters_ray.config import RunConfig
 from reuters_ray.data.features import TokenArrays
 from reuters_ray.errors import CheckpointError, ConfigError
 from reuters_ray.fold.checkpoint import (
@@ -49,6 +48,7 @@ from reuters_ray.fold.optim import (
     micro_batches,
 )
 from reuters_ray.fold.parallel import Group, epoch_seed
+from reuters_ray.fold.plan import FUSED, Plan, eval_precision, plan_fold
 from reuters_ray.scoring.metrics import classification_metrics
 from reuters_ray.scoring.multilabel import validation_metrics
 
@@ -69,6 +69,9 @@ class FoldData:
     soft_targets: np.ndarray | None = None
     # A student's: bool [N], which rows have true labels (the others are transfer texts: soft targets alone).
     labelled: np.ndarray | None = None
+    # The test split's tokens, or None: scored once by the fold's best model when the fold finishes (final_scores),
+    # so that the run's ensemble needs no model loaded after the folds. Never seen by training or validation.
+    test_tokens: TokenArrays | None = None
 
 
 @dataclass
@@ -80,31 +83,6 @@ class FoldResult:
 
 
 # --- small pure helpers ---------------------------------------------------------------------------------------
-
-
-def decide_checkpointing(
-    profile: Profile, requested: bool | None, device: torch.device, gpu_share: float = 1.0
-) -> tuple[bool, str]:
-    """Gradient checkpointing on or off, and why. It saves memory at about a third more compute, so the
-    default profile uses it only on a GPU with little memory for this fold (`gpu_share` of the card)."""
-    if requested is not None:
-        return requested, "set by model.gradient_checkpointing"
-    if profile.gradient_checkpointing is not None:
-        return profile.gradient_checkpointing, "the profile's choice"
-    if device.type != "cuda":
-        return False, "not needed on CPU (host memory)"
-    gib = torch.cuda.get_device_properties(device).total_memory * gpu_share / 2**30
-    # Small BERT at batch 32 x 512 tokens needs about 6 GiB without checkpointing (bench/grad_ckpt_memory.py)
-    return (gib < 8, f"{gib:.0f} GiB of GPU memory for this fold")
-
-
-def resolve_precision(requested: str, profile: Profile, device: torch.device) -> str:
-    """auto -> bf16 on GPUs that support it, fp16 on older GPUs (and in the seed profile), fp32 on CPU."""
-    if requested != "auto":
-        return requested
-    if device.type != "cuda":
-        return "fp32"
-    return "bf16" if torch.cuda.is_bf16_supported() and not profile.fp16_on_cuda else "fp16"
 
 
 def _identity(cfg: RunConfig, data: FoldData) -> dict[str, Any]:
@@ -170,58 +148,6 @@ def _resume(
 # --- builders: each takes explicit arguments and returns one object --------------------------------------------
 
 
-@dataclass(frozen=True)
-class Plan:
-    """How a fold computes, derived once from the config and the device (torchtune's set-up step)."""
-
-    seed: int  # train.seed + fold
-    device: torch.device
-    profile: Profile
-    precision: str  # resolved: bf16, fp16 or fp32
-    checkpointing: bool
-    why_checkpointing: str
-    micro: int  # examples per forward pass, over all the fold's workers (each takes micro / workers)
-    accum: int  # forward passes per optimizer step
-    steps_per_epoch: int
-    group: Group = field(default_factory=Group)  # the fold's data-parallel workers (one: Group())
-    checkpoint_every_s: float = 0.0  # resolved train.checkpoint_every_s (checkpoint_interval)
-
-
-# train.checkpoint_every_s unset, on a GPU: seconds of training between checkpoints
-GPU_CHECKPOINT_EVERY_S = 30.0
-
-
-def checkpoint_interval(tc, device: torch.device) -> float:
-    """train.checkpoint_every_s, or when unset GPU_CHECKPOINT_EVERY_S on a GPU and 0 (every checkpoint_every
-    epochs) on CPU: seconds."""
-    if tc.checkpoint_every_s is not None:
-        return tc.checkpoint_every_s
-    return GPU_CHECKPOINT_EVERY_S if device.type == "cuda" else 0.0
-
-
-def plan_fold(
-    cfg: RunConfig, n_train: int, fold: int, device: torch.device, gpu_share: float, group: Group | None = None
-) -> Plan:
-    tc, group = cfg.train, group or Group()
-    profile = PROFILES[tc.profile]
-    checkpointing, why = decide_checkpointing(profile, cfg.model.gradient_checkpointing, device, gpu_share)
-    check_workers(cfg.train, group.world)
-    micro, accum = forward_passes(cfg.train)
-    return Plan(
-        seed=tc.seed + fold,
-        device=device,
-        profile=profile,
-        precision=resolve_precision(tc.precision, profile, device),
-        checkpointing=checkpointing,
-        why_checkpointing=why,
-        micro=micro,
-        accum=accum,
-        steps_per_epoch=math.ceil(math.ceil(n_train / micro) / accum),
-        group=group,
-        checkpoint_every_s=checkpoint_interval(tc, device),
-    )
-
-
 def build_fold_model(
     cfg: RunConfig, label_names: list[str], plan: Plan, max_length: int, prior: np.ndarray | None = None
 ) -> torch.nn.Module:
@@ -264,6 +190,7 @@ class FoldState:
     # the plain one (checkpoints, validation, the result).
     wrapped: torch.nn.Module | None = None
     best_val_logits: np.ndarray | None = None  # the fold's out-of-fold predictions
+    test_logits: np.ndarray | None = None  # the best model's on data.test_tokens, once the fold finished
     history: list[dict[str, Any]] = field(default_factory=list)
     restarts: list[dict[str, Any]] = field(default_factory=list)
     next_epoch: int = 1
@@ -275,7 +202,7 @@ def build_fold_state(cfg: RunConfig, data: FoldData, plan: Plan) -> FoldState:
     labels = data.labels[data.train_idx]
     prior = labels.mean(axis=0) if labels.ndim == 2 else None  # multi-label: each topic's share
     model = build_fold_model(cfg, data.label_names, plan, data.tokens.ids.shape[1], prior)
-    optimizer = build_optimizer(model, tc.lr, tc.weight_decay, plan.profile.fused_adamw and plan.device.type == "cuda")
+    optimizer = build_optimizer(model, tc.lr, tc.weight_decay, plan.profile.fused_adamw and plan.device.type in FUSED)
     return FoldState(
         model=model,
         optimizer=optimizer,
@@ -408,7 +335,14 @@ def validate(model, data: FoldData, plan: Plan, tc) -> tuple[dict[str, float], f
         else list(longest_first(data.tokens.lengths[data.val_idx], batch_size))[ws.rank :: ws.world]
     )
     logits = predict_logits(
-        model, data.tokens, data.val_idx, batch_size, plan.profile.pad_to, plan.device, plan.precision, shards
+        model,
+        data.tokens,
+        data.val_idx,
+        batch_size,
+        plan.profile.pad_to,
+        plan.device,
+        eval_precision(plan.precision, plan.device),
+        shards,
     )
     logits = ws.sum(logits)
     y = data.labels[data.val_idx]
@@ -476,7 +410,13 @@ def write_checkpoint(folder: Path, state: FoldState, row: dict[str, Any], progre
         "scaler": state.scaler.state_dict() if state.scaler.is_enabled() else None,
     }
     return save_checkpoint(
-        folder, state.model, state.best_state, training, progress_after_the_weights, state.best_val_logits
+        folder,
+        state.model,
+        state.best_state,
+        training,
+        progress_after_the_weights,
+        state.best_val_logits,
+        state.test_logits if state.finished else None,
     )
 
 
@@ -495,6 +435,25 @@ def progress_of(state: FoldState, epoch: int, cfg: RunConfig, identity: dict, at
     }
 
 
+def final_scores(state: FoldState, data: FoldData, plan: Plan, epoch: int) -> None:
+    """Once the fold finished after `epoch` (rank 0 alone, no collective): the best model's logits on
+    data.test_tokens (when given), scored as the run's ensemble scores them (TorchFolds: longest-first batches of
+    eval_batch_size(None) padded to the longest row, in eval_precision) into state.test_logits."""
+    if data.test_tokens is None:
+        return
+    model, current = state.model, None
+    if state.stopper.best_epoch != epoch:
+        current = cpu_state(model)  # the last epoch's weights stay the model's (the checkpoint's, resume's)
+        model.load_state_dict(state.best_state)
+    every = np.arange(len(data.test_tokens))
+    precision = eval_precision(plan.precision, plan.device)
+    state.test_logits = predict_logits(
+        model, data.test_tokens, every, eval_batch_size(None, plan.device), "longest", plan.device, precision
+    )
+    if current is not None:
+        model.load_state_dict(current)
+
+
 def run_epoch(
     cfg: RunConfig, data: FoldData, plan: Plan, state: FoldState, fold: int, epoch: int, setup_s: float, stop=None
 ):
@@ -510,6 +469,8 @@ def run_epoch(
     if state.stopper.update(metrics[cfg.monitor()], epoch):
         state.best_state, state.best_val_logits = cpu_state(state.model), logits
     state.finished = state.stopper.should_stop or epoch == tc.max_epochs
+    if state.finished and plan.group.rank == 0:  # the last epoch's validation seconds include this scoring
+        final_scores(state, data, plan, epoch)
     seconds = {"setup": setup_s, "train": t1 - t0, "val": time.perf_counter() - t1}
     return epoch_row(fold, plan, epoch, state, trained, (metrics, val_loss), seconds, tc.max_epochs, cfg.monitor())
 

@@ -1,12 +1,14 @@
-"""The Ray Train machinery the recipes share, and the one module that imports Ray Train (the search's Ray Tune code
-is reuters_ray.recipes.search, the service's Ray Serve code reuters_ray.predictor.serve).
+"""The Ray Train machinery the recipes share: with reuters_ray.recipes.fold_worker (what the folds' Ray processes run)
+the modules that import Ray Train (the search's Ray Tune code is reuters_ray.recipes.search, the service's Ray Serve
+code reuters_ray.predictor.serve).
 
     connect      Ray started (or joined) once, the folds placed on the cluster (place_folds), the nodes' write test
     fit_folds    one TorchTrainer per fold (ScalingConfig(num_workers=cv.workers_per_fold, use_gpu=...)), their fit()
                  calls in driver threads so the folds run at once, their epoch rows forwarded to the console
-    worker       calls reuters_ray.fold.train.train_fold, reporting each epoch (and rank 0 its checkpoint) to Ray
-                 storage; a fold's several workers train it data-parallel (DDP through Ray Train's process group)
-    FoldScorer   the ensemble actor: loads each fold's best model from storage and scores the test split
+    worker       fold_worker.fold_worker calls reuters_ray.fold.train.train_fold, reporting each epoch (and rank 0
+                 its checkpoint) to Ray storage; a fold's several workers train it data-parallel (DDP through Ray
+                 Train's process group); a finished fold scores the test split with its best model
+    FoldScorer   the test logits each fold kept, or the ensemble actor's (it loads the fold models and scores)
     ray_session  connects (or starts Ray) only when not connected already, and disconnects at the end
 
 Running the same command with the same run name resumes: finished folds (fold_result.json) are kept, and Ray Train
@@ -18,157 +20,31 @@ from __future__ import annotations
 import os
 import sys
 import tempfile
-import threading
 import time
 import uuid
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor, wait
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pyarrow.fs as pafs
 
 from reuters_ray import rows as R
 from reuters_ray import stopping
-from reuters_ray.config import RunConfig
-from reuters_ray.console import format_row
+from reuters_ray.config import PROFILES, RunConfig
 from reuters_ray.data.features import TokenArrays
 from reuters_ray.errors import ConfigError
 from reuters_ray.fold.inference import TorchFolds, default_device
-from reuters_ray.fold.train import PROFILES, FoldData, resolve_precision, train_fold
+from reuters_ray.fold.plan import resolve_precision
+from reuters_ray.recipes.fold_worker import FoldTask, Progress, fold_worker, forward_reports
+from reuters_ray.run.folds import kept_test_logits
 from reuters_ray.run.inputs import Run
 from reuters_ray.run.place import finished_folds, fold_names, mark_finished, write_test
 from reuters_ray.run.resources import ENSEMBLE_GPU, ensemble_fits_early, place_folds
 from reuters_ray.stopping import in_thread
 from reuters_ray.storage import LOCAL, copy_dir, storage_location
 from reuters_ray.track.live import LiveMetrics
-
-
-@dataclass(frozen=True)
-class FoldTask:
-    """Everything a fold's Ray worker needs besides the data: the run's config, which fold, where it runs."""
-
-    run: RunConfig
-    fold: int
-    gpu_share: float  # of one GPU for each worker (1.0 = a whole one; 0 on CPU); workers sharing a card get a part
-    cpus: float  # for each worker
-    attempt: str  # new with each fit() of the fold, kept when Ray Train restarts a dead worker
-    folder: str = ""  # its Ray Train run's folder in the run (fold_names); default fold_<fold>
-    workers: int = 1  # data-parallel Ray Train workers (cv.workers_per_fold)
-
-
-def _fold_worker(config: dict[str, Any]) -> None:
-    """Ray Train worker: one fold's training loop (or one worker's share of it), each epoch (and rank 0's
-    checkpoint) reported into Ray storage."""
-    started_at = time.time()  # against the driver's clock: how long Ray took to start this worker
-    import functools
-
-    import ray
-    import ray.train
-    import ray.train.torch
-
-    task: FoldTask = config["task"]
-    rank = ray.train.get_context().get_world_rank()
-    arrays = ray.get(config["data_ref"][0])  # numpy arrays come back zero-copy from the object store
-    train_idx, val_idx = arrays["folds"][task.fold]
-    tokens = TokenArrays(arrays["ids"], arrays["lengths"], arrays["pad_id"])
-    data = FoldData(
-        tokens,
-        arrays["labels"],
-        train_idx,
-        val_idx,
-        arrays["class_weights"],
-        arrays["label_names"],
-        soft_targets=arrays.get("soft_targets"),
-        labelled=arrays.get("labelled"),  # a student's
-    )
-    if rank == 0:
-        print(format_row(), flush=True)  # the epoch table in the worker's log too (dashboard, Ray's log files)
-    stop = _watch_stop(config["progress"]) if rank == 0 else None  # rank 0 asks; train_fold tells the others
-
-    def report(metrics: dict[str, Any], checkpoint_dir: Path | None) -> bool:
-        """Reports the epoch into Ray storage (every worker must; rank 0's row and checkpoint are the ones
-        registered); True when the driver asks the fold to stop (a search ended it): rank 0 asks, train_fold tells
-        the others."""
-        checkpoint = ray.train.Checkpoint.from_directory(str(checkpoint_dir)) if checkpoint_dir else None
-        ray.train.report({**metrics, R.WORKER_STARTED_AT: started_at}, checkpoint=checkpoint)
-        if rank == 0:
-            print(format_row(metrics), flush=True)
-        if rank != 0 or metrics[R.FINISHED]:  # a finished fold has nothing left to gate
-            return False
-        while (answer := ray.get(config["progress"].gate.remote(metrics[R.EPOCH]))) == "wait":  # a search's trial
-            time.sleep(0.1)
-        return answer == "stop"
-
-    with tempfile.TemporaryDirectory() as tmp:
-        resume = None
-        checkpoint = ray.train.get_checkpoint()  # set when Ray restores this fold (driver rerun or worker restart)
-        if checkpoint is not None:
-            resume = resume_candidates(checkpoint.filesystem, checkpoint.path, tmp)
-        device = ray.train.torch.get_device()
-        train_fold(
-            task.run,
-            data,
-            Path(tmp) / "checkpoints",
-            fold=task.fold,
-            resume_from=resume,
-            attempt=task.attempt,
-            report=report,
-            device=device,
-            gpu_share=task.gpu_share or 1.0,
-            worker_info={"node_id": ray.get_runtime_context().get_node_id()},
-            wrap=functools.partial(ray.train.torch.prepare_model, move_to_device=False),  # DDP, several workers
-            should_stop=stop.is_set if stop is not None else lambda: False,
-        )
-
-
-STOP_POLL_S = 0.5  # how often a fold's rank 0 asks whether its driver was stopped
-
-
-def _watch_stop(progress) -> threading.Event:
-    """An event set once the driver's progress actor says to stop now (its command got a stop signal), asked every
-    STOP_POLL_S seconds from a thread of the worker; the fold then stops after its current optimizer step. A
-    progress actor that is gone (its driver died) ends the watch: Ray ends the fold with its job."""
-    import ray
-
-    event = threading.Event()
-
-    def watch() -> None:
-        while True:
-            try:
-                if ray.get(progress.stopping_now.remote(), timeout=60):
-                    event.set()
-                    return
-            except Exception:  # noqa: BLE001 (the actor is gone: nothing left to ask)
-                return
-            time.sleep(STOP_POLL_S)
-
-    threading.Thread(target=watch, name="stop-watch", daemon=True).start()
-    return event
-
-
-def resume_candidates(fs: pafs.FileSystem, latest: str, local_root: str):
-    """Yields local copies of checkpoint `latest` (the one Ray restored) and then of the fold's older kept
-    checkpoints, newest first, each fetched only when asked for (train_fold takes the first that loads).
-    Ray names checkpoint folders checkpoint_<timestamp>, so name order is age order; newer folders than
-    `latest` are ones Ray never registered and are not used."""
-    parent, name = latest.rstrip("/").rsplit("/", 1)
-    older = sorted(
-        (
-            i.base_name
-            for i in fs.get_file_info(pafs.FileSelector(parent))
-            if i.type == pafs.FileType.Directory and i.base_name.startswith("checkpoint_") and i.base_name < name
-        ),
-        reverse=True,
-    )
-    for k, folder in enumerate([name, *older]):
-        dst = os.path.join(local_root, f"resume_{k}")
-        os.makedirs(dst)
-        copy_dir(f"{parent}/{folder}", dst, fs, LOCAL)
-        yield Path(dst)
 
 
 def _worker_config(cfg: RunConfig) -> RunConfig:
@@ -199,7 +75,7 @@ def _fit_fold(task: FoldTask, data_ref: list, run_uri: str, progress) -> tuple[s
 
     resources = {"CPU": task.cpus, **({"GPU": task.gpu_share} if task.gpu_share else {})}
     trainer = TorchTrainer(
-        _fold_worker,
+        fold_worker,
         train_loop_config={"task": task, "data_ref": data_ref, "progress": progress},
         # PACK (Ray's default): a fold's workers share a node when one has room for all, else they spread
         scaling_config=ray.train.ScalingConfig(
@@ -208,7 +84,7 @@ def _fit_fold(task: FoldTask, data_ref: list, run_uri: str, progress) -> tuple[s
         run_config=ray.train.RunConfig(
             name=f"{run_name}/{task.folder or f'fold_{task.fold}'}",
             storage_path=parent + sep + query,
-            callbacks=[_forward_reports(progress)],
+            callbacks=[forward_reports(progress)],
             checkpoint_config=ray.train.CheckpointConfig(num_to_keep=task.run.train.keep_checkpoints),
             failure_config=ray.train.FailureConfig(max_failures=task.run.cv.max_failures),
         ),
@@ -292,75 +168,6 @@ def _await_train_shared_actors(first_fold, timeout: float = 30.0) -> None:
         if names.issuperset(TRAIN_SHARED_ACTORS):
             return
         time.sleep(0.2)
-
-
-def _forward_reports(progress):
-    """A Train callback (it runs on the fold's Train controller) that sends each registered epoch row to the
-    driver's progress actor."""
-    from ray.train import UserCallback
-
-    class _Forward(UserCallback):
-        def after_report(self, run_context, metrics, checkpoint):
-            progress.put.remote(R.forwarded(metrics[0]))
-
-    return _Forward()
-
-
-class _Progress:
-    """An async actor between the folds' Train controllers and the driver: rows in, rows out. take() waits at most
-    `timeout` seconds and returns what arrived (possibly nothing): a poll that never fails a task."""
-
-    def __init__(self):
-        import asyncio
-
-        self._rows: list[dict[str, Any]] = []
-        self._arrived = asyncio.Event()
-
-    async def put(self, row: dict[str, Any]) -> None:
-        self._rows.append(row)
-        self._arrived.set()
-
-    async def take(self, timeout: float) -> list[dict[str, Any]]:
-        import asyncio
-
-        if not self._rows:
-            try:
-                await asyncio.wait_for(self._arrived.wait(), timeout)
-            except asyncio.TimeoutError:
-                pass
-        rows, self._rows = self._rows, []
-        self._arrived.clear()
-        return rows
-
-    # A search's trial gates its folds by epoch rounds: a fold that reported epoch e waits until the scheduler asked
-    # for more than the rounds it has seen (allow), or ended the trial (stop). A plain run never gates.
-
-    async def gate(self, epoch: int) -> str:
-        """For the fold that reported `epoch`: "stop", "go" or "wait" (ask again). Answered at once: a call that
-        waited here would be a FAILED task in the dashboard when the actor goes at the run's end."""
-        if getattr(self, "_stopping", False) or getattr(self, "_stop_now", False):  # a fold waiting at the gate too
-            return "stop"
-        return "wait" if getattr(self, "_allowed", epoch) < epoch else "go"
-
-    async def allow(self, epoch: int) -> None:
-        self._allowed = max(epoch, getattr(self, "_allowed", 0))
-
-    async def stop(self) -> None:
-        """Every fold stops after the epoch it is in (a search's scheduler ended the trial)."""
-        self._stopping = True
-
-    async def stop_now(self) -> None:
-        """Every fold stops after its current optimizer step (the command got a stop signal)."""
-        self._stop_now = True
-
-    async def stopping_now(self) -> bool:
-        """Asked by each fold's rank 0 every STOP_POLL_S seconds (_watch_stop) while it trains."""
-        self._asked = time.monotonic()
-        return getattr(self, "_stop_now", False)
-
-    async def asked_within(self, seconds: float) -> bool:
-        """Whether a fold asked stopping_now within the last `seconds`: a fold is still training (or stopping)."""
-        return time.monotonic() - getattr(self, "_asked", -1e9) <= seconds
 
 
 class _EnsembleActor:
@@ -473,7 +280,8 @@ def connect(run: Run) -> float:
 
 
 def put_train_split(prep) -> Any:
-    """The training split's arrays in Ray's object store, shared zero-copy by every fold's worker."""
+    """The training split's arrays in Ray's object store, shared zero-copy by every fold's worker, and the test
+    split's tokens (no labels), which each fold scores with its best model once it finished."""
     import ray
 
     n = prep.n_train
@@ -482,6 +290,8 @@ def put_train_split(prep) -> Any:
         {
             "ids": prep.tokens.ids[:n],
             "lengths": prep.tokens.lengths[:n],
+            "test_ids": prep.tokens.ids[n:],
+            "test_lengths": prep.tokens.lengths[n:],
             "pad_id": prep.tokens.pad_id,
             "labels": prep.ds.train_labels,
             "class_weights": prep.weights,
@@ -493,16 +303,25 @@ def put_train_split(prep) -> Any:
 
 
 class FoldScorer:
-    """The run's ensemble actor, named <run>:ensemble (the name the dashboard's Actors page shows): start() creates
-    it, as soon as every unfinished fold is running (fit_folds calls it then; none waits for room, so it takes none
-    a fold needs: no CPU, and on a GPU cluster ENSEMBLE_GPU of a GPU, which place_folds leaves free when folds
-    share a card; when it does not fit early (ensemble_fits_early), once they are done); test_logits() creates it
-    if not yet done, loads the fold models and scores the test split."""
+    """The run's test logits: each fold's own, which its worker scored with its best model when it finished
+    (kept_test_logits), or else (folds finished by an older version) those of the ensemble actor, named
+    <run>:ensemble (the name the dashboard's Actors page shows), which loads the fold models and scores the test
+    split. start() creates the actor while the last folds train when such older folds are there and it fits then
+    (ensemble_fits_early: it takes no CPU, and on a GPU cluster ENSEMBLE_GPU of a GPU, which place_folds leaves free
+    when folds share a card); test_logits() creates it when needed and not yet done."""
 
     def __init__(self, run: Run):
         self.run, self.place, self.actor = run, run.place, None
-        n_models = len(fold_names(run.cfg))
-        self.early = ensemble_fits_early(run.cfg.cv, cluster_resources(), run.gpu_share, n_models)
+        names = fold_names(run.cfg)
+        fits = ensemble_fits_early(run.cfg.cv, cluster_resources(), run.gpu_share, len(names))
+        self.early = fits and self._older_folds(names)
+
+    def _older_folds(self, names: list[str]) -> bool:
+        """Whether a fold finished by a previous run kept no test logits."""
+        n_test = len(self.run.prep.tokens) - self.run.prep.n_train
+        done = finished_folds(self.place, names)
+        paths = [f"{self.place.at(names[k], folder)}/best" for k, folder in done.items()]
+        return any(kept_test_logits(self.place.fs, [p], n_test) is None for p in paths)
 
     def start(self) -> None:
         """Creates the actor (unless done): while folds train only when ensemble_fits_early said so."""
@@ -518,13 +337,17 @@ class FoldScorer:
         self.actor = actor_cls.options(name=f"{self.place.name}:ensemble", scheduling_strategy="DEFAULT").remote()
 
     def test_logits(self, best_paths: list[str]) -> np.ndarray:
-        """[folds, N, K] test logits of the fold models at `best_paths` (in storage)."""
+        """[folds, N, K] test logits of the fold models at `best_paths` (in storage): the folds' own when every fold
+        kept them, else the ensemble actor's."""
         import ray
 
         cfg, prep = self.run.cfg, self.run.prep
+        n = prep.n_train
+        kept = kept_test_logits(self.place.fs, best_paths, len(prep.tokens) - n)
+        if kept is not None:
+            return kept
         if self.actor is None:
             self._create()
-        n = prep.n_train
         test = {"ids": prep.tokens.ids[n:], "lengths": prep.tokens.lengths[n:], "pad_id": prep.tokens.pad_id}
         ray.get(self.actor.load.remote(self.place.uri, best_paths, cfg.train.precision, cfg.train.profile))
         return ray.get(self.actor.fold_logits.remote(ray.put(test)))
@@ -568,7 +391,7 @@ def fit_folds(run: Run, train_ref, control=None, started=None):
     # does, and elsewhere a lost node would take the folds' reports with it. Hard: a soft preference was seen
     # spilled to another node (no CPU asked, so the driver's node always has room).
     here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False)
-    progress = ray.remote(num_cpus=0)(_Progress).options(name=f"{place.name}:progress", scheduling_strategy=here)
+    progress = ray.remote(num_cpus=0)(Progress).options(name=f"{place.name}:progress", scheduling_strategy=here)
     progress = progress.remote()
     if control is not None:
         progress.allow.remote(0)  # gated: each fold waits after its first epoch for the trial's next round

@@ -13,7 +13,7 @@ import pyarrow.fs as pafs
 
 from reuters_ray import rows as R
 from reuters_ray.config import monitor_key
-from reuters_ray.fold.checkpoint import VAL_LOGITS_FILE, read_val_logits
+from reuters_ray.fold.checkpoint import TEST_LOGITS_FILE, VAL_LOGITS_FILE, read_val_logits
 from reuters_ray.run.place import RunPlace
 from reuters_ray.storage import (
     read_bytes,
@@ -147,3 +147,19 @@ def out_of_fold_logits(fs: pafs.FileSystem, best_paths: list[str], folds, n: int
             out = np.full((n, logits.shape[1]), np.nan, dtype=np.float32)
         out[val_idx] = logits
     return out
+
+
+def kept_test_logits(fs: pafs.FileSystem, best_paths: list[str], n_test: int) -> np.ndarray | None:
+    """[folds, n_test, K] test logits the folds' workers kept (best/test_logits.safetensors, scored by each fold's best
+    model when it finished), or None when a fold has none or none of that length (a fold finished by an older
+    version, another test split): the ensemble actor then scores the test split."""
+    out = []
+    for best in best_paths:
+        data = read_bytes(fs, f"{best}/{TEST_LOGITS_FILE}")
+        if data is None:
+            return None
+        logits = read_val_logits(data, f"{best}/{TEST_LOGITS_FILE}")
+        if logits.shape[0] != n_test or (out and logits.shape != out[0].shape):
+            return None
+        out.append(logits)
+    return np.stack(out) if out else None
