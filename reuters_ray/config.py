@@ -272,7 +272,12 @@ class CVConfig:
     # fewer, 0.01 of each card left to the ensemble (three one-worker folds share one GPU at 0.33 each and run at
     # once: share_of_gpu), 0 without GPUs. Set it to run folds one after another instead.
     gpus_per_fold: float | None = None
-    cpus_per_fold: float = 1.0  # CPUs each of a fold's workers reserves (fractions let folds share cores)
+    # CPUs each of a fold's workers reserves (fractions let folds share cores). Unset: 1 on a cluster with GPUs (the
+    # GPU does the work); without GPUs the nodes' CPUs shared by every fold worker at once, the largest share with
+    # which they all fit (share_of_cpus: 3 folds on 2 cores 0.66 each, on 16 cores 5.33). All at once, each fold's
+    # Ray Train start-up is paid together: on 2 cores three folds at once beat two and then one, or one by one
+    # (docs/results.md, issue 45). A search's trials: 1, unless set.
+    cpus_per_fold: float | None = None
     # Data-parallel workers per fold (Ray Train workers, gradients all-reduced: NCCL on GPUs, gloo on CPU), each with
     # cv.gpus_per_fold of a GPU and cv.cpus_per_fold CPUs, on any nodes; every batch is split evenly over them, so a
     # fold makes the same updates as with one worker (train.batch_size x grad_accum examples per step).
@@ -297,7 +302,7 @@ class CVConfig:
             [
                 (self.folds >= 2, "folds", ">= 2"),
                 (self.gpus_per_fold is None or self.gpus_per_fold >= 0, "gpus_per_fold", ">= 0 or unset"),
-                (self.cpus_per_fold > 0, "cpus_per_fold", "> 0"),
+                (self.cpus_per_fold is None or self.cpus_per_fold > 0, "cpus_per_fold", "> 0 or unset"),
                 (self.workers_per_fold >= 1, "workers_per_fold", ">= 1"),
                 (self.max_failures >= 0, "max_failures", ">= 0"),
                 (self.threshold_min_positives >= 1, "threshold_min_positives", ">= 1"),

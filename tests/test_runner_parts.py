@@ -30,6 +30,22 @@ def test_the_ensemble_starts_while_folds_train_only_where_it_takes_no_room_a_fol
     assert not ensemble_fits_early(cv, one_gpu, 1.0, n_models=1)  # a student on the one card
 
 
+def test_folds_share_the_cpus_when_cpus_per_fold_is_unset():
+    """Unset: every fold worker at once with the largest share of the nodes' CPUs that fits them all; 1 with GPUs."""
+    from reuters_ray.run.resources import share_of_cpus
+
+    three = CVConfig(folds=3)
+    assert share_of_cpus(three, [2.0], 0) == 0.66  # the quick run on 2 cores: 3 x 0.66 <= 2
+    assert share_of_cpus(three, [16.0], 0) == 5.33
+    assert share_of_cpus(three, [8.0, 8.0], 0) == 4.0  # 5.33 would put one fold on each node and leave the third
+    assert share_of_cpus(CVConfig(folds=3, workers_per_fold=2), [2.0], 0) == 0.33
+    assert share_of_cpus(three, [2.0], 0, n_models=1) == 2.0  # a student, alone
+    assert share_of_cpus(three, [0.0], 0) == 0.01  # no CPU at all: the smallest share, which place_folds refuses
+    assert share_of_cpus(three, [16.0], 1) == 1.0  # GPUs do the work
+    assert share_of_cpus(CVConfig(folds=3, cpus_per_fold=0.5), [16.0], 0) == 0.5  # set: as set
+    assert place_folds(three, {"CPU": 2}) == 0.0  # unset fits: 3 at once
+
+
 def test_a_fold_that_could_never_be_placed_is_refused():
     with pytest.raises(ConfigError, match=r"cv.cpus_per_fold=4.0 does not fit this Ray cluster's 2 CPUs"):
         place_folds(CVConfig(cpus_per_fold=4.0), {"CPU": 2})

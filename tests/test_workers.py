@@ -136,7 +136,7 @@ def test_workers_hold_a_gpu_share_each_and_a_fold_that_never_fits_is_refused():
     from reuters_ray.errors import ConfigError
 
     with pytest.raises(ConfigError) as e:
-        place_folds(CVConfig(workers_per_fold=3), {"CPU": 2})
+        place_folds(CVConfig(workers_per_fold=3, cpus_per_fold=1.0), {"CPU": 2})
     assert str(e.value) == (
         "a fold's 3 workers (cv.workers_per_fold) need 3 CPUs (1 each: cv.cpus_per_fold) but this Ray cluster has 2 CPUs"
     )

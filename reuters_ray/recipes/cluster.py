@@ -17,6 +17,7 @@ restores each unfinished fold from its latest registered checkpoint (its own JSO
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import sys
 import tempfile
@@ -41,7 +42,7 @@ from reuters_ray.recipes.fold_worker import FoldTask, Progress, fold_worker, for
 from reuters_ray.run.folds import kept_test_logits
 from reuters_ray.run.inputs import Run
 from reuters_ray.run.place import finished_folds, fold_names, mark_finished, write_test
-from reuters_ray.run.resources import ENSEMBLE_GPU, ensemble_fits_early, place_folds
+from reuters_ray.run.resources import ENSEMBLE_GPU, ensemble_fits_early, place_folds, share_of_cpus
 from reuters_ray.stopping import in_thread
 from reuters_ray.storage import LOCAL, copy_dir, storage_location
 from reuters_ray.track.live import LiveMetrics
@@ -268,7 +269,10 @@ def connect(run: Run) -> float:
     cfg, place = run.cfg, run.place
     init_ray()
     try:
-        gpu_share = place_folds(cfg.cv, ray.cluster_resources(), len(fold_names(cfg)))
+        cluster, n_models = ray.cluster_resources(), len(fold_names(cfg))
+        nodes = [n["Resources"].get("CPU", 0.0) for n in ray.nodes() if n["Alive"]]
+        run.cpu_share = share_of_cpus(cfg.cv, nodes, cluster.get("GPU", 0.0), n_models)
+        gpu_share = place_folds(dataclasses.replace(cfg.cv, cpus_per_fold=run.cpu_share), cluster, n_models)
         if "://" in cfg.cv.storage_path:  # a local folder is this machine's; a bucket must take every node's writes
             check_nodes_can_write(cfg.cv.storage_path, place.uri)
     except ConfigError:
@@ -276,6 +280,13 @@ def connect(run: Run) -> float:
             place.fs.delete_dir(place.path)  # refused before any training: a new run leaves nothing behind
         raise
     run.gpu_share = gpu_share
+    if cfg.cv.cpus_per_fold is None:
+        workers = f" x {cfg.cv.workers_per_fold} workers" if cfg.cv.workers_per_fold > 1 else ""
+        run.console.info(
+            f"placement: {n_models} fold(s){workers} at once where they fit, {run.cpu_share:g} CPU each "
+            "(cv.cpus_per_fold unset: the cluster's CPUs shared by the folds, 1 each with GPUs)",
+            cpus_per_fold=run.cpu_share,
+        )
     return gpu_share
 
 
@@ -407,7 +418,7 @@ def fit_folds(run: Run, train_ref, control=None, started=None):
                 _worker_config(cfg),
                 k,
                 run.gpu_share,
-                cfg.cv.cpus_per_fold,
+                run.cpu_share,
                 uuid.uuid4().hex[:12],
                 names[k],
                 cfg.cv.workers_per_fold,

@@ -25,6 +25,7 @@ from reuters_ray.recipes.cv import run_cv
 from reuters_ray.run.inputs import check_input
 from reuters_ray.run.trials import (
     SEARCH_FILE,
+    TRIAL_CPUS_PER_FOLD,
     TRIAL_PREFIX,
     check_search,
     mark_stopped,
@@ -404,8 +405,8 @@ STOP_WAIT_S = 600.0  # at most this long for ended trials to stop their folds wh
 def _trials_at_once(base: RunConfig, cluster: dict[str, float], asked: int | None) -> int:
     """How many trials fit the cluster at once: each holds its folds' CPUs (and GPU shares) and a sliver for its
     actor. Raises ConfigError when not even one fits."""
-    workers = base.cv.workers_per_fold
-    per_trial = base.cv.folds * workers * base.cv.cpus_per_fold + TRIAL_CPU
+    workers, cpus = base.cv.workers_per_fold, base.cv.cpus_per_fold or TRIAL_CPUS_PER_FOLD  # as trial_config sets
+    per_trial = base.cv.folds * workers * cpus + TRIAL_CPU
     gpus = (base.cv.gpus_per_fold or 0.0) * workers
     fit = int(cluster.get("CPU", 0) // per_trial)
     if gpus:
@@ -413,7 +414,7 @@ def _trials_at_once(base: RunConfig, cluster: dict[str, float], asked: int | Non
     if fit < 1:
         each = f"{workers} workers x " if workers > 1 else ""
         raise ConfigError(
-            f"one trial needs {per_trial:g} CPUs ({base.cv.folds} folds x {each}cv.cpus_per_fold={base.cv.cpus_per_fold}) "
+            f"one trial needs {per_trial:g} CPUs ({base.cv.folds} folds x {each}cv.cpus_per_fold={cpus}) "
             f"{'and ' + str(base.cv.folds * gpus) + ' GPUs ' if gpus else ''}but this Ray cluster has "
             f"{cluster.get('CPU', 0):g} CPUs{' and ' + format(cluster.get('GPU', 0), 'g') + ' GPUs' if gpus else ''}"
         )

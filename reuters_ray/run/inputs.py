@@ -42,6 +42,7 @@ class Run:
     resuming: bool
     timing: Stopwatch
     gpu_share: float = 0.0
+    cpu_share: float = 1.0  # CPUs of each fold worker (recipes.cluster.connect: share_of_cpus)
 
 
 @dataclass

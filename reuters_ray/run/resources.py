@@ -5,6 +5,7 @@ never be placed. No Ray here: reuters_ray.recipes.cluster passes the cluster's r
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 from reuters_ray.errors import ConfigError
@@ -38,6 +39,24 @@ def ensemble_fits_early(cv, cluster: dict[str, float], gpu_share: float, n_model
     return cv.gpus_per_fold is None and (gpu_share < 1 or workers < gpus)
 
 
+def share_of_cpus(cv, node_cpus: list[float], gpus: float, n_models: int | None = None) -> float:
+    """The CPUs of each fold worker: cv.cpus_per_fold when set; unset, 1 on a cluster with GPUs (`gpus` > 0), else
+    the largest share, in hundredths of a CPU, with which every worker of the n_models (default cv.folds) models fits
+    the nodes at once (a node of c CPUs takes floor(c / share) workers); node_cpus: each alive node's CPUs. At least
+    0.01."""
+    if cv.cpus_per_fold is not None:
+        return cv.cpus_per_fold
+    if gpus > 0:
+        return 1.0
+    workers = (n_models or cv.folds) * cv.workers_per_fold
+
+    def fits(share: float) -> bool:
+        return sum(int((c + 1e-9) // share) for c in node_cpus) >= workers
+
+    shares = {math.floor(c / k * 100) / 100 for c in node_cpus for k in range(1, workers + 1)}
+    return max([s for s in shares if s > 0 and fits(s)], default=0.01)
+
+
 def place_folds(cv, cluster: dict[str, float], n_models: int | None = None) -> float:
     """The GPU share of each fold worker on a cluster with resources `cluster` (ray.cluster_resources()).
 
@@ -48,6 +67,8 @@ def place_folds(cv, cluster: dict[str, float], n_models: int | None = None) -> f
     only one after another queue."""
     gpus, workers = cv.gpus_per_fold, cv.workers_per_fold
     have_gpu, have_cpu = cluster.get("GPU", 0), cluster.get("CPU", 0)
+    if cv.cpus_per_fold is None:  # recipes.cluster.connect passes its share (of each node); here one node's
+        cv = dataclasses.replace(cv, cpus_per_fold=share_of_cpus(cv, [have_cpu], have_gpu, n_models))
     if gpus is None:
         gpus = share_of_gpu((n_models or cv.folds) * workers, int(have_gpu))
     alone = {  # one worker: the messages of before cv.workers_per_fold

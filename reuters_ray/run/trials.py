@@ -225,11 +225,17 @@ def draw_trials(search: Search) -> list[dict[str, Any]]:
     return [{key: dist.draw(rng) for key, dist in search.space.items()} for _ in range(search.trials)]
 
 
+# A search's trials share the cluster, so cv.cpus_per_fold unset is not the whole cluster's share (share_of_cpus) but
+# this, for each trial's folds alike: what the search reserves for a trial.
+TRIAL_CPUS_PER_FOLD = 1.0
+
+
 def trial_config(base: RunConfig, values: dict[str, Any], search_name: str, storage: str, trial: int) -> RunConfig:
     """Trial `trial`'s run config: `base` with its values, its run folder <storage>/<search_name>/trial_<i>."""
     cfg = _with(base, values, f"trial {trial}")
 
     cv = dataclasses.replace(cfg.cv, name=f"{TRIAL_PREFIX}{trial}", storage_path=uri_join(storage, search_name))
+    cv.cpus_per_fold = TRIAL_CPUS_PER_FOLD if cv.cpus_per_fold is None else cv.cpus_per_fold
     track = dataclasses.replace(cfg.track, mlflow=False, register=None)  # the search's driver logs its trials
     return dataclasses.replace(cfg, cv=cv, track=track)
 
