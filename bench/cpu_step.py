@@ -66,6 +66,10 @@ def examples_per_s(cfg, precision: str, fused: bool, steps: int, warmup: int) ->
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    import transformers
+
+    transformers.logging.set_verbosity_error()  # each way loads the model: its load report once is enough (none)
+    transformers.logging.disable_progress_bar()
     torch.set_num_threads(args.threads)
     cfg = load_config(args.config)
     print(f"bench/cpu_step.py: {cfg.model.name}, {cfg.train.batch_size} x {cfg.data.max_length} tokens, "

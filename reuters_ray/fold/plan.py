@@ -44,8 +44,9 @@ def resolve_precision(requested: str, profile: Profile, device: torch.device) ->
 
 def cpu_has_amx_bf16() -> bool:
     """Whether this CPU has AMX tiles (Intel Sapphire Rapids and later), on which oneDNN runs bf16 matrix products:
-    a MiniLM training step (16 x 32 tokens, fused AdamW) ran 1.3x faster under bf16 autocast than in fp32 with two
-    threads and 1.6x with one (docs/results.md, issue 45). Without them bf16 autocast is emulated and not faster."""
+    a MiniLM training step (16 x 32 tokens, fused AdamW) ran 1.42x faster under bf16 autocast than in fp32 with two
+    threads and 1.65x with one (bench/cpu_step.py, docs/results.md issue 45). Without them bf16 is emulated, and
+    autocast is not known to be faster."""
     probe = getattr(torch.cpu, "_is_amx_tile_supported", None)  # torch >= 2.3; private, hence the guard
     try:
         return bool(probe and probe() and torch.backends.mkldnn.is_available())
