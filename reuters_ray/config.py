@@ -467,12 +467,18 @@ class RunConfig:
 
 
 def field_docs(cls: type) -> dict[str, str]:
-    """Each field's comment in the class source (the lines above it and its trailing comment): the --help text."""
+    """Each field's comment in the class source (the lines above it and its trailing comment): the --help text.
+    The class's lines are found in its module's file by name, not by inspect.getsource, whose ast.parse raised
+    CPython 3.11's "AST constructor recursion depth mismatch" SystemError once while a Ray Data thread ran."""
     import inspect
+    import itertools
     import re
 
+    lines = Path(inspect.getsourcefile(cls)).read_text(encoding="utf-8").splitlines()
+    start = next(i for i, line in enumerate(lines) if re.match(rf"class {cls.__name__}\b", line))
+    body = itertools.takewhile(lambda line: not line or line[0] in " \t#", lines[start + 1 :])
     docs, pending = {}, []
-    for line in inspect.getsource(cls).splitlines():
+    for line in body:
         stripped = line.strip()
         m = re.match(r"(\w+): [^=]+=[^#]*(?:#\s*(.*))?$", stripped)
         if stripped.startswith("#"):

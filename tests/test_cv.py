@@ -155,3 +155,61 @@ def test_folds_finished_without_test_logits_are_scored_by_the_ensemble_actor(
     np.testing.assert_allclose(probs[0], probs[1], atol=1e-5)
     names = {t["name"] for t in state_list(ray_head, "tasks", job_id=again["cluster"]["job_id"])}
     assert "_EnsembleActor.fold_logits" in names and "RayTrainWorker.run_train_fn" not in names  # scored, not trained
+
+
+@pytest.mark.runs
+def test_a_run_stored_on_another_filesystem_copies_its_checkpoints(ray_head, tiny_yaml):
+    """The fold worker's checkpoints are written in its temporary folder and moved into local storage; where the
+    storage is on another filesystem (here /dev/shm's tmpfs) the move cannot be a rename and they are copied, as Ray
+    Train copies them: the run finishes with every fold's checkpoints and test logits in storage."""
+    import shutil
+    import subprocess
+    import tempfile
+    from pathlib import Path
+
+    from conftest import RUN_TIMEOUT, cv_cmd
+
+    if not Path("/dev/shm").is_dir() or Path("/dev/shm").stat().st_dev == Path(tempfile.gettempdir()).stat().st_dev:
+        pytest.skip("needs /dev/shm on another filesystem than the temporary folder")
+    storage = Path(tempfile.mkdtemp(dir="/dev/shm", prefix="reuters-ray-test-"))
+    try:
+        out = subprocess.run(
+            cv_cmd(tiny_yaml, storage) + ["--quiet"], capture_output=True, text=True, timeout=RUN_TIMEOUT
+        )
+        assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+        (run,) = [p for p in storage.iterdir() if p.is_dir()]
+        for k in range(FOLDS):
+            assert len(checkpoints(run, k)) == 2  # both epochs' checkpoints, registered
+            assert list((run / f"fold_{k}").glob("checkpoint_*/best/test_logits.safetensors"))
+        assert json.loads((run / "metrics.json").read_text())["n_test"] == 200
+    finally:
+        shutil.rmtree(storage, ignore_errors=True)
+
+
+@pytest.mark.runs
+def test_a_fold_whose_ray_snapshot_a_stop_emptied_continues_from_its_newest_checkpoint(
+    ray_head, tiny_yaml, finished_run, tmp_path
+):
+    """A stop while Ray Train wrote a fold's checkpoint list left it empty (seen by a new user's SIGTERM): every rerun
+    failed that fold in Ray Train's controller. Now the rerun sets the list aside, says so, and the fold continues
+    from its newest checkpoint folder (here epoch 1 of 2) to the end."""
+    import shutil
+    import subprocess
+
+    from conftest import RUN_TIMEOUT, cv_cmd
+
+    storage = tmp_path / "runs"
+    shutil.copytree(finished_run, storage / finished_run.name)
+    run = storage / finished_run.name
+    cks = checkpoints(run, 1)
+    newest = max(cks, key=lambda name: cks[name]["epoch"])
+    shutil.rmtree(run / "fold_1" / newest)  # as if stopped before epoch 2's checkpoint: epoch 1's is the newest
+    (run / "fold_1" / "fold_result.json").unlink()
+    (run / "fold_1" / "checkpoint_manager_snapshot.json").write_text("")
+    out = subprocess.run(cv_cmd(tiny_yaml, storage) + ["--quiet"], capture_output=True, text=True, timeout=RUN_TIMEOUT)
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    assert "fold_1: Ray Train's list of its checkpoints" in out.stderr and "set aside" in out.stderr
+    assert (run / "fold_1" / "checkpoint_manager_snapshot.json.damaged").exists()
+    folds = json.loads((run / "metrics.json").read_text())["folds"]
+    assert folds[1]["epochs_run"] == 2 and [r["kind"] for r in folds[1]["restarts"]] == ["resumed by a new run"]
+    assert json.loads((run / "fold_1" / "checkpoint_manager_snapshot.json").read_text())  # Ray's new list reads

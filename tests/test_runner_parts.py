@@ -159,3 +159,29 @@ def test_kept_test_logits_are_every_folds_or_none(tmp_path):
     assert kept_test_logits(LOCAL, best, 6) is None  # another test split
     save_best(tmp_path / "old" / "best", config, weights)  # a fold finished without them
     assert kept_test_logits(LOCAL, [*best[:2], str(tmp_path / "old" / "best")], 5) is None
+
+
+def test_a_damaged_ray_snapshot_is_set_aside_and_the_newest_checkpoint_named(tmp_path):
+    """Ray Train writes a fold's checkpoint list in place; a stop during that write left it empty, and every rerun
+    failed the fold. It is set aside, and the fold continues from its newest checkpoint folder, or counts as finished
+    when that one is a finished fold's."""
+    import json
+
+    from reuters_ray.run.place import SNAPSHOT, RunPlace, finished_folds, recover_from_damaged_snapshot
+
+    place = RunPlace("run", LOCAL, str(tmp_path / "run"), str(tmp_path / "run"))
+    fold = tmp_path / "run" / "fold_1"
+    for name, finished in (("checkpoint_2026-12-06_23-29-01.1", False), ("checkpoint_2026-12-06_23-29-02.5", False)):
+        (fold / name).mkdir(parents=True)
+        (fold / name / "progress.json").write_text(json.dumps({"finished": finished}))
+    assert recover_from_damaged_snapshot(place, "fold_1") is None  # no snapshot at all: Ray starts the fold
+    (fold / SNAPSHOT).write_text('{"checkpoints": []}')
+    assert recover_from_damaged_snapshot(place, "fold_1") is None  # it reads: Ray's own restore
+    (fold / SNAPSHOT).write_text("")  # the stop's leftover
+    assert recover_from_damaged_snapshot(place, "fold_1") == str(fold / "checkpoint_2026-12-06_23-29-02.5")
+    assert not (fold / SNAPSHOT).exists() and (fold / f"{SNAPSHOT}.damaged").read_text() == ""
+    # the newest checkpoint finished the fold: counted finished, nothing to continue
+    (fold / "checkpoint_2026-12-06_23-29-02.5" / "progress.json").write_text(json.dumps({"finished": True}))
+    (fold / SNAPSHOT).write_text('{"checkpoints": [')
+    assert recover_from_damaged_snapshot(place, "fold_1") is None
+    assert finished_folds(place, ["fold_0", "fold_1"]) == {1: "checkpoint_2026-12-06_23-29-02.5"}

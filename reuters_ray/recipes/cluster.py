@@ -41,7 +41,14 @@ from reuters_ray.fold.plan import resolve_precision
 from reuters_ray.recipes.fold_worker import FoldTask, Progress, fold_worker, forward_reports
 from reuters_ray.run.folds import kept_test_logits
 from reuters_ray.run.inputs import Run
-from reuters_ray.run.place import finished_folds, fold_names, mark_finished, write_test
+from reuters_ray.run.place import (
+    SNAPSHOT,
+    finished_folds,
+    fold_names,
+    mark_finished,
+    recover_from_damaged_snapshot,
+    write_test,
+)
 from reuters_ray.run.resources import ENSEMBLE_GPU, ensemble_fits_early, place_folds, share_of_cpus
 from reuters_ray.stopping import in_thread
 from reuters_ray.storage import LOCAL, copy_dir, storage_location
@@ -97,6 +104,18 @@ def _fit_fold(task: FoldTask, data_ref: list, run_uri: str, progress) -> tuple[s
             raise RuntimeError(f"fold {task.fold} reported no checkpoint")
         return None, False  # stopped before its first checkpoint
     return result.checkpoint.path.rstrip("/").rsplit("/", 1)[-1], finished
+
+
+def _recover_from(place, name: str, console) -> str | None:
+    """recover_from_damaged_snapshot, said on the console when it found a damaged snapshot."""
+    found = recover_from_damaged_snapshot(place, name)
+    if found is not None:
+        console.warning(
+            f"{name}: Ray Train's list of its checkpoints ({place.at(name, SNAPSHOT)}) was damaged, likely by a stop "
+            f"while it was written; set aside as {SNAPSHOT}.damaged: the fold continues from its newest checkpoint "
+            "that loads"
+        )
+    return found
 
 
 def _node_write_test(run_uri: str) -> str | None:
@@ -397,6 +416,7 @@ def fit_folds(run: Run, train_ref, control=None, started=None):
 
     cfg, place, console = run.cfg, run.place, run.console
     names = fold_names(cfg)
+    recover = {k: _recover_from(place, name, console) for k, name in enumerate(names)}  # may mark a fold finished
     folders = finished_folds(place, names)
     # On the driver's node, as Ray Train attaches each fold's controller: the driver lives only as long as that node
     # does, and elsewhere a lost node would take the folds' reports with it. Hard: a soft preference was seen
@@ -422,6 +442,7 @@ def fit_folds(run: Run, train_ref, control=None, started=None):
                 uuid.uuid4().hex[:12],
                 names[k],
                 cfg.cv.workers_per_fold,
+                recover[k],
             )
             futures[in_thread(f"fold-{k}", _fit_fold, task, [train_ref], place.uri, progress)] = k
             if len(futures) == 1 and not all_at_once:

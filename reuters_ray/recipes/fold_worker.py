@@ -37,6 +37,8 @@ class FoldTask:
     attempt: str  # new with each fit() of the fold, kept when Ray Train restarts a dead worker
     folder: str = ""  # its Ray Train run's folder in the run (fold_names); default fold_<fold>
     workers: int = 1  # data-parallel Ray Train workers (cv.workers_per_fold)
+    # Ray Train's snapshot of the fold was damaged (place.recover_from_damaged_snapshot): its newest checkpoint folder
+    recover_from: str | None = None
 
 
 def fold_worker(config: dict[str, Any]) -> None:
@@ -92,6 +94,8 @@ def fold_worker(config: dict[str, Any]) -> None:
         checkpoint = ray.train.get_checkpoint()  # set when Ray restores this fold (driver rerun or worker restart)
         if checkpoint is not None:
             resume = resume_candidates(checkpoint.filesystem, checkpoint.path, tmp)
+        elif task.recover_from is not None:  # Ray's list of the fold's checkpoints was lost: the folders remain
+            resume = resume_candidates(ray.train.get_context().get_storage().storage_filesystem, task.recover_from, tmp)
         device = ray.train.torch.get_device()
         train_fold(
             task.run,

@@ -201,5 +201,43 @@ def finished_folds(place: RunPlace, names: list[str]) -> dict[int, str]:
     return done
 
 
+# Ray Train's list of a fold's registered checkpoints, in the fold's folder; Ray writes it in place (no temporary name)
+SNAPSHOT = "checkpoint_manager_snapshot.json"
+
+
+def recover_from_damaged_snapshot(place: RunPlace, name: str) -> str | None:
+    """When fold folder `name`'s Ray Train snapshot is there but unreadable (empty, or not JSON: the run was stopped
+    while Ray wrote it, and Ray Train would then fail the fold on every rerun), sets it aside as <snapshot>.damaged
+    and returns the path of the fold's newest checkpoint folder, from which (or from an older one, whichever loads
+    first) the fold continues; when that checkpoint is a finished fold's, marks the fold finished (mark_finished)
+    and returns None, as when the snapshot reads, is absent, or no checkpoint folder is there."""
+    path = place.at(name, SNAPSHOT)
+    text = read_text(place.fs, path)
+    if text is None:
+        return None
+    try:
+        json.loads(text)
+        return None
+    except ValueError:
+        pass
+    place.fs.move(path, f"{path}.damaged")
+    folders = sorted(
+        i.path
+        for i in place.fs.get_file_info(pafs.FileSelector(place.at(name), allow_not_found=True))
+        if i.type == pafs.FileType.Directory and i.base_name.startswith("checkpoint_")
+    )
+    if not folders:
+        return None
+    progress = read_text(place.fs, f"{folders[-1]}/progress.json")
+    try:
+        finished = progress is not None and json.loads(progress).get("finished") is True
+    except ValueError:
+        finished = False  # a damaged checkpoint: the fold's loader skips it for an older one
+    if finished:
+        mark_finished(place, name, folders[-1].rstrip("/").rsplit("/", 1)[-1])
+        return None
+    return folders[-1]
+
+
 def mark_finished(place: RunPlace, name: str, folder: str) -> None:
     write_atomic(place.at(name, FOLD_RESULT), json.dumps({"checkpoint": folder}), place.fs)
