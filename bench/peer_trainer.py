@@ -44,6 +44,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--config", help="a reuters-ray run config (YAML); unset: the defaults (the full recipe)")
     p.add_argument("--data.path", dest="data_path", help="the data folder or file, overriding the config's")
     p.add_argument("--model.name", dest="model_name", help="the model, overriding the config's")
+    p.add_argument(
+        "--bf16-on-cpu",
+        action="store_true",
+        help="Trainer's bf16=True on CPU too (what a user would have to know to set; reuters-ray does it on AMX CPUs)",
+    )
     return p.parse_args(argv)
 
 
@@ -84,7 +89,7 @@ def main(argv: list[str] | None = None) -> int:
     labels, test_labels = np.asarray(ds.train_labels), np.asarray(ds.test_labels)
     test = Texts(test_enc, test_labels)
     cuda = torch.cuda.is_available()
-    bf16 = cuda and torch.cuda.is_bf16_supported()
+    bf16 = (cuda and torch.cuda.is_bf16_supported()) or (not cuda and args.bf16_on_cpu)
     folds = StratifiedKFold(n_splits=cfg.cv.folds, shuffle=True, random_state=cfg.train.seed)
     test_logits = []
     with tempfile.TemporaryDirectory() as tmp:

@@ -76,6 +76,7 @@ def test_the_peer_takes_the_same_config_and_overrides():
     args = trainer.parse_args(["--config", "configs/quick-cpu.yaml", "--data.path", "/d", "--model.name", "m"])
     assert (args.config, args.data_path, args.model_name) == ("configs/quick-cpu.yaml", "/d", "m")
     assert trainer.WARMUP_RATIO == 0.15
+    assert not args.bf16_on_cpu and trainer.parse_args(["--bf16-on-cpu"]).bf16_on_cpu  # the peer: fp32 on CPU
 
 
 cpu_step, cpu_by_process = load("cpu_step"), load("cpu_by_process")
