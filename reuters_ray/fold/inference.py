@@ -18,6 +18,7 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from reuters_ray.data.features import TokenArrays
 from reuters_ray.errors import ConfigError
+from reuters_ray.fold.plan import eval_precision
 
 
 def default_device(device: str | torch.device | None = None) -> torch.device:
@@ -122,7 +123,7 @@ class TorchFolds:
         from transformers import AutoModelForSequenceClassification
 
         self.device = default_device(device)
-        self.precision = precision if self.device.type == "cuda" else "fp32"
+        self.precision = eval_precision(precision, self.device)
         self.batch_size = eval_batch_size(batch_size, self.device)
         self.models = [
             AutoModelForSequenceClassification.from_pretrained(str(d), dtype=torch.float32).to(self.device).eval()

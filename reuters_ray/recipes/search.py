@@ -25,7 +25,6 @@ from reuters_ray.recipes.cv import run_cv
 from reuters_ray.run.inputs import check_input
 from reuters_ray.run.trials import (
     SEARCH_FILE,
-    TRIAL_CPUS_PER_FOLD,
     TRIAL_PREFIX,
     check_search,
     mark_stopped,
@@ -36,6 +35,7 @@ from reuters_ray.run.trials import (
     search_place,
     summary,
     trial_config,
+    trial_cpus_per_fold,
     trial_rows,
     trial_status,
     write_results,
@@ -405,7 +405,7 @@ STOP_WAIT_S = 600.0  # at most this long for ended trials to stop their folds wh
 def _trials_at_once(base: RunConfig, cluster: dict[str, float], asked: int | None) -> int:
     """How many trials fit the cluster at once: each holds its folds' CPUs (and GPU shares) and a sliver for its
     actor. Raises ConfigError when not even one fits."""
-    workers, cpus = base.cv.workers_per_fold, base.cv.cpus_per_fold or TRIAL_CPUS_PER_FOLD  # as trial_config sets
+    workers, cpus = base.cv.workers_per_fold, trial_cpus_per_fold(base.cv)  # as trial_config sets it
     per_trial = base.cv.folds * workers * cpus + TRIAL_CPU
     gpus = (base.cv.gpus_per_fold or 0.0) * workers
     fit = int(cluster.get("CPU", 0) // per_trial)

@@ -230,12 +230,21 @@ def draw_trials(search: Search) -> list[dict[str, Any]]:
 TRIAL_CPUS_PER_FOLD = 1.0
 
 
+def trial_cpus_per_fold(cv) -> float:
+    """The CPUs of each fold worker of a search's trial: cv.cpus_per_fold, or TRIAL_CPUS_PER_FOLD when unset."""
+    return TRIAL_CPUS_PER_FOLD if cv.cpus_per_fold is None else cv.cpus_per_fold
+
+
 def trial_config(base: RunConfig, values: dict[str, Any], search_name: str, storage: str, trial: int) -> RunConfig:
     """Trial `trial`'s run config: `base` with its values, its run folder <storage>/<search_name>/trial_<i>."""
     cfg = _with(base, values, f"trial {trial}")
 
-    cv = dataclasses.replace(cfg.cv, name=f"{TRIAL_PREFIX}{trial}", storage_path=uri_join(storage, search_name))
-    cv.cpus_per_fold = TRIAL_CPUS_PER_FOLD if cv.cpus_per_fold is None else cv.cpus_per_fold
+    cv = dataclasses.replace(
+        cfg.cv,
+        name=f"{TRIAL_PREFIX}{trial}",
+        storage_path=uri_join(storage, search_name),
+        cpus_per_fold=trial_cpus_per_fold(cfg.cv),
+    )
     track = dataclasses.replace(cfg.track, mlflow=False, register=None)  # the search's driver logs its trials
     return dataclasses.replace(cfg, cv=cv, track=track)
 
