@@ -9,7 +9,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repo root, also inside a Ray job's working dir
 
-from reuters_ray.cli import main  # noqa: E402
+from reuters_ray.cli import command  # noqa: E402
 
 if __name__ == "__main__":
-    raise SystemExit(main(["cv", *sys.argv[1:]]))
+    raise SystemExit(command(["cv", *sys.argv[1:]]))

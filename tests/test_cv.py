@@ -72,6 +72,10 @@ def test_a_healthy_run_fails_no_ray_task_and_stores_no_pickle(ray_head, finished
 
     names = {t["name"] for t in listed("tasks", job_id=job)}
     assert {"TrainController.run", "RayTrainWorker.run_train_fn"} <= names
+    # no helper actor a fold does not use (cluster.fold_trainer): a process each, about 8 s of a quick run on 2 cores
+    classes = {a["class_name"] for a in listed("actors", job_id=job)}
+    assert {"TrainController", "RayTrainWorker"} <= classes
+    assert not classes & {"PlacementGroupCleaner", "DatasetManager"}
     # each fold scored the test split with its best model as it finished: no ensemble actor loaded them again
     assert not {n for n in names if n.startswith("_EnsembleActor")}
     assert listed("tasks", job_id=job, state="FAILED") == []
@@ -88,6 +92,33 @@ def test_a_healthy_run_fails_no_ray_task_and_stores_no_pickle(ray_head, finished
     assert [f["node_id"] for f in folds] == [node] * FOLDS
     assert [f["node_ids"] for f in folds] == [[node]] * FOLDS
     assert f"| {node[:12]} |" in (finished_run / "report.md").read_text()  # the fold table's node(s) column
+
+
+@pytest.mark.parametrize("job_ends_with_recipe", [True, False])
+@pytest.mark.parametrize("torch_backend", [True, False])
+def test_a_fold_trainer_starts_no_helper_a_fold_does_not_use(ray_head, tmp_path, job_ends_with_recipe, torch_backend):
+    """cluster.fold_trainer: no DatasetManager (a fold is given no Ray Datasets); no placement-group cleaner when the
+    job ends with the recipe (Ray removes its placement groups then); TorchTrainer (its torch process group) only
+    for a fold of several workers or on a GPU. (ray_head: this process imports Ray after the tests' settings.)"""
+    import ray.train
+    from ray.train import BackendConfig
+    from ray.train.torch import TorchConfig, TorchTrainer
+
+    from reuters_ray.recipes.cluster import fold_trainer
+    from reuters_ray.recipes.fold_worker import fold_worker
+
+    trainer_class = fold_trainer(job_ends_with_recipe, torch_backend)
+    trainer = trainer_class(
+        fold_worker,
+        train_loop_config={},
+        scaling_config=ray.train.ScalingConfig(num_workers=1),
+        run_config=ray.train.RunConfig(name="fold_0", storage_path=str(tmp_path)),
+    )
+    callbacks = {type(c).__name__ for c in trainer._create_default_callbacks()}
+    assert {"BackendSetupCallback", "UserCallbackHandler"} <= callbacks and "DatasetsCallback" not in callbacks
+    assert ("PlacementGroupCleanerCallback" in callbacks) is not job_ends_with_recipe
+    assert issubclass(trainer_class, TorchTrainer) is torch_backend
+    assert type(trainer.backend_config) is (TorchConfig if torch_backend else BackendConfig)
 
 
 def test_fold_models_load_with_transformers_alone(finished_run):

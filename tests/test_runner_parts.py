@@ -185,3 +185,16 @@ def test_a_damaged_ray_snapshot_is_set_aside_and_the_newest_checkpoint_named(tmp
     (fold / SNAPSHOT).write_text('{"checkpoints": [')
     assert recover_from_damaged_snapshot(place, "fold_1") is None
     assert finished_folds(place, ["fold_0", "fold_1"]) == {1: "checkpoint_2026-12-06_23-29-02.5"}
+
+
+def test_the_job_ends_with_the_recipe_only_inside_a_session_that_disconnects():
+    import sys
+
+    from reuters_ray.recipes.cluster import job_ends_with_recipe, ray_session
+
+    ray = sys.modules.get("ray")
+    connected = ray is not None and ray.is_initialized()  # a session connected before: its job outlives the recipe
+    assert not job_ends_with_recipe()
+    with ray_session():
+        assert job_ends_with_recipe() is not connected
+    assert not job_ends_with_recipe()

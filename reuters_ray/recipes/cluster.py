@@ -3,8 +3,9 @@ the modules that import Ray Train (the search's Ray Tune code is reuters_ray.rec
 code reuters_ray.predictor.serve).
 
     connect      Ray started (or joined) once, the folds placed on the cluster (place_folds), the nodes' write test
-    fit_folds    one TorchTrainer per fold (ScalingConfig(num_workers=cv.workers_per_fold, use_gpu=...)), their fit()
-                 calls in driver threads so the folds run at once, their epoch rows forwarded to the console
+    fit_folds    one Ray Train run per fold (fold_trainer: TorchTrainer, or one CPU worker without a process group;
+                 ScalingConfig(num_workers=cv.workers_per_fold, use_gpu=...)), their fit() calls in driver threads so
+                 the folds run at once, their epoch rows forwarded to the console
     worker       fold_worker.fold_worker calls reuters_ray.fold.train.train_fold, reporting each epoch (and rank 0
                  its checkpoint) to Ray storage; a fold's several workers train it data-parallel (DDP through Ray
                  Train's process group); a finished fold scores the test split with its best model
@@ -18,6 +19,7 @@ restores each unfinished fold from its latest registered checkpoint (its own JSO
 from __future__ import annotations
 
 import dataclasses
+import functools
 import os
 import sys
 import tempfile
@@ -76,13 +78,12 @@ def _fit_fold(task: FoldTask, data_ref: list, run_uri: str, progress) -> tuple[s
     (its own JSON snapshot). Returns (the folder name of the fold's last checkpoint, whether the fold finished: its
     last reported epoch says so; a fold stopped before its end has reported an earlier one, or no checkpoint)."""
     import ray.train
-    from ray.train.torch import TorchTrainer
 
     location, sep, query = run_uri.partition("?")  # an S3-compatible store's options stay last
     parent, run_name = location.rstrip("/").rsplit("/", 1)
 
     resources = {"CPU": task.cpus, **({"GPU": task.gpu_share} if task.gpu_share else {})}
-    trainer = TorchTrainer(
+    trainer = fold_trainer(job_ends_with_recipe(), torch_backend=task.workers > 1 or bool(task.gpu_share))(
         fold_worker,
         train_loop_config={"task": task, "data_ref": data_ref, "progress": progress},
         # PACK (Ray's default): a fold's workers share a node when one has room for all, else they spread
@@ -104,6 +105,37 @@ def _fit_fold(task: FoldTask, data_ref: list, run_uri: str, progress) -> tuple[s
             raise RuntimeError(f"fold {task.fold} reported no checkpoint")
         return None, False  # stopped before its first checkpoint
     return result.checkpoint.path.rstrip("/").rsplit("/", 1)[-1], finished
+
+
+@functools.cache
+def fold_trainer(job_ends_with_recipe: bool, torch_backend: bool = True):
+    """The Ray Train trainer class of a fold: TorchTrainer (torch_backend: a fold of several workers, or on a GPU),
+    or else Ray Train's DataParallelTrainer without a backend: one worker on CPU needs no torch process group, and
+    the fold's Train controller then does not import torch either. Both less helper actors a fold does not use, each
+    a process importing Ray that Ray Train 2.60 starts for every run: its DatasetManager (a fold is given no Ray
+    Datasets) and, when the driver's Ray job ends with the recipe (ray_session disconnects it: Ray then removes the
+    job's placement groups itself), its PlacementGroupCleaner, which frees a fold's placement group should the
+    fold's controller die while the job lives on (a session connected before the recipe, or a search's trial, keeps
+    it). On 2 cores a quick run took 100 s before, 92 s without the helpers, 86 s without the process group too
+    (docs/results.md, issue 45). Private API (Ray is pinned to 2.60.x): where these names are gone, TorchTrainer."""
+    from ray.train.torch import TorchTrainer
+
+    try:
+        from ray.train.v2._internal.callbacks import DatasetsCallback
+        from ray.train.v2._internal.callbacks.placement_group_callback import PlacementGroupCleanerCallback
+        from ray.train.v2.api.data_parallel_trainer import DataParallelTrainer
+    except ImportError:
+        return TorchTrainer
+    if not hasattr(TorchTrainer, "_create_default_callbacks") or not issubclass(TorchTrainer, DataParallelTrainer):
+        return TorchTrainer
+
+    class FoldTrainer(TorchTrainer if torch_backend else DataParallelTrainer):
+        def _create_default_callbacks(self):
+            unused = (PlacementGroupCleanerCallback,) if job_ends_with_recipe else ()
+            unused += () if self.datasets else (DatasetsCallback,)
+            return [c for c in super()._create_default_callbacks() if not isinstance(c, unused)]
+
+    return FoldTrainer
 
 
 def _recover_from(place, name: str, console) -> str | None:
@@ -227,15 +259,28 @@ class _EnsembleActor:
 @contextmanager
 def ray_session() -> Iterator[None]:
     """Around a recipe: Ray is connected to (or started) inside only when not connected already, and then
-    disconnected at the end. Ray is not imported here: bad input is refused without importing Ray at all."""
+    disconnected at the end, which ends the driver's Ray job (job_ends_with_recipe). Ray is not imported here: bad
+    input is refused without importing Ray at all."""
     ray = sys.modules.get("ray")
     connected_before = ray is not None and ray.is_initialized()
+    _sessions.append(not connected_before)
     try:
         yield
     finally:
+        _sessions.pop()
         ray = sys.modules.get("ray")
         if not connected_before and ray is not None and ray.is_initialized():
             ray.shutdown()  # also ends Ray's message thread, which would print after the result otherwise
+
+
+_sessions: list[bool] = []  # for each ray_session this process is in (innermost last): whether it disconnects
+
+
+def job_ends_with_recipe() -> bool:
+    """Whether the driver's Ray job ends when the recipe running now does: its ray_session connected to Ray and will
+    disconnect (a command, a Python call on an unconnected session); not inside a session connected before (a
+    notebook's own ray.init, a search's trial) or outside any."""
+    return bool(_sessions) and _sessions[-1]
 
 
 def start_ray_during(work) -> float:
@@ -265,6 +310,11 @@ def init_ray() -> None:
     os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", str(HEALTH_CHECK_S))
     if ray.is_initialized():
         return
+    # How often each Ray process sends its tasks' ends to the GCS (Ray's default 1 s), for the Ray started here (its
+    # processes inherit this environment): a fold's Train run kills its synchronization actor well within 1 s of the
+    # last report's barrier, and a task end not sent by then is listed FAILED in a healthy run's job (seen in
+    # test_cv's healthy run). A cluster started with `ray start` takes it from that command's environment.
+    os.environ.setdefault(TASK_EVENTS_ENV, TASK_EVENTS_MS)
     # Worker output stays in Ray's logs (dashboard, /tmp/ray/session_latest/logs): the driver prints each epoch
     # itself, once.
     ray.init(log_to_driver=False)
@@ -277,6 +327,7 @@ def init_ray() -> None:
 
 
 HEALTH_CHECK_S = 0.5
+TASK_EVENTS_ENV, TASK_EVENTS_MS = "RAY_task_events_report_interval_ms", "100"
 
 
 def connect(run: Run) -> float:
@@ -530,7 +581,7 @@ def _await_folds(futures: dict, folders: dict, place, names, progress, console, 
         if control is not None and control.allowed > allowed:
             allowed = control.allowed
             progress.allow.remote(allowed)
-        for row in ray.get(progress.take.remote(1.0 if control is None else 0.2)):
+        for row in ray.get(progress.take.remote(POLL_S)):
             console.epoch(row)
             reported.add(row[R.FOLD])
         for future in [f for f in pending if f.done()]:
@@ -546,6 +597,11 @@ def _await_folds(futures: dict, folders: dict, place, names, progress, console, 
             else:
                 unfinished.add(k)
     return errors, unfinished, stopping
+
+
+# How long the driver's wait on the folds waits for epoch rows before it looks whether a fold's fit returned: about
+# half of it is how long after its last fold the run goes on (it was 1 s; docs/results.md, issue 45).
+POLL_S = 0.2
 
 
 # Ray records an actor task's end from the actor's own process, in batches about once a second (task events): an
