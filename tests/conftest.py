@@ -17,7 +17,6 @@ import pytest  # noqa: E402
 import yaml  # noqa: E402
 
 from reuters_ray.config import REUTERS_PATH_ENV, load_yaml  # noqa: E402
-from reuters_ray.recipes.cluster import TASK_EVENTS_ENV, TASK_EVENTS_MS  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 REUTERS_DIR = Path(os.environ.get(REUTERS_PATH_ENV) or REPO.parent / "shared" / "data" / "reuters21578")
@@ -112,8 +111,6 @@ def local_cluster(cpus: int, aws: bool = False, second_node: str | None = None):
     # The nodes get this process's AWS credentials only with `aws`: a driver's credentials are not its cluster's.
     env = {k: v for k, v in os.environ.items() if aws or not k.startswith("AWS_")}
     env.update(RAY_AUTH_MODE="token", RAY_TRAIN_HEALTH_CHECK_INTERVAL_S="0.25", PATH=f"{BIN}{os.pathsep}{env['PATH']}")
-    # as a Ray the driver starts itself has it (cluster.init_ray): task ends recorded within 0.1 s, not 1 s
-    env.setdefault(TASK_EVENTS_ENV, TASK_EVENTS_MS)
     ray = str(BIN / "ray")
     if not (Path.home() / ".ray" / "auth_token").exists():
         subprocess.run([ray, "get-auth-token", "--generate"], env=env, capture_output=True, check=True)

@@ -14,6 +14,7 @@ from reuters_ray.recipes.cluster import (
     FoldScorer,
     cluster_record,
     connect,
+    disconnect_early,
     fit_folds,
     put_train_split,
     ray_session,
@@ -95,6 +96,7 @@ def _train_and_score(run: Run, tracker: Tracker, control) -> dict[str, Any] | No
     ensemble_probs = probabilities(fold_logits.mean(0), prep.ds.multi_label)
     scored = blend_phase(cfg, prep.ds, fitted, oof_logits, ensemble, ensemble_probs, console)
     metrics = run_metrics(run, folds, ensemble, scored, oof_logits, cluster_record())
+    disconnect_early()  # Ray's no longer needed: its shutdown overlaps the outputs
     with stopping.deferred():  # a stop signal waits for the outputs: nothing half-written
         write_outputs(run, folds, metrics, scored, oof_logits)
     timing.lap("outputs_s")  # its own time cannot be in metrics.json (written first): the result line carries it

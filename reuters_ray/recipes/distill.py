@@ -47,6 +47,7 @@ from reuters_ray.recipes.cluster import (
     FoldScorer,
     cluster_record,
     connect,
+    disconnect_early,
     fit_folds,
     put_train_split,
     ray_session,
@@ -498,6 +499,7 @@ def _train_student(run: Run, tracker: Tracker) -> dict[str, Any]:
         scorer.close()
     timing.lap("ensemble_s")
     metrics = student_metrics(run, folds, test_logits, cluster_record())
+    disconnect_early()  # Ray's no longer needed: its shutdown overlaps the outputs
     with stopping.deferred():  # a stop signal waits for the outputs: nothing half-written
         write_student_outputs(run, folds, metrics, test_logits)
     timing.lap("outputs_s")

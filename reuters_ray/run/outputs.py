@@ -10,6 +10,7 @@ from __future__ import annotations
 import io
 import json
 import tempfile
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -203,13 +204,13 @@ def write_outputs(run: Run, folds: Folds, metrics, scored: Scored, oof_logits):
     model with the tokenizer), the data files (write_run_outputs), linear/ for a blended run, and the report."""
     cfg, place, prep = run.cfg, run.place, run.prep
     ds = prep.ds
-    with tempfile.TemporaryDirectory() as tmp:
+    n_models = len(folds.best_paths)
+    with tempfile.TemporaryDirectory() as tmp, ThreadPoolExecutor(max(1, n_models), thread_name_prefix="model") as pool:
         out = Path(tmp)
-        for k, path in enumerate(folds.best_paths):
-            dst = out / "models" / f"fold_{k}"
-            dst.mkdir(parents=True)
-            copy_dir(path, str(dst), place.fs, LOCAL)
-            prep.tokenizer.save_pretrained(str(dst))
+        models = [out / "models" / f"fold_{k}" for k in range(n_models)]
+        # the fold models' copies (pyarrow's, without Python's lock) while the tables and the report's figures are
+        # made: about 1 s of a quick run's end on 2 cores (docs/results.md, issue 45)
+        copies = [pool.submit(copy_dir, src, str(dst), place.fs, LOCAL) for src, dst in zip(folds.best_paths, models)]
         write_run_outputs(
             out,
             metrics,
@@ -225,11 +226,14 @@ def write_outputs(run: Run, folds: Folds, metrics, scored: Scored, oof_logits):
             config=cfg.to_dict(),
             provenance={**ds.provenance, "fingerprint": prep.fingerprint},
         )
-        for k in range(len(folds.best_paths)):  # each fold model explains itself when pushed to a model hub
-            (out / "models" / f"fold_{k}" / CARD).write_text(fold_card(metrics, cfg.to_dict(), prep.fingerprint, k))
         if scored.linear is not None:
             scored.linear.save(out / "linear")
         write_report(out)
+        for k, (copied, dst) in enumerate(zip(copies, models)):
+            copied.result()
+            prep.tokenizer.save_pretrained(str(dst))
+            # each fold model explains itself when pushed to a model hub
+            (dst / CARD).write_text(fold_card(metrics, cfg.to_dict(), prep.fingerprint, k))
         publish_outputs(out, place.fs, place.path)
 
 
