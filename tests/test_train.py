@@ -382,6 +382,42 @@ def test_precision_and_optimizer_follow_the_cpu(reuters, minilm_tokenizer):
         assert state.optimizer.defaults["fused"] is fused
 
 
+def test_the_head_computes_in_fp32_under_autocast_and_as_before_without(tmp_path):
+    """Under bf16 autocast the pooler and the classifier compute in float32 from the encoder's output (the logits are
+    float32 and equal an fp32 linear layer on the head's input), in training's models (build_model) and in the
+    predictor's (TorchFolds); without autocast the logits are bit for bit an unchanged model's, and the saved folder
+    has the same weights under the same names."""
+    from transformers import AutoModelForSequenceClassification
+
+    from reuters_ray.fold.inference import TorchFolds
+
+    torch.manual_seed(0)
+    model = build_model("tiny-bert-random", ["a", "b", "c"], 0.1).eval()
+    plain = AutoModelForSequenceClassification.from_config(model.config).eval()
+    plain.load_state_dict(model.state_dict())
+    ids = torch.randint(1000, 2000, (4, 16))
+    mask = torch.ones_like(ids)
+
+    def head(m):
+        seen = {}
+        m.bert.pooler.register_forward_hook(lambda mod, args, out: seen.update(pooled=out))
+        m.classifier.register_forward_hook(lambda mod, args, out: seen.update(x=args[0], logits=out))
+        with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+            m(input_ids=ids, attention_mask=mask)
+        return seen
+
+    model.save_pretrained(tmp_path / "fold")
+    for m in (model, TorchFolds([tmp_path / "fold"]).models[0]):
+        seen = head(m)
+        assert seen["pooled"].dtype == seen["logits"].dtype == torch.float32
+        expected = torch.nn.functional.linear(seen["x"].float(), m.classifier.weight, m.classifier.bias)
+        assert torch.equal(seen["logits"], expected)
+    assert head(plain)["logits"].dtype == torch.bfloat16  # what it replaces
+    with torch.no_grad():
+        assert torch.equal(model(input_ids=ids, attention_mask=mask).logits, plain(input_ids=ids, attention_mask=mask).logits)
+    assert list(model.state_dict()) == list(plain.state_dict())
+
+
 def test_a_finished_fold_scores_the_test_split_and_validates_in_fp32(reuters, minilm_tokenizer, tmp_path):
     """Trained in bf16 on CPU, the fold is validated in fp32 (its kept out-of-fold logits are its best model's in
     fp32, as the predictor answers), and its test logits are scored as the run's ensemble scores them (TorchFolds);

@@ -18,6 +18,7 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from reuters_ray.data.features import TokenArrays
 from reuters_ray.errors import ConfigError
+from reuters_ray.fold.models import head_in_fp32
 from reuters_ray.fold.plan import eval_precision
 
 
@@ -129,6 +130,8 @@ class TorchFolds:
             AutoModelForSequenceClassification.from_pretrained(str(d), dtype=torch.float32).to(self.device).eval()
             for d in model_dirs
         ]
+        for m in self.models:  # as the folds trained and validated (a GPU's bf16 autocast; no change in fp32)
+            head_in_fp32(m)
         names = [[m.config.id2label[i] for i in range(m.config.num_labels)] for m in self.models]
         if any(n != names[0] for n in names):
             raise ValueError(f"fold models disagree on their labels: {names}")
