@@ -121,6 +121,37 @@ def test_a_fold_trainer_starts_no_helper_a_fold_does_not_use(ray_head, tmp_path,
     assert type(trainer.backend_config) is (TorchConfig if torch_backend else BackendConfig)
 
 
+@pytest.mark.parametrize("fixed_cluster", [True, False])
+def test_on_a_cluster_started_here_a_fold_asks_no_autoscaler(ray_head, tmp_path, fixed_cluster):
+    """cluster.fold_trainer(fixed_cluster=True), for a cluster the driver started itself (cluster.started_ray_here:
+    no autoscaler): the fold's Train controller sends Ray Data's autoscaling coordinator no resource request (Ray
+    Train's FixedScalingPolicy logs each one in the controller's log) and the fold trains as before; on a joined
+    cluster it does. Here: a fold of one worker running a function that does nothing, on the tests' head."""
+    import os
+    from pathlib import Path
+
+    import ray
+    import ray.train
+
+    from reuters_ray.recipes.cluster import fold_trainer, started_ray_here
+
+    port = os.environ["RAY_ADDRESS"].rsplit(":", 1)[1]  # the head's (conftest.local_cluster)
+    logs = Path(f"/tmp/reuters-ray-test-{port}/session_latest/logs/train")
+    before = set(logs.glob("ray-train-app-controller-*.log"))
+    trainer = fold_trainer(True, False, fixed_cluster=fixed_cluster)(
+        lambda: None,
+        scaling_config=ray.train.ScalingConfig(num_workers=1, resources_per_worker={"CPU": 0.1}),
+        run_config=ray.train.RunConfig(name="fold_0", storage_path=str(tmp_path)),
+    )
+    try:
+        assert trainer.fit().error is None
+        assert not started_ray_here()  # joined: the tests' head was started by `ray start`
+    finally:
+        ray.shutdown()
+    (controller,) = set(logs.glob("ray-train-app-controller-*.log")) - before
+    assert ("Requesting resources" in controller.read_text()) is not fixed_cluster
+
+
 def test_fold_models_load_with_transformers_alone(finished_run):
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 

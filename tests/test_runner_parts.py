@@ -198,3 +198,21 @@ def test_the_job_ends_with_the_recipe_only_inside_a_session_that_disconnects():
     with ray_session():
         assert job_ends_with_recipe() is not connected
     assert not job_ends_with_recipe()
+
+
+@pytest.mark.slow
+def test_a_driver_that_starts_its_own_ray_knows_it_and_one_that_joins_does_not():
+    """cluster.started_ray_here: True once init_ray started a local cluster (no RAY_ADDRESS: no autoscaler, so the
+    folds ask none and get no preemption watcher), False before. (The joined case: test_cv's fold trainer test.)"""
+    import os
+    import subprocess
+    import sys
+
+    code = (
+        "import os; from reuters_ray.recipes.cluster import init_ray, started_ray_here; before = started_ray_here(); "
+        "init_ray(); print(before, started_ray_here(), os.environ['RAY_TRAIN_ENABLE_PREEMPTION_WATCHER'])"
+    )
+    env = {k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS", "RAY_TRAIN_ENABLE_PREEMPTION_WATCHER")}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=180)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert out.stdout.split()[-3:] == ["False", "True", "0"]

@@ -414,7 +414,9 @@ def test_the_head_computes_in_fp32_under_autocast_and_as_before_without(tmp_path
         assert torch.equal(seen["logits"], expected)
     assert head(plain)["logits"].dtype == torch.bfloat16  # what it replaces
     with torch.no_grad():
-        assert torch.equal(model(input_ids=ids, attention_mask=mask).logits, plain(input_ids=ids, attention_mask=mask).logits)
+        assert torch.equal(
+            model(input_ids=ids, attention_mask=mask).logits, plain(input_ids=ids, attention_mask=mask).logits
+        )
     assert list(model.state_dict()) == list(plain.state_dict())
 
 

@@ -84,7 +84,8 @@ def _fit_fold(task: FoldTask, data_ref: list, run_uri: str, progress) -> tuple[s
     parent, run_name = location.rstrip("/").rsplit("/", 1)
 
     resources = {"CPU": task.cpus, **({"GPU": task.gpu_share} if task.gpu_share else {})}
-    trainer = fold_trainer(job_ends_with_recipe(), torch_backend=task.workers > 1 or bool(task.gpu_share))(
+    torch_backend = task.workers > 1 or bool(task.gpu_share)
+    trainer = fold_trainer(job_ends_with_recipe(), torch_backend, fixed_cluster=started_ray_here())(
         fold_worker,
         train_loop_config={"task": task, "data_ref": data_ref, "progress": progress},
         # PACK (Ray's default): a fold's workers share a node when one has room for all, else they spread
@@ -109,7 +110,7 @@ def _fit_fold(task: FoldTask, data_ref: list, run_uri: str, progress) -> tuple[s
 
 
 @functools.cache
-def fold_trainer(job_ends_with_recipe: bool, torch_backend: bool = True):
+def fold_trainer(job_ends_with_recipe: bool, torch_backend: bool = True, fixed_cluster: bool = False):
     """The Ray Train trainer class of a fold: TorchTrainer (torch_backend: a fold of several workers, or on a GPU),
     or else Ray Train's DataParallelTrainer without a backend: one worker on CPU needs no torch process group, and
     the fold's Train controller then does not import torch either. Both less helper actors a fold does not use, each
@@ -117,17 +118,23 @@ def fold_trainer(job_ends_with_recipe: bool, torch_backend: bool = True):
     Datasets) and, when the driver's Ray job ends with the recipe (ray_session disconnects it: Ray then removes the
     job's placement groups itself), its PlacementGroupCleaner, which frees a fold's placement group should the
     fold's controller die while the job lives on (a session connected before the recipe, or a search's trial, keeps
-    it). On 2 cores a quick run took 100 s before, 92 s without the helpers, 86 s without the process group too
-    (docs/results.md, issue 45). Private API (Ray is pinned to 2.60.x): where these names are gone, TorchTrainer."""
+    it). On a cluster this driver started itself (fixed_cluster: no autoscaler), its scaling policy asks no
+    autoscaling coordinator for resources (recipes.train_policy). On 2 cores a quick run took 100 s before, 92 s
+    without the helpers, 86 s without the process group too (docs/results.md, issue 45). Private API (Ray is pinned to
+    2.60.x): where these names are gone, TorchTrainer (and Ray Train's own policy)."""
     from ray.train.torch import TorchTrainer
 
     try:
         from ray.train.v2._internal.callbacks import DatasetsCallback
         from ray.train.v2._internal.callbacks.placement_group_callback import PlacementGroupCleanerCallback
+        from ray.train.v2._internal.execution.scaling_policy.fixed import FixedScalingPolicy
         from ray.train.v2.api.data_parallel_trainer import DataParallelTrainer
+
+        from reuters_ray.recipes.train_policy import FixedClusterPolicy
     except ImportError:
         return TorchTrainer
-    if not hasattr(TorchTrainer, "_create_default_callbacks") or not issubclass(TorchTrainer, DataParallelTrainer):
+    needed = ("_create_default_callbacks", "_initialize_and_run_controller")
+    if not all(hasattr(TorchTrainer, n) for n in needed) or not issubclass(TorchTrainer, DataParallelTrainer):
         return TorchTrainer
 
     class FoldTrainer(TorchTrainer if torch_backend else DataParallelTrainer):
@@ -135,6 +142,11 @@ def fold_trainer(job_ends_with_recipe: bool, torch_backend: bool = True):
             unused = (PlacementGroupCleanerCallback,) if job_ends_with_recipe else ()
             unused += () if self.datasets else (DatasetsCallback,)
             return [c for c in super()._create_default_callbacks() if not isinstance(c, unused)]
+
+        def _initialize_and_run_controller(self, **kwargs):
+            if fixed_cluster and type(kwargs.get("scaling_policy")) is FixedScalingPolicy:
+                kwargs["scaling_policy"] = FixedClusterPolicy(self.scaling_config)
+            return super()._initialize_and_run_controller(**kwargs)
 
     return FoldTrainer
 
@@ -182,29 +194,31 @@ def check_nodes_can_write(storage_path: str, run_uri: str) -> None:
 
 
 # Detached actors that every Train controller of Ray 2.60 gets or creates (they outlive jobs): the state actor behind
-# Train's state tracking, and the autoscaling coordinator. Controllers started at once race to create them, and
-# the losers' creations are FAILED tasks in a healthy run's job.
+# Train's state tracking, and the autoscaling coordinator (not on a cluster this driver started: FixedClusterPolicy).
+# Controllers started at once race to create them, and the losers' creations are FAILED tasks in a healthy run's job.
 TRAIN_SHARED_ACTORS = ("train_v2_state_actor", "AutoscalingCoordinator")
 
 
 def _create_train_shared_actors() -> bool:
-    """Creates Ray Train's shared actors from the driver (Ray Train's own get-or-create functions), and waits until
-    both are up, so that every fold's controller finds them and all folds can start at once; a controller that
-    creates them costs the folds after it its start (docs/results.md). False when Ray no longer has these functions
-    (private API): the folds then wait for the first one's (_await_train_shared_actors)."""
-    import ray
-
+    """Creates Ray Train's shared actors the folds' controllers will use from the driver (Ray Train's own
+    get-or-create functions), so that every fold's controller finds them and all folds can start at once; a
+    controller that creates them costs the folds after it its start (docs/results.md). A named actor is registered
+    when its creation is sent, so the folds start without waiting for the actors' processes (which took 1.8 s of a
+    quick run's start on 2 cores). False when Ray no longer has these functions (private API): the folds then wait
+    for the first one's (_await_train_shared_actors)."""
     try:
-        from ray.data._internal.cluster_autoscaler.default_autoscaling_coordinator import (
-            get_or_create_autoscaling_coordinator,
-        )
         from ray.train.v2._internal.state.state_actor import get_or_create_state_actor
+
+        if not started_ray_here():  # Ray Data's module: 0.6 s of imports where its actor is not needed
+            from ray.data._internal.cluster_autoscaler.default_autoscaling_coordinator import (
+                get_or_create_autoscaling_coordinator,
+            )
+
+            get_or_create_autoscaling_coordinator()
     except ImportError:
         return False
-    actors = [get_or_create_autoscaling_coordinator()]
     if os.environ.get("RAY_TRAIN_ENABLE_STATE_TRACKING") == "1":
-        actors.append(get_or_create_state_actor())
-    ray.get([a.__ray_ready__.remote() for a in actors])
+        get_or_create_state_actor()
     return True
 
 
@@ -331,9 +345,16 @@ def init_ray() -> None:
     stopping.reinstall()  # ray.init's SIGTERM handler exits with status 15 and says nothing
     # On a one-machine cluster this driver started itself nothing is ever drained or preempted: no Ray Train
     # preemption watcher (an actor per fold, a process importing Ray).
-    node = getattr(ray._private.worker, "_global_node", None)
-    if node is not None and getattr(node, "head", False):
+    if started_ray_here():
         os.environ.setdefault("RAY_TRAIN_ENABLE_PREEMPTION_WATCHER", "0")
+
+
+def started_ray_here() -> bool:
+    """Whether this process started the Ray cluster it is connected to (ray.init() without an address: one machine,
+    no autoscaler, nothing drained or preempted), not joined one (RAY_ADDRESS, `ray job submit`)."""
+    ray = sys.modules.get("ray")
+    node = getattr(ray._private.worker, "_global_node", None) if ray is not None and ray.is_initialized() else None
+    return node is not None and bool(getattr(node, "head", False))
 
 
 HEALTH_CHECK_S = 0.5
