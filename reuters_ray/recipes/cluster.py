@@ -41,7 +41,7 @@ from reuters_ray.data.features import TokenArrays
 from reuters_ray.errors import ConfigError
 from reuters_ray.fold.inference import TorchFolds, default_device
 from reuters_ray.fold.plan import resolve_precision
-from reuters_ray.recipes.fold_worker import FoldTask, Progress, fold_worker, forward_reports
+from reuters_ray.recipes.fold_worker import FoldTask, Progress, fixed_cluster_policy, fold_worker, forward_reports
 from reuters_ray.run.folds import kept_test_logits
 from reuters_ray.run.inputs import Run
 from reuters_ray.run.place import (
@@ -119,7 +119,7 @@ def fold_trainer(job_ends_with_recipe: bool, torch_backend: bool = True, fixed_c
     job's placement groups itself), its PlacementGroupCleaner, which frees a fold's placement group should the
     fold's controller die while the job lives on (a session connected before the recipe, or a search's trial, keeps
     it). On a cluster this driver started itself (fixed_cluster: no autoscaler), its scaling policy asks no
-    autoscaling coordinator for resources (recipes.train_policy). On 2 cores a quick run took 100 s before, 92 s
+    autoscaling coordinator for resources (fold_worker.fixed_cluster_policy). On 2 cores a quick run took 100 s before, 92 s
     without the helpers, 86 s without the process group too (docs/results.md, issue 45). Private API (Ray is pinned to
     2.60.x): where these names are gone, TorchTrainer (and Ray Train's own policy)."""
     from ray.train.torch import TorchTrainer
@@ -130,7 +130,7 @@ def fold_trainer(job_ends_with_recipe: bool, torch_backend: bool = True, fixed_c
         from ray.train.v2._internal.execution.scaling_policy.fixed import FixedScalingPolicy
         from ray.train.v2.api.data_parallel_trainer import DataParallelTrainer
 
-        from reuters_ray.recipes.train_policy import FixedClusterPolicy
+        FixedClusterPolicy = fixed_cluster_policy()
     except ImportError:
         return TorchTrainer
     needed = ("_create_default_callbacks", "_initialize_and_run_controller")
@@ -194,7 +194,7 @@ def check_nodes_can_write(storage_path: str, run_uri: str) -> None:
 
 
 # Detached actors that every Train controller of Ray 2.60 gets or creates (they outlive jobs): the state actor behind
-# Train's state tracking, and the autoscaling coordinator (not on a cluster this driver started: FixedClusterPolicy).
+# Train's state tracking, and the autoscaling coordinator (not on a cluster this driver started: fixed_cluster_policy).
 # Controllers started at once race to create them, and the losers' creations are FAILED tasks in a healthy run's job.
 TRAIN_SHARED_ACTORS = ("train_v2_state_actor", "AutoscalingCoordinator")
 

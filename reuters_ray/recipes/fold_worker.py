@@ -1,6 +1,7 @@
 """What the run's Ray processes other than the driver unpickle: a fold's Ray Train worker function (fold_worker) and
 its task (FoldTask), the Train callback that forwards each epoch row (forward_reports, run by the fold's Train
-controller), and the driver's progress actor (Progress). reuters_ray.recipes.cluster builds and runs them.
+controller), the driver's progress actor (Progress), and on a cluster the driver started the folds' scaling policy
+(fixed_cluster_policy). reuters_ray.recipes.cluster builds and runs them.
 
 Light on purpose: a fold's Train controller and the progress actor import this module to unpickle what they run, and
 never use torch, transformers or scikit-learn; only the fold worker imports the fold loop, when it starts. That spared
@@ -9,6 +10,7 @@ each such process about 2 s of CPU, 3 to 5 s of a quick run's wall on 2 cores (d
 
 from __future__ import annotations
 
+import functools
 import os
 import tempfile
 import threading
@@ -45,8 +47,6 @@ def fold_worker(config: dict[str, Any]) -> None:
     """Ray Train worker: one fold's training loop (or one worker's share of it), each epoch (and rank 0's
     checkpoint) reported into Ray storage."""
     started_at = time.time()  # against the driver's clock: how long Ray took to start this worker
-    import functools
-
     import ray
     import ray.train
     import ray.train.torch
@@ -257,3 +257,43 @@ class Progress:
     async def asked_within(self, seconds: float) -> bool:
         """Whether a fold asked stopping_now within the last `seconds`: a fold is still training (or stopping)."""
         return time.monotonic() - getattr(self, "_asked", -1e9) <= seconds
+
+
+@functools.cache
+def fixed_cluster_policy() -> type:
+    """Ray Train's fixed scaling policy without its autoscaling coordinator, for the folds of a Ray cluster the driver
+    started itself (`ray.init()` on one machine: no autoscaler to ask for nodes; recipes.cluster.started_ray_here).
+
+    Ray Train 2.60's FixedScalingPolicy registers every run's resources with Ray Data's AutoscalingCoordinator, a
+    detached actor (a process importing Ray Data) that passes them to the cluster's autoscaler, and each fold's
+    controller waits for its answer as it starts: there a process and a wait for nothing (on 2 cores about 1.4 s of
+    CPU of a quick run, docs/results.md, issue 45). Same workers, same decisions otherwise. Made on first use, as
+    this module imports no Ray until it runs; a fold's Train controller unpickles it as this module's
+    FixedClusterPolicy (__getattr__). Private API (Ray is pinned to 2.60.x): ImportError where its names are gone."""
+    from ray.train.v2._internal.execution.scaling_policy.fixed import FixedScalingPolicy
+
+    class FixedClusterPolicy(FixedScalingPolicy):
+        def after_controller_start(self, train_run_context) -> None:
+            pass
+
+        async def before_controller_shutdown(self) -> None:
+            pass
+
+        def before_controller_abort(self) -> None:
+            pass
+
+        def _maybe_send_resource_request(self) -> None:
+            pass
+
+        def _send_resource_request(self) -> None:
+            pass
+
+    FixedClusterPolicy.__module__, FixedClusterPolicy.__qualname__ = __name__, "FixedClusterPolicy"
+    return FixedClusterPolicy
+
+
+def __getattr__(name: str):
+    """The module's FixedClusterPolicy (fixed_cluster_policy), as pickle looks it up (PEP 562)."""
+    if name == "FixedClusterPolicy":
+        return fixed_cluster_policy()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
