@@ -400,10 +400,14 @@ def test_the_head_computes_in_fp32_under_autocast_and_as_before_without(tmp_path
 
     def head(m):
         seen = {}
-        m.bert.pooler.register_forward_hook(lambda mod, args, out: seen.update(pooled=out))
-        m.classifier.register_forward_hook(lambda mod, args, out: seen.update(x=args[0], logits=out))
+        hooks = [
+            m.bert.pooler.register_forward_hook(lambda mod, args, out: seen.update(pooled=out)),
+            m.classifier.register_forward_hook(lambda mod, args, out: seen.update(x=args[0], logits=out)),
+        ]
         with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
             m(input_ids=ids, attention_mask=mask)
+        for h in hooks:
+            h.remove()
         return seen
 
     model.save_pretrained(tmp_path / "fold")
@@ -418,6 +422,18 @@ def test_the_head_computes_in_fp32_under_autocast_and_as_before_without(tmp_path
             model(input_ids=ids, attention_mask=mask).logits, plain(input_ids=ids, attention_mask=mask).logits
         )
     assert list(model.state_dict()) == list(plain.state_dict())
+    # a copy (deepcopy: EMA, quantize_dynamic(inplace=False)) or a pickle computes its head with its own weights
+    import copy
+    import pickle
+
+    for other in (copy.deepcopy(model), pickle.loads(pickle.dumps(model))):
+        with torch.no_grad():
+            other.classifier.weight.zero_()
+            other.classifier.bias.fill_(1.0)
+        assert torch.equal(head(other)["logits"], torch.ones(4, 3))
+        with torch.no_grad():
+            assert torch.equal(other(input_ids=ids, attention_mask=mask).logits, torch.ones(4, 3))
+    assert not torch.equal(head(model)["logits"], torch.ones(4, 3))  # the original kept its weights
 
 
 def test_a_finished_fold_scores_the_test_split_and_validates_in_fp32(reuters, minilm_tokenizer, tmp_path):

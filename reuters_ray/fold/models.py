@@ -10,6 +10,7 @@ Aliases:
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 
 from reuters_ray.errors import ConfigError, DataError
@@ -233,28 +234,29 @@ def head_in_fp32(model) -> None:
     "Mixed Precision Training", section 3; Megatron-LM's fp32 logits). On the quick CPU run it lifted the fold
     ensemble's out-of-fold weighted F1 from 0.7636 to 0.7656 (fp32 training: 0.7653; docs/results.md, issue 45) at
     no measurable cost: the head is under 0.5% of MiniLM's multiply-adds at 32 tokens.
-    Replaces each module's forward on the instance, as train.compile does the model's: state_dict keys, saved
-    folders and exports are unchanged."""
+    Sets each module's forward on the instance to a partial of head_forward_in_fp32 with the module, as train.compile
+    sets the model's: state_dict keys, saved folders and exports are unchanged, and a deepcopy or a pickle of the
+    model carries it, bound to the copy."""
     import torch
-
-    def fp32(module) -> None:
-        inner = module.forward
-
-        def forward(hidden, *args, **kwargs):
-            kind = hidden.device.type
-            if not torch.is_autocast_enabled(kind):
-                return inner(hidden, *args, **kwargs)
-            with torch.autocast(kind, enabled=False):
-                return inner(hidden.float(), *args, **kwargs)
-
-        module.forward = forward
 
     for name in HEAD_MODULES:
         for owner in (model, model.base_model):
             module = getattr(owner, name, None)
-            if isinstance(module, torch.nn.Module) and not getattr(module, "_head_in_fp32", False):
-                fp32(module)
-                module._head_in_fp32 = True
+            forward = getattr(module, "__dict__", {}).get("forward")
+            patched = isinstance(forward, functools.partial) and forward.func is head_forward_in_fp32
+            if isinstance(module, torch.nn.Module) and not patched:
+                module.forward = functools.partial(head_forward_in_fp32, module)
+
+
+def head_forward_in_fp32(module, hidden, *args, **kwargs):
+    """`module`'s own forward (its class's) on `hidden`, in float32 when autocast is on for hidden's device."""
+    import torch
+
+    kind = hidden.device.type
+    if not torch.is_autocast_enabled(kind):
+        return type(module).forward(module, hidden, *args, **kwargs)
+    with torch.autocast(kind, enabled=False):
+        return type(module).forward(module, hidden.float(), *args, **kwargs)
 
 
 def _new_head(model) -> None:
