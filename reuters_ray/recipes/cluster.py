@@ -119,9 +119,9 @@ def fold_trainer(job_ends_with_recipe: bool, torch_backend: bool = True, fixed_c
     job's placement groups itself), its PlacementGroupCleaner, which frees a fold's placement group should the
     fold's controller die while the job lives on (a session connected before the recipe, or a search's trial, keeps
     it). On a cluster this driver started itself (fixed_cluster: no autoscaler), its scaling policy asks no
-    autoscaling coordinator for resources (fold_worker.fixed_cluster_policy). On 2 cores a quick run took 100 s before, 92 s
-    without the helpers, 86 s without the process group too (docs/results.md, issue 45). Private API (Ray is pinned to
-    2.60.x): where these names are gone, TorchTrainer (and Ray Train's own policy)."""
+    autoscaling coordinator for resources (fold_worker.fixed_cluster_policy). On 2 cores a quick run took 100 s
+    before, 92 s without the helpers, 86 s without the process group too (docs/results.md, issue 45). Private API
+    (Ray is pinned to 2.60.x): where these names are gone, TorchTrainer (and Ray Train's own policy)."""
     from ray.train.torch import TorchTrainer
 
     try:
@@ -589,8 +589,7 @@ def own_ray_lost() -> bool:
     timeouts (a minute for the GCS) before the command could end."""
     import ray
 
-    node = getattr(ray._private.worker, "_global_node", None)
-    return bool(node is not None and getattr(node, "head", False) and node.dead_processes())
+    return started_ray_here() and bool(ray._private.worker._global_node.dead_processes())
 
 
 def _await_folds(futures: dict, folders: dict, place, names, progress, console, control, started):
